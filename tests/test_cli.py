@@ -1,0 +1,72 @@
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from aras.cli import main, pipeline_notebooks
+from aras.core import ArasError
+
+
+def _nb(path, *sources, params=True):
+    nb = nbformat.v4.new_notebook()
+    cells = [nbformat.v4.new_code_cell('profile = "tiny"\nout_dir = None')] if params else []
+    if params: cells[0].metadata["tags"] = ["parameters"]
+    nb.cells = cells + [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def nbs(tmp_path):
+    d = tmp_path / "nbs"; d.mkdir()
+    _nb(d / "00_first.ipynb", "from pathlib import Path\nPath('first.txt').write_text(profile)")
+    _nb(d / "01_second.ipynb", "x = 1", "def boom():\n    raise ValueError('bad toyland')\nboom()")
+    _nb(d / "02_third.ipynb", "Path('third.txt').write_text('no')")
+    _nb(d / "90_tooling.ipynb", "raise SystemExit('tooling notebooks are not part of the pipeline')")
+    return d
+
+
+def test_pipeline_selection(nbs):
+    assert [p.name[:2] for p in pipeline_notebooks(nbs)] == ["00", "01", "02"]
+    assert [p.name[:2] for p in pipeline_notebooks(nbs, only=["0", "2"])] == ["00", "02"]
+    assert [p.name[:2] for p in pipeline_notebooks(nbs, start="01")] == ["01", "02"]
+    with pytest.raises(ArasError, match="no notebook numbered 05"):
+        pipeline_notebooks(nbs, only=["05"])
+
+
+def test_reproduce_runs_in_order_and_stops_at_the_failing_cell(nbs, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main(["reproduce", "--profile", "paper", "--nbs", str(nbs), "--runs", str(runs)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert (nbs / "first.txt").read_text() == "paper"                   # parameters reached the notebook
+    assert not (nbs / "third.txt").exists()                             # nothing ran after the failure
+    assert "FAILED: 01_second.ipynb, cell 3" in err and "ValueError: bad toyland" in err
+    assert "cell starts: def boom():" in err
+    lines = {l.split()[0]: l.split()[1:3] for l in out.splitlines() if l.strip().endswith(".ipynb") is False and ".ipynb" in l}
+    assert lines["00_first.ipynb"][0] == "ok" and lines["01_second.ipynb"][0] == "failed"
+    assert lines["02_third.ipynb"][:2] == ["not", "run"]
+    executed = nbformat.read(runs / "01_second.ipynb", as_version=4)
+    assert any(c.metadata.get("tags") == ["injected-parameters"] for c in executed.cells)
+
+
+def test_reproduce_only_and_dry_run(nbs, tmp_path, capsys):
+    assert main(["reproduce", "--nbs", str(nbs), "--runs", str(tmp_path / "r"), "--only", "00"]) == 0
+    out = capsys.readouterr().out
+    assert "00_first.ipynb     ok" in out and "01_second" not in out
+    assert main(["reproduce", "--nbs", str(nbs), "--from", "01", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "01_second.ipynb" in out and "00_first" not in out
+
+
+def test_bad_input_is_one_line_and_exit_status_2(nbs, tmp_path, capsys):
+    assert main(["reproduce", "--nbs", str(nbs), "--only", "07"]) == 2
+    assert "error: no notebook numbered 07" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "train.zip: missing" in capsys.readouterr().err
+
+
+def test_toyland_command_writes_tiles(tmp_path, capsys):
+    assert main(["toyland", str(tmp_path / "t"), "--tiles", "1", "--px", "128"]) == 0
+    assert len(list((tmp_path / "t").rglob("*.tif"))) == 2

@@ -1,0 +1,285 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.transform import from_origin
+
+import aras.data as D
+from aras.core import ArasDataError
+from aras.landcover import CLASSES, PALETTE, labels_to_rgb
+from aras.toyland import PIXEL_DEG, tile_name
+from conftest import small_settings
+
+
+def _write(path, array, transform, crs="EPSG:4326"):
+    array = array[None] if array.ndim == 2 else array
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2], count=array.shape[0],
+                       dtype=array.dtype, crs=crs, transform=transform) as dst:
+        dst.write(array)
+
+
+def _index_pair(folder, dx, dy, n=300, tile="N39E027"):
+    "A tile pair whose S2 bands hold each pixel's column and row on the land-cover grid, S2 shifted by (dx, dy) px."
+    lon, lat = 27.0, 42.0
+    _write(folder / tile_name(tile, "Map"), np.full((n, n), 10, np.uint8), from_origin(lon, lat, PIXEL_DEG, PIXEL_DEG))
+    rows, cols = np.mgrid[:n, :n].astype(np.float64)
+    s2 = np.stack([cols + dx, rows + dy, np.ones_like(cols), np.ones_like(cols)]).astype(np.uint16) + 1
+    _write(folder / tile_name(tile, "S2RGBNIR"), s2, from_origin(lon + dx * PIXEL_DEG, lat - dy * PIXEL_DEG, PIXEL_DEG, PIXEL_DEG))
+    return D.discover_tiles(folder)[0]
+
+
+# --- discovery and alignment -------------------------------------------------------------------------
+
+def test_discover_tiles_pairs_by_tile_id(toy_raw):
+    pairs = D.discover_tiles(toy_raw)
+    assert [p.tile for p in pairs] == ["N39E027", "N39E030", "N39E033", "N39E036"]
+    assert all(p.map_path.name.endswith("_Map.tif") and p.s2_path.name.endswith("_S2RGBNIR.tif") for p in pairs)
+
+
+def test_discover_tiles_reports_missing_partner_empty_and_missing_folders(tmp_path, toy_raw):
+    shutil.copy(toy_raw / "worldcover_2021" / tile_name("N39E027", "Map"), tmp_path)
+    with pytest.raises(ArasDataError, match="N39E027 has only ESA_WorldCover_10m_2021_v200_N39E027_Map.tif"):
+        D.discover_tiles(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArasDataError, match="empty: no ESA WorldCover 2021 tiles"):
+        D.discover_tiles(tmp_path / "empty")
+    with pytest.raises(ArasDataError, match="nowhere: raw tile folder does not exist"):
+        D.discover_tiles(tmp_path / "nowhere")
+
+
+def test_alignment_by_bounds_is_exact_for_offset_grids(tmp_path):
+    pair = _index_pair(tmp_path, dx=3, dy=2)
+    with D.AlignedPair(pair) as ap:
+        assert (ap.window.col_off, ap.window.row_off) == (3, 2)        # land-cover pixels inside both
+        codes, s2 = ap.read_strip(1, 64)
+        col0, row0 = ap.window.col_off, ap.window.row_off + 64
+    cols, rows = np.meshgrid(np.arange(codes.shape[1]) + col0, np.arange(64) + row0)
+    assert np.array_equal(s2[0] - 1, cols) and np.array_equal(s2[1] - 1, rows)   # each pixel is the same ground
+
+
+def test_alignment_resamples_a_half_pixel_offset(tmp_path):
+    pair = _index_pair(tmp_path, dx=2.5, dy=0)
+    with D.AlignedPair(pair) as ap:
+        codes, s2 = ap.read_strip(0, 64)
+        col0 = ap.window.col_off
+    expect = np.arange(codes.shape[1]) + col0 + 1
+    assert np.abs(s2[0, 10, 1:-1].astype(float) - expect[1:-1]).max() <= 1.0
+
+
+def test_aligned_patches_match_land_cover_better_than_pixel_indices(toy_raw):
+    pair = D.discover_tiles(toy_raw)[3]                                 # lakes: many water edges
+    with D.AlignedPair(pair) as ap:
+        codes, s2 = ap.read_strip(0, 128)
+        naive = ap.s2.read(4, window=rasterio.windows.Window(ap.window.col_off, ap.window.row_off, codes.shape[1], 128))
+    assert D.nir_water_agreement(codes, s2[3]) > 0.99 > D.nir_water_agreement(codes, naive) + 0.01
+
+
+def test_tile_in_another_crs_is_refused(tmp_path, toy_raw):
+    for kind, sub in (("Map", "worldcover_2021"), ("S2RGBNIR", "S2RGB_2021")):
+        shutil.copy(toy_raw / sub / tile_name("N39E030", kind), tmp_path)
+    s2_path = tmp_path / tile_name("N39E030", "S2RGBNIR")
+    with rasterio.open(s2_path, "r+") as ds: ds.crs = "EPSG:32635"
+    with pytest.raises(ArasDataError, match="CRS EPSG:32635 differs from EPSG:4326"):
+        D.AlignedPair(D.discover_tiles(tmp_path)[0])
+
+
+def test_truncated_or_unreadable_tif_names_the_file(tmp_path, toy_raw):
+    for kind, sub in (("Map", "worldcover_2021"), ("S2RGBNIR", "S2RGB_2021")):
+        shutil.copy(toy_raw / sub / tile_name("N39E030", kind), tmp_path)
+    s2_path = tmp_path / tile_name("N39E030", "S2RGBNIR")
+    data = s2_path.read_bytes()
+    s2_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArasDataError, match="N39E030"):
+        with D.AlignedPair(D.discover_tiles(tmp_path)[0]) as ap:
+            for i in range(ap.grid(128)[0]): ap.read_strip(i, 128)
+    s2_path.write_bytes(b"not a tiff")
+    with pytest.raises(ArasDataError, match="S2RGBNIR.tif: not a readable GeoTIFF"):
+        D.AlignedPair(D.discover_tiles(tmp_path)[0])
+
+
+# --- filters, scaling, splits ------------------------------------------------------------------------
+
+def test_patch_status_rules():
+    ones = np.ones((4, 10, 10), np.uint16)
+    water = np.full((10, 10), 6, np.uint8)
+    assert D.patch_status(water, ones) == "water"
+    water[0, :10] = 0                                                   # 90% water is not over 90%
+    assert D.patch_status(water, ones) == "kept"
+    water[0, 0] = 255
+    assert D.patch_status(water, ones) == "no_data"
+    gap = ones.copy(); gap[:, 5, 5] = 0
+    assert D.patch_status(np.zeros((10, 10), np.uint8), gap) == "no_data"
+    gap[:3, 5, 5] = 1                                                   # a zero in one band only is data
+    assert D.patch_status(np.zeros((10, 10), np.uint8), gap) == "kept"
+
+
+def test_scalings():
+    s2 = np.array([300, 1500, 6000, 9000], np.uint16).reshape(4, 1, 1) * np.ones((1, 2, 2), np.uint16)
+    assert D.scale_rgb(s2, "fixed", 3000)[0, 0].tolist() == [26, 128, 255]
+    assert D.scale_rgb(s2, "patch_max")[0, 0].tolist() == [13, 64, 255]
+    with pytest.raises(ArasDataError, match="unknown scaling"):
+        D.scale_rgb(s2, "log")
+
+
+def test_splits_deal_whole_blocks_deterministically():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame([(t, i, j) for t in ("A", "B", "C") for i in range(10) for j in range(10)
+                       if rng.random() > 0.2], columns=["tile", "i", "j"])
+    sp = D.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=3)
+    shares = sp.value_counts(normalize=True)
+    assert abs(shares["val"] - 0.1) < 0.03 and abs(shares["test"] - 0.1) < 0.03
+    block = df.tile + (df.i // 2).astype(str) + "-" + (df.j // 2).astype(str)
+    assert (pd.crosstab(block, sp) > 0).sum(axis=1).max() == 1
+    assert sp.equals(D.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=3))
+    assert not sp.equals(D.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=4))
+
+
+# --- preparing the layout ------------------------------------------------------------------------------
+
+def test_prepared_layout_matches_the_published_format(prepared):
+    root, patches = prepared
+    assert set(patches.status) == {"kept", "water", "no_data"}
+    kept = patches[patches.status == "kept"]
+    assert len(patches) == 4 * 3 * 3                                    # (512 - 11) // 128 = 3 per side
+    for split in D.SPLITS:
+        pct = D.read_class_percentages(root, split)
+        pairs = D.list_pairs(root, split)
+        assert list(pct.columns) == ["filename", *CLASSES] and sorted(pct.filename) == pairs.filename.tolist()
+        assert np.allclose(pct[list(CLASSES)].sum(axis=1), 100, atol=1e-3)
+        img, lab = D.read_pair(pairs.image[0], pairs["mask"][0])
+        assert img.shape == (128, 128, 3) and img.dtype == np.uint8
+        row = pct.set_index("filename").loc[pairs.filename[0]]
+        assert np.allclose(row.values, 100 * np.bincount(lab.ravel(), minlength=7) / lab.size, atol=1e-3)
+    assert sum(len(D.list_pairs(root, s)) for s in D.SPLITS) == len(kept)
+    assert kept.filename.str.match(r"^N\d{2}E\d{3}_\d{3}_\d{3}\.png$").all()
+    assert not list(root.rglob("*.part*")) and not (root / ".staging").exists()
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["counts"]["kept"] == len(kept)
+
+
+def test_water_and_nodata_patches_are_where_toyland_put_them(prepared):
+    _, patches = prepared
+    by_tile = patches.groupby(["tile", "status"]).size().unstack(fill_value=0)
+    assert by_tile.loc["N39E027", "water"] >= 3                         # the coast tile is mostly sea
+    assert by_tile.loc["N39E036", "no_data"] >= 3                       # the S2 gap crosses the lakes tile
+    assert by_tile.loc["N39E030", "kept"] == 9                          # farmland: nothing to drop
+
+
+def test_prepare_reuses_a_finished_dataset_and_protects_others(prepared, toy_raw, tmp_path):
+    root, patches = prepared
+    stamp = (root / "manifest.json").stat().st_mtime_ns
+    again = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    assert again.equals(pd.read_csv(root / "patches.csv")) and (root / "manifest.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ArasDataError, match="prepared with other settings"):
+        D.prepare_dataset(toy_raw, root, small_settings(water_max=0.5), seed=0, progress=False)
+    other = tmp_path / "published"; (other / "train").mkdir(parents=True)
+    with pytest.raises(ArasDataError, match="not made by this preparation"):
+        D.prepare_dataset(toy_raw, other, small_settings(), seed=0, progress=False)
+
+
+def test_prepare_resumes_after_an_interrupt(toy_raw, tmp_path, monkeypatch, prepared):
+    calls, real = [], D._tile_records
+    def flaky(ap, *a, **k):
+        calls.append(ap.pair.tile)
+        if len(calls) == 3: raise KeyboardInterrupt
+        return real(ap, *a, **k)
+    monkeypatch.setattr(D, "_tile_records", flaky)
+    root = tmp_path / "ARAS400k"
+    with pytest.raises(KeyboardInterrupt):
+        D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    assert not (root / "manifest.json").exists()                        # nothing looks complete
+    calls.clear()
+    monkeypatch.setattr(D, "_tile_records", real)
+    monkeypatch.setattr(D, "_tile_records", lambda ap, *a, **k: (calls.append(ap.pair.tile), real(ap, *a, **k))[1])
+    patches = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    assert calls == ["N39E033", "N39E036"]                              # finished tiles were not redone
+    ref_root, ref = prepared
+    assert patches.equals(ref)
+    for sp in D.SPLITS:
+        assert D.read_class_percentages(root, sp).equals(D.read_class_percentages(ref_root, sp))
+
+
+def test_merge_rule_and_scaling_reach_the_written_files(toy_raw, tmp_path, prepared):
+    root = tmp_path / "script"
+    patches = D.prepare_dataset(toy_raw, root, small_settings(class_merge="script", scaling="patch_max"), progress=False)
+    ref_root, ref = prepared
+    assert patches.status.equals(ref.status)
+    wet = ref[(ref.tile == "N39E027") & (ref.status == "kept")]         # the coast has wetland
+    diff = (patches.loc[wet.index, "Grass"] - wet["Grass"]).abs().sum()
+    assert diff > 0                                                     # wetland went to grass instead of tree
+    img = D.read_png(D.list_pairs(root, "train").image[0])
+    assert img.max() == 255                                             # each patch scaled by its own maximum
+
+
+def test_dataset_summary_against_the_paper(prepared):
+    _, patches = prepared
+    t = D.dataset_summary(patches, {"train": 20, "val": 3, "test": 3}, patch_size=128).set_index("quantity")
+    assert t.loc["Patches extracted (256x256)", "aras"] == len(patches)
+    assert t.loc["Kept", "paper"] == 100_240 and round(t.loc["Kept", "paper_pct"], 2) == 63.73
+    assert round(t.loc["Area of kept patches (km2)", "paper"]) == 656_933
+    assert np.isclose(t.loc["Area of kept patches (km2)", "aras"], t.loc["Kept", "aras"] * 128**2 * 100 / 1e6)
+    assert np.isclose(t.loc["Removed: over 90% water", "aras_pct"], 100 * (patches.status == "water").mean())
+
+
+# --- reading the published layout: bad input -----------------------------------------------------------
+
+@pytest.fixture
+def layout(tmp_path):
+    root = tmp_path / "ARAS400k"
+    for sub in ("images", "masks"): (root / "train" / sub).mkdir(parents=True)
+    for k in range(2):
+        Image.fromarray(np.full((16, 16, 3), 80, np.uint8)).save(root / "train" / "images" / f"p{k}.png")
+        Image.fromarray(labels_to_rgb(np.full((16, 16), k, np.uint8))).save(root / "train" / "masks" / f"p{k}.png")
+    return root
+
+
+def test_reader_reads_pairs(layout):
+    ds = D.ArasSplit(layout, "train")
+    img, lab = ds[1]
+    assert len(ds) == 2 and img.shape == (16, 16, 3) and (lab == 1).all()
+
+
+def test_image_without_mask_and_mask_without_image(layout):
+    (layout / "train" / "masks" / "p1.png").unlink()
+    with pytest.raises(ArasDataError, match=r"images/p1.png: image without its mask \(1 such files\)"):
+        D.list_pairs(layout, "train")
+    (layout / "train" / "images" / "p1.png").unlink(); (layout / "train" / "images" / "p0.png").unlink()
+    with pytest.raises(ArasDataError, match="masks/p0.png: mask without its image"):
+        D.list_pairs(layout, "train")
+
+
+def test_missing_and_empty_split_folders(layout):
+    with pytest.raises(ArasDataError, match="val: split folder does not exist"):
+        D.list_pairs(layout, "val")
+    for p in (layout / "train").rglob("*.png"): p.unlink()
+    with pytest.raises(ArasDataError, match="train: no PNG files"):
+        D.list_pairs(layout, "train")
+
+
+def test_truncated_png_unknown_colour_and_size_mismatch(layout):
+    img = layout / "train" / "images" / "p0.png"
+    img.write_bytes(img.read_bytes()[:60])
+    with pytest.raises(ArasDataError, match="p0.png: unreadable or truncated PNG"):
+        D.ArasSplit(layout, "train")[0]
+    mask = layout / "train" / "masks" / "p1.png"
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(mask)
+    with pytest.raises(ArasDataError, match=r"masks/p1.png: 1 mask colour\(s\) not in the ARAS400k class table: \(7, 7, 7\) x256"):
+        D.ArasSplit(layout, "train")[1]
+    Image.fromarray(labels_to_rgb(np.zeros((8, 16), np.uint8))).save(mask)
+    with pytest.raises(ArasDataError, match="p1.png: image is 16x16 px but its mask .* is 16x8"):
+        D.ArasSplit(layout, "train")[1]
+
+
+def test_class_percentage_csv_columns_are_checked(layout):
+    (layout / "class_percentages").mkdir()
+    csv = layout / "class_percentages" / "train.csv"
+    pd.DataFrame({"filename": ["p0.png"], "Tree cover": [50.0], "Water": [50.0]}).to_csv(csv, index=False)
+    with pytest.raises(ArasDataError, match=r"train.csv: missing columns \['Shrub', 'Grass', 'Crop', 'Built-up', 'Barren'\]"):
+        D.read_class_percentages(layout, "train")
+    with pytest.raises(ArasDataError, match="val.csv: class-percentage file does not exist"):
+        D.read_class_percentages(layout, "val")
