@@ -1,0 +1,367 @@
+"Captioning (notebook 06): back ends on tiny random models built from configs, resume, metrics, tables, bad input."
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import aras.captioning as K
+from aras.core import ArasDataError, ArasError
+from aras.landcover import CLASSES
+
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+        "{% endif %}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CORPUS = [K.SYSTEM_PROMPT, K.TEXT_PROMPT, K.VISION_PROMPT, K.HYBRID_PROMPT, ", ".join(CLASSES),
+          "0123456789 (%). forest cropland water built-up area"]
+
+
+def _tokenizer():
+    "A small byte-level BPE tokenizer with a chat template and an image token, trained here (no download)."
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer, tk.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                           special_tokens=["<pad>", "<s>", "</s>", "<image>", "<|user|>", "<|assistant|>", "<|system|>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                  extra_special_tokens={"image_token": "<image>"})
+    tok.chat_template = CHAT
+    return tok
+
+
+def _llama(vocab):
+    from transformers import LlamaConfig
+    return LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    "A tiny random chat causal LM saved as a transformers folder (stands in for Qwen3-4B)."
+    from transformers import LlamaForCausalLM
+    d = tmp_path_factory.mktemp("tiny_lm")
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(_llama(len(tok))).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def vlm_dir(tmp_path_factory):
+    "A tiny random LLaVA (CLIP vision tower + Llama) with its processor, saved as a folder (stands in for Gemma3/Qwen3-VL)."
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    d = tmp_path_factory.mktemp("tiny_vlm")
+    tok = _tokenizer()
+    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                          tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", chat_template=CHAT,
+                          num_additional_image_tokens=1)
+    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                                     image_size=32, patch_size=8),
+                      text_config=_llama(len(tok)), image_token_id=tok.convert_tokens_to_ids("<image>"),
+                      vision_feature_layer=-1, vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(cfg).save_pretrained(d)
+    proc.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    "A tiny random CLIP with its processor (a character-level CLIP tokenizer), saved as a folder."
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    d = tmp_path_factory.mktemp("tiny_clip")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz0123456789%().,-":
+        vocab[ch] = len(vocab); vocab[ch + "</w>"] = len(vocab)
+    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                         tokenizer=tok)
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                                      pad_token_id=1),
+                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                        image_size=32, patch_size=8), projection_dim=16)
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(d)
+    proc.save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def real(prepared):
+    root, _ = prepared
+    return root, K.subset_items("real", root, root / "nowhere")
+
+
+def _stand_in(synthetic_dir, src_root, name, split="val", masks=True):
+    "A synthetic set in the ARAS400k layout made of copies of a prepared split (images and, optionally, masks)."
+    for sub in ("images", *(("masks",) if masks else ())):
+        shutil.copytree(src_root / split / sub, synthetic_dir / name / sub)
+    if name == "uncond" and masks:
+        (synthetic_dir / name / "labelled_by.json").write_text(json.dumps({"model": "stand-in"}))
+
+
+# --- compositions ----------------------------------------------------------------------------------------
+
+def test_synthetic_composition_comes_from_the_masks(prepared, tmp_path):
+    root, _ = prepared
+    syn = tmp_path / "synthetic"
+    _stand_in(syn, root, "cond")
+    items = K.subset_items("cond", root, syn)
+    expect = pd.read_csv(root / "class_percentages" / "val.csv").set_index("filename").sort_index()
+    got = items.set_index("filename").sort_index()
+    assert list(got.index) == list(expect.index) and (got.subset == "cond").all()
+    np.testing.assert_allclose(got[list(CLASSES)].to_numpy(float), expect[list(CLASSES)].to_numpy(float), atol=1e-3)
+    with pytest.raises(K.SubsetMissing, match=f"no synthetic set at {syn / 'uncond'}"):
+        K.subset_items("uncond", root, syn)
+    _stand_in(syn, root, "uncond", masks=False)                       # sampled but not yet labelled by notebook 05
+    with pytest.raises(K.SubsetMissing, match="no masks at .*uncond/masks"):
+        K.subset_items("uncond", root, syn)
+    (syn / "uncond" / "masks").mkdir()                                # notebook 04 empties masks/ when it resamples
+    with pytest.raises(K.SubsetMissing, match="no masks at .*uncond/masks"):
+        K.subset_items("uncond", root, syn)
+    first = sorted((syn / "uncond" / "images").iterdir())[0]
+    shutil.copy(root / "val" / "masks" / first.name, syn / "uncond" / "masks" / first.name)   # half-labelled: an error
+    with pytest.raises(ArasDataError, match="image without its mask"):
+        K.subset_items("uncond", root, syn)
+
+
+def test_bad_composition_inputs_name_what_is_missing(prepared, tmp_path):
+    root, _ = prepared
+    bad = tmp_path / "ARAS400k"
+    shutil.copytree(root / "val", bad / "val")
+    (bad / "class_percentages").mkdir()
+    csv = pd.read_csv(root / "class_percentages" / "val.csv")
+    csv.drop(columns="Water").to_csv(bad / "class_percentages" / "val.csv", index=False)
+    with pytest.raises(ArasDataError, match=r"val.csv: missing columns \['Water'\]"):
+        K.subset_items("real", bad, tmp_path, real_splits=("val",))
+    csv.iloc[1:].to_csv(bad / "class_percentages" / "val.csv", index=False)  # the first image loses its composition
+    with pytest.raises(ArasDataError, match=f"no composition for 1 image.*first: {csv.filename[0]}"):
+        K.subset_items("real", bad, tmp_path, real_splits=("val",))
+    with pytest.raises(ArasDataError, match="none of the real splits"):
+        K.subset_items("real", bad, tmp_path, real_splits=("test",))
+
+
+# --- back ends -----------------------------------------------------------------------------------------
+
+def test_missing_or_incomplete_model_folders_are_named(vlm_dir, tmp_path):
+    with pytest.raises(K.ModelUnavailable, match=f"no vision-language weights at {tmp_path / 'gemma'}"):
+        K.make_captioner(dict(name="g", modality="vision", backend="vlm", path=str(tmp_path / "gemma")))
+    with pytest.raises(K.ModelUnavailable, match="no text-LM weights at .*Qwen3-4B"):
+        K.make_captioner(dict(name="q", modality="text", backend="causal_lm", path="Qwen3-4B"), weights=tmp_path)
+    with pytest.raises(K.ModelUnavailable, match="no text-LM weights at .*missing.gguf"):
+        K.gguf_to_folder(tmp_path / "missing.gguf")
+    for drop, said in (("model.safetensors", "lacks weights"), ("processor_config.json", "lacks an image processor"),
+                       ("tokenizer.json", "lacks a tokenizer"), ("config.json", "lacks config.json")):
+        d = tmp_path / f"no_{drop}"
+        shutil.copytree(vlm_dir, d)
+        (d / drop).unlink()
+        with pytest.raises(K.ModelUnavailable, match=f"{d}: vision-language model folder {said}"):
+            K.make_captioner(dict(name="g", modality="vision", backend="vlm", path=str(d)))
+    with pytest.raises(ArasError, match="unknown backend 'ollama'"):
+        K.make_captioner(dict(name="x", modality="text", backend="ollama"))
+    with pytest.raises(ArasError, match="modality must be 'text'"):
+        K.make_captioner(dict(name="t", modality="vision", backend="template"))
+
+
+def test_vision_and_hybrid_captions_from_a_tiny_random_vlm(vlm_dir, real, tmp_path):
+    _, items = real
+    few = K.sample_items(items, 3, seed=0)
+    gen = dict(max_new_tokens=6, do_sample=False)
+    for modality in ("vision", "hybrid"):
+        cap = K.make_captioner(dict(name="tiny-llava", modality=modality, backend="vlm", path=str(vlm_dir), generate=gen))
+        assert type(cap.model).__name__ == "LlavaForConditionalGeneration"
+        batched = K.caption_items(cap, few, tmp_path / modality, batch_size=3, progress=False)
+        single = K.caption_items(cap, few, tmp_path / f"{modality}1", batch_size=1, progress=False)
+        assert batched.attrs["complete"] and len(batched) == 3 and (batched.modality == modality).all()
+        assert batched.caption.str.len().gt(0).all()
+        # hybrid prompts differ in length per image: left padding must leave each caption unchanged by batching
+        assert batched.caption.tolist() == single.caption.tolist()
+    chat = K.chat_messages("hybrid", few.iloc[0], "IMG")[0]["content"]
+    assert K.class_info(few.iloc[0]) in chat[0]["text"] and chat[1] == {"type": "image", "image": "IMG"}
+
+
+def test_text_captions_from_a_tiny_causal_lm_are_seeded_per_batch(lm_dir, real, tmp_path):
+    _, items = real
+    few = K.sample_items(items, 5, seed=0)
+    spec = dict(name="tiny-llama", modality="text", backend="causal_lm", path=str(lm_dir),
+                generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=8))
+    cap = K.make_captioner(spec, threads=1)
+    a = K.caption_items(cap, few, tmp_path / "a", seed=0, batch_size=2, progress=False)
+    stopped = K.caption_items(cap, few, tmp_path / "b", seed=0, batch_size=2, progress=False, max_batches=1)
+    assert not stopped.attrs["complete"] and len(stopped) == 2
+    resumed = K.caption_items(cap, few, tmp_path / "b", seed=0, batch_size=2, progress=False)
+    pd.testing.assert_frame_equal(a, resumed)                          # interrupted + resumed == one go
+    other = K.caption_items(cap, few, tmp_path / "c", seed=1, batch_size=2, progress=False)
+    assert other.caption.tolist() != a.caption.tolist()                # the seed matters
+    greedy = K.make_captioner({**spec, "generate": dict(do_sample=False, max_new_tokens=8)})
+    one = K.caption_items(greedy, few, tmp_path / "g1", batch_size=1, progress=False)
+    five = K.caption_items(greedy, few, tmp_path / "g5", batch_size=5, progress=False)
+    assert one.caption.tolist() == five.caption.tolist()               # left padding is right
+
+
+def test_template_captions_state_the_composition(real):
+    _, items = real
+    few = K.sample_items(items, 8, seed=0)
+    texts = K.TemplateCaptioner().caption(few)
+    for t, (_, r) in zip(texts, few.iterrows()):
+        c = K.composition_consistency(t, r)
+        top = sorted(((r[k], k) for k in CLASSES if r[k] >= 1.0), reverse=True)
+        assert c["precision"] == 1.0 and c["pct_error"] <= 0.5
+        assert K.mentioned_classes(t) == {k for _, k in top[:3]}
+
+
+# --- resume after a killed run ----------------------------------------------------------------------------
+
+SLOW = textwrap.dedent('''
+    import sys, time
+    import aras.captioning as K
+    from aras.data import SPLITS
+    class Slow(K.TemplateCaptioner):
+        def caption(self, batch):
+            time.sleep(0.4)
+            return super().caption(batch)
+    root, out = sys.argv[1], sys.argv[2]
+    items = K.sample_items(K.subset_items("real", root, root), 12, seed=0)
+    print("start", flush=True)
+    K.caption_items(Slow(), items, out, batch_size=2, per_image=2, progress=False)
+''')
+
+
+def test_resume_after_a_killed_run_has_no_duplicates_and_no_gaps(prepared, tmp_path):
+    root, _ = prepared
+    script = tmp_path / "slow.py"; script.write_text(SLOW)
+    out = tmp_path / "captions"
+    proc = subprocess.Popen([sys.executable, str(script), str(root), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list(out.glob("parts/*/batch*.csv"))) < 3:
+            assert proc.poll() is None, "the captioning run ended before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    done = len(list(out.glob("parts/*/batch*.csv")))
+    assert 3 <= done < 12, done                                        # killed midway: 12 batches of 2
+
+    items = K.sample_items(K.subset_items("real", root, root), 12, seed=0)
+    resumed = K.caption_items(K.TemplateCaptioner(), items, out, batch_size=2, per_image=2, progress=False)
+    fresh = K.caption_items(K.TemplateCaptioner(), items, tmp_path / "fresh", batch_size=2, per_image=2, progress=False)
+    assert resumed.attrs["complete"] and not resumed.duplicated(list(K.KEY_COLUMNS)).any()
+    expect = {(f, i) for f in items.filename for i in range(2)}
+    assert set(zip(resumed.filename, resumed.caption_index)) == expect  # no gaps
+    pd.testing.assert_frame_equal(resumed, fresh)
+
+
+def test_caption_files_per_split_and_modality(real, tmp_path):
+    _, items = real
+    caps = K.caption_items(K.TemplateCaptioner(), K.sample_items(items, 20, seed=0), tmp_path, progress=False)
+    paths = K.save_caption_files(caps, tmp_path / "out")
+    assert sorted(p.name for p in paths) == sorted(f"{s}_text.csv" for s in caps.split.unique())
+    back = pd.concat([K.read_captions(p) for p in paths]).sort_values(list(K.KEY_COLUMNS)).reset_index(drop=True)
+    pd.testing.assert_frame_equal(back, caps.sort_values(list(K.KEY_COLUMNS)).reset_index(drop=True)[back.columns])
+    caps.drop(columns="model").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ArasDataError, match=r"bad.csv: missing columns \['model'\]"):
+        K.read_captions(tmp_path / "bad.csv")
+    odd = ["NA", "", 'a "quoted"\r\nline\rbreak, 12%']             # LLM output can hold any of these
+    K.write_captions(pd.DataFrame({c: odd if c == "caption" else ([0, 1, 2] if c == "caption_index" else "x")
+                                   for c in K.CAPTION_COLUMNS}), tmp_path / "odd.csv")
+    assert K.read_captions(tmp_path / "odd.csv").caption.tolist() == odd   # read back exactly, never as missing
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+def test_redundancy_is_the_papers_unique_strings():
+    r = K.redundancy(pd.Series(["a field", "a field", "a lake", "a field "]))
+    assert r == dict(captions=4, unique=3, redundancy_pct=25.0)
+    df = pd.DataFrame(dict(model=["m", "m", "n", "n"], modality="text", caption=["x", "x", "x", "y"]))
+    assert K.redundancy(df)["unique"] == 2 and K.redundancy(df, by=["model"])["unique"] == 3
+    chk = K.reported_redundancy_check()
+    assert chk.loc[~chk.agrees, ["block", "model", "modality"]].values.tolist() == [["synthetic", "Gemma3-4B", "hybrid"]]
+
+
+def test_composition_consistency_scores():
+    comp = dict(zip(CLASSES, [50.0, 0, 30.0, 0, 15.0, 0, 5.0]))
+    c = K.composition_consistency("Dense forest (50%) and grassland (20%), with a town; no water.", comp)
+    assert (c["n_named"], c["precision"], c["n_stated"]) == (3, 1.0, 2)
+    assert c["recall"] == 1.0 and c["pct_error"] == pytest.approx(5.0)
+    c = K.composition_consistency("A desert with sand dunes and cropland.", comp)
+    assert c["precision"] == 0.0 and c["recall"] == 0.0 and np.isnan(c["pct_error"])
+    assert np.isnan(K.composition_consistency("A scene.", comp)["precision"])
+
+
+def test_semantic_diversity_with_minilm():
+    emb = K.load_embedder().encode(["A forest next to a lake.", "A forest next to a lake.", "Dense urban buildings."],
+                                   normalize_embeddings=True)
+    assert K.semantic_diversity(emb[:2]) == pytest.approx(0, abs=1e-5)
+    assert 0.2 < K.semantic_diversity(emb) < 1
+
+
+def test_clipscore_matches_a_direct_computation(clip_dir, real):
+    _, items = real
+    few = K.sample_items(items, 4, seed=0)
+    texts = ["a forest", "cropland (60%) and water", "built-up area", "barren land " * 20]   # the last is over 77 tokens
+    scorer = K.ClipScorer(clip_dir, threads=1)
+    cos = scorer.cosine(few.image.tolist(), texts, batch_size=3)
+    from PIL import Image
+    from aras.data import read_png
+    ims = [read_png(p) for p in few.image]
+    m, proc = scorer.model, scorer.processor
+    enc = proc(text=texts, images=[Image.fromarray(i) for i in ims], return_tensors="pt", padding=True, truncation=True, max_length=77)
+    with torch.no_grad():
+        v = m.visual_projection(m.vision_model(pixel_values=enc["pixel_values"]).pooler_output)
+        t = m.text_projection(m.text_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).pooler_output)
+    direct = torch.nn.functional.cosine_similarity(v, t).numpy()
+    np.testing.assert_allclose(cos, direct, atol=1e-5)
+    np.testing.assert_allclose(K.clip_score(cos, 2.5), 100 * 2.5 * np.maximum(direct, 0), atol=1e-3)   # Hessel's CLIP-S
+    assert K.clip_score(np.array([-0.3, 0.3]), 2.5).tolist() == pytest.approx([0.0, 75.0])
+    with pytest.raises(K.ModelUnavailable, match="no CLIP weights at"):
+        K.ClipScorer(clip_dir.parent / "clip-vit-large-patch14")
+
+
+# --- tables --------------------------------------------------------------------------------------------
+
+def test_tables_compute_every_metric_or_say_why_not(prepared, real, tmp_path):
+    root, items = real
+    syn = tmp_path / "synthetic"
+    _stand_in(syn, root, "cond")
+    available = {"real": items, "cond": K.subset_items("cond", root, syn)}
+    sampled = {s: K.sample_items(d, 5, seed=0) for s, d in available.items()}
+    tc = K.TemplateCaptioner(in_dataset=True)
+    caps = pd.concat([K.caption_items(tc, d, tmp_path / "c", progress=False) for d in sampled.values()], ignore_index=True)
+    cap = caps.assign(in_dataset=True).merge(pd.concat(sampled.values()), on=["subset", "split", "filename"])
+    cap = pd.concat([cap, pd.DataFrame([K.composition_consistency(t, r) for t, r in zip(cap.caption, cap[list(CLASSES)].to_dict("records"))])], axis=1)
+    cap["clipscore"] = cap["clip_s"] = np.nan
+    emb = np.eye(len(cap))
+    specs = [dict(name="template", modality="text", backend="template"),
+             dict(name="Gemma3-4B", modality="vision", backend="vlm", path="gemma-3-4b-it")]
+    status = {("template", "text"): "ok", ("Gemma3-4B", "vision"): "not run: no vision-language weights at /w/gemma-3-4b-it"}
+    clip_note = "CLIPScore not computed: no CLIP weights at /w/clip"
+    t2 = K.table2(cap, emb, specs, status, "", clip_note).set_index(["block", "model"])
+    n_real, n_cond = len(sampled["real"]), len(sampled["cond"])
+    assert n_cond >= 2 and t2.loc[("real", "template"), "captions"] == n_real
+    assert t2.loc[("all", "template"), "captions"] == n_real + n_cond
+    assert t2.loc[("synthetic", "template"), "unique"] == cap[cap.subset == "cond"].caption.nunique()
+    assert t2.loc[("all", "template"), "diversity"] == pytest.approx(1.0)       # orthogonal stand-in embeddings
+    assert t2.loc[("real", "template"), "precision"] == 1.0 and clip_note in t2.loc[("real", "template"), "note"]
+    gem = t2.loc[("real", "Gemma3-4B")]
+    assert gem.note.startswith("not run: no vision-language weights") and np.isnan(gem.captions)
+    assert (gem.paper_redundancy_pct, gem.paper_clipscore) == (0.26, 30.60)
+    assert t2.loc[("real", "template"), "paper_model"] == "Qwen3-4B"
+    t1 = K.table1(cap, available, "tiny", "", clip_note).set_index("dataset")
+    assert t1.loc["NWPU", "redundancy_pct"] == 72.65 and t1.loc["NWPU", "source"].startswith("reported")
+    ours = t1.loc["ARAS400k synthetic (aras, tiny)"]
+    assert (ours.volume, ours.images_available, ours.paper_redundancy_pct) == (n_cond, len(available["cond"]), 13.06)
+    missing = K.table1(cap[cap.subset == "real"], {"real": items}, "tiny", "no synthetic set at /s/cond").set_index("dataset")
+    assert missing.loc["ARAS400k synthetic (aras, tiny)", "note"] == "not run: no synthetic set at /s/cond"

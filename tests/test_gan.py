@@ -1,0 +1,231 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import aras.gan as gan
+from aras.core import ArasDataError, ArasError, get_profile
+from aras.data import list_pairs, read_png
+from aras.landcover import labels_to_rgb, rgb_to_labels
+
+SMALL_U = {"gan.uncond.resolution": 16, "gan.uncond.channel_base": 256, "gan.uncond.channel_max": 32,
+           "gan.uncond.z_dim": 16, "gan.uncond.w_dim": 16, "gan.uncond.batch": 8, "gan.uncond.kimg": 0.064,
+           "gan.uncond.snap_kimg": 0.016, "gan.uncond.log_every": 1, "gan.uncond.r1_interval": 4,
+           "gan.uncond.pl_weight": 2.0, "gan.uncond.pl_interval": 3, "gan.uncond.ada_kimg": 0.1}
+SMALL_C = {"gan.cond.resolution": 16, "gan.cond.nf": 8, "gan.cond.d_nf": 8, "gan.cond.z_dim": 8,
+           "gan.cond.batch": 4, "gan.cond.kimg": 0.032, "gan.cond.snap_kimg": 0.008, "gan.cond.log_every": 1}
+
+
+def small(kind, **kw):
+    return get_profile("tiny", **{**SMALL_U, **SMALL_C, **{f"gan.{kind}.{k}": v for k, v in kw.items()}}).gan[kind]
+
+
+@pytest.fixture(scope="module")
+def data16(prepared):
+    return gan.GanData(prepared[0], "train", 16)
+
+
+# --- architecture pieces ---------------------------------------------------------------------------------
+
+def test_demodulation_keeps_unit_variance_and_matches_the_literal_equations():
+    torch.manual_seed(0)
+    x, w, s = torch.randn(6, 48, 12, 12), torch.randn(24, 48, 3, 3), torch.rand(6, 48) * 4 + 0.1
+    out = gan.modulated_conv2d(x, w, s, padding=1)
+    assert abs(out[..., 1:-1, 1:-1].std().item() - 1) < 0.05        # away from the zero padding
+    wp = w[None] * s[:, None, :, None, None]
+    wp = wp * (wp.square().sum([2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+    literal = torch.stack([F.conv2d(x[i:i + 1], wp[i], padding=1)[0] for i in range(6)])
+    assert torch.allclose(out, literal, atol=1e-4)
+    no_demod = gan.modulated_conv2d(x, w, s * 10, demodulate=False, padding=1)
+    assert no_demod.std() > 10                                       # without demodulation styles scale the output
+
+
+def test_generator_and_discriminator_shapes():
+    G = gan.Generator(z_dim=16, w_dim=16, resolution=32, channel_base=256, channel_max=32, mapping_layers=2)
+    assert G.num_ws == 1 + 3 * 2 + 1 == 2 * 5 - 2                    # const block 1 conv, 3 blocks x 2, last toRGB; = 2 log2(res) - 2 as in StyleGAN2
+    assert G(torch.randn(3, 16)).shape == (3, 3, 32, 32)
+    D = gan.Discriminator(32, channel_base=256, channel_max=32)
+    assert D(torch.randn(5, 3, 32, 32)).shape == (5,)
+    with pytest.raises(ArasError, match="power of two"):
+        gan.Generator(resolution=48)
+
+
+def test_noise_and_truncation():
+    torch.manual_seed(1)
+    G = gan.Generator(z_dim=16, w_dim=16, resolution=16, channel_base=128, channel_max=16, mapping_layers=2)
+    z = torch.randn(2, 16)
+    assert torch.equal(G(z, noise_mode="random"), G(z, noise_mode="none"))  # noise strength starts at 0
+    for m in G.modules():
+        if isinstance(m, gan.SynthesisLayer): m.noise_strength.data.fill_(0.3)
+    assert not torch.allclose(G(z, noise_mode="random"), G(z, noise_mode="random"))
+    assert torch.equal(G(z, noise_mode="const"), G(z, noise_mode="const"))
+    G.mapping.w_avg.normal_()
+    ws = G.mapping(z, psi=0.5)
+    full = G.mapping(z)
+    assert torch.allclose(ws, G.mapping.w_avg + 0.5 * (full - G.mapping.w_avg), atol=1e-6)
+
+
+def test_minibatch_std_sees_a_lack_of_variety():
+    same = torch.randn(1, 4, 3, 3).repeat(8, 1, 1, 1)
+    assert gan.minibatch_std(same)[:, -1].abs().max() < 1e-3
+    varied = torch.randn(8, 4, 3, 3)
+    assert gan.minibatch_std(varied)[:, -1].min() > 0.3
+
+
+def test_conditioning_and_latent_change_the_spade_output():
+    torch.manual_seed(2)
+    G = gan.SpadeGenerator(resolution=16, z_dim=8, nf=8).eval()   # eval: spectral norm stops its power iteration
+    seg = gan.one_hot(torch.randint(0, 7, (2, 16, 16)))
+    z = torch.randn(2, 8)
+    assert torch.equal(G(seg, z), G(seg, z))
+    assert (G(seg, z) - G(seg, torch.randn(2, 8))).abs().mean() > 1e-3
+    other = gan.one_hot(torch.randint(0, 7, (2, 16, 16)))
+    assert (G(seg, z) - G(other, z)).abs().mean() > 1e-3
+    logit, pix = gan.UNetDiscriminator(16, nf=8)(G(seg, z))
+    assert logit.shape == (2,) and pix.shape == (2, 8, 16, 16)
+
+
+def test_class_balanced_ce_weights_rare_classes_up():
+    logits = torch.zeros(1, 8, 2, 2); logits[0, 0] = 5                # predicts class 0 everywhere
+    target = torch.tensor([[[0, 0], [0, 3]]])
+    ce = F.cross_entropy(logits, target, reduction="none")[0]
+    w = {0: 4 / (3 * 2), 3: 4 / (1 * 2)}                               # inverse frequency, 2 classes present
+    expect = (ce[0, 0] * w[0] * 3 + ce[1, 1] * w[3]) / 4
+    assert torch.isclose(gan.class_balanced_ce(logits, target), expect)
+
+
+def test_ada_probability_follows_the_overfitting_heuristic():
+    aug = gan.AdaAugment(target=0.6, ada_kimg=1, interval=4)
+    x = torch.randn(4, 3, 8, 8)
+    assert torch.equal(aug(x), x)                                      # p = 0: identity
+    aug.accumulate(torch.ones(16)); aug.adjust(batch_total=16)
+    assert np.isclose(float(aug.p), 16 * 4 / 1000)                    # r_t = 1 > 0.6: p grows by batch*interval/ada_nimg
+    aug.accumulate(-torch.ones(16)); aug.adjust(batch_total=16)
+    assert float(aug.p) == 0.0
+    aug.p.fill_(1.0)
+    y = aug(x)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    y.sum().backward() if y.requires_grad else None                     # differentiable when x is
+
+
+# --- data and bad input ---------------------------------------------------------------------------------
+
+def test_gan_data_resizes_and_checks_input(prepared, tmp_path):
+    root, _ = prepared
+    d = gan.GanData(root, "train", 32)
+    x, y = d.fetch(torch.arange(3))
+    assert x.shape == (3, 3, 32, 32) and y.shape == (3, 32, 32) and y.max() < 7
+    with pytest.raises(ArasError, match="power of two"):
+        gan.GanData(root, "train", 100)
+    (tmp_path / "empty" / "train" / "images").mkdir(parents=True)
+    with pytest.raises(ArasDataError, match="no PNG files"):
+        gan.GanData(tmp_path / "empty", "train", 16)
+    bad = tmp_path / "bad"
+    for sub in ("images", "masks"): (bad / "train" / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(bad / "train" / "images" / "a.png")
+    Image.fromarray(np.full((16, 16, 3), 9, np.uint8)).save(bad / "train" / "masks" / "a.png")
+    with pytest.raises(ArasDataError, match=r"a.png: 1 mask colour\(s\) not in the ARAS400k class table"):
+        gan.GanData(bad, "train", 16)
+
+
+# --- training, exact resume, checkpoints ---------------------------------------------------------------
+
+def _state(task):
+    return {f"{k}.{n}": t.clone() for k, m in task.modules().items() for n, t in m.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["uncond", "cond"])
+def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, data16, tmp_path, monkeypatch):
+    cfg = small(kind)
+    ref = gan.train_gan(kind, cfg, data16, tmp_path / "ref", seed=3, progress=False)
+    ref_log = gan.read_log(tmp_path / "ref")
+    real_step = gan.TASKS[kind].train_step
+    def interrupted(self, reals, labels, step, *a):
+        if step == 5: raise KeyboardInterrupt                           # between snapshots (every 2 steps)
+        return real_step(self, reals, labels, step, *a)
+    monkeypatch.setattr(gan.TASKS[kind], "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gan.train_gan(kind, cfg, data16, tmp_path / "run", seed=3, progress=False)
+    monkeypatch.setattr(gan.TASKS[kind], "train_step", real_step)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 4 and ckpt["cur_nimg"] == 4 * cfg.batch
+    resumed = gan.train_gan(kind, cfg, data16, tmp_path / "run", seed=3, progress=False)
+    a, b = _state(ref), _state(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = gan.read_log(tmp_path / "run")
+    assert log.step.tolist() == ref_log.step.tolist() == list(range(1, int(cfg.kimg * 1000 / cfg.batch) + 1))
+    assert np.allclose(log.loss_G, ref_log.loss_G)
+    if kind == "uncond":
+        assert float(resumed.aug.p) == float(ref.aug.p) and "pl" in log and "r1" in log
+
+
+def test_training_changes_weights_and_records_ada(data16, tmp_path):
+    cfg = small("uncond")
+    task = gan.StyleGANTask(cfg)
+    before = {k: v.clone() for k, v in task.G.state_dict().items()}
+    done = gan.train_gan("uncond", cfg, data16, tmp_path, seed=0, progress=False)
+    changed = [k for k, v in done.G.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) > len(before) // 2
+    log = gan.read_log(tmp_path)
+    assert {"loss_G", "loss_D", "augment_p", "kimg", "img_per_s"} <= set(log.columns)
+    assert log.kimg.iloc[-1] == pytest.approx(cfg.kimg)
+
+
+def test_bad_checkpoints_are_named(data16, tmp_path):
+    cfg = small("uncond")
+    gan.train_gan("uncond", cfg, data16, tmp_path, progress=False)
+    other = small("uncond", channel_max=16, z_dim=8)
+    with pytest.raises(ArasError, match=r"checkpoint.pt: incompatible checkpoint: z_dim is 16 there, 8 here, channel_max is 32 there, 16 here"):
+        gan.train_gan("uncond", other, data16, tmp_path, progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(ArasError, match="checkpoint.pt: not a readable aras checkpoint"):
+        gan.train_gan("uncond", cfg, data16, tmp_path, progress=False)
+
+
+# --- sampling ---------------------------------------------------------------------------------------------
+
+def test_unconditional_samples_are_reproducible_by_seed(tmp_path):
+    torch.manual_seed(0)
+    G = gan.Generator(z_dim=16, w_dim=16, resolution=16, channel_base=128, channel_max=16, mapping_layers=2)
+    df = gan.sample_unconditional(G, 5, tmp_path / "a", seed0=10, batch=2, progress=False)
+    gan.sample_unconditional(G, 1, tmp_path / "b", seed0=12, batch=1, progress=False)
+    assert df.seed.tolist() == [10, 11, 12, 13, 14] and (tmp_path / "a" / "seeds.csv").exists()
+    a = read_png(tmp_path / "a" / "images" / "seed0000012.png").astype(int)
+    b = read_png(tmp_path / "b" / "images" / "seed0000012.png").astype(int)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_conditional_samples_come_with_their_masks(data16, tmp_path):
+    G = gan.SpadeGenerator(16, z_dim=8, nf=8)
+    df = gan.sample_conditional(G, data16, tmp_path / "cond", progress=False)
+    pairs = list_pairs(tmp_path, "cond")
+    assert len(pairs) == len(data16) == len(df) and df.source_mask.tolist() == data16.names
+    _, labels = data16.fetch(torch.arange(1))
+    mask = rgb_to_labels(read_png(tmp_path / "cond" / "masks" / data16.names[0]))
+    assert np.array_equal(mask, labels[0].numpy())
+
+
+# --- several processes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["uncond", "cond"])
+def test_two_processes_hold_identical_weights(kind, prepared, tmp_path):
+    root, _ = prepared
+    sets = [f"{k.split('.')[-1]}={json.dumps(v)}" for k, v in {**SMALL_U, **SMALL_C}.items() if k.startswith(f"gan.{kind}.")]
+    sets = [s for s in sets if not s.startswith("kimg")] + ["kimg=0.032"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "aras.gan", "--kind", kind, "--data-root", str(root), "--out", str(tmp_path), "--set", *sets]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    g0, g1 = (torch.load(tmp_path / f"G_rank{r}.pt") for r in (0, 1))
+    assert g0.keys() == g1.keys() and all(torch.equal(g0[k], g1[k]) for k in g0)
+    log = gan.read_log(tmp_path)
+    assert log.kimg.iloc[-1] == pytest.approx(0.032)                 # both processes' images are counted
