@@ -638,7 +638,7 @@ def gan_main(argv=None):
         torch.save({k: v.cpu() for k, v in task.G.state_dict().items()}, Path(args.out) / f"G_rank{rank}.pt")
         dist.barrier(); dist.destroy_process_group()
 
-if __name__ == "__main__" and "ipykernel" not in sys.modules: gan_main()   # python -m aras.gan, torchrun
+if __name__ == "__main__" and "__file__" in globals(): gan_main()   # python -m aras.gan or torchrun; not in a notebook
 
 # %% ../nbs/04_gan.ipynb 39
 def _write_images(arrays, names, folder: Path):
