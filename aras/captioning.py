@@ -250,18 +250,25 @@ def load_causal_lm(path, device: str = "cpu"):
     if not tok.chat_template: raise ModelUnavailable(f"{path}: the tokenizer has no chat template; an instruct model is needed")
     return tok, model
 
-class CausalLMCaptioner:
+class _ModelCaptioner:
+    "What every weight-backed captioner records; subclasses load their model and name their prompts."
+    def _setup(self, name, path, modality, generate, device, threads, in_dataset):
+        self.name, self.modality, self.path, self.device, self.threads = name, modality, Path(path), device, threads
+        self.generate, self.in_dataset = dict(generate or {}), in_dataset
+    @property
+    def settings(self) -> dict:
+        return dict(name=self.name, modality=self.modality, backend=self.backend, path=str(self.path),
+                    **self.prompts, generate=self.generate)
+
+class CausalLMCaptioner(_ModelCaptioner):
     "Text captions from the composition with a chat causal LM (the authors' `text_captioner.py`), batched."
     backend = "causal_lm"
     def __init__(self, name, path, modality="text", generate=None, device="cpu", threads=None, in_dataset=True, **_):
         if modality != "text": raise ArasError(f"{name}: a causal LM sees no image, so its modality must be 'text'")
-        self.name, self.modality, self.path, self.device, self.threads = name, modality, Path(path), device, threads
-        self.generate, self.in_dataset = dict(generate or {}), in_dataset
+        self._setup(name, path, modality, generate, device, threads, in_dataset)
         self.tok, self.model = load_causal_lm(self.path, device)
     @property
-    def settings(self) -> dict:
-        return dict(name=self.name, modality=self.modality, backend=self.backend, path=str(self.path),
-                    system=SYSTEM_PROMPT, prompt=TEXT_PROMPT, generate=self.generate)
+    def prompts(self) -> dict: return dict(system=SYSTEM_PROMPT, prompt=TEXT_PROMPT)
     def caption(self, batch: pd.DataFrame) -> list[str]:
         import torch
         prompts = [self.tok.apply_chat_template(chat_messages("text", r), tokenize=False, add_generation_prompt=True)
@@ -284,18 +291,15 @@ def _rgb_image(path):
     from PIL import Image
     return Image.fromarray(read_png(path))
 
-class VisionLanguageCaptioner:
+class VisionLanguageCaptioner(_ModelCaptioner):
     "Vision (image only) or hybrid (image + composition) captions with an image-text-to-text model, batched."
     backend = "vlm"
     def __init__(self, name, path, modality="vision", generate=None, device="cpu", threads=None, in_dataset=True, **_):
         if modality not in ("vision", "hybrid"): raise ArasError(f"{name}: a vision-language captioner is 'vision' or 'hybrid', not {modality!r}")
-        self.name, self.modality, self.path, self.device, self.threads = name, modality, Path(path), device, threads
-        self.generate, self.in_dataset = dict(generate or {}), in_dataset
+        self._setup(name, path, modality, generate, device, threads, in_dataset)
         self.processor, self.model = load_vlm(self.path, device)
     @property
-    def settings(self) -> dict:
-        return dict(name=self.name, modality=self.modality, backend=self.backend, path=str(self.path),
-                    prompt=HYBRID_PROMPT if self.modality == "hybrid" else VISION_PROMPT, generate=self.generate)
+    def prompts(self) -> dict: return dict(prompt=HYBRID_PROMPT if self.modality == "hybrid" else VISION_PROMPT)
     def caption(self, batch: pd.DataFrame) -> list[str]:
         import torch
         chats = [chat_messages(self.modality, r, _rgb_image(r["image"])) for r in batch.to_dict("records")]

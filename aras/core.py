@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, copy, hashlib, json, os, random, tempfile
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
