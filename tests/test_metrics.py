@@ -1,0 +1,308 @@
+"Metric suite (notebook 07): numerics against references, feature cache, extractor loading, bad input."
+import contextlib, io, json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from aras import metrics as M
+from aras.captioning import ModelUnavailable
+from aras.core import ArasDataError, get_profile
+
+RNG = np.random.default_rng(0)
+
+
+# ---- distributional numerics ---------------------------------------------------------------------------
+@pytest.mark.parametrize("n,d", [(40, 64), (300, 16), (17, 2048)])
+def test_fid_matches_scipy_sqrtm(n, d):
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    a, b = RNG.normal(size=(n, d)), RNG.normal(0.2, 1.3, size=(n + 5, d))
+    ref = fid_statistics_to_metric(*(fid_features_to_statistics(torch.from_numpy(v)) for v in (a, b)), verbose=False)
+    ref = ref["frechet_inception_distance"]
+    assert M.fid_from_features(a, b) == pytest.approx(ref, rel=1e-6)
+
+
+def test_fid_zero_for_same_set_and_symmetric():
+    a, b = RNG.normal(size=(30, 8)), RNG.normal(1, 1, size=(25, 8))
+    assert M.fid_from_features(a, a) == pytest.approx(0, abs=1e-8)
+    assert M.fid_from_features(a, b) == pytest.approx(M.fid_from_features(b, a), rel=1e-9)
+
+
+@pytest.mark.parametrize("kernel", ["poly", "rbf"])
+def test_kid_equals_torch_fidelity(kernel):
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    a, b = RNG.normal(size=(60, 32)), RNG.normal(0.5, 1, size=(50, 32))
+    tf = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=9, kid_subset_size=20, kid_kernel=kernel,
+                                kid_kernel_rbf_sigma=10.0, kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+                                kid_kernel_poly_coef0=1, rng_seed=5, verbose=False)
+    mean, std = M.kid(a, b, kernel, 20, 9, seed=5)
+    assert mean == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-9, abs=1e-12)
+    assert std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-9, abs=1e-12)
+
+
+def test_kid_direct_formula_one_subset_of_everything():
+    a, b = RNG.normal(size=(12, 5)), RNG.normal(0.3, 1, size=(12, 5))
+    k = lambda x, y: (x @ y / 5 + 1) ** 3
+    m = len(a)
+    xx = sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(b[i], b[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(a[i], b[j]) for i in range(m) for j in range(m)) / (m * m)
+    assert M.kid(a, b, "poly", m, 1)[0] == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+
+
+def test_kid_too_few_images_is_a_clear_error():
+    with pytest.raises(ArasDataError, match=r"KID with subsets of 50 .*needs at least 50 images in each set; got 10 real and 60"):
+        M.kid(RNG.normal(size=(10, 4)), RNG.normal(size=(60, 4)), subset_size=50)
+
+
+def test_cmmd_direct_formula():
+    a, b = RNG.normal(size=(6, 4)), RNG.normal(1, 1, size=(7, 4))
+    n = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    x, y = n(a), n(b)
+    k = lambda u, v: np.exp(-((u[:, None] - v[None]) ** 2).sum(-1) / 200).mean()
+    assert M.cmmd(a, b) == pytest.approx(1000 * (k(x, x) + k(y, y) - 2 * k(x, y)), rel=1e-9)
+    assert M.cmmd(a, a) == pytest.approx(0, abs=1e-9)
+
+
+def test_prdc_equals_package_and_brute_force():
+    from prdc import compute_prdc
+    a, b = RNG.normal(size=(30, 6)), RNG.normal(0.4, 1.2, size=(25, 6))
+    with contextlib.redirect_stdout(io.StringIO()): ref = compute_prdc(a, b, 3)
+    got = M.prdc(a, b, 3)
+    for k in ref: assert got[k] == pytest.approx(float(ref[k]), abs=1e-12)
+    # brute force precision and recall
+    d = lambda u, v: np.linalg.norm(u - v)
+    rr = [sorted(d(x, y) for y in a)[3] for x in a]
+    fr = [sorted(d(x, y) for y in b)[3] for x in b]
+    prec = np.mean([any(d(f, r) < rad for r, rad in zip(a, rr)) for f in b])
+    rec = np.mean([any(d(r, f) < rad for f, rad in zip(b, fr)) for r in a])
+    assert got["precision"] == pytest.approx(prec) and got["recall"] == pytest.approx(rec)
+    with pytest.raises(ArasDataError, match="k=3 neighbours"): M.prdc(a[:3], b, 3)
+
+
+def test_inception_score_extremes():
+    assert M.inception_score(np.zeros((20, 10)), splits=2)[0] == pytest.approx(1.0)
+    onehot = np.eye(10)[np.arange(20) % 10] * 50
+    assert M.inception_score(onehot, splits=1)[0] == pytest.approx(10.0, rel=1e-6)
+    with pytest.raises(ArasDataError, match="10 splits"): M.inception_score(np.zeros((5, 3)), splits=10)
+
+
+def test_set_metrics_rows_and_intervals():
+    P = get_profile("tiny").metrics
+    a, b = RNG.normal(size=(40, 8)), RNG.normal(1.0, 1, size=(40, 8))
+    rows = pd.DataFrame(M.set_metrics(a, b, P, logits_fake=RNG.normal(size=(40, 5)), seed=0)).set_index("metric")
+    assert set(M.SET_METRICS) | {"IS"} == set(rows.index)
+    assert (rows.ci_low <= rows.ci_high).all() and rows.value.notna().all()
+    assert rows.loc["FID", "value"] == pytest.approx(M.fid_from_features(a, b))
+    same = pd.DataFrame(M.set_metrics(a, b, P, seed=0)).set_index("metric")
+    assert same.loc["FID", "ci_low"] == rows.loc["FID", "ci_low"]                # deterministic for a seed
+
+
+# ---- extractors and cache --------------------------------------------------------------------------------
+def _images(n=6, size=32, seed=0):
+    r = np.random.default_rng(seed)
+    return [r.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+class CountingExtractor(M.Extractor):
+    "A cheap deterministic space that counts the images it computes."
+    def __init__(self):
+        self.calls = 0
+        def fn(x):
+            self.calls += len(x)
+            return x.float().mean((2, 3))
+        super().__init__("counting-test", fn, 32, "none", 3)
+
+
+def test_feature_cache_hits_and_content_keys(tmp_path):
+    ext, imgs = CountingExtractor(), _images()
+    cold = M.extract_features(ext, imgs, batch_size=4, cache=tmp_path, progress=False)
+    assert ext.calls == 6
+    warm = M.extract_features(ext, imgs, batch_size=4, cache=tmp_path, progress=False)
+    assert ext.calls == 6 and np.array_equal(cold, warm)
+    changed = [imgs[0].copy()]; changed[0][0, 0, 0] ^= 1
+    M.extract_features(ext, changed, cache=tmp_path, progress=False)
+    assert ext.calls == 7                                                         # one pixel changed: a new key
+    f = tmp_path / "a.png"; Image.fromarray(imgs[1]).save(f)
+    g = tmp_path / "renamed.png"; g.write_bytes(f.read_bytes())
+    M.extract_features(ext, [f], cache=tmp_path, progress=False); n = ext.calls
+    M.extract_features(ext, [g], cache=tmp_path, progress=False)
+    assert ext.calls == n                                                          # same bytes, other name: cached
+    with pytest.raises(ArasDataError, match="does not exist"): M.extract_features(ext, [tmp_path / "nope.png"], cache=tmp_path)
+
+
+def test_mixed_sizes_and_bad_images(tmp_path):
+    ext = CountingExtractor()
+    out = M.extract_features(ext, _images(2, 32) + _images(2, 16, seed=1), cache=False, progress=False)
+    assert out.shape == (4, 3)
+    with pytest.raises(ArasDataError, match="uint8 image"): M.load_image(np.zeros((4, 4)))
+
+
+def test_lite0_features_batch_size_independent_and_rotation_invariant_wrapper():
+    ext = M.get_extractor("lite0")
+    imgs = _images(5, 64)
+    a = M.extract_features(ext, imgs, batch_size=1, cache=False, progress=False)
+    b = M.extract_features(ext, imgs, batch_size=5, cache=False, progress=False)
+    assert a.shape == (5, 1280) and np.allclose(a, b, atol=1e-4)
+    r8 = M.get_extractor("lite0+rot8")
+    assert r8.id == ext.id + "+rot8"
+    x = M.extract_features(r8, imgs[:2], cache=False, progress=False)
+    y = M.extract_features(r8, [np.rot90(i).copy() for i in imgs[:2]], cache=False, progress=False)
+    assert np.allclose(x, y, atol=1e-4) and not np.allclose(a[:2], M.extract_features(ext, [np.rot90(i).copy() for i in imgs[:2]], cache=False, progress=False), atol=1e-3)
+    logits = M.get_extractor("lite0-logits")
+    assert logits.dim == 1000
+
+
+def test_missing_weights_name_what_and_where(tmp_path):
+    with pytest.raises(ModelUnavailable, match=r"Inception-v3 weights missing: looked for .*pt_inception-2015-12-05"):
+        M.inception_extractor(weights=tmp_path)
+    with pytest.raises(ModelUnavailable, match=f"no CLIP weights at {tmp_path}/clip-x"):
+        M.clip_extractor(weights=tmp_path, name="clip-x")
+    with pytest.raises(ModelUnavailable, match="no DINOv2 weights"):
+        M.dinov2_extractor(weights=tmp_path, name="dino-x")
+    with pytest.raises(ModelUnavailable, match="run notebook 05"):
+        M.domain_extractor(tmp_path / "labelled_by.json")
+    built, status = M.available_spaces(["lite0", "clip"], weights=tmp_path, clip_model="clip-x")
+    assert list(built) == ["lite0"] and status.set_index("space").status["clip"].startswith("not available: no CLIP weights")
+    with pytest.raises(Exception, match="unknown feature space"): M.get_extractor("vgg")
+
+
+def test_tiny_random_clip_and_dinov2_load_from_folders(tmp_path):
+    from transformers import CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=99),
+                     vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        image_size=32, patch_size=8), projection_dim=12)
+    CLIPModel(cfg).save_pretrained(tmp_path / "clip-tiny")
+    (tmp_path / "clip-tiny" / "preprocessor_config.json").write_text(json.dumps(dict(crop_size=dict(height=32, width=32),
+        image_mean=[0.48, 0.46, 0.41], image_std=[0.27, 0.26, 0.28])))
+    Dinov2Model(Dinov2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             image_size=28, patch_size=14)).save_pretrained(tmp_path / "dino-tiny")
+    clip = M.clip_extractor(weights=tmp_path, name="clip-tiny")
+    dino = M.dinov2_extractor(weights=tmp_path, name="dino-tiny")
+    imgs = _images(3, 48)
+    fc, fd = (M.extract_features(e, imgs, cache=False, progress=False) for e in (clip, dino))
+    assert fc.shape == (3, 12) and fd.shape == (3, 16) and clip.input_size == 32
+    assert np.isfinite(fc).all() and not np.allclose(fc[0], fc[1])
+    assert clip.id.startswith("clip-clip-tiny-") and dino.id.startswith("dinov2-dino-tiny-")
+
+
+def test_random_inception_weights_load(tmp_path):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None), \
+         mock.patch("torch.load", lambda *a, **k: {}):
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="unused")
+    torch.save(net.state_dict(), tmp_path / M.INCEPTION_FILE)
+    ext = M.inception_extractor(weights=tmp_path)
+    f = M.extract_features(ext, _images(2, 40), cache=False, progress=False)
+    assert f.shape == (2, 2048) and ext.input_size == 299 and np.isfinite(f).all()
+
+
+# ---- pairwise ----------------------------------------------------------------------------------------------
+def test_pixel_pairwise_values_and_resize_rule():
+    a = torch.from_numpy(np.stack(_images(2, 64))).permute(0, 3, 1, 2)
+    b = (a.float() + 10).clamp(0, 255).to(torch.uint8)
+    got = M.pixel_pairwise(a, b)
+    mse = ((a.float() - b.float()) ** 2).mean((1, 2, 3)).numpy()
+    assert np.allclose(got["psnr"], 10 * np.log10(255 ** 2 / mse), atol=1e-3)
+    same = M.pixel_pairwise(a, a)
+    assert np.allclose(same["ssim"], 1, atol=1e-5) and np.allclose(same["ms_ssim"], 1, atol=1e-5)
+    small = torch.nn.functional.avg_pool2d(a.float(), 2).round().to(torch.uint8)
+    x, y = M.common_size(a, small)
+    assert x.shape[-1] == y.shape[-1] == 32                                  # the larger is brought to the smaller
+    assert [M.ms_ssim_scales(s) for s in (32, 64, 128, 256, 512)] == [2, 3, 4, 5, 5]
+
+
+def test_lite0_distance_properties():
+    d = M.Lite0Distance(size=64)
+    a = torch.from_numpy(np.stack(_images(2, 64))).permute(0, 3, 1, 2)
+    x, y = M.uint8_to_unit(a), M.uint8_to_unit(a.flip(0))
+    assert torch.allclose(d(x, x), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(d(x, y), d(y, x), atol=1e-6) and (d(x, y) > 0).all()
+    assert "uncalibrated" in M.Lite0Distance.name and "LPIPS" not in M.Lite0Distance.name
+
+
+def test_lpips_and_dreamsim_say_where_they_looked(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(ModelUnavailable, match=f"looked for {tmp_path}/checkpoints/alexnet-"): M.lpips_model("alex")
+    with pytest.raises(ModelUnavailable, match="DreamSim"): M.dreamsim_model(weights=tmp_path)
+
+
+def test_lpips_loads_from_the_hub_cache_without_download(tmp_path, monkeypatch):
+    import torchvision
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    url = torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1.url
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(torchvision.models.squeezenet1_1().state_dict(), tmp_path / "checkpoints" / url.rsplit("/", 1)[-1])
+    net = M.lpips_model("squeeze")
+    a = M.uint8_to_unit(torch.from_numpy(np.stack(_images(2, 64))).permute(0, 3, 1, 2))
+    assert net(a, a).abs().max() < 1e-6 and (net(a, a.flip(0)).flatten() > 0).all()
+
+
+# ---- perturbations, per-image quantities, studies ----------------------------------------------------------
+def test_perturbations():
+    a = _images(1, 32)[0]
+    assert np.array_equal(M.perturb(M.perturb(a, "rot90"), "rot270"), a)
+    assert np.array_equal(M.perturb(a, "hflip"), a[:, ::-1])
+    s = M.perturb(a, "shift", 4)
+    assert np.array_equal(s[4:, 4:], a[:-4, :-4]) and np.array_equal(s[:4, 4:], a[4:0:-1, :-4])   # reflected border
+    assert np.array_equal(M.perturb(a, "noise", 8, seed=3), M.perturb(a, "noise", 8, seed=3))
+    assert not np.array_equal(M.perturb(a, "noise", 8, seed=3), M.perturb(a, "noise", 8, seed=4))
+    assert M.perturb(a, "jpeg", 30).shape == a.shape
+    with pytest.raises(Exception, match="unknown perturbation"): M.perturb(a, "warp")
+
+
+def test_entropy_realism_nearest():
+    assert M.pixel_entropy(np.zeros((8, 8, 3), np.uint8)) == 0
+    two = np.zeros((8, 8, 3), np.uint8); two[:4] = 255
+    assert M.pixel_entropy(two) == pytest.approx(1.0)
+    real = RNG.normal(size=(40, 4))
+    assert M.realism_score(real, real.mean(0, keepdims=True) + 50)[0] < 1
+    assert M.realism_score(real, real[:1])[0] > 1 or M.realism_score(real, real[:1])[0] >= 0
+    i, d = M.nearest(real[[3, 7]] + 1e-4, real)
+    assert list(i) == [3, 7] and (d < 1e-3).all()
+
+
+def test_nn_pairing_size_matched_and_self_excluded():
+    train, test = RNG.normal(size=(50, 3)), RNG.normal(size=(10, 3))
+    df = M.nn_pairing(train, train, test, repeats=5, exclude_self=True)
+    assert (df.d_train > 0).all() and (df.nn_train != np.arange(50)).all()
+    assert (df.d_train_matched >= df.d_train - 1e-12).all()                   # a subset never has a closer neighbour
+
+
+def test_pearson_table_against_scipy():
+    from scipy.stats import pearsonr
+    x = RNG.normal(size=30); y = 2 * x + RNG.normal(size=30)
+    t = M.pearson_table(x, {"m": y, "flat": np.ones(30)}, n_boot=50).set_index("metric")
+    assert t.loc["m", "r"] == pytest.approx(pearsonr(x, y).statistic) and np.isnan(t.loc["flat", "r"])
+    assert t.loc["m", "ci_low"] <= t.loc["m", "r"] <= t.loc["m", "ci_high"]
+
+
+def test_distance_form():
+    assert M.distance_form("psnr", 20) == pytest.approx(0.1)
+    assert M.distance_form("ssim", 0.75) == pytest.approx(0.25) and M.distance_form("FID", 3.0) == 3.0
+
+
+def test_perceptual_path_length_of_a_small_stylegan():
+    from aras.gan import Generator, SpadeGenerator, one_hot
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, w_dim=8, resolution=8, channel_base=64, channel_max=8, mapping_layers=1).eval()
+    d = M.Lite0Distance(size=32)
+    z = M.perceptual_path_length(G, "z", d, n=8, batch=4)
+    w = M.perceptual_path_length(G, "w", d, n=8, batch=4)
+    assert z["ppl"] > 0 and w["ppl"] > 0 and z["n"] == 8
+    assert M.perceptual_path_length(G, "z", d, n=8, batch=4)["ppl"] == pytest.approx(z["ppl"])     # seeded
+    S = SpadeGenerator(resolution=8, z_dim=4, nf=8).eval()
+    masks = one_hot(torch.randint(0, 7, (3, 8, 8)))
+    assert M.perceptual_path_length(S, "z", d, n=6, batch=3, masks=masks)["ppl"] >= 0
+    with pytest.raises(ArasDataError, match="at least 4"): M.perceptual_path_length(G, "z", d, n=2)
+
+
+def test_load_trained_generator_errors(tmp_path):
+    with pytest.raises(ArasDataError, match="run notebook 04"): M.load_trained_generator(tmp_path / "x.pt")
+    (tmp_path / "bad.pt").write_text("nope")
+    with pytest.raises(ArasDataError, match="not a readable checkpoint"): M.load_trained_generator(tmp_path / "bad.pt")
