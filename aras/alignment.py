@@ -14,7 +14,7 @@ from scipy import stats
 from .core import ArasDataError, ArasError, atomic_path, settings_hash
 
 # %% auto 0
-__all__ = ['ID_COLUMNS', 'KINDS', 'HUMAN', 'RATING_COLUMNS', 'OPTIONAL_COLUMNS', 'TASKS', 'SCORE_LABELS', 'RATING_PAGE',
+__all__ = ['ID_COLUMNS', 'KINDS', 'RATING_COLUMNS', 'OPTIONAL_COLUMNS', 'TASKS', 'SCORE_LABELS', 'RATING_PAGE',
            'REQUIRED_COLUMNS', 'human_settings', 'per_image_path', 'metric_columns', 'read_per_image', 'item_id',
            'with_item_ids', 'rating_items', 'image_data_uri', 'write_rating_page', 'page_data', 'rating_files',
            'read_ratings', 'write_ratings', 'simulate_ratings', 'rater_bootstrap', 'percentile_ci', 'per_item_scores',
@@ -24,14 +24,10 @@ __all__ = ['ID_COLUMNS', 'KINDS', 'HUMAN', 'RATING_COLUMNS', 'OPTIONAL_COLUMNS',
 # %% ../nbs/08_alignment.ipynb 6
 ID_COLUMNS = ("image", "set", "kind")
 KINDS = ("real", "synthetic")
-HUMAN = {"tiny": dict(n_per_set=8, n_boot=1000, ci=0.95),        # 24 images: 16 pairs + 24 scores, ~3 minutes
-         "paper": dict(n_per_set=50, n_boot=10_000, ci=0.95)}    # 150 images: ~15 minutes per rater
 
 def human_settings(run) -> dict:
-    "The human-judgment settings of `run`'s profile: `profile.metrics.human` where set, else `HUMAN[profile]`."
-    s = dict(HUMAN.get(run.name, HUMAN["tiny"]))
-    s.update(dict((run.profile.get("metrics") or {}).get("human") or {}))
-    return s
+    "The human-judgment settings of `run`'s profile (`profile.metrics.human`: n_per_set, n_boot, ci)."
+    return dict(run.profile.metrics.human)
 
 def per_image_path(run) -> Path:
     "Where the metrics chapter (notebook 07) writes its per-image table."
@@ -760,8 +756,8 @@ def segmentation_scores(table3: pd.DataFrame) -> pd.DataFrame:
     if "Real" not in t.index: raise ArasDataError("table3_segmentation: no 'Real' Mean row: run notebook 05 first")
     return pd.DataFrame(dict(f1=t, f1_gain=t - t["Real"])).rename_axis("mix").reset_index()
 
-def utility_agreement(scores: pd.DataFrame, metrics, n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    "Spearman and Kendall of each metric column with `f1_gain` over the mixes, with exact or permutation p-values."
+def utility_agreement(scores: pd.DataFrame, n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    "Spearman and Kendall of each (space, metric) score with `f1_gain` over the mixes, with exact or permutation p-values."
     from scipy import stats
     rows = []
     for (space, metric), g in scores.groupby(["space", "metric"]):

@@ -88,6 +88,7 @@ PROFILES = {
                                          blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
             ppl=dict(n=64, batch=32, eps=1e-4),
             nn_space="lite0", nn_repeats=20, per_image_max=48, utility_spaces=("lite0", "domain"),
+            human=dict(n_per_set=8, n_boot=1000, ci=0.95),    # notebook 08: 24 images on the page, ~3 minutes a rater
         ),
     ),
     "paper": dict(
@@ -150,6 +151,7 @@ PROFILES = {
                                          blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
             ppl=dict(n=10000, batch=64, eps=1e-4),
             nn_space="domain", nn_repeats=20, per_image_max=100, utility_spaces=("inception", "clip", "dinov2", "lite0", "domain"),
+            human=dict(n_per_set=50, n_boot=10_000, ci=0.95),  # 150 images, ~15 minutes a rater
         ),
     ),
 }

