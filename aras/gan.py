@@ -616,18 +616,17 @@ def init_distributed(device="cpu") -> str:
 
 def gan_main(argv=None):
     "Train one GAN from the command line (also under torchrun)."
-    from aras.core import get_profile
+    from aras.core import DEFAULT_PROFILE, get_profile, parse_overrides
     from aras.data import find_layout_root
     ap = argparse.ArgumentParser(prog="python -m aras.gan", description="Train an aras GAN (works under torchrun).")
     ap.add_argument("--kind", choices=sorted(TASKS), required=True)
     ap.add_argument("--data-root", required=True, help="ARAS400k layout with train/images and train/masks")
     ap.add_argument("--out", required=True, help="folder for checkpoint.pt and log.jsonl")
-    ap.add_argument("--profile", default="tiny"); ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", default=DEFAULT_PROFILE); ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu"); ap.add_argument("--no-resume", action="store_true")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override gan.<kind> settings, e.g. kimg=2")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.kimg=2")
     args = ap.parse_args(argv)
-    over = {f"gan.{args.kind}.{k}": json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    prof = get_profile(args.profile, **over)
+    prof = get_profile(args.profile, parse_overrides(args.set))
     device = init_distributed(args.device)
     cfg = prof.gan[args.kind]
     data = GanData(find_layout_root(args.data_root), "train", cfg.resolution, preload=prof.gan.preload)

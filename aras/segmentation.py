@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import ArasDataError, ArasError, atomic_path, make_run, settings_hash, weights_dir, write_json
+from .core import DEFAULT_PROFILE, ArasDataError, ArasError, atomic_path, make_run, settings_hash, weights_dir, write_json
 from .data import dataset_root, list_pairs, read_pair, read_png
 from .landcover import CLASSES, labels_to_rgb
 
@@ -913,16 +913,12 @@ def tiny_caveats(P, n_test: int, status: dict, profile_name: str) -> list[str]:
     return out
 
 # %% ../nbs/05_segmentation.ipynb 55
-def _parse_value(text: str):
-    try: return ast.literal_eval(text)
-    except (ValueError, SyntaxError): return text
-
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."
     ap = argparse.ArgumentParser(prog="python -m aras.segmentation", description="Train cells of the segmentation matrix (paper Table 3).")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train (architecture, mix, seed) cells; finished cells are skipped")
-    t.add_argument("--profile", default="tiny", help="settings profile (default: tiny)")
+    t.add_argument("--profile", default=DEFAULT_PROFILE, help=f"settings profile (default: {DEFAULT_PROFILE})")
     t.add_argument("--data-root", help="ARAS400k layout (default: the toyland patches of notebook 03)")
     t.add_argument("--seed", type=int, default=0, help="run seed, as the notebooks' `seed` (default: 0)")
     t.add_argument("--device", default="cpu", help="cpu, cuda or auto; under torchrun each rank takes cuda:<LOCAL_RANK>")
@@ -931,11 +927,7 @@ def main(argv=None) -> int:
     t.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the profile's)")
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. segmentation.epochs=3")
     a = ap.parse_args(argv)
-    overrides = {}
-    for kv in a.set:
-        if "=" not in kv: raise ArasError(f"--set {kv!r}: expected KEY=VALUE")
-        k, v = kv.split("=", 1); overrides[k] = _parse_value(v)
-    run = make_run(a.profile, a.data_root, None, a.seed, a.device, **overrides)
+    run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
     device = init_distributed(run.device)
     set_threads(run.profile.segmentation.threads_per_run)
     mx = SegmentationMatrix(run, dataset_root(run), device)

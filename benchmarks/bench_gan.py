@@ -27,13 +27,13 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(); ap.add_argument("--steps", type=int, default=3); ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     rows = []
-    for prof in ("tiny", "paper"):
+    for prof in ("smoke", "paper"):
         for kind in ("uncond", "cond"):
             cfg = get_profile(prof).gan[kind]
-            batch = cfg.batch if prof == "tiny" or args.device != "cpu" else 4   # paper batches do not fit a CPU step
-            ips = throughput(kind, cfg, batch, args.steps if prof == "tiny" else 1, args.device)
+            batch = cfg.batch if prof == "smoke" or args.device != "cpu" else 4   # paper batches do not fit a CPU step
+            ips = throughput(kind, cfg, batch, args.steps if prof == "smoke" else 1, args.device)
             rows.append((prof, kind, cfg.resolution, batch, ips, 1000 / ips / 60, cfg.kimg * 1000 / ips / 3600))
             print(f"{prof:5s} {kind:6s} {cfg.resolution:4d} px  batch {batch:3d}: {ips:8.2f} img/s  "
                   f"{rows[-1][5]:8.2f} min/kimg  -> {cfg.kimg:g} kimg in {rows[-1][6]:9.1f} h on this device", flush=True)
     tiny_u = rows[0][4]
-    print(f"ratio tiny/paper images per second (uncond): {tiny_u / rows[2][4]:.1f}x")
+    print(f"ratio smoke/paper images per second (uncond): {tiny_u / rows[2][4]:.1f}x")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up if needed, then regenerate every table and figure (default: the tiny profile on toyland).
+# Set up if needed, then regenerate every table and figure (default: the small profile on toyland).
 # Extra arguments go to `aras reproduce`, e.g. --profile paper --data-root /data/ARAS400k --device cuda
 set -euo pipefail
 cd "$(dirname "$0")/.."

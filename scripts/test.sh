@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up if needed, then run the library tests (pytest) and the notebooks' own checks (nbdev_test, tiny profile).
+# Set up if needed, then run the library tests (pytest) and the notebooks' own checks (nbdev_test, smoke profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -21,7 +21,7 @@ def toy_raw(tmp_path_factory):
 
 
 def small_settings(**kw):
-    s = data_settings(get_profile("tiny").data)
+    s = data_settings(get_profile("smoke").data)
     s.update(patch_size=128, **kw)
     return s
 

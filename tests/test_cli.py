@@ -10,7 +10,7 @@ from aras.core import ArasError
 
 def _nb(path, *sources, params=True):
     nb = nbformat.v4.new_notebook()
-    cells = [nbformat.v4.new_code_cell('profile = "tiny"\nout_dir = None')] if params else []
+    cells = [nbformat.v4.new_code_cell('profile = "smoke"\nout_dir = None')] if params else []
     if params: cells[0].metadata["tags"] = ["parameters"]
     nb.cells = cells + [nbformat.v4.new_code_cell(s) for s in sources]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

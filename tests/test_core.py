@@ -8,17 +8,17 @@ from aras.core import (ArasError, atomic_path, get_profile, make_run, markdown_t
 
 
 def test_profiles_hold_the_paper_settings():
-    tiny, paper = get_profile("tiny"), get_profile("paper")
+    small, paper = get_profile("smoke"), get_profile("paper")
     assert paper.data.patch_size == 256 and paper.data.scaling == "patch_max"   # the authors' PNG scaling
-    assert tiny.data.scaling == "fixed" and tiny.data.class_merge == paper.data.class_merge == "paper"
-    assert tiny.data.water_max == paper.data.water_max == 0.9
+    assert small.data.scaling == "fixed" and small.data.class_merge == paper.data.class_merge == "paper"
+    assert small.data.water_max == paper.data.water_max == 0.9
 
 
 def test_profile_overrides_are_copies_and_checked():
-    assert get_profile("tiny", **{"data.water_max": 0.5}).data.water_max == 0.5
-    assert get_profile("tiny").data.water_max == 0.9
+    assert get_profile("smoke", **{"data.water_max": 0.5}).data.water_max == 0.5
+    assert get_profile("smoke").data.water_max == 0.9
     with pytest.raises(ArasError, match="no setting 'data.bogus'"):
-        get_profile("tiny", **{"data.bogus": 1})
+        get_profile("smoke", **{"data.bogus": 1})
     with pytest.raises(ArasError, match="unknown profile 'big'"):
         get_profile("big")
 
@@ -41,7 +41,7 @@ def test_atomic_path_keeps_the_old_file_when_interrupted(tmp_path):
 
 
 def test_tables_are_written_as_csv_and_markdown(tmp_path):
-    run = make_run("tiny", out_dir=tmp_path)
+    run = make_run("smoke", out_dir=tmp_path)
     df = pd.DataFrame({"quantity": ["kept", "share"], "aras": [1234.0, 0.5], "paper": [100240, np.nan]})
     save_table(df, "table_t", run)
     assert pd.read_csv(run.table_dir / "table_t.csv").equals(df)
@@ -57,3 +57,31 @@ def test_markdown_table_formats_whole_numbers_without_decimals():
 def test_settings_hash_is_order_independent_and_sensitive():
     assert settings_hash({"a": 1, "b": [1, 2]}) == settings_hash({"b": [1, 2], "a": 1})
     assert settings_hash({"a": 1}) != settings_hash({"a": 1.5})
+
+
+def test_profiles_are_paper_plus_scale_overrides_and_name_method_changes():
+    from aras.core import PAPER, PROFILES
+    assert PROFILES["paper"] == [] and get_profile("paper").data.scaling == PAPER["data"]["scaling"]
+    small = get_profile("small")
+    assert small.method_changes["data.scaling"].startswith("toyland") and small.data.scaling == "fixed"
+    assert "segmentation.n_seeds" not in small.method_changes      # scale, not method
+    assert get_profile("smoke").smoke and not small.smoke and not get_profile("paper").smoke
+    with pytest.raises(ArasError, match="is now 'smoke'"):
+        get_profile("tiny")
+
+
+def test_one_override_parser_for_every_command_line():
+    from aras.core import parse_overrides
+    assert parse_overrides(["gan.uncond.kimg=20", "segmentation.archs=('Unet',)", "data.scaling=fixed"]) == \
+        {"gan.uncond.kimg": 20, "segmentation.archs": ("Unet",), "data.scaling": "fixed"}
+    with pytest.raises(ArasError, match="expected KEY=VALUE"):
+        parse_overrides(["gan.uncond.kimg"])
+    run = make_run("smoke", overrides=["gan.uncond.kimg=7"])
+    assert run.profile.gan.uncond.kimg == 7 and run.profile.overrides == {"gan.uncond.kimg": 7}
+
+
+def test_smoke_outputs_say_they_are_not_results(tmp_path):
+    save_table(pd.DataFrame({"a": [1]}), "t", make_run("smoke", out_dir=tmp_path))
+    save_table(pd.DataFrame({"a": [1]}), "t", make_run("small", out_dir=tmp_path))
+    assert "not results" in (tmp_path / "smoke" / "tables" / "t.md").read_text()
+    assert "not results" not in (tmp_path / "small" / "tables" / "t.md").read_text()

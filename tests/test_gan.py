@@ -25,7 +25,7 @@ SMALL_C = {"gan.cond.resolution": 16, "gan.cond.nf": 8, "gan.cond.d_nf": 8, "gan
 
 
 def small(kind, **kw):
-    return get_profile("tiny", **{**SMALL_U, **SMALL_C, **{f"gan.{kind}.{k}": v for k, v in kw.items()}}).gan[kind]
+    return get_profile("smoke", **{**SMALL_U, **SMALL_C, **{f"gan.{kind}.{k}": v for k, v in kw.items()}}).gan[kind]
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ def test_inception_score_extremes():
 
 
 def test_set_metrics_rows_and_intervals():
-    P = get_profile("tiny").metrics
+    P = get_profile("smoke").metrics
     a, b = RNG.normal(size=(40, 8)), RNG.normal(1.0, 1, size=(40, 8))
     rows = pd.DataFrame(M.set_metrics(a, b, P, logits_fake=RNG.normal(size=(40, 5)), seed=0)).set_index("metric")
     assert set(M.SET_METRICS) | {"IS"} == set(rows.index)

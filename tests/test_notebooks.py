@@ -35,9 +35,9 @@ def test_data_notebook_runs_on_an_existing_published_layout(prepared, tmp_path, 
                  "--runs", str(tmp_path / "runs")])
     assert code == 0, capsys.readouterr()
     assert not (root / "manifest.json").exists()                        # read, not prepared
-    t0 = pd.read_csv(tmp_path / "fig" / "tiny" / "tables" / "table0_dataset_summary.csv").set_index("quantity")
+    t0 = pd.read_csv(tmp_path / "fig" / "smoke" / "tables" / "table0_dataset_summary.csv").set_index("quantity")
     n = sum(len(list((root / s / "images").glob("*.png"))) for s in ("train", "val", "test"))
     assert t0.loc["Kept", "aras"] == n and pd.isna(t0.loc["Patches extracted (256x256)", "aras"])
     assert t0.loc["Area of kept patches (km2)", "aras"] == pytest.approx(n * 128**2 * 100 / 1e6)
     assert t0.loc["Split: synth", "aras"] == len(list((root / "synth" / "images").glob("*.png")))
-    assert (tmp_path / "fig" / "tiny" / "fig3_class_composition.pdf").exists()
+    assert (tmp_path / "fig" / "smoke" / "fig3_class_composition.pdf").exists()

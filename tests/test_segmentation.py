@@ -58,7 +58,7 @@ def matrix(prepared, tmp_path_factory):
     base = tmp_path_factory.mktemp("segmatrix")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ARAS_CACHE", str(base / "cache")); mp.setenv("ARAS_FIGURES", str(base / "figures"))
-        run = make_run("tiny", data_root=root, seed=0, **FAST)
+        run = make_run("smoke", data_root=root, seed=0, **FAST)
         n_real = write_standins(root, run.synthetic_dir)
         mx = S.SegmentationMatrix(run, root)
         sizes = mx.set_sizes()
@@ -189,7 +189,7 @@ def test_unconditional_samples_are_labelled_by_the_best_real_model(matrix):
 
 
 def test_foreign_masks_are_not_overwritten(prepared):
-    run = make_run("tiny", data_root=prepared[0], **FAST)
+    run = make_run("smoke", data_root=prepared[0], **FAST)
     syn = run.synthetic_dir / "uncond"
     for sub in ("images", "masks"): (syn / sub).mkdir(parents=True)
     train = list_pairs(prepared[0], "train").iloc[:2]
@@ -231,7 +231,7 @@ def test_per_class_gain_is_mix_minus_real_per_architecture_and_seed(matrix, tmp_
 
 
 def test_missing_synthetic_sets_are_reported_not_invented(prepared):
-    run = make_run("tiny", data_root=prepared[0], **{**FAST, "segmentation.archs": ("FPN",), "segmentation.n_seeds": 1})
+    run = make_run("smoke", data_root=prepared[0], **{**FAST, "segmentation.archs": ("FPN",), "segmentation.n_seeds": 1})
     mx = S.SegmentationMatrix(run, prepared[0])
     assert mx.label_uncond() == {}
     cells = mx.cells()
@@ -321,7 +321,7 @@ def test_bad_masks_and_sizes_name_the_file(prepared, tmp_path):
 
 
 def test_settings_that_cannot_run_are_refused():
-    seg = lambda **kw: get_profile("tiny", **{f"segmentation.{k}": v for k, v in kw.items()}).segmentation
+    seg = lambda **kw: get_profile("smoke", **{f"segmentation.{k}": v for k, v in kw.items()}).segmentation
     S.check_settings(seg())
     with pytest.raises(ArasError, match="segmentation.image_size=96: PAN needs at least 128"): S.check_settings(seg(image_size=96))
     S.check_settings(seg(image_size=96, archs=("Unet", "FPN")))
@@ -332,7 +332,7 @@ def test_settings_that_cannot_run_are_refused():
     paper = get_profile("paper").segmentation
     assert paper.encoder == "efficientnet-b7" and paper.image_size == 256 and paper.n_seeds >= 3
     assert (paper.epochs, paper.batch_size, paper.patience, paper.lr) == (20, 24, 5, 1e-3)
-    assert round(paper.uncond_ratios[1] * 80_182) == 300_000 and get_profile("tiny").segmentation.n_seeds >= 2
+    assert round(paper.uncond_ratios[1] * 80_182) == 300_000 and get_profile("smoke").segmentation.n_seeds >= 2
 
 
 def test_epoch_batches_are_seeded_full_and_shared_by_ranks():
