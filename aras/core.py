@@ -17,7 +17,7 @@ from fastcore.basics import AttrDict
 __all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'method',
            'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir', 'figures_root',
            'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'atomic_path', 'write_json',
-           'markdown_table', 'smoke_banner', 'save_table', 'save_figure', 'settings_hash']
+           'markdown_table', 'smoke_banner', 'save_table', 'save_figure', 'settings_hash', 'format_p']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -354,3 +354,10 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+# %% ../nbs/00_core.ipynb 31
+def format_p(p: float, n_resamples: int | None = None) -> str:
+    "A p-value as text: `< 1/(B+1)` at the resolution of `n_resamples` resamples, else 3 significant digits."
+    if p is None or not np.isfinite(p): return ""
+    if n_resamples and p <= 1 / (n_resamples + 1) + 1e-12: return f"< {1 / (n_resamples + 1):.2g}"
+    return f"{p:.3g}"
