@@ -11,15 +11,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .core import ArasDataError, ArasError, atomic_path, settings_hash
+from .core import ArasDataError, ArasError, atomic_path, format_p, settings_hash
 
 # %% auto 0
 __all__ = ['ID_COLUMNS', 'KINDS', 'RATING_COLUMNS', 'OPTIONAL_COLUMNS', 'TASKS', 'SCORE_LABELS', 'RATING_PAGE',
-           'REQUIRED_COLUMNS', 'human_settings', 'per_image_path', 'metric_columns', 'read_per_image', 'item_id',
-           'with_item_ids', 'rating_items', 'image_data_uri', 'write_rating_page', 'page_data', 'rating_files',
-           'read_ratings', 'write_ratings', 'simulate_ratings', 'rater_bootstrap', 'percentile_ci', 'per_item_scores',
-           'human_summary', 'spearman_rows', 'kendall_rows', 'agreement_data', 'metric_human_agreement',
-           'agreement_figure', 'not_run_table', 'mix_training_images', 'segmentation_scores', 'utility_agreement']
+           'REQUIRED_COLUMNS', 'PERTURB_KEYS', 'human_settings', 'per_image_path', 'metric_columns', 'read_per_image',
+           'item_id', 'with_item_ids', 'rating_items', 'perturb_variants', 'altered_id', 'perturb_block', 'block_image',
+           'image_data_uri', 'perturb_seed', 'block_data', 'write_rating_page', 'page_data', 'rating_files',
+           'read_ratings', 'write_ratings', 'detect_probability', 'simulate_ratings', 'rater_bootstrap',
+           'percentile_ci', 'per_item_scores', 'human_summary', 'spearman_rows', 'kendall_rows', 'agreement_data',
+           'metric_human_agreement', 'p_text', 'agreement_figure', 'sign_flip_p', 'unaltered_detection',
+           'read_perturbation_table', 'human_vs_metric_perturbation', 'perturbation_alignment_figure', 'not_run_table',
+           'mix_training_images', 'segmentation_scores', 'utility_agreement']
 
 # %% ../nbs/08_alignment.ipynb 6
 ID_COLUMNS = ("image", "set", "kind")
@@ -81,13 +84,59 @@ def rating_items(per_image: pd.DataFrame, n_per_set: int = 8, seed: int = 0) -> 
     return pd.concat(parts, ignore_index=True)
 
 # %% ../nbs/08_alignment.ipynb 10
+def perturb_variants(transforms) -> list[tuple[str, float]]:
+    "The (transform, strength) pairs of a profile's `metrics.perturb.transforms` (name -> strengths), names checked."
+    from aras.metrics import PERTURBATIONS
+    out = []
+    for name, strengths in dict(transforms).items():
+        if name not in PERTURBATIONS:
+            raise ArasError(f"metrics.perturb.transforms: unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
+        out += [(name, float(s)) for s in np.atleast_1d(strengths)]
+    return out
+
+def altered_id(item: str, transform: str, strength) -> str:
+    "The id of `item`'s copy under a perturbation: `<item>~<transform>~<strength>`."
+    return f"{item}~{transform}~{float(strength):g}"
+
+def perturb_block(per_image: pd.DataFrame, variants, reps: int = 2, seed: int = 0, exclude=()) -> pd.DataFrame:
+    """The unaltered-original trials: `reps` real images per (transform, strength), a different image per trial while
+    there are enough, first those not in `exclude` (the page's other parts); seeded, independent of row order."""
+    from aras.metrics import PERTURBATIONS
+    real = with_item_ids(per_image).query("kind == 'real'").drop_duplicates("item").sort_values("item")
+    if real.empty: raise ArasDataError("the unaltered-original block needs real images; the per-image table has none")
+    rng = np.random.default_rng([int(seed), int(settings_hash("unaltered"), 16)])
+    seen = real.item.isin(set(exclude))
+    order = pd.concat([real[~seen].iloc[rng.permutation(int((~seen).sum()))], real[seen].iloc[rng.permutation(int(seen.sum()))]])
+    n = len(variants) * int(reps)
+    if n > (~seen).sum():
+        print(f"perturb_block: {n} pairs, {int((~seen).sum())} real images off the page's other parts: "
+              f"{max(0, min(n, len(real)) - int((~seen).sum()))} taken from them, {max(0, n - len(real))} pairs repeat an image")
+    pick = order.iloc[np.arange(n) % len(order)].reset_index(drop=True)
+    v = [variants[i] for i in rng.permutation(np.repeat(np.arange(len(variants)), int(reps)))]
+    out = pick[["item", "set", "kind", "image"]].assign(transform=[t for t, _ in v], strength=[float(s) for _, s in v])
+    out["preserves_semantics"] = [bool(PERTURBATIONS[t][0]) for t in out["transform"]]
+    out["other_item"] = [altered_id(i, t, s) for i, t, s in zip(out.item, out["transform"], out.strength)]
+    return out
+
+def block_image(path, transform: str | None = None, strength=1, px: int | None = None, seed: int = 0) -> np.ndarray:
+    "A block patch: the real image (or a centre crop of `px` native pixels), perturbed unless `transform` is None."
+    from aras.metrics import load_image, perturb
+    a = load_image(str(path))
+    if px:
+        h, w = a.shape[:2]
+        if int(px) > min(h, w): raise ArasDataError(f"{path}: {w} x {h} px, smaller than metrics.human.perturb_px={px}")
+        t, l = (h - int(px)) // 2, (w - int(px)) // 2
+        a = a[t:t + int(px), l:l + int(px)]
+    return a if transform is None else perturb(a, transform, strength, seed)
+
+# %% ../nbs/08_alignment.ipynb 13
 RATING_COLUMNS = ("rater", "task", "trial", "item", "other_item", "set", "kind", "choice", "correct", "score",
-                  "rt_ms", "timestamp", "left_item")
-OPTIONAL_COLUMNS = ("left_item",)          # files written by other tools may leave it out
-TASKS = ("2afc", "score")
+                  "rt_ms", "timestamp", "left_item", "transform", "strength")
+OPTIONAL_COLUMNS = ("left_item", "transform", "strength")   # files written by other tools (or older pages) may leave them out
+TASKS = ("2afc", "score", "unaltered")
 SCORE_LABELS = {1: "clearly artificial", 2: "rather artificial", 3: "can't tell", 4: "rather realistic", 5: "fully realistic"}
 
-# %% ../nbs/08_alignment.ipynb 11
+# %% ../nbs/08_alignment.ipynb 14
 RATING_PAGE = r"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -122,12 +171,15 @@ RATING_PAGE = r"""<!DOCTYPE html>
 <h1>__TITLE__</h1>
 <section id="intro">
   <p>You will see small satellite image patches (Sentinel-2, true colour). Some are real; the others were
-  made by a generative model. There are two parts:</p>
+  made by a generative model. The parts:</p>
   <ol>
     <li><b>Real or synthetic</b> (<span id="n-afc"></span> pairs): two images side by side, one real, one synthetic.
       Click the one you think is the <b>real</b> satellite image, or press <kbd>&larr;</kbd> / <kbd>&rarr;</kbd>.</li>
     <li><b>Realism</b> (<span id="n-score"></span> images): one image at a time. Rate how realistic it looks, from
       <b>1</b> (clearly artificial) to <b>5</b> (fully realistic): click a button or press <kbd>1</kbd>-<kbd>5</kbd>.</li>
+    <li id="li-unaltered"><b>Which is the original</b> (<span id="n-unaltered"></span> pairs): the same real image twice.
+      One copy was altered: rotated, mirrored, shifted, blurred, made noisy, JPEG-compressed or colour-shifted.
+      Click the <b>unaltered original</b>, or press <kbd>&larr;</kbd> / <kbd>&rarr;</kbd>.</li>
   </ol>
   <p>Go with your first impression; there is no time limit (response times are recorded) and no feedback.
   Your answers are kept in this browser after each click: you can close the page and continue later by typing
@@ -140,12 +192,12 @@ RATING_PAGE = r"""<!DOCTYPE html>
   <div id="status"></div>
   <progress id="bar" value="0" max="1"></progress>
   <div id="afc" class="hidden">
-    <h2>Which one is the real satellite image?</h2>
+    <h2 id="afc-question">Which one is the real satellite image?</h2>
     <div class="pair">
       <button class="pick" id="left" title="left (&larr; key)"><img class="patch" alt="left image"></button>
       <button class="pick" id="right" title="right (&rarr; key)"><img class="patch" alt="right image"></button>
     </div>
-    <p class="hint">Click the real one, or press <kbd>&larr;</kbd> / <kbd>&rarr;</kbd>.</p>
+    <p class="hint"><span id="afc-hint">Click the real one</span>, or press <kbd>&larr;</kbd> / <kbd>&rarr;</kbd>.</p>
   </div>
   <div id="score" class="hidden">
     <h2>How realistic does this satellite image look?</h2>
@@ -170,6 +222,8 @@ const DATA = __DATA__;
 const KEY = "aras-ratings:" + DATA.page_id + ":";
 const $ = id => document.getElementById(id);
 let state = null, shownAt = 0;
+const PARTS = {"2afc": "real or synthetic", "score": "realism", "unaltered": "which is the original"};
+const QUESTION = {"2afc": "Which one is the real satellite image?", "unaltered": "Which one is the unaltered original?"};
 
 // Seeded pseudo-random numbers: FNV-1a hash of the seed and rater id, then mulberry32.
 function hashString(s) {
@@ -192,7 +246,8 @@ function shuffle(a, rnd) {
 }
 
 // The trials of one rater: 2AFC pairs (each synthetic image once, then again if n_pairs asks for more),
-// then every image once for a realism score; orders, pairings and sides from the rater's generator.
+// then every image once for a realism score, then the unaltered-original pairs; orders, pairings and sides from
+// the rater's generator.
 function makePlan(rater) {
   const rnd = mulberry32(hashString(DATA.seed + ":" + rater));
   const real = DATA.items.filter(d => d.kind === "real"), synth = DATA.items.filter(d => d.kind === "synthetic");
@@ -207,6 +262,8 @@ function makePlan(rater) {
   }
   shuffle(DATA.items, rnd).forEach((d, k) => plan.push({task: "score", trial: k + 1, item: d.item, other_item: "",
                                                           set: d.set, kind: d.kind, left_item: ""}));
+  shuffle(DATA.pairs, rnd).forEach((d, k) => plan.push({task: "unaltered", trial: k + 1, item: d.item, other_item: d.other_item,
+      set: d.set, kind: d.kind, transform: d["transform"], strength: d.strength, left_item: rnd() < 0.5 ? d.item : d.other_item}));
   return plan;
 }
 
@@ -239,15 +296,14 @@ function start() {
   show();
 }
 
-function setImage(el, item) {
+function setImage(el, item, images) {
   const img = el.tagName === "IMG" ? el : el.querySelector("img");
-  img.src = DATA.images[item];
+  img.src = (images || DATA.images)[item];
   el.dataset.item = item;
 }
 
 function show() {
   const k = state.responses.length, n = state.plan.length;
-  const nAfc = state.plan.filter(p => p.task === "2afc").length;
   document.body.dataset.done = k;
   $("bar").max = n; $("bar").value = k;
   if (k >= n) {
@@ -258,14 +314,17 @@ function show() {
   }
   const t = state.plan[k];
   document.body.dataset.task = t.task;
-  $("status").textContent = (t.task === "2afc"
-      ? "Part 1 of 2: real or synthetic, pair " + t.trial + " of " + nAfc
-      : "Part " + (nAfc ? "2 of 2" : "1 of 1") + ": realism, image " + t.trial + " of " + (n - nAfc))
+  const tasks = [...new Set(state.plan.map(p => p.task))];
+  $("status").textContent = "Part " + (tasks.indexOf(t.task) + 1) + " of " + tasks.length + ": " + PARTS[t.task]
+      + (t.task === "score" ? ", image " : ", pair ") + t.trial + " of " + state.plan.filter(p => p.task === t.task).length
       + " \u00b7 " + Math.round(100 * k / n) + "% done";
   $("task").classList.remove("hidden"); $("done").classList.add("hidden");
-  if (t.task === "2afc") {
-    setImage($("left"), t.left_item);
-    setImage($("right"), t.left_item === t.item ? t.other_item : t.item);
+  if (t.task !== "score") {
+    const images = t.task === "2afc" ? DATA.images : DATA.block_images;
+    setImage($("left"), t.left_item, images);
+    setImage($("right"), t.left_item === t.item ? t.other_item : t.item, images);
+    $("afc-question").textContent = QUESTION[t.task];
+    $("afc-hint").textContent = t.task === "2afc" ? "Click the real one" : "Click the unaltered original";
     $("afc").classList.remove("hidden"); $("score").classList.add("hidden");
   } else {
     setImage($("single"), t.item);
@@ -278,13 +337,17 @@ function show() {
 function respond(value) {
   if (!state || state.responses.length >= state.plan.length) return;
   const t = state.plan[state.responses.length];
-  if ((t.task === "2afc") !== (value === "left" || value === "right")) return;
+  if ((t.task !== "score") !== (value === "left" || value === "right")) return;
   const row = {rater: state.rater, task: t.task, trial: t.trial, item: t.item, other_item: t.other_item, set: t.set,
                kind: t.kind, choice: "", correct: "", score: "", rt_ms: Math.round(performance.now() - shownAt),
-               timestamp: new Date().toISOString(), left_item: t.left_item};
+               timestamp: new Date().toISOString(), left_item: t.left_item, transform: t.transform || "",
+               strength: t.strength === undefined ? "" : t.strength};
   if (t.task === "2afc") {
     row.choice = value === "left" ? $("left").dataset.item : $("right").dataset.item;
     row.correct = row.choice === t.other_item ? 1 : 0;       // other_item is the real image of the pair
+  } else if (t.task === "unaltered") {
+    row.choice = value === "left" ? $("left").dataset.item : $("right").dataset.item;
+    row.correct = row.choice === t.item ? 1 : 0;             // item is the unaltered original
   } else {
     row.score = value;
   }
@@ -311,6 +374,8 @@ function exportCSV() {
 
 $("n-afc").textContent = DATA.items.some(d => d.kind === "real") && DATA.items.some(d => d.kind === "synthetic") ? DATA.n_pairs : 0;
 $("n-score").textContent = DATA.items.length;
+$("n-unaltered").textContent = DATA.pairs.length;
+if (!DATA.pairs.length) $("li-unaltered").classList.add("hidden");
 for (const [k, label] of Object.entries(DATA.labels)) {
   const b = document.createElement("button");
   b.dataset.score = k;
@@ -332,7 +397,7 @@ document.addEventListener("keydown", e => {
   if (!state || e.repeat || e.altKey || e.ctrlKey || e.metaKey || e.target.tagName === "INPUT") return;
   const t = state.plan[state.responses.length];
   if (!t) return;
-  if (t.task === "2afc" && (e.key === "ArrowLeft" || e.key === "ArrowRight")) {
+  if (t.task !== "score" && (e.key === "ArrowLeft" || e.key === "ArrowRight")) {
     e.preventDefault(); respond(e.key === "ArrowLeft" ? "left" : "right");
   } else if (t.task === "score" && /^[1-5]$/.test(e.key)) {
     e.preventDefault(); respond(Number(e.key));
@@ -345,17 +410,32 @@ $("rater").focus();
 </html>
 """
 
-# %% ../nbs/08_alignment.ipynb 12
+# %% ../nbs/08_alignment.ipynb 15
 def image_data_uri(path, size: int | None = None) -> str:
-    "The image as a base64 PNG data URI, resized to `size` x `size` pixels (Lanczos) when `size` is given."
+    "The image (a path, or an (H, W, 3) uint8 array) as a base64 PNG data URI, resized to `size` x `size` (Lanczos) if given."
     from PIL import Image
     try:
-        with Image.open(path) as im:
+        with (Image.fromarray(np.ascontiguousarray(path)) if isinstance(path, np.ndarray) else Image.open(path)) as im:
             im = im.convert("RGB")
             if size and im.size != (size, size): im = im.resize((int(size), int(size)), Image.LANCZOS)
             buf = io.BytesIO(); im.save(buf, format="PNG")
-    except (OSError, ValueError) as e: raise ArasDataError(f"{path}: unreadable image ({e})") from e
+    except (OSError, ValueError) as e: raise ArasDataError(f"{'an image array' if isinstance(path, np.ndarray) else path}: unreadable image ({e})") from e
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+def perturb_seed(seed: int, item: str, transform: str, strength) -> int:
+    "The noise seed of one altered copy on a page: from the page seed, the image and the perturbation."
+    return int(settings_hash(int(seed), item, transform, f"{float(strength):g}"), 16) % 2**32
+
+def block_data(block: pd.DataFrame | None, px: int | None = None, seed: int = 0) -> tuple[list, dict]:
+    "The unaltered-original pairs of a page (item, other_item, set, kind, transform, strength) and their images."
+    if block is None or not len(block): return [], {}
+    pairs, images = [], {}
+    for r in block.itertuples():
+        pairs.append(dict(item=r.item, other_item=r.other_item, set=str(r.set), kind=r.kind, transform=r.transform,
+                          strength=float(r.strength)))
+        images[r.item] = image_data_uri(block_image(r.image, px=px))
+        images[r.other_item] = image_data_uri(block_image(r.image, r.transform, r.strength, px, perturb_seed(seed, r.item, r.transform, r.strength)))
+    return pairs, images
 
 def _smallest_side(paths) -> int:
     from PIL import Image
@@ -368,10 +448,12 @@ def _smallest_side(paths) -> int:
 
 def write_rating_page(items: pd.DataFrame, path, seed: int = 0, n_pairs: int | None = None,
                       title: str = "Real or synthetic? Rating satellite image patches",
-                      size: int | str | None = "min", display_px: int = 256) -> Path:
+                      size: int | str | None = "min", display_px: int = 256, block: pd.DataFrame | None = None,
+                      block_px: int | None = None) -> Path:
     """Write the self-contained rating page for `items` (columns item, set, kind, image) to `path`, atomically.
     `n_pairs` 2AFC trials (default: one per synthetic item); `size`: pixels every image is resized to
-    ("min": the smallest side among the items; None: as they are)."""
+    ("min": the smallest side among the items; None: as they are); `block`: the unaltered-original pairs
+    (`perturb_block`), shown in native pixels (a centre crop of `block_px` when given)."""
     missing = [c for c in ("item", *ID_COLUMNS) if c not in items.columns]
     if missing: raise ArasError(f"rating items lack column(s) {missing}")
     items = items.drop_duplicates("item")
@@ -382,23 +464,24 @@ def write_rating_page(items: pd.DataFrame, path, seed: int = 0, n_pairs: int | N
         raise ArasDataError(f"2AFC pairs need real and synthetic images; the items have {n_real} real and {n_syn} synthetic")
     if size == "min": size = _smallest_side(items.image)
     listed = [dict(item=r.item, set=str(r.set), kind=r.kind) for r in items.itertuples()]
-    data = dict(page_id=settings_hash(int(seed), n_pairs, size, listed), seed=int(seed), n_pairs=n_pairs,
+    pairs, block_images = block_data(block, block_px, seed)
+    data = dict(page_id=settings_hash(int(seed), n_pairs, size, listed, pairs, block_px), seed=int(seed), n_pairs=n_pairs,
                 columns=list(RATING_COLUMNS), labels={str(k): v for k, v in SCORE_LABELS.items()}, items=listed,
-                images={r.item: image_data_uri(r.image, size) for r in items.itertuples()})
+                images={r.item: image_data_uri(r.image, size) for r in items.itertuples()}, pairs=pairs, block_images=block_images)
     page = (RATING_PAGE.replace("__TITLE__", html.escape(title)).replace("__DISPLAY_PX__", str(int(display_px)))
             .replace("__DATA__", json.dumps(data).replace("</", "<\\/")))
     with atomic_path(path) as tmp: Path(tmp).write_text(page, encoding="utf-8")
     return Path(path)
 
 def page_data(path) -> dict:
-    "The data a rating page embeds (items, seed, pairs, images), read back from the HTML."
+    "The data a rating page embeds (items, seed, pairs, images, block pairs and images), read back from the HTML."
     text = Path(path).read_text(encoding="utf-8")
     start = text.index("const DATA = ") + len("const DATA = ")
     return json.loads(text[start:text.index(";\nconst KEY", start)].replace("<\\/", "</"))
 
-# %% ../nbs/08_alignment.ipynb 16
+# %% ../nbs/08_alignment.ipynb 19
 REQUIRED_COLUMNS = tuple(c for c in RATING_COLUMNS if c not in OPTIONAL_COLUMNS)
-_STR_COLUMNS = ("rater", "task", "item", "other_item", "set", "kind", "choice", "timestamp", "left_item")
+_STR_COLUMNS = ("rater", "task", "item", "other_item", "set", "kind", "choice", "timestamp", "left_item", "transform")
 
 def rating_files(source) -> list[Path]:
     "The CSV files a `source` names: a file, a folder (its `*.csv`), a glob pattern, or a list of these."
@@ -458,16 +541,38 @@ def _row_problems(r: dict, known: dict | None) -> list[str]:
     if r["task"] == "2afc":
         if not r["other_item"]: out.append("2afc row without other_item (the real image of the pair)")
         if r["kind"] != "synthetic": out.append("in a 2afc row, item is the synthetic image: kind must be 'synthetic'")
-        if r["choice"] not in (r["item"], r["other_item"]) or not r["choice"]:
-            out.append(f"choice {r['choice']!r} is neither item nor other_item")
-        elif r["correct"] not in ("0", "1") or int(r["correct"]) != int(r["choice"] == r["other_item"]):
-            out.append(f"correct {r['correct']!r} disagrees with the choice (1 when other_item, the real image, is chosen)")
-        if r["score"]: out.append(f"2afc row with a score ({r['score']!r})")
-        if r.get("left_item") and r["left_item"] not in (r["item"], r["other_item"]):
-            out.append(f"left_item {r['left_item']!r} is neither item nor other_item")
+        out += _choice_problems(r, r["other_item"], "other_item, the real image")
+    elif r["task"] == "unaltered": out += _unaltered_problems(r)
     elif r["task"] == "score" and _whole(r["score"], 1, 5) is None:
         out.append(f"score {r['score']!r} is not a whole number from 1 to 5")
+    if r["task"] != "unaltered" and (r["transform"] or r["strength"]):
+        out.append(f"{r['task']} row with a transform or strength (only unaltered rows have them)")
     return out
+
+def _choice_problems(r: dict, right: str, what: str) -> list[str]:
+    "Problems of a pair row's choice, correct, score and left_item (`right`: the id a correct choice names)."
+    out = []
+    if r["choice"] not in (r["item"], r["other_item"]) or not r["choice"]:
+        out.append(f"choice {r['choice']!r} is neither item nor other_item")
+    elif r["correct"] not in ("0", "1") or int(r["correct"]) != int(r["choice"] == right):
+        out.append(f"correct {r['correct']!r} disagrees with the choice (1 when {what}, is chosen)")
+    if r["score"]: out.append(f"{r['task']} row with a score ({r['score']!r})")
+    if r.get("left_item") and r["left_item"] not in (r["item"], r["other_item"]):
+        out.append(f"left_item {r['left_item']!r} is neither item nor other_item")
+    return out
+
+def _unaltered_problems(r: dict) -> list[str]:
+    "Problems of an unaltered-original row: a real item, a known perturbation, the derived id of the copy."
+    from aras.metrics import PERTURBATIONS
+    out = [] if r["kind"] == "real" else ["in an unaltered row, item is the real original: kind must be 'real'"]
+    if r["transform"] not in PERTURBATIONS:
+        out.append(f"transform {r['transform']!r} is not one of aras.metrics.PERTURBATIONS ({', '.join(PERTURBATIONS)})")
+    try: s = float(r["strength"]); ok = math.isfinite(s)
+    except ValueError: ok = False
+    if not ok: out.append(f"strength {r['strength']!r} is not a number")
+    elif r["other_item"] != altered_id(r["item"], r["transform"], s):
+        out.append(f"other_item {r['other_item']!r} is not the altered copy {altered_id(r['item'], r['transform'], s)!r}")
+    return out + _choice_problems(r, r["item"], "item, the unaltered original")
 
 def _read_one(path: Path, known: dict | None) -> pd.DataFrame:
     try: text = path.read_text(encoding="utf-8-sig")
@@ -494,12 +599,14 @@ def _read_one(path: Path, known: dict | None) -> pd.DataFrame:
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     "Ratings with their column types: strings ('' when empty), trial int, correct and score nullable ints, rt_ms float."
     out = df[list(RATING_COLUMNS)].copy()
-    for c in _STR_COLUMNS: out[c] = out[c].fillna("").astype(str)
+    for c in _STR_COLUMNS: out[c] = out[c].astype(object).where(out[c].notna(), "").astype(str)
     out["trial"] = pd.to_numeric(out["trial"]).astype("int64")
     for c in ("correct", "score"):
         v = out[c].astype(object)
         out[c] = pd.to_numeric(v.where(v.notna() & v.ne(""), np.nan)).astype("Int64")
     out["rt_ms"] = pd.to_numeric(out["rt_ms"]).astype("float64")
+    s = out["strength"].astype(object)
+    out["strength"] = pd.to_numeric(s.where(s.notna() & s.ne(""), np.nan)).astype("float64")
     return out.reset_index(drop=True)
 
 def read_ratings(source, items=None) -> pd.DataFrame:
@@ -527,14 +634,36 @@ def write_ratings(ratings: pd.DataFrame, path) -> Path:
     with atomic_path(path) as tmp: _typed(ratings).to_csv(tmp, index=False, na_rep="", lineterminator="\n")
     return Path(path)
 
-# %% ../nbs/08_alignment.ipynb 18
+# %% ../nbs/08_alignment.ipynb 21
 def _iso(ts: pd.Series) -> pd.Series:
     return ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
 
+def detect_probability(detect, transform: str, strength, preserves_semantics: bool) -> float:
+    "A simulated rater's chance of picking the original: `detect[(t, s)]`, else `detect[t]`, else 0.5 (keeps content) / 0.9."
+    detect = detect or {}
+    return float(detect.get((transform, float(strength)), detect.get(transform, 0.5 if preserves_semantics else 0.9)))
+
+def _simulated_unaltered(block: pd.DataFrame, rater: str, rng, detect=None, kappa: float | None = None) -> list[dict]:
+    """One simulated rater's unaltered-original answers: per perturbation a chance p of picking the original, the same
+    for every rater, or (with `kappa`) drawn per rater from Beta(p kappa, (1 - p) kappa), whose mean is p."""
+    p = {v: detect_probability(detect, *v) for v in zip(block["transform"], block.strength, block.preserves_semantics)}
+    if kappa: p = {v: rng.beta(q * kappa, (1 - q) * kappa) if 0 < q < 1 else q for v, q in p.items()}
+    rows, recs = [], block.to_dict("records")
+    for k, i in enumerate(rng.permutation(len(recs))):
+        b = recs[i]
+        right = rng.random() < p[(b["transform"], b["strength"], b["preserves_semantics"])]
+        rows.append(dict(rater=rater, task="unaltered", trial=k + 1, item=b["item"], other_item=b["other_item"], set=b["set"],
+                         kind=b["kind"], choice=b["item"] if right else b["other_item"], correct=int(right), score=pd.NA,
+                         left_item=b["item"] if rng.random() < 0.5 else b["other_item"], transform=b["transform"],
+                         strength=b["strength"]))
+    return rows
+
 def simulate_ratings(items: pd.DataFrame, n_raters: int = 5, seed: int = 0, realism=None, noise: float = 0.7,
-                     rater_sd: float = 0.3, n_pairs: int | None = None, start: str = "2026-01-01T09:00:00") -> pd.DataFrame:
+                     rater_sd: float = 0.3, n_pairs: int | None = None, start: str = "2026-01-01T09:00:00",
+                     block: pd.DataFrame | None = None, detect=None, detect_kappa: float | None = None) -> pd.DataFrame:
     """SIMULATED ratings of `items` in the page's CSV format (raters `SIM-01`, ...), for tests and demonstrations.
-    `realism`: a column name of `items` or an array (higher = more realistic), or None (real 0.7, synthetic 0.4)."""
+    `realism`: a column name of `items` or an array (higher = more realistic), or None (real 0.7, synthetic 0.4);
+    `block`: unaltered-original pairs answered with the chances `detect` (see `detect_probability`)."""
     items = items.drop_duplicates("item").reset_index(drop=True)
     if realism is None: u = np.where(items.kind.eq("real"), 0.7, 0.4)
     else:
@@ -563,7 +692,8 @@ def simulate_ratings(items: pd.DataFrame, n_raters: int = 5, seed: int = 0, real
             s = int(np.clip(np.floor(value[i] + offset + noise * rng.standard_normal() + 0.5), 1, 5))
             rows.append(dict(rater=f"SIM-{j + 1:02d}", task="score", trial=k + 1, item=items.item[i], other_item="",
                              set=items.set[i], kind=items.kind[i], choice="", correct=pd.NA, score=s, left_item=""))
-    df = pd.DataFrame(rows)
+        if block is not None: rows += _simulated_unaltered(block, f"SIM-{j + 1:02d}", rng, detect, detect_kappa)
+    df = pd.DataFrame(rows, columns=list(RATING_COLUMNS))
     rt = np.round(rng.lognormal(np.log(1500), 0.4, len(df)))
     df["rt_ms"] = rt
     t = pd.Timestamp(start) + pd.to_timedelta(df.groupby("rater").rt_ms.cumsum() + 500 * df.groupby("rater").cumcount(), unit="ms")
@@ -572,7 +702,7 @@ def simulate_ratings(items: pd.DataFrame, n_raters: int = 5, seed: int = 0, real
     out.attrs["simulated"] = True
     return out
 
-# %% ../nbs/08_alignment.ipynb 23
+# %% ../nbs/08_alignment.ipynb 26
 def rater_bootstrap(num, den, n_boot: int = 2000, seed: int = 0, ci: float = 0.95):
     """Percentile interval of sum(num) / sum(den) when raters (rows) are resampled with replacement.
     `num`, `den`: (raters, groups) per-rater sums and counts; returns (lo, hi) per group, NaN with < 2 raters."""
@@ -648,7 +778,7 @@ def human_summary(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0, ci: 
                          n_boot=int(n_boot), note="; ".join(notes)))
     return pd.DataFrame(rows), per_item_scores(ratings)
 
-# %% ../nbs/08_alignment.ipynb 27
+# %% ../nbs/08_alignment.ipynb 30
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     "Spearman's rho of each row pair of `x`, `y` (resamples x items); NaN where a row is constant."
     rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
@@ -708,7 +838,16 @@ def metric_human_agreement(per_image: pd.DataFrame, ratings: pd.DataFrame, n_boo
             rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_alignment.ipynb 30
+def p_text(df: pd.DataFrame, resamples: dict) -> pd.DataFrame:
+    "`df` with its p-value columns printed by `format_p`: `resamples` maps a p column to its resample count (int, a column name, or None)."
+    out = df.copy()
+    for col, b in resamples.items():
+        if col not in out: continue
+        bs = out[b] if isinstance(b, str) else pd.Series(b, index=out.index)
+        out[col] = [format_p(p, None if pd.isna(n) else int(n)) for p, n in zip(out[col], bs)]
+    return out
+
+# %% ../nbs/08_alignment.ipynb 33
 def agreement_figure(data: pd.DataFrame, table: pd.DataFrame, scope: str = "all", ncols: int = 4, title: str = "", ci: float = 0.95):
     "Small multiples: the mean human realism score against each metric, one point per rated image, coloured by set."
     t = table[table.scope.eq(scope)].set_index("metric")
@@ -736,12 +875,108 @@ def agreement_figure(data: pd.DataFrame, table: pd.DataFrame, scope: str = "all"
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_alignment.ipynb 33
+# %% ../nbs/08_alignment.ipynb 36
+def sign_flip_p(d, n_perm: int = 10_000, seed: int = 0) -> tuple[float, int | None]:
+    """Two-sided sign-flip test that per-rater excesses `d` centre on 0 (scipy.stats.permutation_test); returns the p-value
+    and the number of random resamples it rests on (None: exact enumeration). NaN with fewer than 2 raters."""
+    d = np.asarray(d, float)
+    if len(d) < 2: return np.nan, None
+    if not np.any(d): return 1.0, None
+    exact = 2 ** len(d) <= n_perm
+    r = stats.permutation_test((d,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples", vectorized=True,
+                               n_resamples=int(n_perm), alternative="two-sided", random_state=seed)
+    return float(r.pvalue), None if exact else int(n_perm)
+
+def unaltered_detection(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0, ci: float = 0.95, n_perm: int = 10_000) -> pd.DataFrame:
+    """Per (transform, strength) of the unaltered-original block: the share of pairs in which the original was picked,
+    a cluster-bootstrap interval over raters, the exact binomial interval, and tests against chance (0.5)."""
+    from aras.metrics import PERTURBATIONS
+    u = ratings[ratings.task.eq("unaltered")]
+    if u.empty: raise ArasDataError("no answers of the unaltered-original block (task 'unaltered') in the ratings")
+    raters, order = sorted(u.rater.unique()), list(PERTURBATIONS)
+    keys = sorted(set(zip(u["transform"], u.strength.astype(float))), key=lambda v: (order.index(v[0]), v[1]))
+    groups = {v: u["transform"].eq(v[0]).to_numpy() & u.strength.eq(v[1]).to_numpy() for v in keys}
+    num, den = _by_rater(u, u.correct.astype(float), raters, groups)
+    lo, hi = rater_bootstrap(num, den, n_boot, seed, ci)
+    rows = []
+    for g, (t, s) in enumerate(keys):
+        k, n, has = int(num[:, g].sum()), int(den[:, g].sum()), den[:, g] > 0
+        b, a = stats.binomtest(k, n, 0.5), (1 - ci) / 2                      # Clopper-Pearson, from beta quantiles
+        elo, ehi = (stats.beta.ppf(a, k, n - k + 1) if k else 0.0), (stats.beta.ppf(1 - a, k + 1, n - k) if k < n else 1.0)
+        p_r, b_r = sign_flip_p((num[:, g] - den[:, g] / 2)[has], n_perm, seed)
+        rows.append(dict(transform=t, strength=s, preserves_semantics=bool(PERTURBATIONS[t][0]), raters=int(has.sum()),
+                         n_pairs=n, n_original=k, detection_rate=k / n, rater_lo=lo[g], rater_hi=hi[g],
+                         exact_lo=float(elo), exact_hi=float(ehi), p_binom=float(b.pvalue), p_raters=p_r,
+                         p_raters_resamples=b_r, n_boot=int(n_boot),
+                         note="one rater: no interval or test over raters" if has.sum() < 2 else ""))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/08_alignment.ipynb 38
+PERTURB_KEYS = ("source", "data", "dataset", "space", "metric")   # key columns of notebook 07's table, when present
+
+def read_perturbation_table(path) -> tuple[pd.DataFrame | None, str]:
+    "Notebook 07's perturbation table, or None and the reason it cannot be used (missing file or columns)."
+    path = Path(path)
+    if not path.exists(): return None, f"not run: no {path.name} in this run's tables (run notebook 07_metrics)"
+    t = pd.read_csv(path)
+    missing = [c for c in ("transform", "strength", "metric", "sensitivity") if c not in t.columns]
+    if missing: return None, f"not run: {path.name} lacks column(s) {missing} (has {list(t.columns)})"
+    return t, ""
+
+def _strength_key(s) -> str:
+    try: return f"{float(s):g}"
+    except (TypeError, ValueError): return str(s)
+
+def human_vs_metric_perturbation(detection: pd.DataFrame, pert: pd.DataFrame | None, reason: str = "") -> pd.DataFrame:
+    "Each perturbation's human detection rate beside every metric's sensitivity to the same transform and strength (long)."
+    d = detection.assign(_s=detection.strength.map(_strength_key))
+    if pert is None: return d.drop(columns="_s").assign(space="", metric="", sensitivity=np.nan, metric_note=reason)
+    keys = [c for c in PERTURB_KEYS if c in pert.columns]
+    sens = [c for c in pert.columns if c.startswith("sensitivity")]
+    p = pert[["transform", *keys, *sens]].assign(_s=pert.strength.map(_strength_key))
+    out = d.merge(p, on=["transform", "_s"], how="left").drop(columns="_s")
+    out["metric_note"] = np.where(out.metric.isna(), "no row for this transform and strength in metrics_perturbation", "")
+    return out
+
+# %% ../nbs/08_alignment.ipynb 39
+def perturbation_alignment_figure(joined: pd.DataFrame, ncols: int = 6, title: str = "", ci: float = 0.95):
+    """Small multiples, one per metric (and space): human detection rate against the metric's sensitivity, one point per
+    perturbation, bars spanning both intervals (rater bootstrap and exact); dashed: chance (0.5); dotted: sensitivity 1."""
+    import matplotlib.pyplot as plt
+    keys = [c for c in PERTURB_KEYS if c in joined.columns and joined[c].notna().any()]
+    panels = list(joined.dropna(subset=["sensitivity"]).groupby(keys, sort=False)) if keys else []
+    if not panels: panels = [(("human detection only (no metric sensitivity)",), joined.assign(sensitivity=np.arange(len(joined), dtype=float)))]
+    ncols = min(ncols, len(panels)); nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.8 * nrows), squeeze=False)
+    for ax, (name, g) in zip(axes.flat, panels):
+        lo, hi = np.fmin(g.rater_lo, g.exact_lo), np.fmax(g.rater_hi, g.exact_hi)      # fmin / fmax skip a missing one
+        for keep, colour, marker in ((True, "tab:blue", "o"), (False, "tab:red", "^")):
+            m = g.preserves_semantics.eq(keep).to_numpy()
+            ax.errorbar(g.sensitivity[m], g.detection_rate[m], yerr=[(g.detection_rate - lo)[m], (hi - g.detection_rate)[m]],
+                        fmt=marker, color=colour, ms=4, capsize=2, label="keeps content" if keep else "degrades")
+        for r in g.itertuples(): ax.annotate(f"{r.transform} {r.strength:g}" if not r.preserves_semantics or r.transform == "shift" else r.transform,
+                                             (r.sensitivity, r.detection_rate), fontsize=5, alpha=0.8)
+        if (g.sensitivity > 0).all() and len(g) > 1:
+            ax.set_xscale("log"); ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.axhline(0.5, ls="--", color="0.5", lw=0.8); ax.axvline(1, ls=":", color="0.6", lw=0.8)
+        ok = g.sensitivity.notna() & g.detection_rate.notna()
+        rho = stats.spearmanr(g.sensitivity[ok], g.detection_rate[ok]).statistic if ok.sum() > 2 else np.nan
+        name = tuple(map(str, np.atleast_1d(name)))
+        ax.set_title(name[-1] + (f" [{', '.join(name[:-1])}]" if len(name) > 1 else "") + f"\nSpearman ρ {rho:.2f}", fontsize=7)
+        ax.set_ylim(-0.02, 1.02); ax.tick_params(labelsize=6); ax.set_xlabel("metric sensitivity", fontsize=7)
+        ax.set_ylabel("original picked", fontsize=7)
+    for ax in list(axes.flat)[len(panels):]: ax.axis("off")
+    axes.flat[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle((title or "People's detection of each perturbation against each metric's sensitivity")
+                 + f" (bars: {ci:.0%} intervals, rater bootstrap and exact; dashed: chance)", fontsize=9)
+    fig.tight_layout(); return fig
+
+# %% ../nbs/08_alignment.ipynb 43
 def not_run_table(columns, reason: str, **fixed) -> pd.DataFrame:
     "A one-row table that says why a result has no numbers (every value empty except `fixed` and the note)."
     return pd.DataFrame([{c: fixed.get(c, np.nan) for c in columns} | {"note": f"not run: {reason}"}])
 
-# %% ../nbs/08_alignment.ipynb 37
+# %% ../nbs/08_alignment.ipynb 47
 def mix_training_images(seg_dir: Path, mixes) -> dict:
     "The training images of each mix, from notebook 05's set files (`<work>/segmentation/sets/<mix>.csv`)."
     out = {}
@@ -768,5 +1003,6 @@ def utility_agreement(scores: pd.DataFrame, n_perm: int = 10_000, seed: int = 0)
         perm = stats.permutation_test((g.value.to_numpy(),), lambda x: stats.spearmanr(x, g.f1_gain).statistic,
                                       permutation_type="pairings", n_resamples=n_perm, random_state=seed)
         rows.append(dict(space=space, metric=metric, n_sets=len(g), spearman_rho=rho.statistic, spearman_p_perm=perm.pvalue,
+                         perm_resamples=None if math.factorial(len(g)) <= n_perm else int(n_perm),   # None: all orders
                          kendall_tau=tau.statistic, kendall_p=tau.pvalue, note=""))
     return pd.DataFrame(rows)

