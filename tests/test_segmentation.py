@@ -23,7 +23,7 @@ ENC = "tu-efficientnet_lite0"
 FAST = {"segmentation.archs": ("FPN", "Unet"), "segmentation.image_size": 64, "segmentation.epochs": 1,
         "segmentation.steps_per_epoch": 1, "segmentation.batch_size": 2, "segmentation.eval_batch_size": 8,
         "segmentation.parallel_runs": 1, "segmentation.threads_per_run": 1, "segmentation.bootstrap": 200,
-        "segmentation.permutations": 200, "segmentation.fig4_max_per_set": 30}
+        "segmentation.permutations": 200, "segmentation.fig4_max_per_set": 30, "segmentation.compute_matched_archs": ("FPN",)}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,16 +64,19 @@ def matrix(prepared, tmp_path_factory):
         sizes = mx.set_sizes()
         mx.train(mx.cells(["real"]), progress=False)
         labelled = mx.label_uncond(progress=False)
-        cells = mx.cells()
-        mx.train(cells, progress=False)
+        cells, cm_cells = mx.cells(), mx.compute_matched_cells()
+        mx.train(cells + cm_cells, progress=False)
         runs, cms = mx.results(cells)
+        cm_runs, cm_cms = mx.results(cm_cells)
         P = run.profile.segmentation
         status = {m: mx.missing(m) for m in P.mixes}
         support = cms[("real", "FPN")][0].sum(0).sum(1)
         t3, t4 = S.segmentation_tables(runs, cms, P, status, support)
         sig = S.significance_table(runs, cms, P, status)
+        compute = S.compute_matched_table(runs, cm_runs, cms, cm_cms, P)
     return SimpleNamespace(run=run, root=root, mx=mx, P=P, n_real=n_real, sizes=sizes, labelled=labelled, cells=cells,
-                           runs=runs, cms=cms, status=status, support=support, t3=t3, t4=t4, sig=sig)
+                           runs=runs, cms=cms, status=status, support=support, t3=t3, t4=t4, sig=sig,
+                           cm_cells=cm_cells, cm_runs=cm_runs, cm_cms=cm_cms, compute=compute)
 
 
 # --- encoder weights ------------------------------------------------------------------------------------
@@ -216,6 +219,70 @@ def test_tables_put_paper_values_beside_ours(matrix):
     assert len(sig) == 5 * 3 and (sig.status == "ok").all()
     assert sig.p.between(0, 1).all() and (sig.q_bh >= sig.p - 1e-12).all() and (sig.seeds == 2).all()
     assert (sig[sig.model == "all architectures"].seeds == 2).all()
+    assert sig.p_hier.between(0, 1).all() and (sig.ci_low_hier <= sig.diff_f1).all() and (sig.diff_f1 <= sig.ci_high_hier).all()
+    assert (sig.q_bh_hier >= sig.p_hier - 1e-12).all() and (sig[sig.model != "all architectures"].runs_mix == 2).all()
+    assert (sig[sig.model == "all architectures"].runs_real == 4).all()
+    assert sig.p_text.str.match(r"^(< )?[0-9.e-]+$").all()
+
+
+def test_runs_record_budget_steps_and_images_seen(matrix):
+    r = matrix.runs
+    assert (r.budget == "epochs").all() and (r.steps == r.epochs_run).all()                  # FAST: 1 batch per epoch
+    assert (r.images_seen == 2 * r.steps).all() and r.stop_reason.isin(["epoch limit", "early stopping"]).all()
+
+
+def test_compute_matched_runs_take_the_steps_of_real(matrix):
+    cm, real = matrix.cm_runs, matrix.runs[matrix.runs.mix == "real"].set_index(["arch", "seed"])
+    assert set(cm.mix) == {"real_cond", "real_uncond_3x", "real_uncond_3x_cond"} and set(cm.arch) == {"FPN"} and len(cm) == 3 * 2
+    assert (cm.budget == "steps").all() and (cm.stop_reason == "step budget").all()
+    for c in matrix.cm_cells: assert c["max_steps"] == real.loc[(c["arch"], c["seed"]), "steps"]
+    assert (cm.steps.values == real.loc[list(zip(cm.arch, cm.seed)), "steps"].values).all()
+    assert not {c["run_dir"] for c in matrix.cm_cells} & {c["run_dir"] for c in matrix.cells}
+    t = matrix.compute.set_index(["mix", "model"])
+    assert len(t) == 3 * 2 and (t.steps_steps == t.steps_real).all() and (t.runs_steps == 2).all()
+    row, ep = t.loc[("Real + Cond.", "FPN")], matrix.runs[(matrix.runs.mix == "real_cond") & (matrix.runs.arch == "FPN")]
+    assert row.f1_epochs == pytest.approx(100 * ep.f1.mean()) and row.ci_low_steps <= row.diff_steps <= row.ci_high_steps
+
+
+def test_a_step_budget_cuts_the_last_epoch(matrix, tmp_path):
+    res = S.train_cell(_cfg(matrix, tmp_path / "s", epochs=5, steps_per_epoch=2, max_steps=3), in_memory=True)
+    assert res["budget"] == "steps" and res["steps"] == 3 and [h["steps"] for h in res["history"]] == [2, 1]
+    assert res["stop_reason"] == "step budget" and res["images_seen"] == 3 * 2 and res["epochs_run"] == 2
+
+
+def test_an_epoch_is_a_pass_over_the_whole_set(matrix, tmp_path):
+    res = S.train_cell(_cfg(matrix, tmp_path / "e", epochs=1, steps_per_epoch=None, batch_size=16), in_memory=True)
+    assert res["steps"] == -(-matrix.n_real // 16) and res["images_seen"] >= matrix.n_real and res["stop_reason"] == "epoch limit"
+
+
+def test_pseudo_label_composition_and_divergence(matrix):
+    from scipy.spatial.distance import jensenshannon
+    mx = matrix.mx
+    ref = S.class_pixels(mx.real["mask"])
+    same = S.composition_divergence(ref, ref, 100)
+    assert same["js"] == pytest.approx(0, abs=1e-12) and same["tv"] == pytest.approx(0, abs=1e-12)
+    p, q = np.array([.5, .5, 0, 0, 0, 0, 0]), np.array([.25, .25, .5, 0, 0, 0, 0])
+    d = S.composition_divergence(1000 * p[None], 1000 * q[None], 10)
+    assert d["js"] == pytest.approx(jensenshannon(p, q, base=2) ** 2) and d["tv"] == pytest.approx(0.5)
+    sets = {"Uncond. (pseudo-labels)": S.class_pixels(mx.uncond_pairs()["mask"]), "Real test": S.class_pixels(mx.test["mask"])}
+    t = S.pseudo_label_table(sets, ref, {"": "FPN (Real, seed 0)", "_val_f1": 50.0}, 200)
+    assert list(t.comparison) == ["Uncond. (pseudo-labels) vs Real train", "Real test vs Real train"]
+    assert (t.ci_low <= t.ci_high).all() and t.labeller[0] == "FPN (Real, seed 0)" and pd.isna(t.labeller[1])
+    np.testing.assert_allclose(t[[f"{c} %" for c in CLASSES]].sum(1), 100)
+    np.testing.assert_allclose(t[f"Tree % (real train)"], 100 * ref[:, 0].sum() / ref.sum())
+
+
+def test_mask_fidelity_of_real_pairs_equals_their_test_score(matrix):
+    "Known answer: given the real test pairs as 'conditional samples', every Real model's fidelity is its test F1."
+    mx = matrix.mx
+    real = [json.loads((Path(c["run_dir"]) / "result.json").read_text()) for c in mx.cells(["real"])]
+    rows, cms = S.mask_fidelity(real, mx.test, 64, 8)
+    assert len(rows) == len(real) and set(cms) == {"FPN", "Unet"} and cms["FPN"].shape == (2, len(mx.test), 7, 7)
+    np.testing.assert_allclose(rows.f1_cond, rows.f1_real_test)
+    t = S.fidelity_table(rows, cms, 200).set_index("model")
+    assert t.loc["Mean", "fidelity_ratio"] == pytest.approx(1.0) and t.loc["Mean", "runs"] == 4
+    rows, _ = S.mask_fidelity(real[:1], mx.cond, 64, 8)
+    assert 0 <= rows.f1_cond[0] <= 1
 
 
 def test_per_class_gain_is_mix_minus_real_per_architecture_and_seed(matrix, tmp_path):
@@ -286,7 +353,7 @@ def test_early_stopping_and_plateau_schedule(matrix, tmp_path, monkeypatch):
         return real_evaluate(model, dataset, norm, batch_size, device, per_image, **kw) if per_image else (flat, None)
     monkeypatch.setattr(S, "evaluate", fake)
     res = S.train_cell(_cfg(matrix, tmp_path / "c", epochs=10, patience=2, lr_patience=0), in_memory=True)
-    assert res["epochs_run"] == 3 and res["stopped_early"] and res["best_epoch"] == 0
+    assert res["epochs_run"] == 3 and res["stopped_early"] and res["best_epoch"] == 0 and res["stop_reason"] == "early stopping"
     assert [h["lr"] for h in res["history"]] == pytest.approx([1e-3, 1e-3, 1e-4])
 
 
@@ -323,16 +390,23 @@ def test_bad_masks_and_sizes_name_the_file(prepared, tmp_path):
 def test_settings_that_cannot_run_are_refused():
     seg = lambda **kw: get_profile("smoke", **{f"segmentation.{k}": v for k, v in kw.items()}).segmentation
     S.check_settings(seg())
-    with pytest.raises(ArasError, match="segmentation.image_size=96: PAN needs at least 128"): S.check_settings(seg(image_size=96))
+    with pytest.raises(ArasError, match="segmentation.image_size=96: PAN needs at least 128"): S.check_settings(seg(image_size=96, archs=S.ARCHS))
     S.check_settings(seg(image_size=96, archs=("Unet", "FPN")))
     with pytest.raises(ArasError, match="multiple of 32"): S.check_settings(seg(image_size=100))
     with pytest.raises(ArasError, match="unknown \\['mixed'\\]"): S.check_settings(seg(mixes=("real", "mixed")))
     with pytest.raises(ArasError, match="must contain 'real'"): S.check_settings(seg(mixes=("uncond_1x",)))
     with pytest.raises(ArasError, match="labeller"): S.check_settings(seg(labeller="SegNet"))
+    with pytest.raises(ArasError, match="compute_matched_mixes: \\['real'\\]"): S.check_settings(seg(compute_matched_mixes=("real",)))
+    with pytest.raises(ArasError, match="compute_matched_archs: \\['PAN'\\]"):
+        S.check_settings(seg(archs=("Unet",), compute_matched_archs=("PAN",)))
     paper = get_profile("paper").segmentation
     assert paper.encoder == "efficientnet-b7" and paper.image_size == 256 and paper.n_seeds >= 3
     assert (paper.epochs, paper.batch_size, paper.patience, paper.lr) == (20, 24, 5, 1e-3)
     assert round(paper.uncond_ratios[1] * 80_182) == 300_000 and get_profile("smoke").segmentation.n_seeds >= 2
+    assert paper.steps_per_epoch is None and paper.compute_matched_archs == "all"
+    small = get_profile("small").segmentation                    # the default trains as the paper: epochs over each whole set
+    assert small.steps_per_epoch is None and small.epochs == paper.epochs and small.lr_patience < small.patience
+    assert small.n_seeds >= 2 and (small.image_size, small.batch_size) == (64, 8)
 
 
 def test_epoch_batches_are_seeded_full_and_shared_by_ranks():
@@ -371,6 +445,21 @@ def test_bootstrap_and_permutation_test_agree_with_scipy():
                    method="percentile", rng=np.random.default_rng(1)).confidence_interval
     lo, hi = S.bootstrap_interval(b, 5000, seed=2)
     assert lo == pytest.approx(ci.low, abs=0.01) and hi == pytest.approx(ci.high, abs=0.01)
+
+
+def test_hierarchical_test_holds_its_level_where_the_image_level_test_does_not():
+    "Known answer: two training sets with no true difference, 3 runs each (own offsets), per-image difficulty and noise."
+    rates = S.rejection_rates(200, runs=3, seed=11, n_resamples=300)
+    assert 0.01 <= rates["hierarchical (runs + images, t)"] <= 0.10
+    assert rates["image-level permutation"] > 0.4 and rates["hierarchical bootstrap"] > rates["hierarchical (runs + images, t)"]
+    power = S.rejection_rates(30, runs=3, seed=12, n_resamples=300, effect=0.6)
+    assert power["hierarchical (runs + images, t)"] >= 0.6                          # and it still finds a real difference
+    a, b = S.simulate_confusions(np.random.default_rng(0), 2, 3)
+    c, d = S.simulate_confusions(np.random.default_rng(1), 2, 3)
+    one, two = S.hierarchical_test([a], [b], 200), S.hierarchical_test([c], [d], 200)
+    pooled = S.hierarchical_test([a, c], [b, d], 200)                             # architectures: the mean of their differences
+    assert pooled["diff"] == pytest.approx((one["diff"] + two["diff"]) / 2) and pooled["runs_a"] == 4 and pooled["runs_b"] == 6
+    assert pooled["df"] > min(one["df"], two["df"])
 
 
 def test_feature_embedding_scores_separation():

@@ -1,6 +1,7 @@
 import json
 import numpy as np
 import rasterio
+from scipy import ndimage
 
 from aras.landcover import WORLDCOVER
 from aras.toyland import PIXEL_DEG, ensure_toyland, generate_toyland, tile_ids, tile_name
@@ -59,3 +60,33 @@ def test_ensure_toyland_generates_once(tmp_path):
     assert ensure_toyland(seed=0, n_tiles=1, tile_px=256, root=tmp_path, progress=False) == raw
     assert (raw / "manifest.json").stat().st_mtime_ns == stamp
     assert ensure_toyland(seed=1, n_tiles=1, tile_px=256, root=tmp_path, progress=False) != raw
+
+
+def test_parallel_generation_equals_serial(tmp_path):
+    a = generate_toyland(tmp_path / "a", seed=3, n_tiles=2, tile_px=256, difficulty=1.0, workers=1, progress=False)
+    b = generate_toyland(tmp_path / "b", seed=3, n_tiles=2, tile_px=256, difficulty=1.0, workers=2, progress=False)
+    for t in tile_ids(2):
+        for kind in ("Map", "S2RGBNIR"):
+            assert np.array_equal(_read(a, t, kind)[0], _read(b, t, kind)[0])
+
+
+def test_rare_codes_are_rare_but_present(toy_raw):
+    # the paper: 1.1% of patches hold snow, wetland, mangrove or moss; toyland keeps them to a few small spots
+    maps = [_read(toy_raw, t, "Map")[0][0] for t in tile_ids(4)]
+    rare = sum(np.isin(m, (70, 90, 95, 100)).sum() for m in maps) / sum((m > 0).sum() for m in maps)
+    assert 0 < rare < 0.005
+
+
+def test_difficulty_overlaps_spectra_and_moves_only_borders(tmp_path):
+    easy = generate_toyland(tmp_path / "easy", seed=0, n_tiles=2, tile_px=512, difficulty=0.0, progress=False)
+    hard = generate_toyland(tmp_path / "hard", seed=0, n_tiles=2, tile_px=512, difficulty=1.0, progress=False)
+    t = "N39E030"                                            # farmland: crop, grass, shrub, tree
+    lc_easy, lc_hard = _read(easy, t, "Map")[0][0], _read(hard, t, "Map")[0][0]
+    moved = lc_easy != lc_hard                               # the same land cover, its borders warped
+    near_border = ndimage.binary_dilation(ndimage.morphological_gradient(lc_easy, size=3) > 0, iterations=12)
+    assert 0.01 < moved.mean() < 0.25 and moved[~near_border].mean() < 1e-3
+    def grass_ndvi_sd(raw):
+        lc, s2 = _read(raw, t, "Map")[0][0, 7:, 11:], _read(raw, t, "S2RGBNIR")[0][:, :-7, :-11].astype(float)
+        ndvi = (s2[3] - s2[0]) / (s2[3] + s2[0])
+        return ndvi[(lc_easy[7:, 11:] == 30)].std()
+    assert grass_ndvi_sd(hard) > 2 * grass_ndvi_sd(easy)      # vigour by field and region, season, haze
