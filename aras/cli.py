@@ -168,7 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("folder"); v.add_argument("--files", nargs="+")
     t = sub.add_parser("toyland", help="generate toyland raw tiles (WorldCover + S2RGBNIR GeoTIFFs) into a folder")
     t.add_argument("dest"); t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--tiles", type=int, default=4); t.add_argument("--px", type=int, default=2048)
+    t.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help="toyland settings of this profile")
+    t.add_argument("--tiles", type=int, help="number of tiles (default: the profile's)")
+    t.add_argument("--px", type=int, help="tile size in pixels (default: the profile's)")
     return ap
 
 def main(argv=None) -> int:
@@ -191,7 +193,9 @@ def main(argv=None) -> int:
             print(data.verify_archives(args.folder, exp).to_string(index=False))
         elif args.command == "toyland":
             from aras.toyland import generate_toyland
-            print(generate_toyland(args.dest, seed=args.seed, n_tiles=args.tiles, tile_px=args.px))
+            ts = dict(get_profile(args.profile).toyland)
+            ts.update({k: v for k, v in (("n_tiles", args.tiles), ("tile_px", args.px)) if v})
+            print(generate_toyland(args.dest, seed=args.seed, **ts))
         return 0
     except ArasError as e:
         print(f"aras {args.command}: error: {e}", file=sys.stderr)
