@@ -45,7 +45,7 @@ def mean_ci(x) -> tuple[float, float, float]:
 # %% ../nbs/09_claims.ipynb 12
 MADE_BY = {"seg_runs": "05", "fig4_silhouette": "05", "seg_pseudo_labels": "05", "metrics_distributional": "07",
            "metrics_perturbation": "07", "metrics_entropy_bias": "07", "metrics_extractors": "07",
-           "metrics_human_perturbation": "08", "metrics_downstream_utility": "08", "table2_captioners": "06",
+           "metrics_human_perturbation": "08", "metrics_downstream_utility": "08", "metrics_utility_agreement": "08", "table2_captioners": "06",
            "table1_caption_datasets": "06", "gan_training_summary": "04"}
 
 class NotRun(Exception):
@@ -255,8 +255,7 @@ def downstream_claim(T: Tables) -> dict:
 
 def imagenet_claim(T: Tables) -> dict:
     "ImageNet feature-space metrics do not predict segmentation utility: FID (Lite0) vs F1 across training sets."
-    u = T["metrics_utility_agreement"] if (T.folder / "metrics_utility_agreement.csv").exists() else None
-    if u is None: raise NotRun("no table metrics_utility_agreement (notebook 08 writes it)")
+    u = T["metrics_utility_agreement"]
     r = u[(u.space == "lite0") & (u.metric == "FID")]
     if r.empty or not np.isfinite(r.spearman_rho.iloc[0]): raise NotRun("no Lite0 FID vs utility correlation")
     rho, p = float(r.spearman_rho.iloc[0]), float(r.spearman_p_perm.iloc[0])
