@@ -330,10 +330,10 @@ def convergence_notes(T: Tables) -> list[str]:
         out.append(f"segmentation: {int(conv.sum())} of {len(r)} runs ended on a validation plateau")
     except NotRun as e: out.append(f"segmentation: {e}")
     try:
-        g = T["gan_training_summary"]
-        col = next((c for c in g.columns if "plateau" in c), None)
-        out.append("GANs: " + ("; ".join(f"{k}: {'plateau' if bool(v) else 'budget reached, no plateau'}"
-                                         for k, v in zip(g.iloc[:, 0], g[col])) if col else "no plateau column in gan_training_summary"))
+        out.append("GANs: " + "; ".join(
+            f"{r.model}: {'FID plateau' if r.stopped_by == 'FID plateau' else 'kimg budget reached before an FID plateau'} "
+            f"at {r.kimg_reached:g} kimg, best training FID {r.fid_best:.1f} (real-vs-real floor {r.fid_real_floor:.1f})"
+            for r in T["gan_training_summary"].itertuples()))
     except NotRun as e: out.append(f"GANs: {e}")
     return out
 

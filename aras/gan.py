@@ -28,8 +28,8 @@ __all__ = ['ARCH_KEYS', 'TASKS', 'check_resolution', 'GanData', 'one_hot', 'to_u
            'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
            'UNetDiscriminator', 'class_balanced_ce', 'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta',
            'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker', 'save_checkpoint',
-           'load_checkpoint', 'track_fid', 'best_generator', 'train_gan', 'read_log', 'init_distributed', 'gan_main',
-           'sample_unconditional', 'sample_conditional']
+           'load_checkpoint', 'track_fid', 'best_generator', 'train_gan', 'read_log', 'train_gans', 'init_distributed',
+           'gan_main', 'sample_unconditional', 'sample_conditional']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -321,14 +321,14 @@ class SPADE(nn.Module):
         return self.norm(x) * (1 + self.gamma(a)) + self.beta(a)
 
 class SPADEResBlock(nn.Module):
-    def __init__(self, fin, fout, cond_ch):
+    def __init__(self, fin, fout, cond_ch, hidden=64):
         super().__init__()
         mid = min(fin, fout)
-        self.norm0, self.conv0 = SPADE(fin, cond_ch), nn.utils.parametrizations.spectral_norm(_conv3(fin, mid))
-        self.norm1, self.conv1 = SPADE(mid, cond_ch), nn.utils.parametrizations.spectral_norm(_conv3(mid, fout))
+        self.norm0, self.conv0 = SPADE(fin, cond_ch, hidden), nn.utils.parametrizations.spectral_norm(_conv3(fin, mid))
+        self.norm1, self.conv1 = SPADE(mid, cond_ch, hidden), nn.utils.parametrizations.spectral_norm(_conv3(mid, fout))
         self.shortcut = None
         if fin != fout:
-            self.norm_s, self.shortcut = SPADE(fin, cond_ch), nn.utils.parametrizations.spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
+            self.norm_s, self.shortcut = SPADE(fin, cond_ch, hidden), nn.utils.parametrizations.spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
     def forward(self, x, cond):
         s = x if self.shortcut is None else self.shortcut(self.norm_s(x, cond))
         dx = self.conv0(F.leaky_relu(self.norm0(x, cond), 0.2))
@@ -336,7 +336,7 @@ class SPADEResBlock(nn.Module):
 
 class SpadeGenerator(nn.Module):
     "Mask-conditioned generator: SPADE residual blocks from 4x4 to `resolution`, driven by mask + latent."
-    def __init__(self, resolution=256, z_dim=64, nf=64, n_classes=len(CLASSES), nf_max=512):
+    def __init__(self, resolution=256, z_dim=64, nf=64, n_classes=len(CLASSES), nf_max=512, hidden=64):
         super().__init__()
         check_resolution(resolution)
         self.z_dim, self.resolution, self.n_classes = z_dim, resolution, n_classes
@@ -344,7 +344,7 @@ class SpadeGenerator(nn.Module):
         chans = [min(nf * 2 ** (n_up - k), nf_max) for k in range(n_up + 1)]      # 4x4 ... resolution
         cond_ch = n_classes + z_dim
         self.head = _conv3(cond_ch, chans[0])
-        self.blocks = nn.ModuleList([SPADEResBlock(chans[k], chans[min(k + 1, n_up)], cond_ch) for k in range(n_up + 1)])
+        self.blocks = nn.ModuleList([SPADEResBlock(chans[k], chans[min(k + 1, n_up)], cond_ch, hidden) for k in range(n_up + 1)])
         self.to_rgb = _conv3(chans[-1], 3)
     def forward(self, seg, z=None):
         z = torch.randn(seg.shape[0], self.z_dim, device=seg.device) if z is None else z
@@ -469,7 +469,7 @@ class SpadeTask:
     kind = "cond"
     def __init__(self, cfg, device="cpu"):
         self.cfg, self.device = cfg, device
-        self.G = SpadeGenerator(cfg.resolution, cfg.z_dim, cfg.nf).to(device)
+        self.G = SpadeGenerator(cfg.resolution, cfg.z_dim, cfg.nf, hidden=cfg.spade_hidden).to(device)
         self.D = UNetDiscriminator(cfg.resolution, cfg.d_nf).to(device)
         broadcast_params(self.G, self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -558,20 +558,26 @@ class FidTracker:
     def measure(self, G, n: int | None = None) -> float:
         from aras.metrics import fid_from_features                          # forward reference, as above
         return fid_from_features(self.real_features(), self.features(self.fakes(G, n)))
+    @property
+    def min_kimg(self) -> float: return float(self.cfg.get("min_kimg") or 0)
+    def counted(self) -> list:
+        "The evaluations after the burn-in (`min_kimg`): early FID swings neither pick the best snapshot nor stop training."
+        return [h for h in self.history if h[0] >= self.min_kimg]
     def update(self, kimg: float, fid: float) -> bool:
-        "Record one evaluation; True if it is the lowest FID so far."
-        new_best = not self.history or fid < self.best[1]
-        self.history.append([float(kimg), float(fid)]); return new_best
+        "Record one evaluation; True if it is the lowest FID after the burn-in so far."
+        prev = self.best
+        self.history.append([float(kimg), float(fid)])
+        return kimg >= self.min_kimg and (prev is None or fid < prev[1])
     @property
-    def best(self): return min(self.history, key=lambda h: h[1]) if self.history else None
+    def best(self): return min(self.counted(), key=lambda h: h[1]) if self.counted() else None
     @property
-    def stopped(self) -> bool: return plateau_reached([f for _, f in self.history], self.cfg.patience, self.cfg.min_delta)
+    def stopped(self) -> bool: return plateau_reached([f for _, f in self.counted()], self.cfg.patience, self.cfg.min_delta)
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
-# %% ../nbs/04_gan.ipynb 38
+# %% ../nbs/04_gan.ipynb 39
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
-             "cond": ("resolution", "z_dim", "nf", "d_nf")}
+             "cond": ("resolution", "z_dim", "nf", "d_nf", "spade_hidden")}
 TASKS = {"uncond": StyleGANTask, "cond": SpadeTask}
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -622,7 +628,7 @@ def _truncate_log(path: Path, step: int):
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
     with atomic_path(path) as tmp: tmp.write_text("".join(l + "\n" for l in keep))
 
-# %% ../nbs/04_gan.ipynb 39
+# %% ../nbs/04_gan.ipynb 40
 def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     "One FID evaluation of G_ema (process 0 measures, every process gets the value); a new best is saved as `best.pt`."
     rank = dist.get_rank() if dist_on() else 0
@@ -632,7 +638,8 @@ def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
         with atomic_path(Path(out_dir) / "best.pt") as tmp:
             torch.save(dict(kind=task.kind, cfg=dict(task.cfg), kimg=kimg, fid=float(fid),   # the checkpoint's layout
                             modules=dict(G_ema=task.G_ema.state_dict())), tmp)
-    return dict(fid=float(fid), fid_best=tracker.best[1], fid_best_kimg=tracker.best[0])
+    best = tracker.best or [math.nan, math.nan]                              # none yet during the burn-in
+    return dict(fid=float(fid), fid_best=best[1], fid_best_kimg=best[0])
 
 def best_generator(task, out_dir) -> nn.Module:
     "G_ema at the lowest training FID (`best.pt`, laid out as `checkpoint.pt`); the final G_ema when FID was not tracked."
@@ -658,7 +665,7 @@ def _next(cur_nimg: int, every_kimg) -> float:
     e = int(float(every_kimg or 0) * 1000)
     return (cur_nimg // e + 1) * e if e > 0 else math.inf
 
-# %% ../nbs/04_gan.ipynb 40
+# %% ../nbs/04_gan.ipynb 41
 def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resume=True, progress=True, extractor=None):
     "Train the `kind` ('uncond' or 'cond') model on `data` to its FID plateau or `cfg.kimg`; return the task (with G_ema)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -702,7 +709,38 @@ def read_log(out_dir) -> pd.DataFrame:
     path = Path(out_dir) / "log.jsonl"
     return pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
 
-# %% ../nbs/04_gan.ipynb 42
+# %% ../nbs/04_gan.ipynb 43
+def _train_job(kind: str, cfg, root: str, out_dir: str, seed: int, device: str, resume: bool, preload: bool):
+    "One model in a worker process; its result is what it leaves in `out_dir`."
+    train_gan(kind, cfg, GanData(root, "train", cfg.resolution, preload=preload), out_dir, seed, device, resume, progress=False)
+
+def _show_logs(bars: dict, jobs: dict):
+    for kind, bar in bars.items():
+        lg = read_log(jobs[kind][1])
+        if not len(lg): continue
+        last = lg.iloc[-1]; bar.n = int(round(last.kimg * 1000))
+        if "fid" in lg and lg.fid.notna().any(): bar.set_postfix(fid=f"{lg.fid.dropna().iloc[-1]:.1f}", refresh=False)
+        bar.refresh()
+
+def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True, workers=2, threads=1, poll=5.0, progress=True) -> dict:
+    "Train `jobs` ({kind: (cfg, out_dir)}) in `workers` processes at once, with progress from their logs; {kind: trained task}."
+    from aras.segmentation import close_pools, worker_pool       # forward reference: chapter 05's process pool
+    from aras.gan import _train_job as job                        # by module name: the workers are spawned
+    if workers > 1 and len(jobs) > 1:
+        pool = worker_pool(workers, threads)
+        futs = {k: pool.submit(job, k, cfg, str(root), str(out), seed, device, resume, preload) for k, (cfg, out) in jobs.items()}
+        bars = {k: tqdm(total=int(cfg.kimg * 1000), unit="img", desc=f"{k} GAN", disable=not progress) for k, (cfg, _) in jobs.items()}
+        while not all(f.done() for f in futs.values()): time.sleep(poll); _show_logs(bars, jobs)
+        _show_logs(bars, jobs); [b.close() for b in bars.values()]
+        close_pools()
+        for k, f in futs.items():                                  # a worker's error, named
+            if (e := f.exception()) is not None:
+                raise ArasError(f"training the {k} GAN failed ({jobs[k][1]}): {type(e).__name__}: {e}") from e
+        resume = True                                              # below: reload what the workers trained
+    return {k: train_gan(k, cfg, GanData(root, "train", cfg.resolution, preload=preload), out, seed, device, resume, progress)
+            for k, (cfg, out) in jobs.items()}
+
+# %% ../nbs/04_gan.ipynb 45
 def init_distributed(device="cpu") -> str:
     "Join the process group `torchrun` describes (if any); return the device this process uses."
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist_on(): return device
@@ -737,7 +775,7 @@ def gan_main(argv=None):
 
 if __name__ == "__main__" and "__file__" in globals(): gan_main()   # python -m aras.gan or torchrun; not in a notebook
 
-# %% ../nbs/04_gan.ipynb 50
+# %% ../nbs/04_gan.ipynb 53
 def _write_images(arrays, names, folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
     for a, n in zip(arrays, names):

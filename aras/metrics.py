@@ -690,7 +690,7 @@ def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     c, kind = state.get("cfg", {}), state.get("kind")
     if kind == "uncond":
         G = Generator(c["z_dim"], c["w_dim"], c["resolution"], c["channel_base"], c["channel_max"], c["mapping_layers"])
-    elif kind == "cond": G = SpadeGenerator(c["resolution"], c["z_dim"], c["nf"])
+    elif kind == "cond": G = SpadeGenerator(c["resolution"], c["z_dim"], c["nf"], hidden=c.get("spade_hidden", 64))
     else: raise ArasDataError(f"{f}: not an aras GAN checkpoint (kind {kind!r})")
     G.load_state_dict(state["modules"]["G_ema"])
     return G.eval().requires_grad_(False).to(device)

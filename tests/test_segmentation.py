@@ -406,7 +406,7 @@ def test_settings_that_cannot_run_are_refused():
     assert paper.steps_per_epoch is None and paper.compute_matched_archs == "all"
     small = get_profile("small").segmentation                    # the default trains as the paper: epochs over each whole set
     assert small.steps_per_epoch is None and small.epochs == paper.epochs and small.lr_patience < small.patience
-    assert small.n_seeds >= 2 and (small.image_size, small.batch_size) == (64, 8)
+    assert small.n_seeds >= 2 and (small.image_size, small.batch_size) == (32, 8)   # the GANs' 32 px
 
 
 def test_epoch_batches_are_seeded_full_and_shared_by_ranks():
