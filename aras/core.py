@@ -17,7 +17,7 @@ from fastcore.basics import AttrDict
 __all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'method',
            'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir', 'figures_root',
            'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'atomic_path', 'write_json',
-           'markdown_table', 'smoke_banner', 'save_table', 'save_figure', 'settings_hash', 'format_p']
+           'markdown_table', 'smoke_banner', 'portable_text', 'save_table', 'save_figure', 'settings_hash', 'format_p']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -370,9 +370,16 @@ def smoke_banner(run: Run, end: str = "") -> str:
     "The line every output of a smoke run carries; empty for other profiles."
     return f"Smoke run (profile {run.name}): these numbers test the code, they are not results.{end}" if run.profile.get("smoke") else ""
 
+def portable_text(s: str) -> str:
+    "`s` with this machine's weights, cache and home folders written as `$ARAS_WEIGHTS`, `$ARAS_CACHE` and `~`."
+    for folder, name in ((weights_dir(), "$ARAS_WEIGHTS"), (cache_dir(), "$ARAS_CACHE"), (Path.home(), "~")):
+        s = s.replace(str(folder), name)
+    return s
+
 def save_table(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", folder: Path | None = None) -> pd.DataFrame:
-    "Write `df` as `<name>.csv` and `<name>.md` in the run's table folder (or `folder`); return it for display."
+    "Write `df` as `<name>.csv` and `<name>.md` in the run's table folder (or `folder`), text without machine paths; return it."
     folder = Path(folder or run.table_dir)
+    df = df.map(lambda v: portable_text(v) if isinstance(v, str) else v)   # committed tables never show a disk
     with atomic_path(folder / f"{name}.csv") as tmp: df.to_csv(tmp, index=False)
     with atomic_path(folder / f"{name}.md") as tmp: tmp.write_text(smoke_banner(run, "\n\n") + markdown_table(df, floatfmt) + "\n")
     return df
@@ -385,12 +392,12 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 28
+# %% ../nbs/00_core.ipynb 29
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 31
+# %% ../nbs/00_core.ipynb 32
 def format_p(p: float, n_resamples: int | None = None) -> str:
     "A p-value as text: `< 1/(B+1)` at the resolution of `n_resamples` resamples, else 3 significant digits."
     if p is None or not np.isfinite(p): return ""
