@@ -15,12 +15,12 @@ from .landcover import CLASSES
 from .segmentation import PAPER_TABLE3, PAPER_TABLE4
 
 # %% auto 0
-__all__ = ['LEVEL', 'MADE_BY', 'ARAS', 'PAIRED', 'AUGMENTED', 'FID_SPACES', 'COMPANION', 'ROTATIONS', 'PIXEL_METRICS', 'CLAIMS',
-           'verdict', 'mean_ci', 'NotRun', 'Tables', 'epoch_matched', 'paired_gain', 'paper_gain', 'gain_claim',
-           'augmented_claim', 'best_augmentation_claim', 'class_gain_rho', 'rare_class_claim', 'composition_claim',
-           'mixing_claim', 'fid_claim', 'redundancy_claim', 'clipscore_claim', 'rotation_claim', 'downstream_claim',
-           'imagenet_claim', 'entropy_claim', 'space_ranking_claim', 'claims_table', 'convergence_notes',
-           'write_claims', 'claims_view']
+__all__ = ['LEVEL', 'MADE_BY', 'ARAS', 'PAIRED', 'AUGMENTED', 'FID_SPACES', 'COMPANION', 'ROTATIONS', 'PIXEL_METRICS', 'SEG',
+           'UNCOND', 'COND', 'CLAIMS', 'verdict', 'mean_ci', 'NotRun', 'Tables', 'epoch_matched', 'paired_gain',
+           'paper_gain', 'gain_claim', 'augmented_claim', 'best_augmentation_claim', 'class_gain_rho',
+           'rare_class_claim', 'composition_claim', 'mixing_claim', 'fid_claim', 'redundancy_claim', 'clipscore_claim',
+           'rotation_claim', 'downstream_claim', 'imagenet_claim', 'entropy_claim', 'space_ranking_claim',
+           'seg_converged', 'unconverged', 'claims_table', 'convergence_notes', 'write_claims', 'claims_view']
 
 # %% ../nbs/09_claims.ipynb 6
 LEVEL = 0.95
@@ -290,34 +290,59 @@ def space_ranking_claim(T: Tables) -> dict:
                 note=", ".join(f"{k} {d[k]:.1f}" for k in ("clip", "inception", "dinov2")))
 
 # %% ../nbs/09_claims.ipynb 33
-CLAIMS = [   # (paper, claim as shown when it cannot be tested, test)
+SEG, UNCOND, COND = "segmentation", "uncond", "cond"
+CLAIMS = [   # (paper, claim as shown when it cannot be tested, test, the trained models its verdict rests on)
     (ARAS, "synthetic-only training scores slightly below Real (Uncond. 1x)",
-     lambda T: gain_claim(T, "synthetic-only training scores slightly below Real (Uncond. 1x)", "real", "uncond_1x", "<0")),
+     lambda T: gain_claim(T, "synthetic-only training scores slightly below Real (Uncond. 1x)", "real", "uncond_1x", "<0"), (SEG, UNCOND)),
     (ARAS, "more synthetic data helps: Uncond. 3x above Uncond. 1x",
-     lambda T: gain_claim(T, "more synthetic data helps: Uncond. 3x above Uncond. 1x", "uncond_1x", "uncond_3x", ">0")),
-    (ARAS, "every augmented mix scores above Real", augmented_claim),
-    (ARAS, "Real + Uncond. 3x is the best augmentation", best_augmentation_claim),
-    (ARAS, "the largest gains from augmentation are on the weakest classes", rare_class_claim),
-    (ARAS, "Figure 3: the pseudo-labelled unconditional set has the class composition of real train", composition_claim),
-    (ARAS, "Figure 4: synthetic features mix with real ones", mixing_claim),
-    (ARAS, "unconditional samples have a lower FID than conditional ones", fid_claim),
-    (ARAS, "hybrid captions are the least redundant, text-only the most", redundancy_claim),
-    (ARAS, "CLIPScore of the captions is comparable to human-written datasets", clipscore_claim),
-    (COMPANION, "rotation moves metrics but not human recognition", rotation_claim),
-    (COMPANION, "synthetic data that scores poorly on metrics can still help downstream", downstream_claim),
-    (COMPANION, "ImageNet feature-space metrics are unreliable indicators of utility for EO", imagenet_claim),
-    (COMPANION, "pixel metrics are entropy-biased, feature-space distances less so", entropy_claim),
-    (COMPANION, "feature spaces rank FID as CLIP << Inception < DINOv2", space_ranking_claim),
+     lambda T: gain_claim(T, "more synthetic data helps: Uncond. 3x above Uncond. 1x", "uncond_1x", "uncond_3x", ">0"), (SEG, UNCOND)),
+    (ARAS, "every augmented mix scores above Real", augmented_claim, (SEG, UNCOND, COND)),
+    (ARAS, "Real + Uncond. 3x is the best augmentation", best_augmentation_claim, (SEG, UNCOND, COND)),
+    (ARAS, "the largest gains from augmentation are on the weakest classes", rare_class_claim, (SEG, UNCOND, COND)),
+    (ARAS, "Figure 3: the pseudo-labelled unconditional set has the class composition of real train", composition_claim, (SEG, UNCOND)),
+    (ARAS, "Figure 4: synthetic features mix with real ones", mixing_claim, (SEG, UNCOND)),
+    (ARAS, "unconditional samples have a lower FID than conditional ones", fid_claim, (UNCOND, COND)),
+    (ARAS, "hybrid captions are the least redundant, text-only the most", redundancy_claim, ()),
+    (ARAS, "CLIPScore of the captions is comparable to human-written datasets", clipscore_claim, ()),
+    (COMPANION, "rotation moves metrics but not human recognition", rotation_claim, ()),
+    (COMPANION, "synthetic data that scores poorly on metrics can still help downstream", downstream_claim, (SEG, COND)),
+    (COMPANION, "ImageNet feature-space metrics are unreliable indicators of utility for EO", imagenet_claim, (SEG, UNCOND, COND)),
+    (COMPANION, "pixel metrics are entropy-biased, feature-space distances less so", entropy_claim, ()),
+    (COMPANION, "feature spaces rank FID as CLIP << Inception < DINOv2", space_ranking_claim, (UNCOND,)),
 ]
 
+def seg_converged(runs: pd.DataFrame) -> pd.Series:
+    "Per segmentation run: did it reach its validation plateau (05's `converged` column; older tables: early stop or best epoch before the last)."
+    if "converged" in runs: return runs.converged.astype(bool)
+    return runs.get("stop_reason", pd.Series("", index=runs.index)).eq("early stopping") | (runs.best_epoch < runs.epochs_run - 1)
+
+def unconverged(T: Tables) -> dict:
+    "Trained model -> why it is not converged, for those that are not (a model that did not run is not listed)."
+    out = {}
+    try:
+        r = epoch_matched(T["seg_runs"]); ok = seg_converged(r)
+        if not ok.all(): out[SEG] = f"{int((~ok).sum())} of {len(r)} segmentation runs did not reach a validation plateau"
+    except (NotRun, KeyError, AttributeError): pass          # absent, or a layout the claims cannot read: their rows say so
+    try:
+        out |= {g.model: f"the {g.model} GAN stopped at its kimg budget before an FID plateau"
+                for g in T["gan_training_summary"].itertuples() if g.stopped_by != "FID plateau"}
+    except (NotRun, KeyError, AttributeError): pass
+    return out
+
 def claims_table(table_dir) -> pd.DataFrame:
-    "One row per claim of both papers: paper value, this run's value and interval, test, verdict."
+    """One row per claim of both papers: paper value, this run's value and interval, test, verdict. A verdict resting on a
+    model that did not converge is not a result: it reads "inconclusive", with the reason and what the run would say."""
     T, rows = Tables(table_dir), []
-    for paper, claim, fn in CLAIMS:
-        try: rows.append(fn(T))
-        except NotRun as e: rows.append(_row(paper, claim, "", "", verdict_=f"not run ({e})"))
+    loose = unconverged(T)
+    for paper, claim, fn, needs in CLAIMS:
+        try: row = fn(T)
+        except NotRun as e: row = _row(paper, claim, "", "", verdict_=f"not run ({e})")
         except (KeyError, ValueError, IndexError, AttributeError) as e:     # a table whose layout changed: say so, go on
-            rows.append(_row(paper, claim, "", "", verdict_=f"not run (could not read the tables: {type(e).__name__}: {e})"))
+            row = _row(paper, claim, "", "", verdict_=f"not run (could not read the tables: {type(e).__name__}: {e})")
+        why = [loose[m] for m in needs if m in loose]
+        if why and not row["verdict"].startswith("not "):
+            row["verdict"] = f"inconclusive ({'; '.join(why)}; unconverged, the run reads: {row['verdict']})"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 # %% ../nbs/09_claims.ipynb 36
@@ -326,8 +351,7 @@ def convergence_notes(T: Tables) -> list[str]:
     out = []
     try:
         r = epoch_matched(T["seg_runs"])
-        conv = r.get("stopped_early", pd.Series(False, index=r.index)).fillna(False).astype(bool) | (r.best_epoch < r.epochs_run - 1)
-        out.append(f"segmentation: {int(conv.sum())} of {len(r)} runs ended on a validation plateau")
+        out.append(f"segmentation: {int(seg_converged(r).sum())} of {len(r)} runs ended on a validation plateau")
     except NotRun as e: out.append(f"segmentation: {e}")
     try:
         out.append("GANs: " + "; ".join(

@@ -94,6 +94,7 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
     metrics=dict(          # every space, 50k images per set as FID is usually reported, 1000 bootstrap resamples
         spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain", "inception+rot8", "dinov2+rot8"),
         clip_model="clip-vit-large-patch14", dinov2_model="dinov2-base", lpips_net="vgg", distance_px=256,
+        image_px=None,     # compare sets at one resolution: None = native (all ARAS400k images are 256 px)
         n_images=50000, batch_size=128, threads=None,
         kid_subset_size=1000, kid_subsets=100, k=3, is_splits=10, n_boot=1000,  # n_boot: half-sample replicates per interval
         n_perm=10000,      # permutations of a permutation p-value (entropy bias)
@@ -134,7 +135,7 @@ SMALL = {
     "gan.uncond.ema_kimg": 1.0, "gan.uncond.ada_kimg": 20,  # EMA and ADA horizons scaled with the budget
     # SPADE at 32 px
     "gan.cond.resolution": 32, "gan.cond.z_dim": 32, "gan.cond.nf": 32, "gan.cond.d_nf": 16, "gan.cond.batch": 8,
-    "gan.cond.kimg": 8, "gan.cond.snap_kimg": 1, "gan.cond.log_every": 10,     # budget caps, measured in notebook 04
+    "gan.cond.kimg": 16, "gan.cond.snap_kimg": 1, "gan.cond.log_every": 10,    # budget caps, measured in notebook 04
     "gan.cond.betas": (0.0, 0.999),
     "gan.cond.vgg_weight": method(0.0, "no VGG19 weights ship offline: the perceptual loss is left out"),
     "gan.cond.ema_kimg": 0.5,
@@ -178,6 +179,7 @@ SMALL = {
        "the paper's captioners run where their local weights are; 60 new tokens instead of 100"),
     # metrics: the offline feature spaces first; sets capped at 128 images
     "metrics.spaces": ("lite0", "lite0+rot8", "domain", "inception", "clip", "dinov2"),
+    "metrics.image_px": 32,                     # real patches shrunk to the GANs' 32 px before they meet samples
     "metrics.lpips_net": "alex", "metrics.distance_px": 128, "metrics.n_images": 128, "metrics.batch_size": 32,
     "metrics.kid_subset_size": 25, "metrics.kid_subsets": 20, "metrics.is_splits": 5, "metrics.n_boot": 50,
     "metrics.n_perm": 1000,

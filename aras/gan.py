@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_gan.ipynb 3
 from __future__ import annotations
-import argparse, copy, hashlib, json, math, os, random, sys, time
+import argparse, copy, hashlib, io, json, math, os, random, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -680,7 +680,9 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
     total, per_rank, log = int(cfg.kimg * 1000), cfg.batch // world, out_dir / "log.jsonl"
     next_snap, next_eval = _next(cur_nimg, cfg.snap_kimg), _next(cur_nimg, cfg.fid.every_kimg if tracker else 0)
     bar = tqdm(total=total, initial=cur_nimg, unit="img", desc=f"{kind} GAN", disable=not progress or rank > 0)
-    t0, n0, shown = time.time(), cur_nimg, {}
+    lg = read_log(out_dir) if cur_nimg else pd.DataFrame()             # a resumed run's clock goes on from its log
+    t_run, n0, shown = time.time(), cur_nimg, {}
+    t0 = t_run - (float(lg.sec.iloc[-1]) if len(lg) else 0.0)
     while cur_nimg < total and not (tracker and tracker.stopped):
         idx = torch.randint(len(data), (per_rank,), generator=gen)
         reals, labels = data.fetch(idx)
@@ -696,7 +698,7 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
         if rank == 0 and (step % cfg.log_every == 0 or cur_nimg >= total or evaluated):
             with open(log, "a") as f:
                 f.write(json.dumps(dict(step=step, kimg=cur_nimg / 1000, sec=round(time.time() - t0, 2),
-                                        img_per_s=round((cur_nimg - n0) / max(time.time() - t0, 1e-9), 2), **stats)) + "\n")
+                                        img_per_s=round((cur_nimg - n0) / max(time.time() - t_run, 1e-9), 2), **stats)) + "\n")
         if cur_nimg >= next_snap or cur_nimg >= total or evaluated:
             save_checkpoint(out_dir / "checkpoint.pt", task, cfg, cur_nimg, step, gen, tracker)
             next_snap = _next(cur_nimg, cfg.snap_kimg)
@@ -777,9 +779,12 @@ if __name__ == "__main__" and "__file__" in globals(): gan_main()   # python -m 
 
 # %% ../nbs/04_gan.ipynb 53
 def _write_images(arrays, names, folder: Path):
+    "Write PNGs, leaving a file with the same bytes untouched: a rerun keeps its time stamps, so notebook 05 reuses its cells."
     folder.mkdir(parents=True, exist_ok=True)
     for a, n in zip(arrays, names):
-        with atomic_path(folder / n) as tmp: Image.fromarray(a).save(tmp, format="PNG")
+        buf = io.BytesIO(); Image.fromarray(a).save(buf, format="PNG")
+        if (folder / n).exists() and (folder / n).read_bytes() == buf.getvalue(): continue
+        with atomic_path(folder / n) as tmp: tmp.write_bytes(buf.getvalue())
 
 @torch.no_grad()
 def sample_unconditional(G: Generator, n: int, out_dir, seed0=0, psi=1.0, batch=32, device="cpu", progress=True) -> pd.DataFrame:

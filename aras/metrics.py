@@ -26,13 +26,13 @@ from .segmentation import LITE_NORM, normalize
 # %% auto 0
 __all__ = ['INCEPTION_FILE', 'SPACES', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'INF', 'SET_METRICS', 'ESTIMATORS', 'UNBIASED',
            'PAIRED', 'BOUNDS', 'PPL_SAMPLINGS', 'PERTURBATIONS', 'REFERENCE', 'PERT_METRICS', 'PIXEL_METRICS',
-           'REPORTED', 'load_image', 'to_tensor', 'resize_square', 'content_key', 'Extractor', 'lite0_imagenet',
-           'lite0_extractor', 'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor',
-           'dihedral', 'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir',
-           'extract_features', 'sample_capped', 'check_set_sizes', 'fid_from_features', 'kid', 'inception_score',
-           'cmmd', 'prdc', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit',
-           'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'deep_distances', 'ci_method', 'subsample_ci',
-           'mean_ci', 'SetPair', 'gram_set_metrics', 'kid_subset', 'set_metrics', 'real_floor',
+           'REPORTED', 'load_image', 'to_tensor', 'resize_square', 'images_at', 'content_key', 'Extractor',
+           'lite0_imagenet', 'lite0_extractor', 'inception_extractor', 'clip_extractor', 'dinov2_extractor',
+           'domain_extractor', 'dihedral', 'rotation_invariant', 'get_extractor', 'available_spaces',
+           'feature_cache_dir', 'extract_features', 'sample_capped', 'check_set_sizes', 'fid_from_features', 'kid',
+           'inception_score', 'cmmd', 'prdc', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance',
+           'uint8_to_unit', 'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'deep_distances', 'ci_method',
+           'subsample_ci', 'mean_ci', 'SetPair', 'gram_set_metrics', 'kid_subset', 'set_metrics', 'real_floor',
            'perceptual_path_length', 'perturb', 'pixel_entropy', 'knn_radii', 'realism_score', 'nearest',
            'load_trained_generator', 'distance_form', 'cosine_distance', 'perturbation_study', 'add_sensitivity',
            'nn_pairing', 'pearson_table', 'csls_distance', 'hubness', 'sentinel2_source']
@@ -55,6 +55,22 @@ def resize_square(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.T
     x = x.float()
     if x.shape[-2:] == (size, size): return x
     return F.interpolate(x, size=(size, size), mode=mode, antialias=True, align_corners=False).clamp(0, 255)
+
+def images_at(paths, px: int | None, folder) -> list[str]:
+    """`paths` as PNG images of `px` x `px`: copies shrunk as the GAN and segmentation data shrink patches (PIL bilinear,
+    antialiased), written once under `folder/<px>px/<split>/`; images already that size, or all when `px` is None, unchanged."""
+    if not px: return [str(p) for p in paths]
+    out = []
+    for p in map(Path, paths):
+        try: size = Image.open(p).size
+        except FileNotFoundError: raise ArasDataError(f"{p}: image file does not exist") from None
+        if size == (px, px): out.append(str(p)); continue
+        dst = Path(folder) / f"{px}px" / p.parent.parent.name / p.name
+        if not dst.exists() or dst.stat().st_mtime < p.stat().st_mtime:
+            small = Image.fromarray(load_image(p)).resize((px, px), Image.BILINEAR)
+            with atomic_path(dst) as tmp: small.save(tmp, format="PNG")
+        out.append(str(dst))
+    return out
 
 def content_key(img) -> str:
     "Hash of an image's content: the bytes of a PNG file, or the shape and pixels of an array."
@@ -244,7 +260,7 @@ def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool |
                         with open(tmp, "wb") as fh: np.save(fh, f)
     return np.stack(out) if out else np.zeros((0, ext.dim), np.float32)
 
-# %% ../nbs/07_metrics.ipynb 20
+# %% ../nbs/07_metrics.ipynb 21
 def sample_capped(paths, n: int | None, seed: int = 0) -> list:
     "At most `n` of `paths` (all if n is None), a seeded sample kept in sorted order: the rule every compared set follows."
     paths = sorted(str(p) for p in paths)
@@ -325,7 +341,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict:
     return dict(precision=float(inside.any(0).double().mean()), recall=float((d < f_rad[None, :]).any(1).double().mean()),
                 density=float(inside.sum(0).double().mean() / k), coverage=float((d.min(1).values < r_rad).double().mean()))
 
-# %% ../nbs/07_metrics.ipynb 24
+# %% ../nbs/07_metrics.ipynb 25
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,7 +387,7 @@ class Lite0Distance(nn.Module):
 
 def uint8_to_unit(x: torch.Tensor) -> torch.Tensor: return x.float() / 127.5 - 1
 
-# %% ../nbs/07_metrics.ipynb 25
+# %% ../nbs/07_metrics.ipynb 26
 LPIPS_BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 
 def lpips_model(net: str = "alex", device="cpu") -> nn.Module:
@@ -411,7 +427,7 @@ def deep_distances(a: torch.Tensor, b: torch.Tensor, nets: dict, batch_size: int
         out[name] = torch.cat(vals).numpy() if vals else np.zeros(0)
     return out
 
-# %% ../nbs/07_metrics.ipynb 28
+# %% ../nbs/07_metrics.ipynb 29
 INF = math.inf
 
 def ci_method(n_rep: int, paired: bool = False) -> str:
@@ -449,7 +465,7 @@ def mean_ci(v, n_rep: int = 200, seed: int = 0, ci: float = 0.95) -> tuple[float
     if len(v) < 2: return (float(v.mean()) if len(v) else np.nan, np.nan, np.nan)
     return (float(v.mean()), *subsample_ci(lambda i: v[i].mean(), (len(v),), float(v.mean()), n_rep, ci, seed))
 
-# %% ../nbs/07_metrics.ipynb 30
+# %% ../nbs/07_metrics.ipynb 31
 class SetPair:
     "Two feature sets (or one `pool`, when `fake` is None) and the Gram matrix of their rows, computed once."
     def __init__(self, real, fake=None, max_gram: int = 8000):
@@ -473,7 +489,7 @@ def _mmd(krr, kff, krf, unbiased=True, paired=False):
     cross = _off_mean(krf) if paired else krf.mean()
     return (_off_mean(krr) + _off_mean(kff) if unbiased else krr.mean() + kff.mean()) - 2 * cross
 
-# %% ../nbs/07_metrics.ipynb 31
+# %% ../nbs/07_metrics.ipynb 32
 def gram_set_metrics(grr, gff, grf, d: int, want, k: int = 3, sigma: float = 10.0, paired: bool = False) -> dict:
     """FID, KID as one U-statistic (poly, rbf), CMMD (biased, unbiased) and precision/recall/density/coverage of two
     sets, from their Gram blocks only (double-centred for FID; squared distances |x|^2 + |y|^2 - 2 x.y for the rest)."""
@@ -507,7 +523,7 @@ def gram_set_metrics(grr, gff, grf, d: int, want, k: int = 3, sigma: float = 10.
         out.update({m: float(v[m]) for m in pr})
     return out
 
-# %% ../nbs/07_metrics.ipynb 33
+# %% ../nbs/07_metrics.ipynb 34
 SET_METRICS = ("FID", "KID (poly)", "KID (rbf)", "CMMD", "CMMD (unbiased)", "precision", "recall", "density", "coverage")
 ESTIMATORS = {"FID": "plug-in (biased up on small sets)", "KID (poly)": "unbiased, mean over subsets (torch-fidelity)",
               "KID (rbf)": "unbiased, mean over subsets (torch-fidelity)", "CMMD": "biased, all pairs (authors' code)",
@@ -535,7 +551,7 @@ def _point_metrics(real, fake, metrics, S, sub, seed) -> tuple[dict, dict]:
         point.update({m: v for m, v in prdc(real, fake, int(S.k)).items() if m in metrics})
     return point, std
 
-# %% ../nbs/07_metrics.ipynb 34
+# %% ../nbs/07_metrics.ipynb 35
 def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.ndarray | None = None, seed: int = 0,
                 metrics=SET_METRICS, paired: bool = False) -> list[dict]:
     """FID, KID (poly, rbf), CMMD (biased, unbiased), precision/recall/density/coverage (and IS from logits) of two
@@ -584,7 +600,7 @@ def real_floor(pool: np.ndarray, n_real: int, n_fake: int, metrics=SET_METRICS, 
     sizes = f"{a} vs {b}" + ("" if (a, b) == (int(n_real), int(n_fake)) else f" (real pool of {n} < {n_real} + {n_fake})")
     return {m: float(np.mean([v[m] for v in vals])) for m in vals[0]}, sizes
 
-# %% ../nbs/07_metrics.ipynb 37
+# %% ../nbs/07_metrics.ipynb 38
 class _PPLGenerator(nn.Module):
     "Adapter to torchmetrics' generator interface: `sample(n)` latents, `forward(latents)` -> 0..255 images."
     def __init__(self, G, space: str = "z", masks: torch.Tensor | None = None, seed: int = 0):
@@ -626,7 +642,7 @@ def perceptual_path_length(G, space: str, sim_net: nn.Module, n: int = 64, batch
     d = d[(d >= lo) & (d <= hi)]
     return dict(ppl=float(d.mean()), ppl_std=float(d.std()), n=n, sampling=sampling)
 
-# %% ../nbs/07_metrics.ipynb 40
+# %% ../nbs/07_metrics.ipynb 41
 def _shift(a, s, rng=None):
     "Translate by s pixels right and down, reflecting the image at its border (no black band)."
     s = int(s); h, w = a.shape[:2]
@@ -654,7 +670,7 @@ def perturb(img: np.ndarray, name: str, strength=1, seed: int = 0) -> np.ndarray
     if name not in PERTURBATIONS: raise ArasError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
     return PERTURBATIONS[name][2](load_image(img), strength, np.random.default_rng(seed))
 
-# %% ../nbs/07_metrics.ipynb 43
+# %% ../nbs/07_metrics.ipynb 44
 def pixel_entropy(img) -> float:
     "Mean over RGB channels of the Shannon entropy (bits) of the channel's 256-bin histogram."
     a = load_image(img)
@@ -679,7 +695,7 @@ def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     v, i = d.min(1)
     return i.numpy(), v.numpy()
 
-# %% ../nbs/07_metrics.ipynb 46
+# %% ../nbs/07_metrics.ipynb 47
 def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     "G_ema of a notebook-04 checkpoint: a StyleGAN2 `Generator` ('uncond') or a `SpadeGenerator` ('cond')."
     from aras.gan import Generator, SpadeGenerator
@@ -695,7 +711,7 @@ def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     G.load_state_dict(state["modules"]["G_ema"])
     return G.eval().requires_grad_(False).to(device)
 
-# %% ../nbs/07_metrics.ipynb 48
+# %% ../nbs/07_metrics.ipynb 49
 def distance_form(metric: str, v):
     "A score as a distance (0 = identical): 1 - similarity, RMSE/255 for PSNR; an unbiased estimate below 0 means no detectable difference: 0."
     v = np.asarray(v, float)
@@ -722,7 +738,7 @@ def _pairwise_rows(a: list, b: list, nets: dict, batch_size: int = 32) -> dict:
                 out.setdefault(k, np.full(len(a), np.nan))[j] = v
     return out
 
-# %% ../nbs/07_metrics.ipynb 49
+# %% ../nbs/07_metrics.ipynb 50
 REFERENCE = "other real images"
 PERT_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "precision", "recall", "coverage")
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
@@ -760,7 +776,7 @@ def add_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"): df["sensitivity"] = np.where(den > 0, num / den, np.nan)
     return df
 
-# %% ../nbs/07_metrics.ipynb 50
+# %% ../nbs/07_metrics.ipynb 51
 def nn_pairing(query: np.ndarray, train: np.ndarray, test: np.ndarray, repeats: int = 20, seed: int = 0,
                exclude_self: bool = False) -> pd.DataFrame:
     "Each query's nearest neighbour in `test` and in `train` (also averaged over train subsets of the test set's size)."
@@ -788,7 +804,7 @@ def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0,
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_metrics.ipynb 51
+# %% ../nbs/07_metrics.ipynb 52
 def csls_distance(d: np.ndarray, k: int = 10) -> np.ndarray:
     """Hub-corrected distances (queries x refs), CSLS (Conneau et al. 2018) on distances: 2 d(q, r) minus q's mean distance
     to its k nearest refs minus r's mean distance to its k nearest queries, so a ref close to every query loses its pull."""
@@ -818,7 +834,7 @@ def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=
     except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
     return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
 
-# %% ../nbs/07_metrics.ipynb 65
+# %% ../nbs/07_metrics.ipynb 66
 REPORTED = pd.DataFrame([
     # (source, dataset, model, metric, value)
     ("DARES'25 slides (Salditt et al.), 'Stylegan2-ada-pytorch' table", "planetary imagery", "StyleGAN2-ADA", m, v) for m, v in [

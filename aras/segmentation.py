@@ -27,11 +27,12 @@ __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES'
            'read_set', 'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize', 'metrics_from_cm',
            'confusion_per_image', 'confusion_meter', 'rank_world', 'barrier', 'init_distributed', 'evaluate',
            'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_hash', 'train_epoch',
-           'train_cell', 'SegmentationMatrix', 'set_threads', 'worker_pool', 'close_pools', 'predict_masks',
-           'bootstrap_interval', 'paired_test', 'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions',
-           'rejection_rates', 'segmentation_tables', 'significance_table', 'compute_matched_table', 'per_class_gain',
-           'plot_per_class_gain', 'encoder_features', 'embed_features', 'plot_feature_embedding', 'class_pixels',
-           'composition_divergence', 'pseudo_label_table', 'mask_fidelity', 'fidelity_table', 'run_caveats', 'main']
+           'train_cell', 'run_converged', 'file_stamps', 'SegmentationMatrix', 'set_threads', 'worker_pool',
+           'close_pools', 'predict_masks', 'bootstrap_interval', 'paired_test', 'hierarchical_test',
+           'hierarchical_bootstrap', 'simulate_confusions', 'rejection_rates', 'segmentation_tables',
+           'significance_table', 'compute_matched_table', 'per_class_gain', 'plot_per_class_gain', 'encoder_features',
+           'embed_features', 'plot_feature_embedding', 'class_pixels', 'composition_divergence', 'pseudo_label_table',
+           'mask_fidelity', 'fidelity_table', 'run_caveats', 'main']
 
 # %% ../nbs/05_segmentation.ipynb 6
 ARCHS = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")    # smp class names
@@ -453,7 +454,17 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
     return _finish(model, sets, cfg, out, history, best, best_epoch, stop_reason, t0, weights_source, eval_batch_size, device, num_workers)
 
 
-# %% ../nbs/05_segmentation.ipynb 27
+# %% ../nbs/05_segmentation.ipynb 26
+def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
+    """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs cut the
+    validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them: notebook 04's FID rule
+    (`plateau_reached`), for a run that ends at the epoch limit while gaining tenths of a point per epoch."""
+    from aras.gan import plateau_reached       # aras.gan imports this module
+    if result.get("stop_reason") == "early stopping": return True
+    return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
+
+
+# %% ../nbs/05_segmentation.ipynb 29
 NOT_RUN = "not run: no synthetic set at {path} (made by notebook 04)"
 
 def _plain(v):
@@ -464,6 +475,16 @@ def _plain(v):
 
 def _file_digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+def file_stamps(images, masks) -> list[str]:
+    """`size:mtime_ns` of each image and mask file. A set's CSV carries them, so its digest, and the hash of every cell
+    trained on it, changes when a file is rewritten under the same name (new GAN samples, new pseudo-labels): a cell
+    never reuses results trained on other pixels. (make's rule; hashing the contents of 400k PNGs would take minutes)"""
+    def st(p):
+        try: s = os.stat(p)
+        except FileNotFoundError: raise ArasDataError(f"{p}: file of a training set does not exist") from None
+        return f"{s.st_size}:{s.st_mtime_ns}"
+    return [f"{st(a)}/{st(b)}" for a, b in zip(images, masks)]
 
 class SegmentationMatrix:
     "The training-set matrix of one run: its sets (written as CSV), cells, pseudo-labels and results."
@@ -525,7 +546,7 @@ class SegmentationMatrix:
                 frames.append(pool if src == "real" else pool.iloc[:int(round(ratio * n))])
             df = pd.concat(frames, ignore_index=True)
         path = self.dir / "sets" / f"{mix}.csv"
-        text = df[["image", "mask", "source"]].to_csv(index=False)
+        text = df[["image", "mask", "source"]].assign(stamp=file_stamps(df.image, df["mask"])).to_csv(index=False)
         if not path.exists() or path.read_text() != text:
             with atomic_path(path) as tmp: tmp.write_text(text)
         return path
@@ -635,7 +656,8 @@ class SegmentationMatrix:
                              n_test=r["n_test"], epochs_run=r["epochs_run"], best_epoch=r["best_epoch"], stop_reason=r.get("stop_reason"),
                              steps=r.get("steps"), images_seen=r.get("images_seen"), best_val_f1=r["best_val_f1"],
                              **{k: r["test"][k] for k in METRICS}, **{f"f1_{c}": v for c, v in zip(CLASSES, r["test"]["f1_per_class"])},
-                             seconds=r["seconds"], weights=r["weights_source"].split(":")[0], run_dir=r["run_dir"]))
+                             converged=run_converged(r, int(c["patience"])), seconds=r["seconds"],
+                             weights=r["weights_source"].split(":")[0], run_dir=r["run_dir"]))
             cms.setdefault((r["mix"], r["arch"]), []).append(np.load(Path(r["run_dir"]) / "test_cm.npy"))
         return pd.DataFrame(rows), {k: np.stack(v) for k, v in cms.items()}
 
@@ -673,7 +695,7 @@ def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int
                 Image.fromarray(labels_to_rgb(lg.argmax(0).cpu().numpy().astype(np.uint8))).save(tmp, format="PNG")
     return len(images)
 
-# %% ../nbs/05_segmentation.ipynb 33
+# %% ../nbs/05_segmentation.ipynb 35
 def _seed_mean(stat: str, tot: np.ndarray) -> np.ndarray:
     "Seed-averaged macro `stat` of summed confusion matrices tot (..., S, C, C)."
     return metrics_from_cm(tot)[stat].mean(-1) if np.ndim(tot) > 2 else metrics_from_cm(tot)[stat]
@@ -707,7 +729,7 @@ def paired_test(cms_a: np.ndarray, cms_b: np.ndarray, n_permutations: int = 2000
     lo, hi = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return dict(diff=observed, ci_low=float(lo), ci_high=float(hi), p=float(p), n_images=n, n_seeds=s)
 
-# %% ../nbs/05_segmentation.ipynb 36
+# %% ../nbs/05_segmentation.ipynb 38
 def _run_f1(cms: np.ndarray, w: np.ndarray, stat: str = "f1") -> tuple[np.ndarray, np.ndarray]:
     "Each run's macro `stat` on the whole test set (S,) and under image resampling weights w (B, N): (B, S); cms (S, N, C, C)."
     cms = np.asarray(cms, np.float64)
@@ -776,7 +798,7 @@ def rejection_rates(n_reps: int = 100, runs: int = 3, alpha: float = 0.05, seed:
     return {k: v / n_reps for k, v in hits.items()}
 
 
-# %% ../nbs/05_segmentation.ipynb 39
+# %% ../nbs/05_segmentation.ipynb 41
 # ARAS400k paper (arXiv 2603.09625), Table 3: F1, IoU, precision, recall, accuracy (%), one run per cell.
 PAPER_TABLE3 = {
     "real": {"Unet": (76.37, 64.49, 77.05, 75.86, 85.17), "UnetPlusPlus": (76.38, 64.36, 76.50, 76.39, 84.85),
@@ -833,7 +855,7 @@ PAPER_TABLE4 = {
                             "Mean": (91.36, 47.96, 85.08, 87.36, 73.87, 61.31, 94.04)},
 }
 
-# %% ../nbs/05_segmentation.ipynb 42
+# %% ../nbs/05_segmentation.ipynb 44
 def _cell_stats(runs: pd.DataFrame, cols) -> pd.DataFrame:
     return runs.groupby(["mix", "arch"])[list(cols)].agg(["mean", "std", "size"])
 
@@ -919,7 +941,7 @@ def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int
     return df.reindex(columns=cols)
 
 
-# %% ../nbs/05_segmentation.ipynb 47
+# %% ../nbs/05_segmentation.ipynb 49
 def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, cm_cms: dict, P, seed: int = 0) -> pd.DataFrame:
     "Per compute-matched mix and architecture (and pooled): F1 (%), optimiser steps and images seen of Real, of the mix epoch-matched and compute-matched, and each mix's hierarchical difference from Real."
     rows = []
@@ -940,7 +962,7 @@ def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, 
     return pd.DataFrame(rows)
 
 
-# %% ../nbs/05_segmentation.ipynb 50
+# %% ../nbs/05_segmentation.ipynb 52
 def per_class_gain(runs: pd.DataFrame, mixes) -> pd.DataFrame:
     "F1 gain (points) of each mix over Real per class: mean and sd over (architecture, seed) pairs, and the paper's Mean-row gain."
     real = runs[runs.mix == "real"].set_index(["arch", "seed"])
@@ -976,7 +998,7 @@ def plot_per_class_gain(gain: pd.DataFrame, absent=(), note=""):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_segmentation.ipynb 53
+# %% ../nbs/05_segmentation.ipynb 55
 @torch.no_grad()
 def encoder_features(model, images: list, size: int, norm, batch_size: int = 16, device="cpu") -> np.ndarray:
     "Average-pooled deepest encoder features (N, D) of `images` (paths)."
@@ -1030,7 +1052,7 @@ def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_segmentation.ipynb 58
+# %% ../nbs/05_segmentation.ipynb 60
 def class_pixels(masks) -> np.ndarray:
     "Pixels per class (N, C) of colour mask files."
     return np.stack([np.bincount(rgb_to_labels(read_png(p), str(p)).ravel(), minlength=N_CLASSES) for p in masks])
@@ -1068,7 +1090,7 @@ def pseudo_label_table(sets: dict, ref: np.ndarray, labeller: dict | None = None
                                           "(biased upward: near 0 the interval lies above the estimate)")
 
 
-# %% ../nbs/05_segmentation.ipynb 62
+# %% ../nbs/05_segmentation.ipynb 64
 @torch.no_grad()
 def mask_fidelity(real_results: list, pairs: pd.DataFrame, size: int, batch_size: int = 16, device="cpu") -> tuple[pd.DataFrame, dict]:
     "Each Real run's best model on (image, conditioning mask) `pairs`: one row per run (its F1 there and on real test), and per architecture the per-image confusion matrices (runs, N, C, C)."
@@ -1100,7 +1122,7 @@ def fidelity_table(rows: pd.DataFrame, cms: dict, n_resamples: int = 1000, ci: f
     return pd.DataFrame(out)
 
 
-# %% ../nbs/05_segmentation.ipynb 66
+# %% ../nbs/05_segmentation.ipynb 68
 def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, profile_name: str) -> list[str]:
     "Plain statements of what a run at these settings, and with these runs, can and cannot show."
     out = []
@@ -1113,9 +1135,10 @@ def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, 
         out.append(f"An epoch here is {P.steps_per_epoch} batches of {P.batch_size}, not a pass over the training set: the models are not "
                    f"converged, and differences between training sets say what a few batches teach, not what the paper measures.")
     if len(runs):
-        stop = runs.stop_reason.value_counts()
+        stop, conv = runs.stop_reason.value_counts(), runs.converged if "converged" in runs else pd.Series(dtype=bool)
         out.append(f"{stop.get('early stopping', 0)} of {len(runs)} runs stopped on a validation plateau (patience {P.patience}), "
-                   f"{stop.get('epoch limit', 0)} at the limit of {P.epochs} epochs; best epoch {runs.best_epoch.mean() + 1:.1f} on average "
+                   f"{stop.get('epoch limit', 0)} at the limit of {P.epochs} epochs ({int(conv.sum())} of {len(runs)} converged: early "
+                   f"stopping, or less than 2% of the validation error cut in the last {P.patience} epochs); best epoch {runs.best_epoch.mean() + 1:.1f} on average "
                    f"(range {runs.best_epoch.min() + 1}-{runs.best_epoch.max() + 1}); {runs.images_seen.sum():,.0f} training images seen in all.")
     out.append(f"The test set has {n_test} patches (the paper: about 10,000): intervals are wide and a class with few test pixels has a noisy F1.")
     miss = [MIX_LABEL[m] for m, s in status.items() if s]
@@ -1128,7 +1151,7 @@ def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, 
     return out
 
 
-# %% ../nbs/05_segmentation.ipynb 69
+# %% ../nbs/05_segmentation.ipynb 71
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."
     ap = argparse.ArgumentParser(prog="python -m aras.segmentation", description="Train cells of the segmentation matrix (paper Table 3).")

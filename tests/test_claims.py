@@ -65,3 +65,19 @@ def test_report_is_written_beside_the_figures(tmp_path):
     md = (run.fig_dir / "claims.md").read_text()
     assert md.startswith("# Claims") and "runs ended on a validation plateau" in md and "Tests:" in md
     assert len(pd.read_csv(run.fig_dir / "claims.csv")) == len(C.CLAIMS)
+
+
+def test_a_verdict_resting_on_an_unconverged_model_is_not_a_result(tmp_path):
+    runs = _runs(gain=3.0, noise=0.3)
+    runs.to_csv(tmp_path / "seg_runs.csv", index=False)
+    pd.DataFrame(dict(model=["uncond", "cond"], stopped_by=["FID plateau", "kimg budget"], kimg_reached=[12.0, 8.0],
+                      fid_best=[60.0, 45.5], fid_real_floor=30.6)).to_csv(tmp_path / "gan_training_summary.csv", index=False)
+    t = C.claims_table(tmp_path).set_index("claim")
+    aug = "every augmented mix (Real + Cond., Real + Uncond. 3x, Real + Uncond. 3x + Cond.) scores above Real"
+    assert t.loc[aug, "verdict"] == ("inconclusive (the cond GAN stopped at its kimg budget before an FID plateau; "
+                                     "unconverged, the run reads: holds)")          # the mix uses the conditional samples
+    assert t.loc["more synthetic data helps: Uncond. 3x above Uncond. 1x", "verdict"] == "holds"   # unconditional only
+    runs.assign(converged=runs.index != 0).to_csv(tmp_path / "seg_runs.csv", index=False)      # one run still learning
+    t = C.claims_table(tmp_path).set_index("claim")
+    assert t.loc["more synthetic data helps: Uncond. 3x above Uncond. 1x", "verdict"].startswith(
+        "inconclusive (1 of 54 segmentation runs did not reach a validation plateau")

@@ -179,6 +179,7 @@ def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, fid, da
     log = gan.read_log(tmp_path / "run")
     assert log.step.tolist() == ref_log.step.tolist() == list(range(1, int(cfg.kimg * 1000 / cfg.batch) + 1))
     assert np.allclose(log.loss_G, ref_log.loss_G)
+    assert log.sec.is_monotonic_increasing                              # the clock goes on after the resume
     if kind == "uncond":
         assert float(resumed.aug.p) == float(ref.aug.p) and "pl" in log and "r1" in log
     if fid:                                                             # the FID tracker resumes too
@@ -304,3 +305,13 @@ def test_two_processes_hold_identical_weights(kind, prepared, tmp_path):
     log = gan.read_log(tmp_path)
     assert log.kimg.iloc[-1] == pytest.approx(0.032)                 # both processes' images are counted
     assert log.fid.notna().sum() == 2 and (tmp_path / "best.pt").exists()   # FID at 0.016 and 0.032 kimg
+
+
+def test_rewriting_the_same_samples_keeps_their_files_untouched(tmp_path):
+    a = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
+    gan._write_images(a, ["x.png", "y.png"], tmp_path)
+    t = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")}
+    gan._write_images(a, ["x.png", "y.png"], tmp_path)                  # a rerun of the same generator: no new time stamps
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")} == t
+    gan._write_images(255 - a[:1], ["x.png"], tmp_path)                 # new pixels: rewritten
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "x.png")), 255 - a[0]) and (tmp_path / "x.png").stat().st_mtime_ns != t["x.png"]

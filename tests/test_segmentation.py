@@ -321,6 +321,19 @@ def test_missing_synthetic_sets_are_reported_not_invented(prepared):
     assert gain.gain.isna().all() and (gain.pairs == 0).all()
 
 
+def test_a_rewritten_synthetic_image_gives_its_cells_new_hashes(prepared, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
+    run = make_run("smoke", data_root=prepared[0], **{**FAST, "segmentation.archs": ("FPN",), "segmentation.n_seeds": 1})
+    write_standins(prepared[0], run.synthetic_dir)
+    dirs = lambda: {c["mix"]: c["run_dir"] for c in S.SegmentationMatrix(run, prepared[0]).cells(["real", "real_cond"])}
+    before = dirs()
+    assert dirs() == before                                                 # nothing rewritten: the same cells
+    img = sorted((run.synthetic_dir / "cond" / "images").glob("*.png"))[0]
+    Image.fromarray(255 - np.asarray(Image.open(img))).save(img)            # new samples under the same names
+    after = dirs()
+    assert after["real"] == before["real"] and after["real_cond"] != before["real_cond"]
+
+
 # --- training -------------------------------------------------------------------------------------------
 
 def _cfg(matrix, tmp, **kw):
