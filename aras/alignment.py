@@ -104,6 +104,7 @@ def perturb_block(per_image: pd.DataFrame, variants, reps: int = 2, seed: int = 
     from aras.metrics import PERTURBATIONS
     real = with_item_ids(per_image).query("kind == 'real'").drop_duplicates("item").sort_values("item")
     if real.empty: raise ArasDataError("the unaltered-original block needs real images; the per-image table has none")
+    if "original" in real: real = real.assign(image=real.original.fillna(real.image))   # native pixels, not 07's shrunk copies
     rng = np.random.default_rng([int(seed), int(settings_hash("unaltered"), 16)])
     seen = real.item.isin(set(exclude))
     order = pd.concat([real[~seen].iloc[rng.permutation(int((~seen).sum()))], real[seen].iloc[rng.permutation(int(seen.sum()))]])

@@ -1,0 +1,79 @@
+"""The compute floor of the small profile: can a converged run fit the 30-minute goal on 2 CPU cores?
+
+Measures, on one torch thread, what one training image costs each model at the small profile's own settings
+(segmentation Unet + Lite0 at 32 px with its optimiser and loss; the unconditional StyleGAN2 and the
+conditional SPADE training steps; Lite0 features at 224 px), then multiplies by the work a converged run
+needs, read from a run's committed tables (`figures/small/tables`: images seen by every segmentation run,
+kimg at each GAN's FID plateau). The sum, halved for 2 cores (a perfect split; real runs lose some), is a
+lower bound on the wall time of the training alone, before setup, data, captioning and metrics.
+
+    python benchmarks/compute_floor.py [--tables figures/small/tables] [--budget-min 30] [--cores 2]
+
+Run it on an otherwise idle machine: it times one process on one core.
+"""
+import argparse, time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from aras.core import get_profile
+from aras.gan import SpadeTask, StyleGANTask
+from aras.segmentation import build_model
+
+
+def per_image_seconds(step, batch: int, warmup: int = 3, reps: int = 10) -> float:
+    "Seconds per training image of `step()` (one optimiser step on `batch` images), after `warmup` steps."
+    for _ in range(warmup): step()
+    t0 = time.perf_counter()
+    for _ in range(reps): step()
+    return (time.perf_counter() - t0) / (reps * batch)
+
+
+def seg_step(P):
+    "One training step of the small profile's segmentation model (the loss and optimiser of `train_cell`)."
+    import segmentation_models_pytorch as smp
+    m = build_model(P.archs[0], P.encoder); opt = torch.optim.AdamW(m.parameters(), lr=float(P.lr))
+    loss, b, s = smp.losses.DiceLoss("multiclass"), int(P.batch_size), int(P.image_size)
+    x, y = torch.randn(b, 3, s, s), torch.randint(0, 7, (b, s, s))
+    def step():
+        opt.zero_grad(); loss(m(x), y).backward(); opt.step()
+    return step, b
+
+
+def gan_step(task_cls, cfg):
+    "One training step (G and D, with the profile's regularisation schedule) of a GAN task."
+    task, b, r = task_cls(cfg), int(cfg.batch), int(cfg.resolution)
+    x, y, k = torch.rand(b, 3, r, r) * 2 - 1, torch.randint(0, 7, (b, r, r)), [0]
+    def step():
+        task.train_step(x, y, k[0], b, k[0] * b); k[0] += 1
+    return step, b
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tables", default="figures/small/tables")
+    ap.add_argument("--budget-min", type=float, default=30.0)
+    ap.add_argument("--cores", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1); torch.manual_seed(0)
+    P = get_profile("small")
+    cost = {"segmentation (Unet, Lite0, 32 px)": per_image_seconds(*seg_step(P.segmentation)),
+            "uncond GAN (StyleGAN2, 32 px)": per_image_seconds(*gan_step(StyleGANTask, P.gan.uncond)),
+            "cond GAN (SPADE, 32 px)": per_image_seconds(*gan_step(SpadeTask, P.gan.cond))}
+    t = Path(a.tables)
+    runs, gans = pd.read_csv(t / "seg_runs.csv"), pd.read_csv(t / "gan_training_summary.csv").set_index("model")
+    work = {"segmentation (Unet, Lite0, 32 px)": (float(runs.images_seen.sum()), f"{len(runs)} runs, their images seen"),
+            **{k: (g.kimg_reached * 1000, f"{g.kimg_reached:g} kimg ({g.stopped_by})") for k, g in
+               (("uncond GAN (StyleGAN2, 32 px)", gans.loc["uncond"]), ("cond GAN (SPADE, 32 px)", gans.loc["cond"]))}}
+    rows = [dict(stage=k, img_per_s=1 / cost[k], images=n, why=why, core_min=n * cost[k] / 60) for k, (n, why) in work.items()]
+    df = pd.DataFrame(rows)
+    total = df.core_min.sum()
+    print(df.round(1).to_string(index=False))
+    print(f"\ntraining alone: {total:.0f} core-minutes -> at least {total / a.cores:.0f} min of wall time on {a.cores} cores "
+          f"(perfect split), against a {a.budget_min:g}-minute goal for the whole run ({a.budget_min * a.cores:g} core-minutes), "
+          f"{total / (a.budget_min * a.cores):.1f}x the budget before setup, data, captioning and metrics")
+
+
+if __name__ == "__main__":
+    main()
