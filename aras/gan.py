@@ -500,11 +500,14 @@ class SpadeTask:
                     fake_score=lf.mean().item(), d_pixel_acc=pixel_acc)
 
 def load_vgg_features(path, device="cpu"):
-    "VGG19 features (to relu3_1, as the authors) from a local torchvision state dict; None, and a log line, if absent."
+    """VGG19 `features[:16]` (through relu3_3: the authors' code; its docstring says relu3_1) from a local torchvision
+    state dict. Missing weights stop the run: training without the perceptual loss is a change of method, asked for
+    with `gan.cond.vgg_weight=0`, never made quietly."""
     path = Path(path) if path else weights_dir() / "vgg19.pth"
     if not path.exists():
-        print(f"VGG perceptual loss off: no VGG19 weights at {path} (torchvision vgg19 state dict); nothing is downloaded")
-        return None
+        raise ArasError(f"the VGG perceptual loss needs VGG19 weights: no torchvision vgg19 state dict at {path} (nothing is "
+                        "downloaded). Put it there (or point gan.cond.vgg_weights at it), or set gan.cond.vgg_weight=0 to "
+                        "train without the perceptual loss (a change of method)")
     import torchvision
     vgg = torchvision.models.vgg19()
     try: vgg.load_state_dict(torch.load(path, map_location="cpu"))

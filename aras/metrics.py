@@ -184,7 +184,8 @@ def domain_extractor(record: dict | str | Path, device="cpu") -> Extractor:
     def fn(x): return F.adaptive_avg_pool2d(enc(_normalise(resize_square(x.to(device), size), *norm))[-1], 1).flatten(1)
     dim = fn(torch.zeros(1, 3, size, size, dtype=torch.uint8)).shape[1]
     return Extractor(f"domain-{record['arch']}-{record['checkpoint_sha256'][:12]}", fn, size, f"bilinear, antialiased, to {size} px",
-                     dim, f"{record['arch']} ({record['encoder']}) trained on Real, {record['checkpoint']}")
+                     dim, f"{record['arch']} ({record['encoder']}) trained on Real: segmentation run "      # no machine path
+                          f"{Path(record['checkpoint']).parent.name}, weights sha256 {record['checkpoint_sha256'][:12]}")
 
 # %% ../nbs/07_metrics.ipynb 12
 def dihedral(x: torch.Tensor) -> list[torch.Tensor]:

@@ -158,8 +158,8 @@ def load_encoder_weights(model, encoder: str, weights: str | None = "imagenet") 
     else:
         from safetensors.torch import load_file
         return f"{weights}: {f} ({_load_into(inner, load_file(f), f)} tensors)"
-    warnings.warn(f"no {weights} weights for encoder {encoder}: training from random init (looked in {'; '.join(looked)})")
-    return f"none: no {weights} weights found (looked in {'; '.join(looked)})"
+    raise ArasError(f"no {weights} weights for encoder {encoder} (looked in {'; '.join(looked)}): put them there, or set "
+                    "segmentation.encoder_weights=None to train from random initialisation (a change of method, never made quietly)")
 
 # %% ../nbs/05_segmentation.ipynb 15
 def _resize_pair(img: np.ndarray, lab: np.ndarray, size: int):

@@ -315,3 +315,11 @@ def test_rewriting_the_same_samples_keeps_their_files_untouched(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")} == t
     gan._write_images(255 - a[:1], ["x.png"], tmp_path)                 # new pixels: rewritten
     assert np.array_equal(np.asarray(Image.open(tmp_path / "x.png")), 255 - a[0]) and (tmp_path / "x.png").stat().st_mtime_ns != t["x.png"]
+
+
+def test_missing_vgg_weights_stop_the_run_unless_the_loss_is_switched_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARAS_WEIGHTS", str(tmp_path))
+    with pytest.raises(ArasError, match="gan.cond.vgg_weight=0") as e:    # never a quiet change of method
+        gan.SpadeTask(small("cond", vgg_weight=10.0, vgg_weights=None))
+    assert str(tmp_path / "vgg19.pth") in str(e.value)
+    assert gan.SpadeTask(small("cond", vgg_weight=0.0)).vgg is None        # asked for: trains without it

@@ -102,9 +102,9 @@ def test_lite0_weights_map_onto_every_timm_tensor():
 def test_other_encoders_use_local_weight_files_or_say_none(tmp_path, monkeypatch):
     monkeypatch.setenv("ARAS_WEIGHTS", str(tmp_path)); monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = S.build_model("FPN", "efficientnet-b0")
-    with pytest.warns(UserWarning, match="random init"):
-        src = S.load_encoder_weights(model, "efficientnet-b0", "imagenet")
-    assert src.startswith("none") and str(tmp_path) in src
+    with pytest.raises(ArasError, match="segmentation.encoder_weights=None") as e:   # never a quiet random init
+        S.load_encoder_weights(model, "efficientnet-b0", "imagenet")
+    assert str(tmp_path) in str(e.value)
     donor = S.build_model("FPN", "efficientnet-b0")
     torch.save({**donor.encoder.state_dict(), "_fc.weight": torch.zeros(3)}, tmp_path / "efficientnet-b0.imagenet.pth")
     src = S.load_encoder_weights(model, "efficientnet-b0", "imagenet")
