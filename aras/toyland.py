@@ -101,58 +101,63 @@ def _near_extreme(values, where, radius=0.05) -> np.ndarray:
     yy, xx = np.ogrid[:values.shape[0], :values.shape[1]]
     return (yy - cy) ** 2 + (xx - cx) ** 2 < (radius * values.shape[0]) ** 2
 
+def _farmland(rng, shape, codes, elev, moist, fields, yy, xx, inner):
+    codes[fields < 0.75] = 40
+    codes[moist > 0.9] = 10
+    codes[(moist < -1.1) & (elev > 0)] = 20
+    codes[elev < -1.9] = 80
+    codes[meander(rng, shape, rng.uniform(9, 16))] = 80
+    codes[towns(rng, shape, 3)] = 50
+
+def _coast(rng, shape, codes, elev, moist, fields, yy, xx, inner):
+    coast_x = shape[1] * (0.62 + 0.06 * noise_field(rng, (shape[0], 1), 150)[:, 0])
+    sea = xx < coast_x[:, None]
+    codes[fields < 0.45] = 40
+    codes[moist > 0.5] = 10
+    codes[(moist < -0.6) & (elev > -0.5)] = 20
+    y0 = rng.uniform(0.1, 0.6) * shape[0]                                   # one short mangrove stretch
+    shore = ~sea & (xx < coast_x[:, None] + 20) & (np.abs(yy - y0) < 30)
+    codes[shore & (noise_field(rng, shape, 12) > 0)] = 95
+    codes[~sea & (elev < -_top(-elev, 0.001, ~sea & inner)) & _near_extreme(-elev, ~sea & inner)] = 90   # one low wetland
+    codes[towns(rng, shape, 2, (50, 110)) & ~sea] = 50
+    codes[sea] = 80
+    return (np.clip(noise_field(rng, shape, 25) - 1.0, 0, None) * sea).astype(np.float32)     # sun glint on the sea
+
+def _highland(rng, shape, codes, elev, moist, fields, yy, xx, inner):
+    codes[(elev > -0.3) & (moist < 0.2)] = 20
+    codes[elev > 0.25] = 60
+    peak = _near_extreme(elev, inner)                                     # one summit
+    codes[peak & (elev > _top(elev, 0.002, inner))] = 100                  # moss below it
+    codes[peak & (elev > _top(elev, 0.0008, inner))] = 70                  # snow on it
+    codes[(moist > 1.0) & (elev < 0.4)] = 10
+    codes[meander(rng, shape, rng.uniform(6, 10), horizontal=True) & (elev < 0.6)] = 80
+    codes[towns(rng, shape, 1, (40, 80))] = 50
+
+def _lakes(rng, shape, codes, elev, moist, fields, yy, xx, inner):
+    lake = elev < min(-0.55, np.quantile(elev, 0.06))                     # at least a few lakes
+    codes[fields < 0.35] = 40
+    codes[moist > 0.15] = 10
+    codes[(moist < -0.8) & (elev > 0.3)] = 20
+    near = ndimage.binary_dilation(lake, iterations=7) & ~lake
+    cy, cx = np.unravel_index(rng.choice(np.flatnonzero(near & inner)), shape)   # wetland on one stretch of shore
+    codes[near & ((yy - cy) ** 2 + (xx - cx) ** 2 < (0.04 * shape[0]) ** 2)] = 90
+    codes[lake] = 80
+    codes[towns(rng, shape, 1, (40, 90)) & ~lake] = 50
+
+_SCENE_RULES = dict(farmland=_farmland, coast=_coast, highland=_highland, lakes=_lakes)   # each draws its classes into `codes`
+
 def scene_codes(scene: str, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     "WorldCover codes, crop greenness (0 bare soil .. 1 green), glint strength and parcel ids for a scene canvas."
+    if scene not in _SCENE_RULES: raise ValueError(f"unknown scene {scene!r}; toyland scenes are {SCENES}")
     elev, moist = noise_field(rng, shape, 220) * 0.8 + noise_field(rng, shape, 60) * 0.2, noise_field(rng, shape, 160)
     field_id = parcels(rng, shape)
     field_draw = np.random.default_rng(rng.integers(2**31)).random(field_id.max() + 1)
     greenness = np.random.default_rng(rng.integers(2**31)).random(field_id.max() + 1)[field_id]
     codes = np.full(shape, 30, np.uint8)                                   # grassland everywhere first
-    glint = np.zeros(shape, np.float32)
     yy, xx = np.ogrid[:shape[0], :shape[1]]
     inner = (yy < 0.8 * shape[0]) & (xx < 0.8 * shape[1])                  # away from a no-data corner
-    if scene == "farmland":
-        codes[field_draw[field_id] < 0.75] = 40
-        codes[moist > 0.9] = 10
-        codes[(moist < -1.1) & (elev > 0)] = 20
-        codes[elev < -1.9] = 80
-        codes[meander(rng, shape, rng.uniform(9, 16))] = 80
-        codes[towns(rng, shape, 3)] = 50
-    elif scene == "coast":
-        coast_x = shape[1] * (0.62 + 0.06 * noise_field(rng, (shape[0], 1), 150)[:, 0])
-        sea = xx < coast_x[:, None]
-        codes[field_draw[field_id] < 0.45] = 40
-        codes[moist > 0.5] = 10
-        codes[(moist < -0.6) & (elev > -0.5)] = 20
-        y0 = rng.uniform(0.1, 0.6) * shape[0]                                   # one short mangrove stretch
-        shore = ~sea & (xx < coast_x[:, None] + 20) & (np.abs(yy - y0) < 30)
-        codes[shore & (noise_field(rng, shape, 12) > 0)] = 95
-        codes[~sea & (elev < -_top(-elev, 0.001, ~sea & inner)) & _near_extreme(-elev, ~sea & inner)] = 90   # one low wetland
-        codes[towns(rng, shape, 2, (50, 110)) & ~sea] = 50
-        codes[sea] = 80
-        glint = (np.clip(noise_field(rng, shape, 25) - 1.0, 0, None) * sea).astype(np.float32)
-    elif scene == "highland":
-        codes[(elev > -0.3) & (moist < 0.2)] = 20
-        codes[elev > 0.25] = 60
-        peak = _near_extreme(elev, inner)                                     # one summit
-        codes[peak & (elev > _top(elev, 0.002, inner))] = 100                  # moss below it
-        codes[peak & (elev > _top(elev, 0.0008, inner))] = 70                  # snow on it
-        codes[(moist > 1.0) & (elev < 0.4)] = 10
-        codes[meander(rng, shape, rng.uniform(6, 10), horizontal=True) & (elev < 0.6)] = 80
-        codes[towns(rng, shape, 1, (40, 80))] = 50
-    elif scene == "lakes":
-        lake = elev < min(-0.55, np.quantile(elev, 0.06))                     # at least a few lakes
-        codes[field_draw[field_id] < 0.35] = 40
-        codes[moist > 0.15] = 10
-        codes[(moist < -0.8) & (elev > 0.3)] = 20
-        near = ndimage.binary_dilation(lake, iterations=7) & ~lake
-        cy, cx = np.unravel_index(rng.choice(np.flatnonzero(near & inner)), shape)   # wetland on one stretch of shore
-        codes[near & ((yy - cy) ** 2 + (xx - cx) ** 2 < (0.04 * shape[0]) ** 2)] = 90
-        codes[lake] = 80
-        codes[towns(rng, shape, 1, (40, 90)) & ~lake] = 50
-    else:
-        raise ValueError(f"unknown scene {scene!r}; toyland scenes are {SCENES}")
-    return codes, greenness.astype(np.float32), glint, field_id
+    glint = _SCENE_RULES[scene](rng, shape, codes, elev, moist, field_draw[field_id], yy, xx, inner)
+    return codes, greenness.astype(np.float32), np.zeros(shape, np.float32) if glint is None else glint, field_id
 
 # %% ../nbs/02_toyland.ipynb 14
 REFLECTANCE = {  # code: (red, green, blue, nir) x 10000
