@@ -100,6 +100,8 @@ def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, ra
     "Run the pipeline notebooks in order; return one row per notebook (status, seconds, output)."
     overrides = [f"{k}={v!r}" for k, v in parse_overrides(overrides).items()]
     get_profile(profile, parse_overrides(overrides))       # unknown profile or setting: one line, before anything runs
+    from aras.data import require_data_root
+    require_data_root(raw_dir, data_root)                  # raw tiles without a data_root: one line, before anything runs
     root = project_root()
     nbs_dir = Path(nbs_dir or root / "nbs")
     runs_dir = Path(runs_dir or root / "runs" / profile)

@@ -5,6 +5,7 @@
 # %% ../nbs/03_data.ipynb 3
 from __future__ import annotations
 import functools, hashlib, json, re, shutil, time, urllib.error, urllib.request, zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,10 @@ from .landcover import (CLASSES, NODATA, RARE_CODES, WATER, composition_row, lab
 # %% auto 0
 __all__ = ['TILE_RE', 'SCALINGS', 'SPLITS', 'ALL_SPLITS', 'ZENODO_RECORD', 'ZENODO_URL', 'ARCHIVE_MD5', 'PAPER_COUNTS',
            'TilePair', 'discover_tiles', 'AlignedPair', 'nir_water_agreement', 'patch_status', 'scale_rgb',
-           'assign_splits', 'data_settings', 'prepare_dataset', 'default_data_root', 'dataset_root', 'list_pairs',
-           'read_png', 'read_pair', 'ArasSplit', 'read_class_percentages', 'md5sum', 'verify_archives', 'download_file',
-           'extract_archive', 'find_layout_root', 'download_aras400k', 'dataset_summary', 'composition_frame',
-           'plot_class_composition']
+           'assign_splits', 'data_settings', 'raw_inputs', 'require_data_root', 'prepare_dataset', 'default_data_root',
+           'dataset_root', 'list_pairs', 'read_png', 'read_pair', 'check_layout', 'ArasSplit', 'read_class_percentages',
+           'md5sum', 'verify_archives', 'download_file', 'extract_archive', 'find_layout_root', 'download_aras400k',
+           'dataset_summary', 'composition_frame', 'plot_class_composition']
 
 # %% ../nbs/03_data.ipynb 6
 TILE_RE = re.compile(r"^ESA_WorldCover_10m_2021_v200_(?P<tile>[NS]\d{2}[EW]\d{3})_(?P<kind>Map|S2RGBNIR)\.tif$")
@@ -154,8 +155,9 @@ def assign_splits(kept: pd.DataFrame, fractions=(0.8, 0.1, 0.1), block: int = 2,
     order = sorted(sizes.index, key=lambda b: hashlib.sha256(f"{seed}:{b}".encode()).hexdigest())
     target = {"val": fractions[1] * len(kept), "test": fractions[2] * len(kept)}
     filled, where = {"val": 0, "test": 0}, {}
-    for b in order:
-        split = next((s for s in ("val", "test") if filled[s] < target[s]), "train")
+    for k, b in enumerate(order):
+        left = len(order) - k                                # blocks not dealt yet, this one included
+        split = next((s for s in ("val", "test") if filled[s] < target[s] and left > 1), "train")   # train keeps one
         if split != "train": filled[split] += sizes[b]
         where[b] = split
     return blocks.map(where).rename("split")
@@ -193,20 +195,49 @@ def data_settings(p) -> dict:
     keys = ("patch_size", "class_merge", "scaling", "reflectance_max", "water_max", "split_fractions", "split_block", "max_patches")
     return {k: (list(p[k]) if isinstance(p[k], tuple) else p[k]) for k in keys}
 
-def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=True) -> pd.DataFrame:
-    "Cut, filter, split and write ARAS400k-layout patches from raw tiles; return the patch records."
-    data_root, s = Path(data_root), settings
-    manifest = data_root / "manifest.json"
-    key = settings_hash(s, seed, [t.tile for t in discover_tiles(raw_dir)])
+def raw_inputs(tiles) -> dict:
+    "Per tile, `size:mtime_ns` of its two rasters: a preparation is of these files, not only of these tile ids."
+    def st(p): s = Path(p).stat(); return f"{s.st_size}:{s.st_mtime_ns}"
+    return {t.tile: [st(t.map_path), st(t.s2_path)] for t in tiles}
+
+def _what_differs(made: dict, settings: dict, seed: int, inputs: dict) -> str:
+    "Why a finished preparation (its manifest) is not this one, in words."
+    if made.get("settings") != settings or made.get("seed") != seed:
+        return f"with other settings ({made.get('settings')}, seed {made.get('seed')})"
+    if "inputs" not in made: return f"from {made.get('raw_dir')} by an earlier aras that did not record its raw files"
+    old, new = made["inputs"], inputs
+    changed = sorted(t for t in old.keys() & new.keys() if old[t] != new[t])
+    return (f"from other raw files (now {len(new)} tiles, then {len(old)}; rewritten since: "
+            f"{', '.join(changed[:5]) or 'none'}{' ...' if len(changed) > 5 else ''}; then from {made.get('raw_dir')})")
+
+def require_data_root(raw_dir, data_root):
+    "Raw tiles are prepared into a `data_root` the user names: the later chapters read it from there, never toyland's folder."
+    if raw_dir and not data_root:
+        raise ArasDataError(f"raw_dir {raw_dir} needs a data_root (aras reproduce --raw-dir ... --data-root DIR): the prepared "
+                            "patches are written there and every later chapter reads them from there")
+
+def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=True, replace: bool = False) -> pd.DataFrame:
+    """Cut, filter, split and write ARAS400k-layout patches from raw tiles; return the patch records. A finished
+    preparation of other settings or raw files is an error, or, with `replace` (aras's own cache folder), prepared again."""
+    data_root, s, tiles = Path(data_root), settings, discover_tiles(raw_dir)
+    manifest, inputs = data_root / "manifest.json", raw_inputs(tiles)
+    key = settings_hash(s, seed, inputs)
     if manifest.exists():
         made = json.loads(manifest.read_text())
         if made.get("key") == key: return pd.read_csv(data_root / "patches.csv")
-        raise ArasDataError(f"{data_root}: holds a dataset prepared with other settings ({made.get('settings')}); choose another data_root")
+        if replace:
+            print(f"{data_root}: prepared {_what_differs(made, s, seed, inputs)}; preparing it again")
+            shutil.rmtree(data_root)
+            return prepare_dataset(raw_dir, data_root, settings, seed, progress)
+        raise ArasDataError(f"{data_root}: holds a dataset prepared {_what_differs(made, s, seed, inputs)}; "
+                            "choose another data_root, or delete this one to prepare it again")
     if any((data_root / sp).exists() for sp in SPLITS):
         raise ArasDataError(f"{data_root}: already holds train/val/test folders not made by this preparation; choose another data_root")
-    staging, lut = data_root / ".staging", merge_lut(s["class_merge"])
+    staging, lut = data_root / f".staging-{key[:12]}", merge_lut(s["class_merge"])
+    for old in data_root.glob(".staging*"):              # an interrupted preparation of other settings or inputs: start over
+        if old != staging: shutil.rmtree(old)
     frames = []
-    for pair in tqdm(discover_tiles(raw_dir), desc="tiles", disable=not progress):
+    for pair in tqdm(tiles, desc="tiles", disable=not progress):
         record = staging / "records" / f"{pair.tile}.csv"
         if not record.exists():                                       # resume: finished tiles are kept
             with AlignedPair(pair) as ap:
@@ -217,6 +248,10 @@ def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=
     patches = pd.concat(frames, ignore_index=True)
     kept = patches.status == "kept"
     patches.loc[kept, "split"] = assign_splits(patches[kept], s["split_fractions"], s["split_block"], seed)
+    counts = {sp: int((patches.split == sp).sum()) for sp in SPLITS}
+    if min(counts.values()) == 0:
+        raise ArasDataError(f"{raw_dir}: {int(kept.sum())} kept patches of {len(tiles)} tile(s) give splits {counts}; train, val and test "
+                            f"each need a spatial block of {s['split_block']}x{s['split_block']} patches: add tiles, or lower data.split_block")
     for split, group in patches[kept].groupby("split"):
         for sub in ("images", "masks"):
             (data_root / split / sub).mkdir(parents=True, exist_ok=True)
@@ -227,7 +262,7 @@ def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=
             group[["filename", *CLASSES]].to_csv(tmp, index=False)
     with atomic_path(data_root / "patches.csv") as tmp: patches.to_csv(tmp, index=False)
     shutil.rmtree(staging)
-    write_json({"key": key, "settings": s, "seed": seed, "raw_dir": str(raw_dir),
+    write_json({"key": key, "settings": s, "seed": seed, "raw_dir": str(raw_dir), "inputs": inputs,
                 "counts": patches.status.value_counts().to_dict(),
                 "splits": patches.split.value_counts().to_dict()}, manifest)
     return patches
@@ -262,10 +297,15 @@ def list_pairs(root, split: str) -> pd.DataFrame:
     names = sorted(images)
     return pd.DataFrame({"filename": names, "image": [images[n] for n in names], "mask": [masks[n] for n in names]})
 
+_8BIT = ("RGB", "RGBA", "P", "L")
+
 def read_png(path) -> np.ndarray:
-    "Decode a PNG fully into an array; a truncated or unreadable file raises `ArasDataError`."
+    "Decode an 8-bit PNG fully into an RGB array; a truncated, unreadable or 16-bit file raises `ArasDataError`."
     try:
-        with Image.open(path) as im: return np.asarray(im.convert("RGB"))
+        with Image.open(path) as im:
+            if im.mode not in _8BIT:      # PIL would clip a 16-bit image to 8 bits without a word
+                raise ArasDataError(f"{path}: a {im.mode} PNG; ARAS400k images and masks are 8-bit ({', '.join(_8BIT)})")
+            return np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as e:
         raise ArasDataError(f"{path}: unreadable or truncated PNG ({e})") from e
 
@@ -275,6 +315,42 @@ def read_pair(image_path, mask_path) -> tuple[np.ndarray, np.ndarray]:
     if img.shape[:2] != mask.shape:
         raise ArasDataError(f"{image_path}: image is {img.shape[1]}x{img.shape[0]} px but its mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}")
     return img, mask
+
+def _check_pair(image, mask) -> tuple[int, str]:
+    "(patch px, '') for a good pair, (0, why) for a bad one: fully decoded, 8-bit, known mask colours, matching sizes."
+    try: return read_pair(image, mask)[0].shape[0], ""
+    except ArasDataError as e: return 0, str(e)
+
+def check_layout(root, splits=None, workers: int = 4, progress=True) -> pd.DataFrame:
+    """Check every pair of an ARAS400k layout, not a sample: pairing per split, then each image and mask decoded
+    (`read_pair`) on `workers` threads, and one patch size throughout. Results are cached per file (size and mtime), so
+    an unchanged layout checks again in seconds. Every bad file is listed (`check_layout.csv` in the cache), not only
+    the first; returns one row per pair (split, filename, px)."""
+    root = Path(root)
+    splits = [s for s in (splits or ALL_SPLITS) if (root / s).is_dir()]
+    if not splits: raise ArasDataError(f"{root}: no split folder ({', '.join(ALL_SPLITS)})")
+    pairs = pd.concat([list_pairs(root, s).assign(split=s) for s in splits], ignore_index=True)
+    def stamp(p): s = Path(p).stat(); return f"{s.st_size}:{s.st_mtime_ns}"
+    pairs["stamp"] = [f"{stamp(i)}/{stamp(m)}" for i, m in zip(pairs.image, pairs["mask"])]
+    cache_file = cache_dir() / "layout_checks" / f"{settings_hash(str(root.resolve()))}.json"
+    seen = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    todo = [k for k, r in enumerate(pairs.itertuples()) if seen.get(str(r.image), [None])[0] != r.stamp]
+    with ThreadPoolExecutor(workers) as ex:                      # PNG decoding releases the GIL
+        done = list(tqdm(ex.map(lambda k: _check_pair(pairs.image[k], pairs["mask"][k]), todo), total=len(todo),
+                         desc=f"checking {root.name}", disable=not progress or not todo))
+    for k, (px, why) in zip(todo, done): seen[str(pairs.image[k])] = [pairs.stamp[k], px, why]
+    with atomic_path(cache_file) as tmp: tmp.write_text(json.dumps(seen))
+    pairs["px"] = [seen[str(p)][1] for p in pairs.image]; pairs["problem"] = [seen[str(p)][2] for p in pairs.image]
+    good = pairs.px[pairs.px > 0]
+    if len(good) and good.nunique() > 1:                          # one patch size in a layout
+        size = int(good.mode()[0]); odd = (pairs.px > 0) & (pairs.px != size)
+        pairs.loc[odd, "problem"] = [f"{i}: {p} px, the layout's patches are {size} px" for i, p in zip(pairs.image[odd], pairs.px[odd])]
+    bad = pairs[pairs.problem != ""]
+    if len(bad):
+        report = cache_file.with_suffix(".bad.csv"); bad[["split", "image", "mask", "problem"]].to_csv(report, index=False)
+        raise ArasDataError(f"{root}: {len(bad)} of {len(pairs)} pairs are bad (all listed in {report}):\n  " +
+                            "\n  ".join(bad.problem.head(10)) + ("\n  ..." if len(bad) > 10 else ""))
+    return pairs[["split", "filename", "px"]]
 
 class ArasSplit:
     "One split of an ARAS400k-layout folder as a sequence of (image, labels); usable as a PyTorch Dataset."

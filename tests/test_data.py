@@ -283,3 +283,76 @@ def test_class_percentage_csv_columns_are_checked(layout):
         D.read_class_percentages(layout, "train")
     with pytest.raises(ArasDataError, match="val.csv: class-percentage file does not exist"):
         D.read_class_percentages(layout, "val")
+
+
+# --- input that cannot corrupt a run (issue 12) ----------------------------------------------------------
+
+def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
+    for k in range(2, 6):                                                # six pairs, four of them about to go bad
+        for sub in ("images", "masks"):
+            shutil.copy(layout / "train" / sub / "p0.png", layout / "train" / sub / f"p{k}.png")
+    checked = D.check_layout(layout, progress=False)
+    assert len(checked) == 6 and (checked.px == 16).all()
+    calls = []
+    monkeypatch.setattr(D, "_check_pair", lambda i, m: (calls.append(i), (16, ""))[1])
+    D.check_layout(layout, progress=False)
+    assert calls == []                                                   # unchanged files: read from the cache
+    monkeypatch.undo(); monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
+    t = layout / "train"
+    (t / "images" / "p2.png").write_bytes((t / "images" / "p2.png").read_bytes()[:60])               # truncated
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(t / "masks" / "p3.png")                   # unknown colour
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(t / "images" / "p4.png")                 # 16-bit
+    Image.fromarray(np.full((32, 32, 3), 80, np.uint8)).save(t / "images" / "p5.png")                  # other size
+    Image.fromarray(labels_to_rgb(np.zeros((32, 32), np.uint8))).save(t / "masks" / "p5.png")
+    with pytest.raises(ArasDataError, match="4 of 6 pairs are bad") as e:
+        D.check_layout(layout, progress=False)
+    msg = str(e.value)
+    for what in ("p2.png: unreadable or truncated PNG", "p3.png: 1 mask colour(s)", "p4.png: a I;16 PNG", "p5.png: 32 px, the layout's patches are 16 px"):
+        assert what in msg, what
+    report = pd.read_csv(next((tmp_path / "cache" / "layout_checks").glob("*.bad.csv")))
+    assert sorted(report.image.map(lambda p: p.split("/")[-1])) == ["p2.png", "p3.png", "p4.png", "p5.png"]
+
+
+def test_splits_leave_train_a_block_and_too_few_blocks_say_so(toy_raw, tmp_path):
+    two = pd.DataFrame(dict(tile="A", i=[0, 0, 2, 2], j=[0, 1, 0, 1]))     # two 2x2 blocks
+    assert "train" in set(D.assign_splits(two, (0.8, 0.1, 0.1), block=2, seed=0))
+    one = tmp_path / "one"; one.mkdir()
+    for f in sorted(toy_raw.rglob("*N39E027*.tif")): shutil.copy2(f, one / f.name)
+    with pytest.raises(ArasDataError, match=r"give splits \{'train': \d+, 'val': \d+, 'test': 0\}|lower data.split_block"):
+        D.prepare_dataset(one, tmp_path / "ARAS400k", small_settings(split_block=8), seed=0, progress=False)
+
+
+def test_a_resume_with_other_settings_or_raw_files_starts_over(toy_raw, tmp_path, monkeypatch, prepared):
+    real = D._tile_records
+    def flaky(ap, *a, **k):
+        if ap.pair.tile == "N39E033": raise KeyboardInterrupt
+        return real(ap, *a, **k)
+    monkeypatch.setattr(D, "_tile_records", flaky)
+    root = tmp_path / "ARAS400k"
+    with pytest.raises(KeyboardInterrupt):                               # interrupted with the other scaling
+        D.prepare_dataset(toy_raw, root, small_settings(scaling="patch_max"), seed=0, progress=False)
+    monkeypatch.setattr(D, "_tile_records", real)
+    patches = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    ref_root, ref = prepared
+    assert patches.equals(ref) and not list(root.glob(".staging*"))   # nothing of the first scaling is left in it
+    for p in D.list_pairs(ref_root, "train").image:
+        assert np.array_equal(D.read_png(p), D.read_png(root / "train" / "images" / p.name))
+    copy = tmp_path / "raw-copy"; shutil.copytree(toy_raw, copy)        # the same files elsewhere: the same dataset
+    assert D.prepare_dataset(copy, root, small_settings(), seed=0, progress=False).equals(ref)
+    tif = sorted(copy.rglob("*N39E036*S2RGBNIR.tif"))[0]; tif.write_bytes(tif.read_bytes())             # rewritten
+    with pytest.raises(ArasDataError, match="from other raw files .*rewritten since: N39E036"):
+        D.prepare_dataset(copy, root, small_settings(), seed=0, progress=False)
+    with pytest.raises(ArasDataError, match="needs a data_root"):
+        D.require_data_root(copy, None)
+
+
+def test_aras_own_cache_folder_is_prepared_again_when_stale(toy_raw, tmp_path):
+    root = tmp_path / "ARAS400k"
+    D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    made = json.loads((root / "manifest.json").read_text()); made.pop("inputs"); made["key"] = "old"
+    (root / "manifest.json").write_text(json.dumps(made))                # as an earlier aras wrote it
+    with pytest.raises(ArasDataError, match="by an earlier aras that did not record its raw files"):
+        D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    again = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False, replace=True)
+    assert "inputs" in json.loads((root / "manifest.json").read_text()) and again.equals(pd.read_csv(root / "patches.csv"))
