@@ -321,14 +321,16 @@ def _check_pair(image, mask) -> tuple[int, str]:
     try: return read_pair(image, mask)[0].shape[0], ""
     except ArasDataError as e: return 0, str(e)
 
-def check_layout(root, splits=None, workers: int = 4, progress=True) -> pd.DataFrame:
+def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) -> pd.DataFrame:
     """Check every pair of an ARAS400k layout, not a sample: pairing per split, then each image and mask decoded
     (`read_pair`) on `workers` threads, and one patch size throughout. Results are cached per file (size and mtime), so
     an unchanged layout checks again in seconds. Every bad file is listed (`check_layout.csv` in the cache), not only
-    the first; returns one row per pair (split, filename, px)."""
+    the first; returns one row per pair (split, filename, px). Splits in `need` must be there (before any decoding)."""
     root = Path(root)
     splits = [s for s in (splits or ALL_SPLITS) if (root / s).is_dir()]
     if not splits: raise ArasDataError(f"{root}: no split folder ({', '.join(ALL_SPLITS)})")
+    if missing := [s for s in need if s not in splits]:
+        raise ArasDataError(f"{root}: no {', '.join(missing)} split (has {', '.join(splits)}); the chapters need {', '.join(need)}")
     pairs = pd.concat([list_pairs(root, s).assign(split=s) for s in splits], ignore_index=True)
     def stamp(p): s = Path(p).stat(); return f"{s.st_size}:{s.st_mtime_ns}"
     pairs["stamp"] = [f"{stamp(i)}/{stamp(m)}" for i, m in zip(pairs.image, pairs["mask"])]

@@ -311,6 +311,8 @@ def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tm
     for what in ("p2.png: unreadable or truncated PNG", "p3.png: 1 mask colour(s)", "p4.png: a I;16 PNG", "p5.png: 32 px, the layout's patches are 16 px"):
         assert what in msg, what
     report = pd.read_csv(next((tmp_path / "cache" / "layout_checks").glob("*.bad.csv")))
+    with pytest.raises(ArasDataError, match="no val, test split \\(has train\\); the chapters need train, val, test"):
+        D.check_layout(layout, need=D.SPLITS, progress=False)             # a partial layout fails first, not late
     assert sorted(report.image.map(lambda p: p.split("/")[-1])) == ["p2.png", "p3.png", "p4.png", "p5.png"]
 
 
