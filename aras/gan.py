@@ -22,10 +22,10 @@ from .data import list_pairs, read_pair
 from .landcover import CLASSES, labels_to_rgb
 
 # %% auto 0
-__all__ = ['ARCH_KEYS', 'TASKS', 'check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear', 'EqualConv2d', 'dist_on',
-           'all_mean', 'MappingNetwork', 'modulated_conv2d', 'SynthesisLayer', 'ToRGB', 'SynthesisBlock',
-           'stylegan_channels', 'Generator', 'minibatch_std', 'DiscriminatorBlock', 'Discriminator', 'AdaAugment',
-           'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
+__all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear',
+           'EqualConv2d', 'dist_on', 'all_mean', 'MappingNetwork', 'modulated_conv2d', 'SynthesisLayer', 'ToRGB',
+           'SynthesisBlock', 'stylegan_channels', 'Generator', 'minibatch_std', 'DiscriminatorBlock', 'Discriminator',
+           'AdaAugment', 'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
            'UNetDiscriminator', 'class_balanced_ce', 'AuthorsSpadeGenerator', 'PatchDiscriminator', 'cond_generator',
            'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta', 'StyleGANTask', 'SpadeTask', 'load_vgg_features',
            'plateau_reached', 'FidTracker', 'save_checkpoint', 'load_checkpoint', 'track_fid', 'best_generator',
@@ -636,6 +636,7 @@ class FidTracker:
 # %% ../nbs/04_gan.ipynb 42
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
              "cond": ("arch", "resolution", "z_dim", "nf", "nf_max", "d_nf", "spade_hidden")}
+ARCH_DEFAULTS = {"arch": "oasis", "nf_max": 512}   # what a checkpoint written before these settings existed was trained with
 TASKS = {"uncond": StyleGANTask, "cond": SpadeTask}
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -668,7 +669,8 @@ def load_checkpoint(path, task, cfg, gen, tracker=None) -> tuple[int, int]:
         raise ArasError(f"{path}: not an aras GAN checkpoint (no 'modules' entry)")
     if state.get("kind") != task.kind:
         raise ArasError(f"{path}: checkpoint of a {state.get('kind')!r} model, cannot resume a {task.kind!r} model")
-    diff = {k: (state["cfg"].get(k), cfg[k]) for k in ARCH_KEYS[task.kind] if state["cfg"].get(k) != cfg[k]}
+    old = {k: state["cfg"].get(k, ARCH_DEFAULTS.get(k)) for k in ARCH_KEYS[task.kind]}
+    diff = {k: (old[k], cfg[k]) for k in ARCH_KEYS[task.kind] if old[k] != cfg[k]}
     if diff:
         raise ArasError(f"{path}: incompatible checkpoint: " + ", ".join(f"{k} is {a} there, {b} here" for k, (a, b) in diff.items()))
     for k, m in task.modules().items(): m.load_state_dict(state["modules"][k])

@@ -339,3 +339,16 @@ def test_the_authors_conditional_model_has_no_noise_and_a_patch_discriminator_on
         gan.SpadeTask(small("cond", arch="pix2pix"))
     with pytest.raises(ArasError, match="at least 32 px"):
         gan.SpadeTask(small("cond", arch="authors"))                         # 16 px: a 1 x 1 start cannot be normalised
+
+
+def test_a_checkpoint_from_before_the_arch_setting_resumes_as_the_paper_text_model(tmp_path):
+    cfg = small("cond")
+    task, g = gan.SpadeTask(cfg), torch.Generator()
+    gan.save_checkpoint(tmp_path / "c.pt", task, cfg, 8, 2, g)
+    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    for k in ("arch", "nf_max"): state["cfg"].pop(k)                     # as written before these settings existed
+    torch.save(state, tmp_path / "old.pt")
+    assert gan.load_checkpoint(tmp_path / "old.pt", gan.SpadeTask(cfg), cfg, g) == (8, 2)
+    authors = small("cond", arch="authors", resolution=32)
+    with pytest.raises(ArasError, match="arch is oasis there, authors here"):
+        gan.load_checkpoint(tmp_path / "old.pt", gan.SpadeTask(authors), authors, g)
