@@ -42,22 +42,24 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
         parallel_runs=1,   # models trained at once, one process each (1: one after the other, each with the whole device)
         # StyleGAN3 code base, --cfg=stylegan2 --batch=256 --gamma=0.01 --mirror=1 --aug=ada --kimg 5000
         # --cbase 16384; stylegan2 config: 8 mapping layers, lr 0.002, style mixing 0.9, pl_weight 2,
-        # ema_kimg = batch * 10 / 32, ADA target 0.6, ada_kimg 100
+        # ema_kimg = batch * 10 / 32, ADA target 0.6, ada_kimg 500 (NVlabs' default; 100 applies only with --resume)
         uncond=dict(resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512,
                     mbstd_group=4, batch=256, kimg=5000, snap_kimg=800, log_every=50, lr=0.002, betas=(0.0, 0.99),
                     gamma=0.01, r1_interval=16, pl_weight=2.0, pl_interval=4, style_mixing=0.9,
-                    ema_kimg=80.0, ema_rampup=0.05, mirror=True, aug="ada", ada_target=0.6, ada_kimg=100,
+                    ema_kimg=80.0, ema_rampup=0.05, mirror=True, aug="ada", ada_target=0.6, ada_kimg=500,
                     ada_interval=4,
-                    # "until the training FID reached a plateau": FID at every snapshot (--snap 50 ticks = 200 kimg,
-                    # fid50k_full: all reals, 50k fakes); the plateau rule (patience evaluations, min_delta relative)
+                    # "until the training FID reached a plateau": the authors' --snap 200 ticks is an FID every 800 kimg
+                    # (fid50k_full: all reals, 50k fakes); ours every 200 kimg; the plateau rule (patience evaluations, min_delta relative)
                     # is ours, the authors judged it by eye; Lite0 space, as Inception weights do not ship offline
                     fid=dict(every_kimg=200, n_real=None, n_fake=50000, patience=5, min_delta=0.02, min_kimg=0)),
-        # authors: batch 50, 20 epochs of 80,182 images (~1,604 kimg), Adam 2e-4 (0.5, 0.999), VGG loss x10
-        cond=dict(resolution=256, z_dim=64, nf=64, d_nf=64, spade_hidden=64, batch=50, kimg=1604, snap_kimg=100, log_every=50,
-                  lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), lambda_pixel=1.0, vgg_weight=10.0, vgg_weights=None,
-                  ema_kimg=10.0, ema_rampup=0.05, mirror=True,
+        # authors: their networks (arch "authors": no noise, PatchGAN on mask + image, notebook 04 section 3), batch 50,
+        # 20 epochs of 80,182 images (~1,604 kimg), Adam 2e-4 (0.5, 0.999), hinge + 10 x L1 on VGG19 features[:16],
+        # no augmentation, samples from the raw generator (ema_kimg 0); z_dim and lambda_pixel serve arch "oasis" only
+        cond=dict(arch="authors", resolution=256, z_dim=64, nf=64, nf_max=1024, d_nf=64, spade_hidden=128, batch=50, kimg=1604,
+                  snap_kimg=100, log_every=50, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), lambda_pixel=1.0, vgg_weight=10.0,
+                  vgg_weights=None, ema_kimg=0.0, ema_rampup=0.05, mirror=False,
                   fid=dict(every_kimg=100, n_real=None, n_fake=50000, patience=5, min_delta=0.02, min_kimg=0)),   # as uncond
-        synth=dict(uncond_ratio=3, truncation_psi=1.0),   # 300k unconditional for 80k real; 1 per mask
+        synth=dict(uncond_ratio=300_000 / 80_182, truncation_psi=1.0),   # 300k unconditional for 80,182 real; 1 per mask
     ),
     segmentation=dict(     # the authors' segmentation_train.py and segformer_vis.py, 3 seeds
         archs=("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN"),
@@ -133,7 +135,10 @@ SMALL = {
     "gan.uncond.gamma": 0.05,                   # R1 weight scaled to the resolution (StyleGAN2-ADA: gamma ~ res^2)
     "gan.uncond.pl_weight": method(0.0, "path-length regularisation costs a second backward pass; off at 32 px"),
     "gan.uncond.ema_kimg": 1.0, "gan.uncond.ada_kimg": 20,  # EMA and ADA horizons scaled with the budget
-    # SPADE at 32 px
+    # SPADE at 32 px: the paper text's model (the committed small run), at the widths it was measured with
+    "gan.cond.arch": method("oasis", "the paper's text (SPADE with noise, U-Net discriminator with a per-pixel class loss, EMA) "
+                            "rather than the authors' script (gan.cond.arch=authors, the paper profile)"),
+    "gan.cond.spade_hidden": 64, "gan.cond.nf_max": 512, "gan.cond.mirror": True, "gan.synth.uncond_ratio": 3,
     "gan.cond.resolution": 32, "gan.cond.z_dim": 32, "gan.cond.nf": 32, "gan.cond.d_nf": 16, "gan.cond.batch": 8,
     "gan.cond.kimg": 16, "gan.cond.snap_kimg": 1, "gan.cond.log_every": 10,    # budget caps, measured in notebook 04
     "gan.cond.betas": (0.0, 0.999),

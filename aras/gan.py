@@ -22,14 +22,15 @@ from .data import list_pairs, read_pair
 from .landcover import CLASSES, labels_to_rgb
 
 # %% auto 0
-__all__ = ['ARCH_KEYS', 'TASKS', 'check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear', 'EqualConv2d', 'dist_on',
-           'all_mean', 'MappingNetwork', 'modulated_conv2d', 'SynthesisLayer', 'ToRGB', 'SynthesisBlock',
-           'stylegan_channels', 'Generator', 'minibatch_std', 'DiscriminatorBlock', 'Discriminator', 'AdaAugment',
-           'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
-           'UNetDiscriminator', 'class_balanced_ce', 'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta',
-           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker', 'save_checkpoint',
-           'load_checkpoint', 'track_fid', 'best_generator', 'train_gan', 'read_log', 'train_gans', 'init_distributed',
-           'gan_main', 'sample_unconditional', 'sample_conditional']
+__all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear',
+           'EqualConv2d', 'dist_on', 'all_mean', 'MappingNetwork', 'modulated_conv2d', 'SynthesisLayer', 'ToRGB',
+           'SynthesisBlock', 'stylegan_channels', 'Generator', 'minibatch_std', 'DiscriminatorBlock', 'Discriminator',
+           'AdaAugment', 'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
+           'UNetDiscriminator', 'class_balanced_ce', 'AuthorsSpadeGenerator', 'PatchDiscriminator', 'cond_generator',
+           'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta', 'StyleGANTask', 'SpadeTask', 'load_vgg_features',
+           'plateau_reached', 'FidTracker', 'save_checkpoint', 'load_checkpoint', 'track_fid', 'best_generator',
+           'train_gan', 'read_log', 'train_gans', 'init_distributed', 'gan_main', 'sample_unconditional',
+           'sample_conditional']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -305,30 +306,32 @@ def path_length_penalty(G, z, pl_mean, decay=0.01) -> tuple[torch.Tensor, torch.
     return (lengths - new_mean).square(), new_mean
 
 # %% ../nbs/04_gan.ipynb 27
-def _conv3(cin, cout):
+def _conv3(cin, cout, pad="reflect"):
     "3x3 convolution with reflection padding: zero padding leaves dark frames on small generated images."
-    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect")
+    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode=pad)
 
 class SPADE(nn.Module):
     "Parameter-free instance norm, then scale and shift computed from the conditioning map."
-    def __init__(self, ch, cond_ch, hidden=64):
+    def __init__(self, ch, cond_ch, hidden=64, pad="reflect"):
         super().__init__()
         self.norm = nn.InstanceNorm2d(ch, affine=False)
-        self.shared = nn.Sequential(_conv3(cond_ch, hidden), nn.ReLU())
-        self.gamma, self.beta = _conv3(hidden, ch), _conv3(hidden, ch)
+        self.shared = nn.Sequential(_conv3(cond_ch, hidden, pad), nn.ReLU())
+        self.gamma, self.beta = _conv3(hidden, ch, pad), _conv3(hidden, ch, pad)
     def forward(self, x, cond):
         a = self.shared(F.interpolate(cond, size=x.shape[2:], mode="nearest"))
         return self.norm(x) * (1 + self.gamma(a)) + self.beta(a)
 
 class SPADEResBlock(nn.Module):
-    def __init__(self, fin, fout, cond_ch, hidden=64):
+    "SPADE residual block as in the SPADE paper (middle width min(fin, fout), spectral norm, reflection padding), or as in the authors' script (`authors`: middle width fout, zero padding, no spectral norm)."
+    def __init__(self, fin, fout, cond_ch, hidden=64, authors=False):
         super().__init__()
-        mid = min(fin, fout)
-        self.norm0, self.conv0 = SPADE(fin, cond_ch, hidden), nn.utils.parametrizations.spectral_norm(_conv3(fin, mid))
-        self.norm1, self.conv1 = SPADE(mid, cond_ch, hidden), nn.utils.parametrizations.spectral_norm(_conv3(mid, fout))
+        mid, pad = (fout, "zeros") if authors else (min(fin, fout), "reflect")
+        sn = (lambda m: m) if authors else nn.utils.parametrizations.spectral_norm
+        self.norm0, self.conv0 = SPADE(fin, cond_ch, hidden, pad), sn(_conv3(fin, mid, pad))
+        self.norm1, self.conv1 = SPADE(mid, cond_ch, hidden, pad), sn(_conv3(mid, fout, pad))
         self.shortcut = None
         if fin != fout:
-            self.norm_s, self.shortcut = SPADE(fin, cond_ch, hidden), nn.utils.parametrizations.spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
+            self.norm_s, self.shortcut = SPADE(fin, cond_ch, hidden, pad), sn(nn.Conv2d(fin, fout, 1, bias=False))
     def forward(self, x, cond):
         s = x if self.shortcut is None else self.shortcut(self.norm_s(x, cond))
         dx = self.conv0(F.leaky_relu(self.norm0(x, cond), 0.2))
@@ -385,6 +388,42 @@ def class_balanced_ce(pixel_logits, target, n_classes=len(CLASSES)) -> torch.Ten
     return (F.cross_entropy(pixel_logits, target, reduction="none") * weights[target]).mean()
 
 # %% ../nbs/04_gan.ipynb 30
+class AuthorsSpadeGenerator(nn.Module):
+    "The authors' SPADE generator: mask only (no noise), from 1/16 of `resolution`, four SPADE blocks with x2 upsampling after each."
+    z_dim = 0                                                     # sampling code draws (n, 0) latents: nothing
+    def __init__(self, resolution=256, nf=64, n_classes=len(CLASSES), nf_max=1024, hidden=128):
+        super().__init__()
+        check_resolution(resolution)
+        if resolution < 32: raise ArasError(f"the authors' generator starts at 1/16 of its output: it needs at least 32 px, not {resolution}")
+        self.resolution, self.n_classes = resolution, n_classes
+        chans = [min(nf * 2 ** (4 - k), nf_max) for k in range(5)]                 # 1024, 512, 256, 128, 64
+        self.head = nn.Conv2d(n_classes, chans[0], 3, padding=1)
+        self.blocks = nn.ModuleList([SPADEResBlock(chans[k], chans[k + 1], n_classes, hidden, authors=True) for k in range(4)])
+        self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
+    def forward(self, seg, z=None):
+        x = self.head(F.interpolate(seg, size=(self.resolution // 16,) * 2, mode="nearest"))
+        for b in self.blocks: x = F.interpolate(b(x, seg), scale_factor=2, mode="nearest")
+        return torch.tanh(self.to_rgb(x))
+
+class PatchDiscriminator(nn.Module):
+    "The authors' discriminator: a 70 px PatchGAN on mask + image, instance norm after every convolution but the last."
+    def __init__(self, nf=64, n_classes=len(CLASSES)):
+        super().__init__()
+        chans, layers = [n_classes + 3, nf, nf * 2, nf * 4, nf * 8], []
+        for k in range(4):
+            layers += [nn.Conv2d(chans[k], chans[k + 1], 4, stride=2 if k < 3 else 1, padding=1),
+                       nn.InstanceNorm2d(chans[k + 1]), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers, nn.Conv2d(chans[-1], 1, 4, padding=1))
+    def forward(self, img, seg): return self.net(torch.cat([seg, img], 1))
+
+def cond_generator(cfg) -> nn.Module:
+    "The conditional generator `cfg.arch` names: the authors' (`authors`) or the paper text's (`oasis`)."
+    if cfg.get("arch", "oasis") == "authors":
+        return AuthorsSpadeGenerator(cfg.resolution, cfg.nf, nf_max=cfg.get("nf_max", 1024), hidden=cfg.spade_hidden)
+    if cfg.get("arch", "oasis") != "oasis": raise ArasError(f"gan.cond.arch: {cfg.arch!r} is not 'authors' or 'oasis'")
+    return SpadeGenerator(cfg.resolution, cfg.z_dim, cfg.nf, nf_max=cfg.get("nf_max", 512), hidden=cfg.spade_hidden)
+
+# %% ../nbs/04_gan.ipynb 33
 def sync_grads(*modules):
     "Average the gradients of `modules` over all processes (no-op in a single process)."
     if not dist_on(): return
@@ -465,12 +504,12 @@ class StyleGANTask:
         return out
 
 class SpadeTask:
-    "Mask-conditioned SPADE generator with a U-Net discriminator: networks, optimisers and one training step."
+    "Mask-conditioned SPADE generator with a U-Net discriminator (`oasis`) or the authors' PatchGAN (`authors`): networks, optimisers, one step."
     kind = "cond"
     def __init__(self, cfg, device="cpu"):
-        self.cfg, self.device = cfg, device
-        self.G = SpadeGenerator(cfg.resolution, cfg.z_dim, cfg.nf, hidden=cfg.spade_hidden).to(device)
-        self.D = UNetDiscriminator(cfg.resolution, cfg.d_nf).to(device)
+        self.cfg, self.device, self.authors = cfg, device, cfg.get("arch", "oasis") == "authors"
+        self.G = cond_generator(cfg).to(device)
+        self.D = (PatchDiscriminator(cfg.d_nf) if self.authors else UNetDiscriminator(cfg.resolution, cfg.d_nf)).to(device)
         broadcast_params(self.G, self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=tuple(map(float, cfg.betas)))
@@ -480,6 +519,7 @@ class SpadeTask:
     def optimizers(self): return dict(opt_G=self.opt_G, opt_D=self.opt_D)
     def extra_state(self): return {}
     def train_step(self, reals, labels, step, batch_total, cur_nimg) -> dict:
+        if self.authors: return self.authors_step(reals, labels, batch_total, cur_nimg)
         c, G, D, K = self.cfg, self.G, self.D, len(CLASSES)
         seg = one_hot(labels.to(self.device))
         fake_target = torch.full_like(labels, K)
@@ -498,6 +538,21 @@ class SpadeTask:
         pixel_acc = (pr.argmax(1) == labels).float().mean().item()
         return dict(loss_G=loss_G.item(), loss_D=loss_D.item(), real_score=lr_.mean().item(),
                     fake_score=lf.mean().item(), d_pixel_acc=pixel_acc)
+    def authors_step(self, reals, labels, batch_total, cur_nimg) -> dict:
+        "The authors' step: D (hinge, on mask + image) first, then G (hinge + vgg_weight x L1 of VGG19 features), one fake batch."
+        c, G, D = self.cfg, self.G, self.D
+        seg = one_hot(labels.to(self.device))
+        fakes = G(seg)
+        G.requires_grad_(False); D.requires_grad_(True)
+        lr_, lf = D(reals, seg), D(fakes.detach(), seg)
+        loss_D = F.relu(1 - lr_).mean() + F.relu(1 + lf).mean()
+        self.opt_D.zero_grad(set_to_none=True); loss_D.backward(); sync_grads(D); self.opt_D.step()
+        G.requires_grad_(True); D.requires_grad_(False)
+        loss_G = -D(fakes, seg).mean()
+        if self.vgg is not None: loss_G = loss_G + c.vgg_weight * F.l1_loss(self.vgg(fakes), self.vgg(reals))
+        self.opt_G.zero_grad(set_to_none=True); loss_G.backward(); sync_grads(G); self.opt_G.step()
+        update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
+        return dict(loss_G=loss_G.item(), loss_D=loss_D.item(), real_score=lr_.mean().item(), fake_score=lf.mean().item())
 
 def load_vgg_features(path, device="cpu"):
     """VGG19 `features[:16]` (through relu3_3: the authors' code; its docstring says relu3_1) from a local torchvision
@@ -514,13 +569,13 @@ def load_vgg_features(path, device="cpu"):
     except Exception as e: raise ArasError(f"{path}: not a torchvision VGG19 state dict ({e})") from e
     return vgg.features[:16].to(device).eval().requires_grad_(False)
 
-# %% ../nbs/04_gan.ipynb 32
+# %% ../nbs/04_gan.ipynb 35
 def plateau_reached(scores, patience: int, min_delta: float) -> bool:
     "True when the best of the last `patience` scores (lower is better) is not `min_delta` (relative) below the best before them."
     if not patience or len(scores) <= patience: return False
     return min(scores[-patience:]) >= (1 - min_delta) * min(scores[:-patience])
 
-# %% ../nbs/04_gan.ipynb 35
+# %% ../nbs/04_gan.ipynb 38
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     "N x 3 x H x W images in [-1, 1] -> uint8 in the same layout (what the feature extractors take)."
     return (x.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
@@ -578,9 +633,10 @@ class FidTracker:
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
-# %% ../nbs/04_gan.ipynb 39
+# %% ../nbs/04_gan.ipynb 42
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
-             "cond": ("resolution", "z_dim", "nf", "d_nf", "spade_hidden")}
+             "cond": ("arch", "resolution", "z_dim", "nf", "nf_max", "d_nf", "spade_hidden")}
+ARCH_DEFAULTS = {"arch": "oasis", "nf_max": 512}   # what a checkpoint written before these settings existed was trained with
 TASKS = {"uncond": StyleGANTask, "cond": SpadeTask}
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -613,7 +669,8 @@ def load_checkpoint(path, task, cfg, gen, tracker=None) -> tuple[int, int]:
         raise ArasError(f"{path}: not an aras GAN checkpoint (no 'modules' entry)")
     if state.get("kind") != task.kind:
         raise ArasError(f"{path}: checkpoint of a {state.get('kind')!r} model, cannot resume a {task.kind!r} model")
-    diff = {k: (state["cfg"].get(k), cfg[k]) for k in ARCH_KEYS[task.kind] if state["cfg"].get(k) != cfg[k]}
+    old = {k: state["cfg"].get(k, ARCH_DEFAULTS.get(k)) for k in ARCH_KEYS[task.kind]}
+    diff = {k: (old[k], cfg[k]) for k in ARCH_KEYS[task.kind] if old[k] != cfg[k]}
     if diff:
         raise ArasError(f"{path}: incompatible checkpoint: " + ", ".join(f"{k} is {a} there, {b} here" for k, (a, b) in diff.items()))
     for k, m in task.modules().items(): m.load_state_dict(state["modules"][k])
@@ -631,7 +688,7 @@ def _truncate_log(path: Path, step: int):
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
     with atomic_path(path) as tmp: tmp.write_text("".join(l + "\n" for l in keep))
 
-# %% ../nbs/04_gan.ipynb 40
+# %% ../nbs/04_gan.ipynb 43
 def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     "One FID evaluation of G_ema (process 0 measures, every process gets the value); a new best is saved as `best.pt`."
     rank = dist.get_rank() if dist_on() else 0
@@ -668,7 +725,7 @@ def _next(cur_nimg: int, every_kimg) -> float:
     e = int(float(every_kimg or 0) * 1000)
     return (cur_nimg // e + 1) * e if e > 0 else math.inf
 
-# %% ../nbs/04_gan.ipynb 41
+# %% ../nbs/04_gan.ipynb 44
 def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resume=True, progress=True, extractor=None):
     "Train the `kind` ('uncond' or 'cond') model on `data` to its FID plateau or `cfg.kimg`; return the task (with G_ema)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -714,7 +771,7 @@ def read_log(out_dir) -> pd.DataFrame:
     path = Path(out_dir) / "log.jsonl"
     return pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
 
-# %% ../nbs/04_gan.ipynb 43
+# %% ../nbs/04_gan.ipynb 46
 def _train_job(kind: str, cfg, root: str, out_dir: str, seed: int, device: str, resume: bool, preload: bool):
     "One model in a worker process; its result is what it leaves in `out_dir`."
     train_gan(kind, cfg, GanData(root, "train", cfg.resolution, preload=preload), out_dir, seed, device, resume, progress=False)
@@ -745,7 +802,7 @@ def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True
     return {k: train_gan(k, cfg, GanData(root, "train", cfg.resolution, preload=preload), out, seed, device, resume, progress)
             for k, (cfg, out) in jobs.items()}
 
-# %% ../nbs/04_gan.ipynb 45
+# %% ../nbs/04_gan.ipynb 48
 def init_distributed(device="cpu") -> str:
     "Join the process group `torchrun` describes (if any); return the device this process uses."
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist_on(): return device
@@ -780,7 +837,7 @@ def gan_main(argv=None):
 
 if __name__ == "__main__" and "__file__" in globals(): gan_main()   # python -m aras.gan or torchrun; not in a notebook
 
-# %% ../nbs/04_gan.ipynb 53
+# %% ../nbs/04_gan.ipynb 56
 def _write_images(arrays, names, folder: Path):
     "Write PNGs, leaving a file with the same bytes untouched: a rerun keeps its time stamps, so notebook 05 reuses its cells."
     folder.mkdir(parents=True, exist_ok=True)

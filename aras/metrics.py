@@ -698,8 +698,9 @@ def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 # %% ../nbs/07_metrics.ipynb 47
 def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
-    "G_ema of a notebook-04 checkpoint: a StyleGAN2 `Generator` ('uncond') or a `SpadeGenerator` ('cond')."
-    from aras.gan import Generator, SpadeGenerator
+    "G_ema of a notebook-04 checkpoint: a StyleGAN2 `Generator` ('uncond') or the conditional generator its `arch` names ('cond')."
+    from fastcore.basics import AttrDict
+    from aras.gan import Generator, cond_generator
     f = Path(checkpoint)
     if not f.exists(): raise ArasDataError(f"{f}: no generator checkpoint (run notebook 04)")
     try: state = torch.load(f, map_location="cpu", weights_only=False)
@@ -707,7 +708,7 @@ def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     c, kind = state.get("cfg", {}), state.get("kind")
     if kind == "uncond":
         G = Generator(c["z_dim"], c["w_dim"], c["resolution"], c["channel_base"], c["channel_max"], c["mapping_layers"])
-    elif kind == "cond": G = SpadeGenerator(c["resolution"], c["z_dim"], c["nf"], hidden=c.get("spade_hidden", 64))
+    elif kind == "cond": G = cond_generator(AttrDict(c))
     else: raise ArasDataError(f"{f}: not an aras GAN checkpoint (kind {kind!r})")
     G.load_state_dict(state["modules"]["G_ema"])
     return G.eval().requires_grad_(False).to(device)

@@ -400,10 +400,23 @@ def _finish(model, sets: dict, cfg: dict, out: Path, history: list, best: float,
     barrier()
     return result
 
+def _optimisation(model, cfg: dict):
+    "The authors' optimiser, schedule and loss: AdamW, ReduceLROnPlateau on validation macro F1, multiclass Dice."
+    import segmentation_models_pytorch as smp
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=float(cfg["lr_factor"]), patience=int(cfg["lr_patience"]))
+    return opt, sched, smp.losses.DiceLoss("multiclass")
+
+def _validate(model, sets: dict, cfg: dict, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
+    "Macro scores on the validation set; a set with no pixels to score is an error, not a zero."
+    cm, _ = evaluate(model, sets["val"], cfg["norm"], eval_batch_size, device, num_workers=num_workers)
+    val = metrics_from_cm(cm)
+    if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
+    return val
+
 def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_memory: bool = False, num_workers: int = 0,
                progress: bool = False, on_epoch=None) -> dict:
     "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint."
-    import segmentation_models_pytorch as smp
     out = Path(cfg["run_dir"])
     if (out / "result.json").exists(): return json.loads((out / "result.json").read_text())
     rank, world = rank_world()
@@ -414,9 +427,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
     state, weights_source = _resume(out, cfg, model)
     model.to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), betas=(0.9, 0.999))
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=float(cfg["lr_factor"]), patience=int(cfg["lr_patience"]))
-    loss_fn = smp.losses.DiceLoss("multiclass")
+    opt, sched, loss_fn = _optimisation(model, cfg)
     best, best_epoch, bad, history, start = -math.inf, -1, 0, [], 0
     if state is not None:
         opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
@@ -431,9 +442,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
         if max_steps: batches = batches[:max(0, int(max_steps) - done)]
         losses = train_epoch(net, model, opt, loss_fn, sets["train"], batches, cfg, torch.Generator().manual_seed(seed * 1013 + epoch),
                              device, num_workers)
-        cm, _ = evaluate(model, sets["val"], cfg["norm"], eval_batch_size, device, num_workers=num_workers)
-        val, lr = metrics_from_cm(cm), opt.param_groups[0]["lr"]
-        if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
+        val, lr = _validate(model, sets, cfg, eval_batch_size, device, num_workers), opt.param_groups[0]["lr"]
         sched.step(val["f1"])
         if val["f1"] > best:
             best, best_epoch, bad = val["f1"], epoch, 0

@@ -323,3 +323,32 @@ def test_missing_vgg_weights_stop_the_run_unless_the_loss_is_switched_off(tmp_pa
         gan.SpadeTask(small("cond", vgg_weight=10.0, vgg_weights=None))
     assert str(tmp_path / "vgg19.pth") in str(e.value)
     assert gan.SpadeTask(small("cond", vgg_weight=0.0)).vgg is None        # asked for: trains without it
+
+
+
+def test_the_authors_conditional_model_has_no_noise_and_a_patch_discriminator_on_mask_and_image():
+    task = gan.SpadeTask(small("cond", arch="authors", resolution=32))      # it starts at 1/16: 2 x 2 at 32 px
+    assert isinstance(task.G, gan.AuthorsSpadeGenerator) and isinstance(task.D, gan.PatchDiscriminator)
+    seg = gan.one_hot(torch.randint(0, 7, (2, 32, 32)))
+    assert torch.equal(task.G(seg), task.G(seg, torch.randn(2, 8)))              # a latent is ignored: one image per mask
+    img = task.G(seg)
+    assert task.D.net[0].in_channels == 10 and not torch.equal(task.D(img, seg), task.D(img, seg.flip(3)))   # D sees the mask
+    stats = task.train_step(img.detach(), seg.argmax(1), 0, 2, 0)
+    assert set(stats) == {"loss_G", "loss_D", "real_score", "fake_score"} and np.isfinite(list(stats.values())).all()
+    with pytest.raises(ArasError, match="gan.cond.arch"):
+        gan.SpadeTask(small("cond", arch="pix2pix"))
+    with pytest.raises(ArasError, match="at least 32 px"):
+        gan.SpadeTask(small("cond", arch="authors"))                         # 16 px: a 1 x 1 start cannot be normalised
+
+
+def test_a_checkpoint_from_before_the_arch_setting_resumes_as_the_paper_text_model(tmp_path):
+    cfg = small("cond")
+    task, g = gan.SpadeTask(cfg), torch.Generator()
+    gan.save_checkpoint(tmp_path / "c.pt", task, cfg, 8, 2, g)
+    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    for k in ("arch", "nf_max"): state["cfg"].pop(k)                     # as written before these settings existed
+    torch.save(state, tmp_path / "old.pt")
+    assert gan.load_checkpoint(tmp_path / "old.pt", gan.SpadeTask(cfg), cfg, g) == (8, 2)
+    authors = small("cond", arch="authors", resolution=32)
+    with pytest.raises(ArasError, match="arch is oasis there, authors here"):
+        gan.load_checkpoint(tmp_path / "old.pt", gan.SpadeTask(authors), authors, g)
