@@ -16,8 +16,9 @@ from fastcore.basics import AttrDict
 # %% auto 0
 __all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'method',
            'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir', 'figures_root',
-           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'atomic_path', 'write_json',
-           'markdown_table', 'smoke_banner', 'portable_text', 'save_table', 'save_figure', 'settings_hash', 'format_p']
+           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'file_stamp', 'atomic_path',
+           'write_json', 'markdown_table', 'smoke_banner', 'portable_text', 'save_table', 'save_figure',
+           'settings_hash', 'format_p']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -348,6 +349,13 @@ def make_run(profile=DEFAULT_PROFILE, data_root=None, out_dir=None, seed=0, devi
 
 # %% ../nbs/00_core.ipynb 21
 _UMASK = os.umask(0); os.umask(_UMASK)
+
+def file_stamp(path) -> str:
+    """`size:mtime_ns` of a file: what decides whether work made from it is still valid (make's rule; hashing the
+    contents of 400k PNGs or 100 GB of rasters would take minutes). A missing file is an `ArasDataError` naming it."""
+    try: s = os.stat(path)
+    except FileNotFoundError: raise ArasDataError(f"{path}: file does not exist") from None
+    return f"{s.st_size}:{s.st_mtime_ns}"
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):

@@ -17,7 +17,7 @@ from rasterio.windows import Window, from_bounds
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (ArasDataError, ArasDownloadError, atomic_path, cache_dir, settings_hash, write_json)
+from .core import (ArasDataError, ArasDownloadError, atomic_path, cache_dir, file_stamp, settings_hash, write_json)
 from .landcover import (CLASSES, NODATA, RARE_CODES, WATER, composition_row, labels_to_rgb, merge_lut,
                             rgb_to_labels)
 
@@ -197,8 +197,7 @@ def data_settings(p) -> dict:
 
 def raw_inputs(tiles) -> dict:
     "Per tile, `size:mtime_ns` of its two rasters: a preparation is of these files, not only of these tile ids."
-    def st(p): s = Path(p).stat(); return f"{s.st_size}:{s.st_mtime_ns}"
-    return {t.tile: [st(t.map_path), st(t.s2_path)] for t in tiles}
+    return {t.tile: [file_stamp(t.map_path), file_stamp(t.s2_path)] for t in tiles}
 
 def _what_differs(made: dict, settings: dict, seed: int, inputs: dict) -> str:
     "Why a finished preparation (its manifest) is not this one, in words."
@@ -332,8 +331,7 @@ def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) ->
     if missing := [s for s in need if s not in splits]:
         raise ArasDataError(f"{root}: no {', '.join(missing)} split (has {', '.join(splits)}); the chapters need {', '.join(need)}")
     pairs = pd.concat([list_pairs(root, s).assign(split=s) for s in splits], ignore_index=True)
-    def stamp(p): s = Path(p).stat(); return f"{s.st_size}:{s.st_mtime_ns}"
-    pairs["stamp"] = [f"{stamp(i)}/{stamp(m)}" for i, m in zip(pairs.image, pairs["mask"])]
+    pairs["stamp"] = [f"{file_stamp(i)}/{file_stamp(m)}" for i, m in zip(pairs.image, pairs["mask"])]
     cache_file = cache_dir() / "layout_checks" / f"{settings_hash(str(root.resolve()))}.json"
     seen = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     todo = [k for k, r in enumerate(pairs.itertuples()) if seen.get(str(r.image), [None])[0] != r.stamp]

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import DEFAULT_PROFILE, ArasDataError, ArasError, atomic_path, format_p, make_run, settings_hash, weights_dir, write_json
+from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, atomic_path, file_stamp, format_p, make_run, settings_hash,
+                       weights_dir, write_json)
 from .data import dataset_root, list_pairs, read_pair, read_png
 from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
 
@@ -489,11 +490,7 @@ def file_stamps(images, masks) -> list[str]:
     """`size:mtime_ns` of each image and mask file. A set's CSV carries them, so its digest, and the hash of every cell
     trained on it, changes when a file is rewritten under the same name (new GAN samples, new pseudo-labels): a cell
     never reuses results trained on other pixels. (make's rule; hashing the contents of 400k PNGs would take minutes)"""
-    def st(p):
-        try: s = os.stat(p)
-        except FileNotFoundError: raise ArasDataError(f"{p}: file of a training set does not exist") from None
-        return f"{s.st_size}:{s.st_mtime_ns}"
-    return [f"{st(a)}/{st(b)}" for a, b in zip(images, masks)]
+    return [f"{file_stamp(a)}/{file_stamp(b)}" for a, b in zip(images, masks)]
 
 class SegmentationMatrix:
     "The training-set matrix of one run: its sets (written as CSV), cells, pseudo-labels and results."
