@@ -25,8 +25,10 @@ def pipeline_notebooks(nbs_dir, only=None, start=None) -> list[Path]:
     if not nbs: raise ArasError(f"{nbs_dir}: no numbered notebooks (NN_name.ipynb) to run")
     num = lambda p: int(p.name[:2])
     known = {num(p) for p in nbs}
+    have = f"(have {', '.join(f'{k:02d}' for k in sorted(known))})"
     for n in [*(only or []), *([start] if start is not None else [])]:
-        if int(n) not in known: raise ArasError(f"no notebook numbered {int(n):02d} in {nbs_dir} (have {', '.join(f'{k:02d}' for k in sorted(known))})")
+        if not str(n).isdecimal(): raise ArasError(f"{n} is not a notebook number {have}")   # --only abc: one line, not int()'s ValueError
+        if int(n) not in known: raise ArasError(f"no notebook numbered {int(n):02d} in {nbs_dir} {have}")
     if only: nbs = [p for p in nbs if num(p) in {int(n) for n in only}]
     if start is not None: nbs = [p for p in nbs if num(p) >= int(start)]
     return nbs
@@ -100,8 +102,9 @@ def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, ra
     "Run the pipeline notebooks in order; return one row per notebook (status, seconds, output)."
     overrides = [f"{k}={v!r}" for k, v in parse_overrides(overrides).items()]
     get_profile(profile, parse_overrides(overrides))       # unknown profile or setting: one line, before anything runs
-    from aras.data import require_data_root
+    from aras.data import discover_tiles, require_data_root
     require_data_root(raw_dir, data_root)                  # raw tiles without a data_root: one line, before anything runs
+    if raw_dir: discover_tiles(raw_dir)                    # a missing raw folder or one without tiles: likewise
     root = project_root()
     nbs_dir = Path(nbs_dir or root / "nbs")
     runs_dir = Path(runs_dir or root / "runs" / profile)
@@ -148,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "figures and tables to figures/<profile>/.")
     r.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                    help=f"settings profile (default: {DEFAULT_PROFILE}; smoke: fast checks; paper: the authors' settings)")
-    r.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+    r.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="profile overrides, e.g. --set gan.uncond.kimg=20 segmentation.n_seeds=3")
     r.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers")
     r.add_argument("--from", dest="start", metavar="NN", help="start at this notebook number")
@@ -175,6 +178,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--px", type=int, help="tile size in pixels (default: the profile's)")
     return ap
 
+def _archives(files, published: dict) -> dict:
+    "The published MD5 sums of `files` (all archives if none); a name not published is an error, not an empty check."
+    if bad := [f for f in files or () if f not in published]:
+        raise ArasError(f"{', '.join(bad)} is not one of the published archives ({', '.join(published)})")
+    return {k: v for k, v in published.items() if not files or k in files}
+
 def main(argv=None) -> int:
     "Entry point of the `aras` command."
     args = _parser().parse_args(argv)
@@ -187,11 +196,11 @@ def main(argv=None) -> int:
             return 0 if (df.status == "ok").all() else 1
         from aras import data
         if args.command == "download":
-            names = tuple(args.files or data.ARCHIVE_MD5)
+            names = tuple(_archives(args.files, data.ARCHIVE_MD5))
             root = data.download_aras400k(args.dest, names, extract=not args.no_extract)
             print(f"ARAS400k ready at {root}: use --data-root {root}")
         elif args.command == "verify":
-            exp = {k: v for k, v in data.ARCHIVE_MD5.items() if not args.files or k in args.files}
+            exp = _archives(args.files, data.ARCHIVE_MD5)
             print(data.verify_archives(args.folder, exp).to_string(index=False))
         elif args.command == "toyland":
             from aras.toyland import generate_toyland

@@ -37,7 +37,8 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
     toyland=dict(n_tiles=4, tile_px=4096, s2_offset_px=(11, 7),   # the embedded stand-in for real tiles (notebook 02)
                  difficulty=1.0, label_noise_px=3.0),   # season, vigour, haze and border label noise (calibrated in notebook 03)
     data=dict(patch_size=256, class_merge="paper", scaling="patch_max", reflectance_max=3000,
-              water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=8, max_patches=None),
+              water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=8, max_patches=None,
+              workers=None),   # tiles prepared at once, one process each (None: every core); the result does not depend on it
     gan=dict(              # the authors' settings (README command; generative_trainer_unet_spade_gan.py)
         preload=False,
         parallel_runs=1,   # models trained at once, one process each (1: one after the other, each with the whole device)
@@ -60,7 +61,10 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
                   snap_kimg=100, log_every=50, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), lambda_pixel=1.0, vgg_weight=10.0,
                   vgg_weights=None, ema_kimg=0.0, ema_rampup=0.05, mirror=False,
                   fid=dict(every_kimg=100, n_real=None, n_fake=50000, patience=5, min_delta=0.02, min_kimg=0)),   # as uncond
-        synth=dict(uncond_ratio=300_000 / 80_182, truncation_psi=1.0),   # 300k unconditional for 80,182 real; 1 per mask
+        # the synthetic sets: 300k unconditional for 80,182 real, 1 conditional per mask. `source` of the unconditional set:
+        # "own" (this run's StyleGAN2, notebook 04, pseudo-labelled in 05) or "published" (the synth/ split of the data root:
+        # the authors' 300k samples with their masks; 04 then trains only the conditional GAN, which is not published)
+        synth=dict(uncond_ratio=300_000 / 80_182, truncation_psi=1.0, source="own"),
     ),
     segmentation=dict(     # the authors' segmentation_train.py and segformer_vis.py, 3 seeds
         archs=("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN"),
@@ -70,7 +74,7 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
         lr=1e-3, grad_clip=1.0, patience=5, lr_patience=3, lr_factor=0.1, augment=True,
         real_train_max=None, uncond_ratios=(100_000 / 80_182, 300_000 / 80_182), cond_ratio=1.0, labeller="Segformer",
         parallel_runs=1, threads_per_run=None, in_memory=False, num_workers=16,
-        bootstrap=10_000, permutations=10_000, ci=0.95, fig4_max_per_set=50_000,
+        bootstrap=10_000, permutations=10_000, ci=0.95, fig4_max_per_set=50_000, silhouette_max=10_000,
         # the referee's control: these mixes also trained with the optimiser steps of Real (same arch and seed)
         compute_matched_mixes=("real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
         compute_matched_archs="all"),   # "all" of `archs`, or a tuple of them; () for none
@@ -100,6 +104,7 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
         image_px=None,     # compare sets at one resolution: None = native (all ARAS400k images are 256 px)
         n_images=50000, batch_size=128, threads=None,
         kid_subset_size=1000, kid_subsets=100, k=3, is_splits=10, n_boot=1000,  # n_boot: half-sample replicates per interval
+        ci_max_rows=5000,  # rows per set in a replicate: n/2, at most this (m-out-of-n, scaled; 3 Gram blocks of 200 MB, not 5 GB)
         n_perm=10000,      # permutations of a permutation p-value (entropy bias)
         perturb=dict(n_images=2000, spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain"),
                      transforms=dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8, 16),
@@ -320,6 +325,10 @@ class Run:
     def synthetic_dir(self) -> Path:
         "Synthetic sets in the ARAS400k layout: `uncond/images` (+ `masks` once labelled), `cond/images|masks`."
         return self.work_dir / "synthetic"
+    @property
+    def labeller_record(self) -> Path:
+        "The best Real segmentation model of notebook 05 (JSON): it pseudo-labels the unconditional samples and is the `domain` feature space of 07 and 08."
+        return self.work_dir / "segmentation" / "labeller.json"
     @property
     def name(self) -> str: return self.profile.name
 

@@ -22,12 +22,13 @@ from .landcover import (CLASSES, NODATA, RARE_CODES, WATER, composition_row, lab
                             rgb_to_labels)
 
 # %% auto 0
-__all__ = ['TILE_RE', 'SCALINGS', 'SPLITS', 'ALL_SPLITS', 'ZENODO_RECORD', 'ZENODO_URL', 'ARCHIVE_MD5', 'PAPER_COUNTS',
-           'TilePair', 'discover_tiles', 'AlignedPair', 'nir_water_agreement', 'patch_status', 'scale_rgb',
-           'assign_splits', 'data_settings', 'raw_inputs', 'require_data_root', 'prepare_dataset', 'default_data_root',
-           'dataset_root', 'list_pairs', 'read_png', 'read_pair', 'check_layout', 'ArasSplit', 'read_class_percentages',
-           'md5sum', 'verify_archives', 'download_file', 'extract_archive', 'find_layout_root', 'download_aras400k',
-           'dataset_summary', 'composition_frame', 'plot_class_composition']
+__all__ = ['TILE_RE', 'SCALINGS', 'SPLITS', 'ALL_SPLITS', 'UNCOND_SOURCES', 'ZENODO_RECORD', 'ZENODO_URL', 'ARCHIVE_MD5',
+           'PAPER_COUNTS', 'EARTH_AUTHALIC_KM', 'TilePair', 'discover_tiles', 'AlignedPair', 'nir_water_agreement',
+           'alignment_check', 'patch_status', 'scale_rgb', 'assign_splits', 'data_settings', 'raw_inputs',
+           'require_data_root', 'prepare_dataset', 'default_data_root', 'dataset_root', 'list_pairs', 'read_png',
+           'read_pair', 'check_layout', 'ArasSplit', 'read_class_percentages', 'uncond_source', 'uncond_pool', 'md5sum',
+           'verify_archives', 'download_file', 'extract_archive', 'find_layout_root', 'download_aras400k',
+           'geodesic_area_km2', 'dataset_summary', 'composition_frame', 'plot_class_composition']
 
 # %% ../nbs/03_data.ipynb 6
 TILE_RE = re.compile(r"^ESA_WorldCover_10m_2021_v200_(?P<tile>[NS]\d{2}[EW]\d{3})_(?P<kind>Map|S2RGBNIR)\.tif$")
@@ -69,8 +70,16 @@ class AlignedPair:
         if self.lc.crs != self.s2.crs:
             self.close()
             raise ArasDataError(f"{pair.s2_path}: CRS {self.s2.crs} differs from {self.lc.crs} of {pair.map_path.name}; reproject first")
+        if self.lc.crs is None or not self.lc.crs.is_geographic:     # bounds in metres would pass for degrees
+            self.close()
+            raise ArasDataError(f"{pair.map_path}: CRS {self.lc.crs} is not geographic; ARAS400k tiles are EPSG:4326 (WorldCover's "
+                                "grid): reproject both rasters first, e.g. gdalwarp -t_srs EPSG:4326 (nearest for the map)")
         if self.s2.count < 4:
             self.close(); raise ArasDataError(f"{pair.s2_path}: expected 4 bands (R, G, B, NIR), found {self.s2.count}")
+        for path, ds in ((pair.map_path, self.lc), (pair.s2_path, self.s2)):
+            if not np.issubdtype(np.dtype(ds.dtypes[0]), np.integer):       # WorldCover: uint8 codes, uint16 reflectance x 10^4
+                self.close(); raise ArasDataError(f"{path}: {ds.dtypes[0]} pixels; WorldCover maps are integer class codes and "
+                                                  "S2RGBNIR composites integer reflectance x 10000 (uint16): convert first")
         a, b = self.lc.bounds, self.s2.bounds
         inter = (max(a.left, b.left), max(a.bottom, b.bottom), min(a.right, b.right), min(a.top, b.top))
         if inter[0] >= inter[2] or inter[1] >= inter[3]:
@@ -91,12 +100,12 @@ class AlignedPair:
         sw = from_bounds(*rasterio.windows.bounds(lw, self.lc.transform), transform=self.s2.transform)
         if np.allclose([sw.col_off, sw.row_off], np.round([sw.col_off, sw.row_off]), atol=1e-3):
             sw = Window(round(sw.col_off), round(sw.row_off), round(sw.width), round(sw.height))
-        try:
-            codes = self.lc.read(1, window=lw)
-            s2 = self.s2.read((1, 2, 3, 4), window=sw, out_shape=(4, size, n_cols * size),
-                              resampling=Resampling.bilinear)
-        except rasterio.errors.RasterioError as e:
-            raise ArasDataError(f"{self.pair.tile}: cannot read patch row {i} ({e}); is a tile truncated?") from e
+        def read(ds, path, *a, **k):
+            try: return ds.read(*a, **k)
+            except rasterio.errors.RasterioError as e:
+                raise ArasDataError(f"{path}: cannot read patch row {i} of tile {self.pair.tile} ({e}); is the file truncated?") from e
+        codes = read(self.lc, self.pair.map_path, 1, window=lw)
+        s2 = read(self.s2, self.pair.s2_path, (1, 2, 3, 4), window=sw, out_shape=(4, size, n_cols * size), resampling=Resampling.bilinear)
         return codes, s2
 
     def patch_bounds(self, i: int, j: int, size: int) -> tuple[float, float, float, float]:
@@ -117,9 +126,29 @@ def _open_raster(path: Path):
 
 # %% ../nbs/03_data.ipynb 11
 def nir_water_agreement(codes: np.ndarray, nir: np.ndarray, threshold: float = 800) -> float:
-    "Share of valid pixels where 'NIR below threshold' agrees with 'land cover is water' (code 80)."
+    "Share of valid pixels where 'NIR below threshold' agrees with 'land cover is water' (code 80); NaN without valid pixels."
     valid = (codes > 0) & (nir > 0)
-    return float(((nir < threshold) == (codes == 80))[valid].mean())
+    return float(((nir < threshold) == (codes == 80))[valid].mean()) if valid.any() else np.nan
+
+def alignment_check(tiles, size: int) -> pd.DataFrame:
+    """Per tile, the NIR-water agreement of its first patch row with valid pixels, read aligned by bounds and, where both
+    rasters have one pixel size, at the map's pixel indices (ignoring the bounds); a tile without such a row says so."""
+    rows = []
+    for t in tiles:
+        with AlignedPair(t) as ap:
+            row = {"tile": t.tile, "common window (land-cover px)": str(ap.window), "aligned by bounds": np.nan,
+                   "by pixel index": np.nan, "note": "no patch row with valid pixels"}
+            for i in range(ap.grid(size)[0]):
+                codes, s2 = ap.read_strip(i, size)
+                if ((codes > 0) & (s2[3] > 0)).any(): break
+            else: rows.append(row); continue
+            row.update({"aligned by bounds": nir_water_agreement(codes, s2[3]), "note": f"patch row {i}"})
+            if np.allclose(ap.s2.res, ap.lc.res):
+                w = Window(ap.window.col_off, ap.window.row_off + i * size, codes.shape[1], size)
+                row["by pixel index"] = nir_water_agreement(codes, ap.s2.read(4, window=w, boundless=True, fill_value=0))
+            else: row["note"] += f"; S2 pixels {ap.s2.res[0]:.3g}, map {ap.lc.res[0]:.3g}: no pixel-index read"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 # %% ../nbs/03_data.ipynb 14
 def patch_status(labels: np.ndarray, s2: np.ndarray, water_max: float = 0.9) -> str:
@@ -188,7 +217,7 @@ def _tile_records(ap: AlignedPair, staging: Path, size: int, lut: np.ndarray, sc
                              **({k: v for k, v in composition_row(name, lab).items() if k != "filename"}
                                 if status == "kept" else {})))
             if max_patches and len(rows) >= max_patches: return pd.DataFrame(rows)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["filename", "tile", "i", "j", "status", "rare"])  # smaller than a patch: none
 
 def data_settings(p) -> dict:
     "The settings that determine a prepared dataset (a profile's `data` section)."
@@ -215,9 +244,35 @@ def require_data_root(raw_dir, data_root):
         raise ArasDataError(f"raw_dir {raw_dir} needs a data_root (aras reproduce --raw-dir ... --data-root DIR): the prepared "
                             "patches are written there and every later chapter reads them from there")
 
-def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=True, replace: bool = False) -> pd.DataFrame:
-    """Cut, filter, split and write ARAS400k-layout patches from raw tiles; return the patch records. A finished
-    preparation of other settings or raw files is an error, or, with `replace` (aras's own cache folder), prepared again."""
+def _prepare_tile(tile: str, map_path: str, s2_path: str, staging: str, s: dict) -> Path:
+    """Classify and write one tile's patches into `staging`; its record CSV (kept, so a resumed preparation skips the tile).
+    Plain arguments: spawned workers rebuild the `TilePair` from the package, not from a notebook's `__main__`."""
+    record = Path(staging) / "records" / f"{tile}.csv"
+    if not record.exists():
+        with AlignedPair(TilePair(tile, Path(map_path), Path(s2_path))) as ap:
+            df = _tile_records(ap, Path(staging), s["patch_size"], merge_lut(s["class_merge"]), s["scaling"], s["reflectance_max"],
+                               s["water_max"], s["max_patches"])
+        with atomic_path(record) as tmp: df.to_csv(tmp, index=False)
+    return record
+
+def _tile_records_all(tiles, staging: Path, s: dict, workers: int, progress: bool) -> list[Path]:
+    "Every tile's record, tiles in `workers` processes (PNG encoding is most of the time), in tile order whatever finishes first."
+    if workers <= 1 or len(tiles) <= 1:
+        return [_prepare_tile(t.tile, t.map_path, t.s2_path, staging, s) for t in tqdm(tiles, desc="tiles", disable=not progress)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from aras.data import _prepare_tile as job            # by module name: spawned workers cannot see a notebook's __main__
+    with ProcessPoolExecutor(min(workers, len(tiles)), mp_context=multiprocessing.get_context("spawn")) as ex:
+        futs = {ex.submit(job, t.tile, str(t.map_path), str(t.s2_path), str(staging), s): t for t in tiles}
+        for f in tqdm(as_completed(futs), total=len(futs), desc=f"tiles ({workers} processes)", disable=not progress):
+            if (e := f.exception()) is not None: ex.shutdown(cancel_futures=True); raise e
+    return [staging / "records" / f"{t.tile}.csv" for t in tiles]
+
+def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=True, replace: bool = False,
+                    workers: int = 1) -> pd.DataFrame:
+    """Cut, filter, split and write ARAS400k-layout patches from raw tiles, `workers` tiles at once; return the patch
+    records (the same for any `workers`). A finished preparation of other settings or raw files is an error, or, with
+    `replace` (aras's own cache folder), prepared again."""
     data_root, s, tiles = Path(data_root), settings, discover_tiles(raw_dir)
     manifest, inputs = data_root / "manifest.json", raw_inputs(tiles)
     key = settings_hash(s, seed, inputs)
@@ -227,24 +282,16 @@ def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=
         if replace:
             print(f"{data_root}: prepared {_what_differs(made, s, seed, inputs)}; preparing it again")
             shutil.rmtree(data_root)
-            return prepare_dataset(raw_dir, data_root, settings, seed, progress)
+            return prepare_dataset(raw_dir, data_root, settings, seed, progress, workers=workers)
         raise ArasDataError(f"{data_root}: holds a dataset prepared {_what_differs(made, s, seed, inputs)}; "
                             "choose another data_root, or delete this one to prepare it again")
     if any((data_root / sp).exists() for sp in SPLITS):
         raise ArasDataError(f"{data_root}: already holds train/val/test folders not made by this preparation; choose another data_root")
-    staging, lut = data_root / f".staging-{key[:12]}", merge_lut(s["class_merge"])
+    staging = data_root / f".staging-{key[:12]}"
     for old in data_root.glob(".staging*"):              # an interrupted preparation of other settings or inputs: start over
         if old != staging: shutil.rmtree(old)
-    frames = []
-    for pair in tqdm(tiles, desc="tiles", disable=not progress):
-        record = staging / "records" / f"{pair.tile}.csv"
-        if not record.exists():                                       # resume: finished tiles are kept
-            with AlignedPair(pair) as ap:
-                df = _tile_records(ap, staging, s["patch_size"], lut, s["scaling"], s["reflectance_max"],
-                                   s["water_max"], s["max_patches"])
-            with atomic_path(record) as tmp: df.to_csv(tmp, index=False)
-        frames.append(pd.read_csv(record))
-    patches = pd.concat(frames, ignore_index=True)
+    (staging / "records").mkdir(parents=True, exist_ok=True)
+    patches = pd.concat([pd.read_csv(r) for r in _tile_records_all(tiles, staging, s, int(workers or 1), progress)], ignore_index=True)
     kept = patches.status == "kept"
     patches.loc[kept, "split"] = assign_splits(patches[kept], s["split_fractions"], s["split_block"], seed)
     counts = {sp: int((patches.split == sp).sum()) for sp in SPLITS}
@@ -380,6 +427,28 @@ def read_class_percentages(root, split: str) -> pd.DataFrame:
     return df[["filename", *CLASSES]]
 
 # %% ../nbs/03_data.ipynb 27
+UNCOND_SOURCES = ("own", "published")
+
+def uncond_source(run, root) -> Path:
+    """The folder (`images/`, `masks/`) of `run`'s unconditional set, by `gan.synth.source`: `own`, this run's StyleGAN2
+    samples (notebook 04, pseudo-labelled in 05), or `published`, the `synth/` split of the layout at `root`."""
+    src = run.profile.gan.synth.get("source", "own")
+    if src not in UNCOND_SOURCES: raise ArasDataError(f"gan.synth.source={src!r}: expected one of {', '.join(UNCOND_SOURCES)}")
+    if src == "own": return run.synthetic_dir / "uncond"
+    d = Path(root) / "synth"
+    if not (d / "images").is_dir():
+        raise ArasDataError(f"{d}: gan.synth.source=published reads the published synth/ split (images/ and masks/), "
+                            "which this layout does not have; unzip synth.zip there, or use gan.synth.source=own")
+    return d
+
+def uncond_pool(folder, seed: int) -> pd.DataFrame:
+    """The pairs of the unconditional set at `folder` (`uncond_source`) in the order sets take them: this run's by seed
+    (sample k is seed k), the published `synth/` shuffled with `seed`, so that the first n are a seeded subset (Uncond. 100k
+    of the 300k) and a smaller set lies inside a larger one."""
+    folder = Path(folder); pairs = list_pairs(folder.parent, folder.name)
+    return pairs if folder.name != "synth" else pairs.sample(frac=1, random_state=seed).reset_index(drop=True)
+
+# %% ../nbs/03_data.ipynb 30
 ZENODO_RECORD = "18890661"
 ZENODO_URL = f"https://zenodo.org/records/{ZENODO_RECORD}/files/{{name}}?download=1"
 ARCHIVE_MD5 = {"train.zip": "95cd5caea68c813fd86888f9cd95b627", "val.zip": "76e61fd7557d65ba0596e44c0f92b43f",
@@ -464,6 +533,8 @@ def find_layout_root(folder) -> Path:
 def download_aras400k(dest, names=tuple(ARCHIVE_MD5), base_url: str = ZENODO_URL, extract=True, progress=True) -> Path:
     "Download, verify and unpack the published ARAS400k archives into `dest`; return the layout root."
     dest = Path(dest)
+    if unknown := [n for n in names if n not in ARCHIVE_MD5]:      # nothing is fetched that cannot be verified
+        raise ArasDataError(f"{', '.join(unknown)}: not a published ARAS400k archive (those are {', '.join(ARCHIVE_MD5)}); nothing downloaded")
     for name in names:
         archive = dest / name
         if not (archive.exists() and md5sum(archive) == ARCHIVE_MD5.get(name)):
@@ -471,12 +542,22 @@ def download_aras400k(dest, names=tuple(ARCHIVE_MD5), base_url: str = ZENODO_URL
         if extract: extract_archive(archive, dest)
     return find_layout_root(dest) if extract else dest
 
-# %% ../nbs/03_data.ipynb 29
+# %% ../nbs/03_data.ipynb 32
 PAPER_COUNTS = dict(extracted=157_283, water=7_063, no_data=49_980, kept=100_240, area_km2=656_933,
                     rare=1_719, train=80_182)  # ARAS400k paper, Sections 3.1 and 5
 
+EARTH_AUTHALIC_KM = 6371.0072    # the radius of the sphere with the WGS84 ellipsoid's surface area
+
+def geodesic_area_km2(left, bottom, right, top) -> np.ndarray:
+    """Areas of lon/lat rectangles (degrees) on the authalic sphere, R^2 dlon (sin top - sin bottom): within 0.5% of the
+    WGS84 ellipsoid's (0.06% at the paper's 38 N). Written out: no geodesy library is among the dependencies."""
+    l, b, r, t = (np.radians(np.asarray(v, np.float64)) for v in (left, bottom, right, top))
+    return EARTH_AUTHALIC_KM ** 2 * (r - l) * (np.sin(t) - np.sin(b))
+
 def dataset_summary(patches: pd.DataFrame | None, splits: dict, patch_size: int = 256, pixel_m: float = 10) -> pd.DataFrame:
-    "Table 0: extracted, removed, kept, area and split counts, with shares, beside the paper's numbers."
+    """Table 0: extracted, removed, kept, area and split counts, with shares, beside the paper's numbers. Area as the paper
+    counts it (kept patches x nominal 10 m pixels) and, from the patch bounds, on the globe (EPSG:4326 pixels shrink
+    east-west with latitude: nominal is about 1.47 x the true area at 37.7 N)."""
     P = PAPER_COUNTS
     if patches is not None:
         n = patches.status.value_counts()
@@ -485,11 +566,15 @@ def dataset_summary(patches: pd.DataFrame | None, splits: dict, patch_size: int 
     else:                                             # the published layout: nothing is known of extraction
         ours = dict(kept=sum(v for k, v in splits.items() if k in SPLITS))
     ours["area_km2"] = ours["kept"] * patch_size**2 * pixel_m**2 / 1e6
+    if patches is not None and {"left", "bottom", "right", "top"} <= set(patches.columns):
+        k = patches[patches.status == "kept"]
+        ours["area_geodesic_km2"] = float(geodesic_area_km2(k.left, k.bottom, k.right, k.top).sum())
     rows = [("Patches extracted (256x256)", "extracted"), ("Removed: over 90% water", "water"),
             ("Removed: no data", "no_data"), ("Kept", "kept"), ("Area of kept patches (km2)", "area_km2"),
+            ("Area of kept patches on the globe (km2)", "area_geodesic_km2"),
             ("Patches with a rare class before the merge", "rare")]
-    def share(d, k): return 100 * d[k] / d["extracted"] if k != "area_km2" and "extracted" in d and k in d else np.nan
-    table = [dict(quantity=q, aras=ours.get(k, np.nan), aras_pct=share(ours, k), paper=P[k], paper_pct=share(P, k))
+    def share(d, k): return 100 * d[k] / d["extracted"] if not k.startswith("area") and "extracted" in d and k in d else np.nan
+    table = [dict(quantity=q, aras=ours.get(k, np.nan), aras_pct=share(ours, k), paper=P.get(k, np.nan), paper_pct=share(P, k))
              for q, k in rows]
     for sp in (*SPLITS, "synth"):
         if sp in splits:

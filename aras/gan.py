@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_gan.ipynb 3
 from __future__ import annotations
-import argparse, copy, hashlib, io, json, math, os, random, sys, time
+import argparse, copy, hashlib, io, json, math, os, pickle, random, re, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,9 +28,9 @@ __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'check_resolution', 'GanData',
            'AdaAugment', 'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
            'UNetDiscriminator', 'class_balanced_ce', 'AuthorsSpadeGenerator', 'PatchDiscriminator', 'cond_generator',
            'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta', 'StyleGANTask', 'SpadeTask', 'load_vgg_features',
-           'plateau_reached', 'FidTracker', 'save_checkpoint', 'load_checkpoint', 'track_fid', 'best_generator',
-           'train_gan', 'read_log', 'train_gans', 'init_distributed', 'gan_main', 'sample_unconditional',
-           'sample_conditional']
+           'plateau_reached', 'FidTracker', 'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'track_fid', 'best_generator', 'train_gan', 'read_log', 'train_gans', 'init_distributed', 'gan_main',
+           'sample_unconditional', 'sample_conditional']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -565,7 +565,7 @@ def load_vgg_features(path, device="cpu"):
                         "train without the perceptual loss (a change of method)")
     import torchvision
     vgg = torchvision.models.vgg19()
-    try: vgg.load_state_dict(torch.load(path, map_location="cpu"))
+    try: vgg.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as e: raise ArasError(f"{path}: not a torchvision VGG19 state dict ({e})") from e
     return vgg.features[:16].to(device).eval().requires_grad_(False)
 
@@ -640,12 +640,38 @@ ARCH_DEFAULTS = {"arch": "oasis", "nf_max": 512}   # what a checkpoint written b
 TASKS = {"uncond": StyleGANTask, "cond": SpadeTask}
 
 def _rng_state(gen: torch.Generator) -> dict:
-    return dict(torch=torch.get_rng_state(), data=gen.get_state(), numpy=np.random.get_state(), python=random.getstate(),
+    "Every RNG's state as tensors and plain types (NumPy's key array as a tensor), so checkpoints load with `weights_only=True`."
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), data=gen.get_state(), python=random.getstate(),
+                numpy=[name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 
 def _set_rng_state(s: dict, gen: torch.Generator):
-    torch.set_rng_state(s["torch"]); gen.set_state(s["data"]); np.random.set_state(s["numpy"]); random.setstate(s["python"])
+    torch.set_rng_state(s["torch"]); gen.set_state(s["data"]); random.setstate(s["python"])
+    name, keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     if s.get("cuda") and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+
+def plain_cfg(cfg) -> dict:
+    "A settings section as JSON types (tuples become lists, nested sections dicts): what a checkpoint stores."
+    return json.loads(json.dumps(dict(cfg), default=str))
+
+def read_checkpoint(path, device="cpu") -> dict:
+    """A GAN checkpoint of this chapter (training state or `best.pt`), loaded with `weights_only=True`: tensors and plain
+    types only, so a checkpoint someone shares cannot run code when it is loaded. The one reader of these files."""
+    path = Path(path)
+    if not path.exists(): raise ArasDataError(f"{path}: no GAN checkpoint here (run notebook 04)")
+    try: state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):        # an object the safe loader will not build
+            raise ArasDataError(f"{path}: refused: it holds objects other than tensors and plain types ({found[1]}), which could "
+                                "run code when loaded (aras checkpoints before December 2026 hold NumPy objects: retrain)") from None
+        why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        raise ArasDataError(f"{path}: not a readable aras checkpoint ({why[1].strip() if why else 'unpickling failed'})") from None
+    except Exception as e: raise ArasDataError(f"{path}: not a readable aras checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or "modules" not in state:
+        raise ArasDataError(f"{path}: not an aras GAN checkpoint (no 'modules' entry)")
+    return state
 
 def save_checkpoint(path, task, cfg, cur_nimg, step, gen, tracker=None):
     "Write every piece of training state (and the FID history), with every process's RNG state, atomically (rank 0 writes)."
@@ -654,7 +680,7 @@ def save_checkpoint(path, task, cfg, cur_nimg, step, gen, tracker=None):
         every = [None] * dist.get_world_size(); dist.all_gather_object(every, rng); rng = every
     else: rng = [rng]
     if dist_on() and dist.get_rank() != 0: return
-    state = dict(kind=task.kind, cfg=dict(cfg), cur_nimg=cur_nimg, step=step, rng=rng,
+    state = dict(kind=task.kind, cfg=plain_cfg(cfg), cur_nimg=cur_nimg, step=step, rng=rng,
                  modules={k: m.state_dict() for k, m in task.modules().items()},
                  optimizers={k: o.state_dict() for k, o in task.optimizers().items()},
                  extra={k: v for k, v in task.extra_state().items()},
@@ -663,10 +689,7 @@ def save_checkpoint(path, task, cfg, cur_nimg, step, gen, tracker=None):
 
 def load_checkpoint(path, task, cfg, gen, tracker=None) -> tuple[int, int]:
     "Restore training state (and the FID history) from `path` into `task`; return (cur_nimg, step)."
-    try: state = torch.load(path, map_location=task.device, weights_only=False)
-    except Exception as e: raise ArasError(f"{path}: not a readable aras checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or "modules" not in state:
-        raise ArasError(f"{path}: not an aras GAN checkpoint (no 'modules' entry)")
+    state = read_checkpoint(path, task.device)
     if state.get("kind") != task.kind:
         raise ArasError(f"{path}: checkpoint of a {state.get('kind')!r} model, cannot resume a {task.kind!r} model")
     old = {k: state["cfg"].get(k, ARCH_DEFAULTS.get(k)) for k in ARCH_KEYS[task.kind]}
@@ -696,7 +719,7 @@ def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     if dist_on(): dist.broadcast(fid, 0)
     if tracker.update(kimg, float(fid)) and rank == 0:
         with atomic_path(Path(out_dir) / "best.pt") as tmp:
-            torch.save(dict(kind=task.kind, cfg=dict(task.cfg), kimg=kimg, fid=float(fid),   # the checkpoint's layout
+            torch.save(dict(kind=task.kind, cfg=plain_cfg(task.cfg), kimg=kimg, fid=float(fid),   # the checkpoint's layout
                             modules=dict(G_ema=task.G_ema.state_dict())), tmp)
     best = tracker.best or [math.nan, math.nan]                              # none yet during the burn-in
     return dict(fid=float(fid), fid_best=best[1], fid_best_kimg=best[0])
@@ -706,7 +729,7 @@ def best_generator(task, out_dir) -> nn.Module:
     f = Path(out_dir) / "best.pt"
     if not f.exists(): return task.G_ema
     G = copy.deepcopy(task.G_ema)
-    G.load_state_dict(torch.load(f, map_location=task.device, weights_only=False)["modules"]["G_ema"])
+    G.load_state_dict(read_checkpoint(f, task.device)["modules"]["G_ema"])
     return G.eval()
 
 def _start(task, cfg, out_dir: Path, gen, tracker, resume: bool, rank: int) -> tuple[int, int]:
@@ -822,7 +845,7 @@ def gan_main(argv=None):
     ap.add_argument("--out", required=True, help="folder for checkpoint.pt and log.jsonl")
     ap.add_argument("--profile", default=DEFAULT_PROFILE); ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu"); ap.add_argument("--no-resume", action="store_true")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.kimg=2")
+    ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.kimg=2")
     args = ap.parse_args(argv)
     prof = get_profile(args.profile, parse_overrides(args.set))
     device = init_distributed(args.device)

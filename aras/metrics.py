@@ -24,18 +24,19 @@ from .captioning import ModelUnavailable, check_model_folder
 from .segmentation import LITE_NORM, normalize
 
 # %% auto 0
-__all__ = ['INCEPTION_FILE', 'SPACES', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'INF', 'SET_METRICS', 'ESTIMATORS', 'UNBIASED',
-           'PAIRED', 'BOUNDS', 'PPL_SAMPLINGS', 'PERTURBATIONS', 'REFERENCE', 'PERT_METRICS', 'PIXEL_METRICS',
-           'REPORTED', 'load_image', 'to_tensor', 'resize_square', 'images_at', 'content_key', 'Extractor',
-           'lite0_imagenet', 'lite0_extractor', 'inception_extractor', 'clip_extractor', 'dinov2_extractor',
-           'domain_extractor', 'dihedral', 'rotation_invariant', 'get_extractor', 'available_spaces',
-           'feature_cache_dir', 'extract_features', 'sample_capped', 'check_set_sizes', 'fid_from_features', 'kid',
-           'inception_score', 'cmmd', 'prdc', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance',
-           'uint8_to_unit', 'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'deep_distances', 'ci_method',
-           'subsample_ci', 'mean_ci', 'SetPair', 'gram_set_metrics', 'kid_subset', 'set_metrics', 'real_floor',
-           'perceptual_path_length', 'perturb', 'pixel_entropy', 'knn_radii', 'realism_score', 'nearest',
-           'load_trained_generator', 'distance_form', 'cosine_distance', 'perturbation_study', 'add_sensitivity',
-           'nn_pairing', 'pearson_table', 'csls_distance', 'hubness', 'sentinel2_source']
+__all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'INF', 'MAX_GRAM', 'SET_METRICS',
+           'ESTIMATORS', 'UNBIASED', 'PAIRED', 'BOUNDS', 'PPL_SAMPLINGS', 'PERTURBATIONS', 'REFERENCE', 'PERT_METRICS',
+           'PIXEL_METRICS', 'REPORTED', 'load_image', 'to_tensor', 'resize_square', 'images_at', 'content_key',
+           'Extractor', 'lite0_imagenet', 'lite0_extractor', 'inception_extractor', 'clip_extractor',
+           'dinov2_extractor', 'domain_extractor', 'dihedral', 'rotation_invariant', 'get_extractor',
+           'available_spaces', 'feature_cache_dir', 'extract_features', 'distance_chunks', 'knn', 'sample_capped',
+           'check_set_sizes', 'fid_from_features', 'kid', 'inception_score', 'cmmd', 'prdc', 'common_size',
+           'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit', 'lpips_model', 'dreamsim_model',
+           'dreamsim_extractor', 'deep_distances', 'ci_method', 'subsample_ci', 'mean_ci', 'SetPair',
+           'gram_set_metrics', 'kid_subset', 'set_metrics', 'large_set_metrics', 'real_floor', 'perceptual_path_length',
+           'perturb', 'pixel_entropy', 'knn_radii', 'realism_score', 'nearest', 'load_trained_generator',
+           'distance_form', 'cosine_distance', 'perturbation_study', 'add_sensitivity', 'nn_pairing', 'pearson_table',
+           'csls_distance', 'csls_nearest', 'hubness', 'sentinel2_source']
 
 # %% ../nbs/07_metrics.ipynb 6
 def load_image(img) -> np.ndarray:
@@ -262,6 +263,23 @@ def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool |
     return np.stack(out) if out else np.zeros((0, ext.dim), np.float32)
 
 # %% ../nbs/07_metrics.ipynb 21
+CHUNK = 2048                 # query rows per distance block: 2048 x 80k float64 = 1.3 GB
+
+def distance_chunks(query, ref, chunk: int | None = None, device="cpu"):
+    "Yield (start, Euclidean distances of query rows start:start+chunk to every `ref` row), in float64; `chunk` None: `CHUNK`."
+    q, r, chunk = *(torch.as_tensor(np.asarray(a, np.float64), device=device) for a in (query, ref)), chunk or CHUNK
+    for s in range(0, len(q), chunk): yield s, torch.cdist(q[s:s + chunk], r)
+
+def knn(query, ref, k: int = 1, exclude_self: bool = False, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    "Indices and distances (ascending) of each query row's `k` nearest `ref` rows; `exclude_self`: query i is ref i, skipped."
+    idx, dist = [], []
+    for s, d in distance_chunks(query, ref, chunk):
+        if exclude_self: d[torch.arange(len(d)), torch.arange(s, s + len(d))] = math.inf
+        v, i = d.topk(min(k, d.shape[1]), dim=1, largest=False)
+        idx.append(i.cpu().numpy()); dist.append(v.cpu().numpy())
+    return np.concatenate(idx), np.concatenate(dist)
+
+# %% ../nbs/07_metrics.ipynb 24
 def sample_capped(paths, n: int | None, seed: int = 0) -> list:
     "At most `n` of `paths` (all if n is None), a seeded sample kept in sorted order: the rule every compared set follows."
     paths = sorted(str(p) for p in paths)
@@ -305,10 +323,13 @@ def kid(real: np.ndarray, fake: np.ndarray, kernel: str = "poly", subset_size: i
     rng, m = np.random.RandomState(seed), subset_size
     idx = [(rng.choice(len(real), m, replace=False), rng.choice(len(fake), m, replace=False)) for _ in range(subsets)]
     r, f = torch.as_tensor(np.asarray(real, np.float64)), torch.as_tensor(np.asarray(fake, np.float64))
-    x, y = r[np.stack([i for i, _ in idx])], f[np.stack([j for _, j in idx])]
-    kxx, kyy, kxy = (_kid_kernel(a, b, kernel, sigma) for a, b in ((x, x), (y, y), (x, y)))
     off = lambda k: k.sum((1, 2)) - k.diagonal(dim1=1, dim2=2).sum(1)
-    mmd = (off(kxx) + off(kyy)) / (m * (m - 1)) - 2 * kxy.sum((1, 2)) / (m * m)
+    mmd = []
+    for i, j in idx:                              # one subset at a time: 3 m x m kernels in memory, not 3 x subsets of them
+        x, y = r[i][None], f[j][None]
+        kxx, kyy, kxy = (_kid_kernel(a, b, kernel, sigma) for a, b in ((x, x), (y, y), (x, y)))
+        mmd.append((off(kxx) + off(kyy)) / (m * (m - 1)) - 2 * kxy.sum((1, 2)) / (m * m))
+    mmd = torch.cat(mmd)
     return float(mmd.mean()), float(mmd.std(unbiased=False))
 
 def inception_score(logits: np.ndarray, splits: int = 10, seed: int = 0) -> tuple[float, float]:
@@ -322,27 +343,30 @@ def cmmd(real: np.ndarray, fake: np.ndarray, sigma: float = 10.0, scale: float =
     """CMMD: MMD^2 with a Gaussian RBF kernel (sigma 10) on unit-normalised embeddings, x 1000; all pairs (biased, the
     authors' code and default) or, if `unbiased`, the U-statistic of the paper's text (no k(x, x) terms)."""
     check_set_sizes(len(real), len(fake), 2 if unbiased else 1, "CMMD" + (" (unbiased)" if unbiased else ""))
-    x, y = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(a, np.float64)), dim=1) for a in (real, fake))
+    x, y = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(a, np.float64)), dim=1).numpy() for a in (real, fake))
     g = 1 / (2 * sigma ** 2)
-    def k(a, b, same):
-        kk = torch.exp(-g * torch.cdist(a, b).pow(2))
-        if not (unbiased and same): return kk.mean()
-        return (kk.sum() - kk.diagonal().sum()) / (len(a) * (len(a) - 1))
+    def k(a, b, same):                            # kernel mean over the distance blocks, never the whole matrix
+        tot = diag = 0.0
+        for s, d in distance_chunks(a, b):
+            kk = torch.exp(-g * d.pow(2)); tot += float(kk.sum())
+            if same: diag += float(kk[torch.arange(len(d)), torch.arange(s, s + len(d))].sum())
+        return (tot - diag) / (len(a) * (len(a) - 1)) if unbiased and same else tot / (len(a) * len(b))
     return float(scale * (k(x, x, True) + k(y, y, True) - 2 * k(x, y, False)))
 
 def prdc(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict:
     "Precision, recall, density and coverage with k nearest neighbours (Naeem et al.'s formulas, as their `prdc` package; one distance pass)."
     check_set_sizes(len(real), len(fake), k + 1, f"precision/recall with k={k} neighbours (setting k)")
     # written out because `prdc` runs scikit-learn's pairwise distances in 8 worker processes per call: seconds per bootstrap replicate
-    r, f = (torch.as_tensor(np.asarray(a, np.float64)) for a in (real, fake))
-    r_rad = torch.cdist(r, r).kthvalue(k + 1, dim=1).values
-    f_rad = torch.cdist(f, f).kthvalue(k + 1, dim=1).values
-    d = torch.cdist(r, f)                                          # real x fake
-    inside = d < r_rad[:, None]
-    return dict(precision=float(inside.any(0).double().mean()), recall=float((d < f_rad[None, :]).any(1).double().mean()),
-                density=float(inside.sum(0).double().mean() / k), coverage=float((d.min(1).values < r_rad).double().mean()))
+    r_rad, f_rad = (torch.as_tensor(knn(a, a, k + 1)[1][:, k]) for a in (real, fake))   # k-th neighbour, self excluded
+    hit, count, recall, coverage = torch.zeros(len(fake), dtype=torch.bool), torch.zeros(len(fake), dtype=torch.float64), [], []
+    for s, d in distance_chunks(real, fake):                       # blocks of real rows x all fakes
+        rad = r_rad[s:s + len(d), None]; inside = d < rad
+        hit |= inside.any(0); count += inside.sum(0)
+        recall.append((d < f_rad[None, :]).any(1)); coverage.append(d.min(1).values < rad[:, 0])
+    return dict(precision=float(hit.double().mean()), recall=float(torch.cat(recall).double().mean()),
+                density=float(count.mean() / k), coverage=float(torch.cat(coverage).double().mean()))
 
-# %% ../nbs/07_metrics.ipynb 25
+# %% ../nbs/07_metrics.ipynb 28
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -388,7 +412,7 @@ class Lite0Distance(nn.Module):
 
 def uint8_to_unit(x: torch.Tensor) -> torch.Tensor: return x.float() / 127.5 - 1
 
-# %% ../nbs/07_metrics.ipynb 26
+# %% ../nbs/07_metrics.ipynb 29
 LPIPS_BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 
 def lpips_model(net: str = "alex", device="cpu") -> nn.Module:
@@ -428,7 +452,7 @@ def deep_distances(a: torch.Tensor, b: torch.Tensor, nets: dict, batch_size: int
         out[name] = torch.cat(vals).numpy() if vals else np.zeros(0)
     return out
 
-# %% ../nbs/07_metrics.ipynb 29
+# %% ../nbs/07_metrics.ipynb 32
 INF = math.inf
 
 def ci_method(n_rep: int, paired: bool = False) -> str:
@@ -466,10 +490,12 @@ def mean_ci(v, n_rep: int = 200, seed: int = 0, ci: float = 0.95) -> tuple[float
     if len(v) < 2: return (float(v.mean()) if len(v) else np.nan, np.nan, np.nan)
     return (float(v.mean()), *subsample_ci(lambda i: v[i].mean(), (len(v),), float(v.mean()), n_rep, ci, seed))
 
-# %% ../nbs/07_metrics.ipynb 31
+# %% ../nbs/07_metrics.ipynb 34
+MAX_GRAM = 8000              # rows up to which a Gram matrix is kept whole (8000^2 float64: 512 MB)
+
 class SetPair:
     "Two feature sets (or one `pool`, when `fake` is None) and the Gram matrix of their rows, computed once."
-    def __init__(self, real, fake=None, max_gram: int = 8000):
+    def __init__(self, real, fake=None, max_gram: int = MAX_GRAM):
         parts = [np.asarray(real, np.float64)] + ([] if fake is None else [np.asarray(fake, np.float64)])
         self.x = torch.as_tensor(np.concatenate(parts))
         self.off, self.d = (0 if fake is None else len(real)), self.x.shape[1]
@@ -490,7 +516,7 @@ def _mmd(krr, kff, krf, unbiased=True, paired=False):
     cross = _off_mean(krf) if paired else krf.mean()
     return (_off_mean(krr) + _off_mean(kff) if unbiased else krr.mean() + kff.mean()) - 2 * cross
 
-# %% ../nbs/07_metrics.ipynb 32
+# %% ../nbs/07_metrics.ipynb 35
 def gram_set_metrics(grr, gff, grf, d: int, want, k: int = 3, sigma: float = 10.0, paired: bool = False) -> dict:
     """FID, KID as one U-statistic (poly, rbf), CMMD (biased, unbiased) and precision/recall/density/coverage of two
     sets, from their Gram blocks only (double-centred for FID; squared distances |x|^2 + |y|^2 - 2 x.y for the rest)."""
@@ -524,7 +550,7 @@ def gram_set_metrics(grr, gff, grf, d: int, want, k: int = 3, sigma: float = 10.
         out.update({m: float(v[m]) for m in pr})
     return out
 
-# %% ../nbs/07_metrics.ipynb 34
+# %% ../nbs/07_metrics.ipynb 37
 SET_METRICS = ("FID", "KID (poly)", "KID (rbf)", "CMMD", "CMMD (unbiased)", "precision", "recall", "density", "coverage")
 ESTIMATORS = {"FID": "plug-in (biased up on small sets)", "KID (poly)": "unbiased, mean over subsets (torch-fidelity)",
               "KID (rbf)": "unbiased, mean over subsets (torch-fidelity)", "CMMD": "biased, all pairs (authors' code)",
@@ -552,7 +578,7 @@ def _point_metrics(real, fake, metrics, S, sub, seed) -> tuple[dict, dict]:
         point.update({m: v for m, v in prdc(real, fake, int(S.k)).items() if m in metrics})
     return point, std
 
-# %% ../nbs/07_metrics.ipynb 35
+# %% ../nbs/07_metrics.ipynb 38
 def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.ndarray | None = None, seed: int = 0,
                 metrics=SET_METRICS, paired: bool = False) -> list[dict]:
     """FID, KID (poly, rbf), CMMD (biased, unbiased), precision/recall/density/coverage (and IS from logits) of two
@@ -571,10 +597,12 @@ def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.nd
         point.update(pair.metrics(np.arange(len(real)), np.arange(len(fake)), [m for m in point if m in UNBIASED], k, paired=True))
         std, kid_note = {}, ""
     rep = [m for m in metrics if len(real) // 2 > k and len(fake) // 2 > k or m not in ("precision", "recall", "density", "coverage")]
+    m_max = S.get("ci_max_rows")                   # paper scale: replicate Gram blocks of m_max rows, not n/2 (m-out-of-n)
     cis = subsample_ci(lambda i, j: pair.metrics(i, j, rep, k, paired=paired), (len(real), len(fake)), {m: point[m] for m in rep},
-                       B, seed=seed, paired=paired, bounds=BOUNDS)
+                       B, seed=seed, paired=paired, bounds=BOUNDS, m_max=m_max)
+    capped = f"; at most {m_max} rows per set" if m_max and max(len(real), len(fake)) // 2 > m_max else ""
     rows = [dict(metric=m, value=v, std=std.get(m, np.nan), ci_low=cis.get(m, (np.nan,) * 2)[0], ci_high=cis.get(m, (np.nan,) * 2)[1],
-                 estimator=est[m], ci_method=ci_method(B, paired) + ("; replicates: KID as one U-statistic" if m.startswith("KID") and not paired else ""),
+                 estimator=est[m], ci_method=ci_method(B, paired) + capped + ("; replicates: KID as one U-statistic" if m.startswith("KID") and not paired else ""),
                  note=kid_note if m.startswith("KID") else "" if m in cis else f"half-samples too small for k={k} neighbours: no interval")
             for m, v in point.items()]
     if logits_fake is not None:
@@ -586,22 +614,48 @@ def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.nd
                          ci_method=ci_method(B), note=""))
     return rows
 
+def _kernel_mean(a, b, kernel: str, sigma: float, same: bool) -> float:
+    "Mean of KID's kernel over all row pairs of `a` and `b` (i != j when `same`), in blocks of `CHUNK` rows."
+    x, y = (torch.as_tensor(np.asarray(v, np.float64)) for v in (a, b)); tot = 0.0
+    for s in range(0, len(x), CHUNK):
+        kk = _kid_kernel(x[None, s:s + CHUNK], y[None], kernel, sigma)[0]
+        if same: kk[torch.arange(len(kk)), torch.arange(s, s + len(kk))] = 0
+        tot += float(kk.sum())
+    return tot / (len(x) * (len(y) - int(same)))
+
+def large_set_metrics(real, fake, want, k: int = 3, sigma: float = 10.0) -> dict:
+    "`gram_set_metrics` of two whole sets too large for Gram blocks: the chunked estimators (KID as one U-statistic)."
+    out, kids = {}, [m for m in want if m.startswith("KID")]
+    if "FID" in want: out["FID"] = fid_from_features(real, fake)
+    if kids: check_set_sizes(len(real), len(fake), 2, "KID / CMMD (U-statistics)")
+    for m in kids:
+        kern = m[5:-1]
+        out[m] = (_kernel_mean(real, real, kern, sigma, True) + _kernel_mean(fake, fake, kern, sigma, True)
+                  - 2 * _kernel_mean(real, fake, kern, sigma, False))
+    for m in ("CMMD", "CMMD (unbiased)"):
+        if m in want: out[m] = cmmd(real, fake, sigma, unbiased=m != "CMMD")
+    if pr := [m for m in ("precision", "recall", "density", "coverage") if m in want]:
+        out.update({m: v for m, v in prdc(real, fake, k).items() if m in pr})
+    return out
+
 def real_floor(pool: np.ndarray, n_real: int, n_fake: int, metrics=SET_METRICS, k: int = 3, reps: int = 20,
                seed: int = 0) -> tuple[dict, str]:
     """The small-sample floor: each metric's mean over `reps` pairs of disjoint random subsets of the real `pool` at
     the compared sizes (both scaled down alike when the pool is too small, as the returned sizes say); KID as U-statistic."""
     n, a, b = len(pool), int(n_real), int(n_fake)
     if a + b > n: a = max(k + 1, round(n * a / (a + b))); b = n - a
-    rng, pair, vals = np.random.default_rng(seed), SetPair(pool), []
+    rng, vals, want = np.random.default_rng(seed), [], [m for m in metrics if m in SET_METRICS]
+    if a + b <= MAX_GRAM: pair = SetPair(pool); fn = lambda i, j: pair.metrics(i, j, want, k)
+    else: pool = np.asarray(pool); fn = lambda i, j: large_set_metrics(pool[i], pool[j], want, k)   # paper scale: no Gram blocks
     try:
         for _ in range(reps):
             p = rng.permutation(n)
-            vals.append(pair.metrics(p[:a], p[a:a + b], [m for m in metrics if m in SET_METRICS], k))
+            vals.append(fn(p[:a], p[a:a + b]))
     except ArasDataError as e: return {}, f"not computed: {e}"
     sizes = f"{a} vs {b}" + ("" if (a, b) == (int(n_real), int(n_fake)) else f" (real pool of {n} < {n_real} + {n_fake})")
     return {m: float(np.mean([v[m] for v in vals])) for m in vals[0]}, sizes
 
-# %% ../nbs/07_metrics.ipynb 38
+# %% ../nbs/07_metrics.ipynb 41
 class _PPLGenerator(nn.Module):
     "Adapter to torchmetrics' generator interface: `sample(n)` latents, `forward(latents)` -> 0..255 images."
     def __init__(self, G, space: str = "z", masks: torch.Tensor | None = None, seed: int = 0):
@@ -643,7 +697,7 @@ def perceptual_path_length(G, space: str, sim_net: nn.Module, n: int = 64, batch
     d = d[(d >= lo) & (d <= hi)]
     return dict(ppl=float(d.mean()), ppl_std=float(d.std()), n=n, sampling=sampling)
 
-# %% ../nbs/07_metrics.ipynb 41
+# %% ../nbs/07_metrics.ipynb 44
 def _shift(a, s, rng=None):
     "Translate by s pixels right and down, reflecting the image at its border (no black band)."
     s = int(s); h, w = a.shape[:2]
@@ -671,7 +725,7 @@ def perturb(img: np.ndarray, name: str, strength=1, seed: int = 0) -> np.ndarray
     if name not in PERTURBATIONS: raise ArasError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
     return PERTURBATIONS[name][2](load_image(img), strength, np.random.default_rng(seed))
 
-# %% ../nbs/07_metrics.ipynb 44
+# %% ../nbs/07_metrics.ipynb 47
 def pixel_entropy(img) -> float:
     "Mean over RGB channels of the Shannon entropy (bits) of the channel's 256-bin histogram."
     a = load_image(img)
@@ -680,31 +734,26 @@ def pixel_entropy(img) -> float:
 
 def knn_radii(feats: np.ndarray, k: int = 3) -> np.ndarray:
     "Distance of each row to its k-th nearest other row."
-    d = torch.cdist(torch.as_tensor(feats, dtype=torch.float64), torch.as_tensor(feats, dtype=torch.float64))
-    return d.kthvalue(k + 1, dim=1).values.numpy()
+    return knn(feats, feats, k + 1)[1][:, k]
 
 def realism_score(real: np.ndarray, fake: np.ndarray, k: int = 3) -> np.ndarray:
     "Kynkaanniemi et al.'s realism score of each fake row against the real set (half the real set with the smallest radii)."
     if len(real) < k + 1: raise ArasDataError(f"realism score with k={k} needs at least {k + 1} real images; got {len(real)}")
-    r = knn_radii(real, k); keep = r <= np.median(r)
-    d = torch.cdist(torch.as_tensor(fake, dtype=torch.float64), torch.as_tensor(real[keep], dtype=torch.float64)).numpy()
-    return (r[keep][None, :] / np.maximum(d, 1e-12)).max(1)
+    real = np.asarray(real); r = knn_radii(real, k); keep = r <= np.median(r); rk = torch.as_tensor(r[keep])
+    return np.concatenate([(rk[None, :] / d.clamp_min(1e-12)).max(1).values.numpy() for _, d in distance_chunks(fake, real[keep])])
 
 def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Index and Euclidean distance of each query row's nearest reference row."
-    d = torch.cdist(torch.as_tensor(query, dtype=torch.float64), torch.as_tensor(ref, dtype=torch.float64))
-    v, i = d.min(1)
-    return i.numpy(), v.numpy()
+    i, d = knn(query, ref, 1)
+    return i[:, 0], d[:, 0]
 
-# %% ../nbs/07_metrics.ipynb 47
+# %% ../nbs/07_metrics.ipynb 50
 def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     "G_ema of a notebook-04 checkpoint: a StyleGAN2 `Generator` ('uncond') or the conditional generator its `arch` names ('cond')."
     from fastcore.basics import AttrDict
-    from aras.gan import Generator, cond_generator
+    from aras.gan import Generator, cond_generator, read_checkpoint
     f = Path(checkpoint)
-    if not f.exists(): raise ArasDataError(f"{f}: no generator checkpoint (run notebook 04)")
-    try: state = torch.load(f, map_location="cpu", weights_only=False)
-    except Exception as e: raise ArasDataError(f"{f}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    state = read_checkpoint(f)                                    # weights_only: a shared file cannot run code
     c, kind = state.get("cfg", {}), state.get("kind")
     if kind == "uncond":
         G = Generator(c["z_dim"], c["w_dim"], c["resolution"], c["channel_base"], c["channel_max"], c["mapping_layers"])
@@ -713,7 +762,7 @@ def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     G.load_state_dict(state["modules"]["G_ema"])
     return G.eval().requires_grad_(False).to(device)
 
-# %% ../nbs/07_metrics.ipynb 49
+# %% ../nbs/07_metrics.ipynb 52
 def distance_form(metric: str, v):
     "A score as a distance (0 = identical): 1 - similarity, RMSE/255 for PSNR; an unbiased estimate below 0 means no detectable difference: 0."
     v = np.asarray(v, float)
@@ -740,7 +789,7 @@ def _pairwise_rows(a: list, b: list, nets: dict, batch_size: int = 32) -> dict:
                 out.setdefault(k, np.full(len(a), np.nan))[j] = v
     return out
 
-# %% ../nbs/07_metrics.ipynb 50
+# %% ../nbs/07_metrics.ipynb 53
 REFERENCE = "other real images"
 PERT_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "precision", "recall", "coverage")
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
@@ -778,18 +827,21 @@ def add_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"): df["sensitivity"] = np.where(den > 0, num / den, np.nan)
     return df
 
-# %% ../nbs/07_metrics.ipynb 51
+# %% ../nbs/07_metrics.ipynb 54
 def nn_pairing(query: np.ndarray, train: np.ndarray, test: np.ndarray, repeats: int = 20, seed: int = 0,
                exclude_self: bool = False) -> pd.DataFrame:
     "Each query's nearest neighbour in `test` and in `train` (also averaged over train subsets of the test set's size)."
     rng = np.random.default_rng(seed)
     i_te, d_te = nearest(query, test)
-    dtr = torch.cdist(torch.as_tensor(query, dtype=torch.float64), torch.as_tensor(train, dtype=torch.float64)).numpy()
-    if exclude_self: np.fill_diagonal(dtr, np.inf)
-    i_tr, d_tr = dtr.argmin(1), dtr.min(1)
     m = min(len(test), len(train) - int(exclude_self))
-    matched = np.mean([dtr[:, rng.choice(len(train), m, replace=False)].min(1) for _ in range(repeats)], 0)
-    return pd.DataFrame(dict(nn_train=i_tr, d_train=d_tr, d_train_matched=matched, nn_test=i_te, d_test=d_te))
+    subsets = [torch.as_tensor(rng.choice(len(train), m, replace=False)) for _ in range(repeats)]
+    i_tr, d_tr, matched = [], [], []
+    for s, d in distance_chunks(query, train):                     # blocks of queries x all of train
+        if exclude_self: d[torch.arange(len(d)), torch.arange(s, s + len(d))] = math.inf
+        v, i = d.min(1); i_tr.append(i.numpy()); d_tr.append(v.numpy())
+        matched.append(torch.stack([d[:, c].min(1).values for c in subsets]).mean(0).numpy())
+    return pd.DataFrame(dict(nn_train=np.concatenate(i_tr), d_train=np.concatenate(d_tr), d_train_matched=np.concatenate(matched),
+                             nn_test=i_te, d_test=d_te))
 
 def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0, n_perm: int = 1000) -> pd.DataFrame:
     "Pearson r between `x` and each score: two-sided permutation p-value (`p`, printed by format_p) and a half-sample interval over pairs."
@@ -806,7 +858,7 @@ def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0,
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_metrics.ipynb 52
+# %% ../nbs/07_metrics.ipynb 55
 def csls_distance(d: np.ndarray, k: int = 10) -> np.ndarray:
     """Hub-corrected distances (queries x refs), CSLS (Conneau et al. 2018) on distances: 2 d(q, r) minus q's mean distance
     to its k nearest refs minus r's mean distance to its k nearest queries, so a ref close to every query loses its pull."""
@@ -814,15 +866,32 @@ def csls_distance(d: np.ndarray, k: int = 10) -> np.ndarray:
     rr = np.sort(d, 0)[:min(k, d.shape[0])].mean(0)
     return 2 * d - rq[:, None] - rr[None, :]
 
-def hubness(d: np.ndarray, k: int = 5) -> dict:
-    """Hubness of pairing each query (row) with its smallest-`d` ref (column): skewness of the k-occurrence counts N_k,
-    the largest share of queries whose nearest ref is one image, refs used at all, and the share of mutual nearest pairs."""
+def csls_nearest(query, ref, k: int = 10, exclude_self: bool = False) -> np.ndarray:
+    "Each query's nearest ref under CSLS (`csls_distance`), in distance blocks: the ref term from a k-NN search, the query term constant per row."
+    rr = torch.as_tensor(knn(ref, query, k, exclude_self)[1].mean(1))
+    out = []
+    for s, d in distance_chunks(query, ref):
+        if exclude_self: d[torch.arange(len(d)), torch.arange(s, s + len(d))] = math.inf
+        out.append((2 * d - rr[None, :]).argmin(1).numpy())
+    return np.concatenate(out)
+
+def hubness(query, ref, k: int = 5, csls_k: int | None = None) -> dict:
+    """Hubness of pairing each query row with its nearest ref row (Euclidean, or CSLS with `csls_k` neighbours): skewness
+    of the k-occurrence counts N_k, the largest share of queries whose nearest ref is one image, refs used at all, and the
+    share of mutual nearest pairs. In distance blocks: memory O(chunk x n_ref), not the query x ref matrix."""
     from scipy.stats import skew
-    k = min(k, d.shape[1]); nn = d.argmin(1)
-    nk = np.bincount(np.argsort(d, 1)[:, :k].ravel(), minlength=d.shape[1])
-    n1 = np.bincount(nn, minlength=d.shape[1])
-    return dict(k=k, skew_Nk=float(skew(nk)) if nk.std() > 0 else 0.0, max_share_1nn=float(n1.max() / len(d)), refs_used_1nn=int((n1 > 0).sum()),
-                mutual_share=float((d.argmin(0)[nn] == np.arange(len(d))).mean()))
+    n_q, n_r = len(query), len(ref); k = min(k, n_r)
+    rr = torch.as_tensor(knn(ref, query, csls_k)[1].mean(1)) if csls_k else torch.zeros(n_r, dtype=torch.float64)
+    rq = torch.as_tensor(knn(query, ref, csls_k)[1].mean(1)) if csls_k else torch.zeros(n_q, dtype=torch.float64)
+    top, best, arg = [], torch.full((n_r,), math.inf, dtype=torch.float64), torch.zeros(n_r, dtype=torch.long)
+    for s, d in distance_chunks(query, ref):
+        d = 2 * d - rr[None, :] - rq[s:s + len(d), None] if csls_k else d     # csls_distance, block by block
+        top.append(d.topk(k, dim=1, largest=False).indices)
+        v, i = d.min(0); better = v < best; best[better], arg[better] = v[better], i[better] + s   # each ref's nearest query
+    top = torch.cat(top).numpy(); nn = top[:, 0]
+    nk, n1 = np.bincount(top.ravel(), minlength=n_r), np.bincount(nn, minlength=n_r)
+    return dict(k=k, skew_Nk=float(skew(nk)) if nk.std() > 0 else 0.0, max_share_1nn=float(n1.max() / n_q), refs_used_1nn=int((n1 > 0).sum()),
+                mutual_share=float((arg.numpy()[nn] == np.arange(n_q)).mean()))
 
 def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=None) -> tuple[list, str | None]:
     "Up to `n` real Sentinel-2 patches from `aras.sentinel2` (notebook 02a; the scene has a few dozen), or ([], reason)."
@@ -836,7 +905,7 @@ def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=
     except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
     return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
 
-# %% ../nbs/07_metrics.ipynb 66
+# %% ../nbs/07_metrics.ipynb 69
 REPORTED = pd.DataFrame([
     # (source, dataset, model, metric, value)
     ("DARES'25 slides (Salditt et al.), 'Stylegan2-ada-pytorch' table", "planetary imagery", "StyleGAN2-ADA", m, v) for m, v in [

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, atomic_path, file_stamp, format_p, make_run, settings_hash,
                        weights_dir, write_json)
-from .data import dataset_root, list_pairs, read_pair, read_png
+from .data import dataset_root, list_pairs, read_pair, read_png, uncond_pool, uncond_source
 from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
 
 # %% auto 0
@@ -67,8 +67,8 @@ def check_settings(P):
         raise ArasError(f"segmentation.image_size={s}: PAN needs at least 128 px; raise it or drop PAN from segmentation.archs")
     for k in ("n_seeds", "epochs", "batch_size", "eval_batch_size"):
         if int(P[k]) < 1: raise ArasError(f"segmentation.{k}={P[k]}: must be at least 1")
-    bad = [m for m in P.compute_matched_mixes if m not in P.mixes or m == "real"]
-    if bad: raise ArasError(f"segmentation.compute_matched_mixes: {bad} are not non-Real mixes of segmentation.mixes")
+    bad = [m for m in P.compute_matched_mixes if m not in MIXES or m == "real"]      # those outside `mixes` are not trained
+    if bad: raise ArasError(f"segmentation.compute_matched_mixes: {bad} are not augmented mixes; choose from {MIXES[1:]}")
     if P.compute_matched_archs != "all" and (bad := [a for a in P.compute_matched_archs if a not in P.archs]):
         raise ArasError(f"segmentation.compute_matched_archs: {bad} not in segmentation.archs; 'all' or a tuple of {tuple(P.archs)}")
     if P.labeller != "best" and P.labeller not in P.archs:
@@ -501,7 +501,8 @@ class SegmentationMatrix:
         self.dir = run.work_dir / "segmentation"
         self.seeds = tuple(run.seed * 100 + k for k in range(int(self.P.n_seeds)))
         self.synthetic_dir = run.synthetic_dir
-        self.uncond_dir, self.cond_dir = self.synthetic_dir / "uncond", self.synthetic_dir / "cond"
+        self.uncond_dir, self.cond_dir = uncond_source(run, root), self.synthetic_dir / "cond"
+        self.published = self.uncond_dir != self.synthetic_dir / "uncond"    # gan.synth.source: masks come with the set
         real = list_pairs(root, "train")
         if self.P.real_train_max and len(real) > self.P.real_train_max:
             real = real.sample(int(self.P.real_train_max), random_state=run.seed).sort_values("filename")
@@ -537,10 +538,10 @@ class SegmentationMatrix:
         return pd.DataFrame(rows).assign(val=len(self.val), test=len(self.test))
 
     def uncond_pairs(self) -> pd.DataFrame:
-        "The unconditional samples with their pseudo-label masks (after `label_uncond`)."
-        if not (self.uncond_dir / "labelled_by.json").exists():
+        "The unconditional samples with their masks (own: pseudo-labels, after `label_uncond`; published: the authors'), in `uncond_pool`'s order."
+        if not self.published and not (self.uncond_dir / "labelled_by.json").exists():
             raise ArasError(f"{self.uncond_dir}: unconditional samples are not labelled yet; train the real mix, then call label_uncond()")
-        return list_pairs(self.synthetic_dir, "uncond").assign(source="uncond")
+        return uncond_pool(self.uncond_dir, self.run.seed).assign(source="uncond")
 
     def set_file(self, mix: str) -> Path:
         "Write (atomically) and return the CSV of the training set of `mix`, or of 'val' / 'test'."
@@ -559,6 +560,7 @@ class SegmentationMatrix:
 
     # ---- cells ------------------------------------------------------------------------------------------
     def labeller_id(self) -> str | None:
+        if self.published: return "published"           # the authors' masks; the set CSV's stamps name the files
         f = self.uncond_dir / "labelled_by.json"
         return settings_hash({k: v for k, v in json.loads(f.read_text()).items() if k not in ("created", "seconds")}) if f.exists() else None
 
@@ -585,7 +587,7 @@ class SegmentationMatrix:
         P, out = self.P, []
         archs = archs or (P.archs if P.compute_matched_archs == "all" else P.compute_matched_archs)
         real = {(c["arch"], c["seed"]): Path(c["run_dir"]) / "result.json" for c in self.cells(["real"], archs, seeds)}
-        for c in self.cells(P.compute_matched_mixes, archs, seeds):
+        for c in self.cells([m for m in P.compute_matched_mixes if m in P.mixes], archs, seeds):
             if len(read_set(c["train"])) <= len(self.real): continue           # not larger than Real: epochs are steps
             f = real[(c["arch"], c["seed"])]
             if not f.exists(): raise ArasError(f"{f}: the Real run sets the compute-matched step budget; train the Real cells first")
@@ -616,23 +618,28 @@ class SegmentationMatrix:
 
     # ---- pseudo-labels ----------------------------------------------------------------------------------
     def choose_labeller(self) -> dict:
-        "The Real-data result whose model labels the unconditional samples (`labeller` setting)."
+        """The Real-data result whose model labels the unconditional samples (`labeller` setting), with its `record`
+        (checkpoint and sha256), which is also written to `run.labeller_record`: the `domain` feature space of 07 and 08."""
         res = self.train(self.cells(["real"], seeds=self.seeds[:1] if self.P.labeller != "best" else None), progress=False)
         if self.P.labeller != "best": res = [r for r in res if r["arch"] == self.P.labeller]
-        return max(res, key=lambda r: r["best_val_f1"])
+        r = max(res, key=lambda r: r["best_val_f1"]); ck = Path(r["run_dir"]) / "best.pt"
+        rec = dict(arch=r["arch"], encoder=r["config"]["encoder"], seed=r["seed"], mix="real", checkpoint=str(ck),
+                   checkpoint_sha256=hashlib.sha256(ck.read_bytes()).hexdigest(), val_f1=r["best_val_f1"],
+                   image_size=r["config"]["image_size"], selection=self.P.labeller)
+        f = self.run.labeller_record
+        if rank_world()[0] == 0 and (not f.exists() or json.loads(f.read_text()) != rec): write_json(rec, f)
+        return r | {"record": rec}
 
     def label_uncond(self, progress=True) -> dict:
-        "Write pseudo-label masks of the unconditional samples with the labeller (once per labeller and image list)."
+        "Write pseudo-label masks of this run's unconditional samples with the labeller (once per labeller and image list); the published set keeps its own masks."
         if not self.uncond_images: return {}
+        if self.published: return dict(source="published", folder=str(self.uncond_dir), n_images=len(self.uncond_images))
         f, masks = self.uncond_dir / "labelled_by.json", self.uncond_dir / "masks"
         if not f.exists() and masks.exists() and any(masks.glob("*.png")) and not (masks / ".labelled_by_aras").exists():
             raise ArasDataError(f"{masks}: holds masks not written by this chapter (no {f.name}); move them away to let the Real model label the samples")
-        r = self.choose_labeller()
-        ck = Path(r["run_dir"]) / "best.pt"
-        record = dict(arch=r["arch"], encoder=r["config"]["encoder"], seed=r["seed"], mix="real", checkpoint=str(ck),
-                      checkpoint_sha256=hashlib.sha256(ck.read_bytes()).hexdigest(), val_f1=r["best_val_f1"],
-                      image_size=r["config"]["image_size"], selection=self.P.labeller, n_images=len(self.uncond_images),
-                      images_digest=settings_hash([(p.name, p.stat().st_size) for p in self.uncond_images]))
+        r = self.choose_labeller(); ck = Path(r["run_dir"]) / "best.pt"
+        record = r["record"] | dict(n_images=len(self.uncond_images),
+                                    images_digest=settings_hash([(p.name, p.stat().st_size) for p in self.uncond_images]))
         if f.exists():
             old = json.loads(f.read_text())
             if {k: old.get(k) for k in record} == record and len(list(masks.glob("*.png"))) == len(self.uncond_images): return old
@@ -1016,27 +1023,34 @@ def encoder_features(model, images: list, size: int, norm, batch_size: int = 16,
         feats.append(F.adaptive_avg_pool2d(enc(normalize(x.to(device), *norm))[-1], 1).flatten(1).cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 0))
 
-def embed_features(groups: dict, seed: int = 42, methods=("t-SNE", "UMAP")) -> tuple[np.ndarray, dict, pd.DataFrame]:
-    "Set label per row, 2-D embeddings ({'t-SNE': ..., 'UMAP': ...}) of the standardised features, and silhouette scores (overall and pairwise)."
-    from sklearn.manifold import TSNE
+def embed_features(groups: dict, seed: int = 42, methods=("t-SNE", "UMAP"), silhouette_max: int | None = 10_000,
+                   threads: int = 1) -> tuple[np.ndarray, dict, pd.DataFrame]:
+    """Set label per row, 2-D embeddings ({'t-SNE': ..., 'UMAP': ...}) of the standardised features, and silhouette scores
+    (overall and pairwise) on a seeded random subset of at most `silhouette_max` rows each (`n_silhouette`; O(n^2) otherwise).
+    t-SNE is openTSNE's (Barnes-Hut below 10k points, FFT-accelerated interpolation above: the paper's 4 x 50k in minutes)."""
+    from openTSNE import TSNE
     from sklearn.metrics import silhouette_score
     from sklearn.preprocessing import StandardScaler
     names = np.concatenate([[k] * len(v) for k, v in groups.items()])
     X = StandardScaler().fit_transform(np.concatenate(list(groups.values())))
     n, emb = len(X), {}
     if "t-SNE" in methods:
-        emb["t-SNE"] = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (n - 1) / 3)), init="pca", random_state=seed).fit_transform(X)
+        emb["t-SNE"] = np.asarray(TSNE(n_components=2, perplexity=min(30.0, max(2.0, (n - 1) / 3)), initialization="pca",
+                                       random_state=seed, n_jobs=threads).fit(X))
     if "UMAP" in methods:
         import umap                                    # its first fit compiles with numba: ~10 s per process
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             emb["UMAP"] = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, random_state=seed).fit_transform(X)
-    keys = list(groups)
-    rows = [dict(sets="all", n=n, silhouette=silhouette_score(X, names) if len(keys) > 1 else np.nan)]
+    keys, cap = list(groups), silhouette_max or n
+    def sil(x, lab):
+        m = min(len(x), cap)
+        return dict(n_silhouette=m, silhouette=silhouette_score(x, lab, sample_size=m if m < len(x) else None, random_state=seed))
+    rows = [dict(sets="all", n=n, **(sil(X, names) if len(keys) > 1 else dict(n_silhouette=0, silhouette=np.nan)))]
     for i in range(len(keys)):
         for j in range(i + 1, len(keys)):
             sel = np.isin(names, [keys[i], keys[j]])
-            rows.append(dict(sets=f"{keys[i]} vs {keys[j]}", n=int(sel.sum()), silhouette=silhouette_score(X[sel], names[sel])))
+            rows.append(dict(sets=f"{keys[i]} vs {keys[j]}", n=int(sel.sum()), **sil(X[sel], names[sel])))
     return names, emb, pd.DataFrame(rows)
 
 def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""):
@@ -1172,7 +1186,7 @@ def main(argv=None) -> int:
     t.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the profile's)")
     t.add_argument("--budget", choices=("epochs", "steps"), default="epochs",
                    help="epochs over each set (the paper), or the steps of the Real run of the same architecture and seed (the compute-matched control)")
-    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. segmentation.epochs=3")
+    t.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. segmentation.epochs=3")
     a = ap.parse_args(argv)
     run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
     device = init_distributed(run.device)

@@ -31,3 +31,31 @@ def prepared(toy_raw, tmp_path_factory):
     "The ARAS400k layout prepared from the small toyland with 128 px patches; returns (root, patches)."
     root = tmp_path_factory.mktemp("prepared") / "ARAS400k"
     return root, prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def published(prepared, tmp_path_factory):
+    """A layout that looks like the unzipped ARAS400k archives: the prepared train/val/test splits and class percentages,
+    no manifest, and a `synth/` split of 3 x train unconditional 'samples' (real pairs rotated, image and mask together),
+    named as StyleGAN3's gen_images.py names them (`seed0000.png`), with `class_percentages/synth.csv`."""
+    import shutil
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+    from aras.data import list_pairs, read_pair
+    from aras.landcover import composition_row, labels_to_rgb
+    src, _ = prepared
+    root = tmp_path_factory.mktemp("published") / "ARAS400k"
+    for split in ("train", "val", "test"): shutil.copytree(src / split, root / split)
+    shutil.copytree(src / "class_percentages", root / "class_percentages")
+    train, rows = list_pairs(src, "train"), []
+    for sub in ("images", "masks"): (root / "synth" / sub).mkdir(parents=True)
+    for k in range(3 * len(train)):
+        img, lab = read_pair(*train.iloc[k % len(train)][["image", "mask"]])
+        img, lab = (np.ascontiguousarray(np.rot90(a, 1 + k // len(train))) for a in (img, lab))
+        name = f"seed{k:04d}.png"
+        Image.fromarray(img).save(root / "synth" / "images" / name)
+        Image.fromarray(labels_to_rgb(lab)).save(root / "synth" / "masks" / name)
+        rows.append(composition_row(name, lab))
+    pd.DataFrame(rows).to_csv(root / "class_percentages" / "synth.csv", index=False)
+    return root

@@ -454,3 +454,11 @@ def test_tables_compute_every_metric_or_say_why_not(prepared, real, tmp_path):
     syn = missing.loc["ARAS400k synthetic (aras, tiny)"]
     assert syn.note == "not run: no synthetic set at /s/cond"
     assert syn[["volume", "captions", "images_available", "redundancy_pct"]].isna().all()   # not run is NaN, never 0
+
+
+def test_semantic_diversity_needs_no_n_by_n_matrix():
+    "The O(n d) form equals 1 - the mean off-diagonal cosine of the full matrix."
+    e = np.random.default_rng(0).normal(size=(300, 16)); e /= np.linalg.norm(e, axis=1, keepdims=True)
+    sim = e @ e.T
+    assert K.semantic_diversity(e) == pytest.approx(1 - (sim.sum() - np.trace(sim)) / (300 * 299), rel=1e-12)
+    assert K.semantic_diversity(np.repeat(e[:1], 5, 0)) == pytest.approx(0, abs=1e-12) and np.isnan(K.semantic_diversity(e[:1]))

@@ -67,6 +67,43 @@ def test_bad_input_is_one_line_and_exit_status_2(nbs, tmp_path, capsys):
     assert "train.zip: missing" in capsys.readouterr().err
 
 
+def _one_line(capsys):
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, (out, err)
+    return err
+
+
+def test_unknown_archive_is_one_line_and_exit_status_2(tmp_path, capsys):
+    assert main(["verify", str(tmp_path), "--files", "bogus.zip"]) == 2
+    err = _one_line(capsys)
+    assert "error: bogus.zip is not one of the published archives" in err
+    assert all(n in err for n in ("train.zip", "val.zip", "test.zip", "synth.zip"))
+
+
+@pytest.mark.parametrize("opt", ["--only", "--from"])
+def test_non_numeric_notebook_is_one_line_and_exit_status_2(nbs, capsys, opt):
+    assert main(["reproduce", "--nbs", str(nbs), opt, "abc", "--dry-run"]) == 2
+    err = _one_line(capsys)
+    assert "error: abc is not a notebook number (have 00, 01, 02)" in err
+
+
+@pytest.mark.parametrize("dry", [["--dry-run"], []])
+def test_missing_raw_dir_is_refused_before_any_notebook_runs(nbs, tmp_path, capsys, dry):
+    missing = tmp_path / "does" / "not" / "exist"
+    args = ["reproduce", "--nbs", str(nbs), "--runs", str(tmp_path / "r"), "--only", "00",
+            "--raw-dir", str(missing), "--data-root", str(tmp_path / "data"), *dry]
+    assert main(args) == 2
+    err = _one_line(capsys)
+    assert f"error: {missing}: raw tile folder does not exist" in err
+    assert not (nbs / "first.txt").exists() and not (tmp_path / "r").exists()
+
 def test_toyland_command_writes_tiles(tmp_path, capsys):
     assert main(["toyland", str(tmp_path / "t"), "--tiles", "1", "--px", "128"]) == 0
     assert len(list((tmp_path / "t").rglob("*.tif"))) == 2
+
+
+def test_every_set_option_is_kept():
+    "`--set a=1 --set b=2` and `--set a=1 b=2` mean the same (a repeated --set once kept only the last)."
+    from aras.cli import _parser
+    args = _parser().parse_args(["reproduce", "--set", "gan.synth.source=published", "--set", "segmentation.n_seeds=1", "seed=2"])
+    assert args.overrides == ["gan.synth.source=published", "segmentation.n_seeds=1", "seed=2"]

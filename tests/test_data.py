@@ -94,12 +94,66 @@ def test_truncated_or_unreadable_tif_names_the_file(tmp_path, toy_raw):
     s2_path = tmp_path / tile_name("N39E030", "S2RGBNIR")
     data = s2_path.read_bytes()
     s2_path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ArasDataError, match="N39E030"):
+    with pytest.raises(ArasDataError, match="N39E030_S2RGBNIR.tif: "):     # the raster, not only the tile
         with D.AlignedPair(D.discover_tiles(tmp_path)[0]) as ap:
             for i in range(ap.grid(128)[0]): ap.read_strip(i, 128)
     s2_path.write_bytes(b"not a tiff")
     with pytest.raises(ArasDataError, match="S2RGBNIR.tif: not a readable GeoTIFF"):
         D.AlignedPair(D.discover_tiles(tmp_path)[0])
+
+
+def _pair(folder, codes, s2, s2_pixel=PIXEL_DEG, crs="EPSG:4326", lon=27.0, lat=42.0, tile="N39E027"):
+    "A tile pair from arrays: map codes (H, W) and S2 bands (4, h, w) of pixel `s2_pixel`, both from (lon, lat)."
+    _write(folder / tile_name(tile, "Map"), codes, from_origin(lon, lat, PIXEL_DEG, PIXEL_DEG), crs)
+    _write(folder / tile_name(tile, "S2RGBNIR"), s2, from_origin(lon, lat, s2_pixel, s2_pixel), crs)
+    return D.discover_tiles(folder)
+
+
+def test_a_projected_crs_or_float_pixels_are_refused(tmp_path):
+    codes, s2 = np.full((70, 70), 10, np.uint8), np.full((4, 70, 70), 500, np.uint16)
+    tiles = _pair(tmp_path / "utm", codes, s2, 10.0, "EPSG:32635", 500_000.0, 4_400_000.0)   # bounds in metres
+    with pytest.raises(ArasDataError, match=r"_Map.tif: CRS EPSG:32635 is not geographic; ARAS400k tiles are EPSG:4326"):
+        D.AlignedPair(tiles[0])
+    tiles = _pair(tmp_path / "float", codes, s2.astype(np.float32) / 1e4)
+    with pytest.raises(ArasDataError, match=r"_S2RGBNIR.tif: float32 pixels; .* integer reflectance x 10000"):
+        D.AlignedPair(tiles[0])
+
+
+def test_the_alignment_check_takes_every_valid_input(tmp_path):
+    "One patch row, a 20 m S2 raster and an all-no-data first row: the chapter's check reads what preparation reads."
+    rng = np.random.default_rng(0)
+    water = np.where(rng.random((70, 140)) < 0.3, 80, 10).astype(np.uint8)
+    nir = np.where(water == 80, 300, 2500).astype(np.uint16)
+    one_row = _pair(tmp_path / "one", water, np.stack([nir] * 4))                       # 70 px: one 64 px patch row
+    t = D.alignment_check(one_row, 64).iloc[0]
+    assert t["aligned by bounds"] == 1.0 and t["by pixel index"] == 1.0 and t.note == "patch row 0"
+    coarse = _pair(tmp_path / "s2-20m", water, np.stack([nir[::2, ::2]] * 4), 2 * PIXEL_DEG)
+    t = D.alignment_check(coarse, 64).iloc[0]
+    assert t["aligned by bounds"] > 0.5 and np.isnan(t["by pixel index"]) and "no pixel-index read" in t.note
+    holed = np.vstack([np.zeros((64, 140), np.uint8), np.vstack([water] * 2)[:76]])     # row 0 all no data
+    t = D.alignment_check(_pair(tmp_path / "hole", holed, np.stack([np.vstack([nir] * 2)] * 4)), 64).iloc[0]
+    assert t.note == "patch row 1" and t["aligned by bounds"] > 0.5
+    tiny = _pair(tmp_path / "tiny", water[:30, :30], np.stack([nir[:30, :30]] * 4))     # smaller than one patch
+    assert D.alignment_check(tiny, 64).iloc[0].note == "no patch row with valid pixels"
+    with pytest.raises(ArasDataError, match=r"tiny: 0 kept patches of 1 tile\(s\)"):      # not a pandas EmptyDataError
+        D.prepare_dataset(tmp_path / "tiny", tmp_path / "out", small_settings(), progress=False)
+
+
+def test_area_on_the_globe_beside_the_papers_nominal_pixels(prepared):
+    assert D.geodesic_area_km2(0, 0, 1, 1) == pytest.approx(12_364, rel=1e-3)           # 1 degree square at the equator
+    assert D.geodesic_area_km2(0, 60, 1, 61) == pytest.approx(D.geodesic_area_km2(0, 0, 1, 1) * np.cos(np.radians(60.5)), rel=2e-3)
+    _, patches = prepared
+    t = D.dataset_summary(patches, {"train": 20}, patch_size=128).set_index("quantity")
+    k = patches[patches.status == "kept"]
+    geo = t.loc["Area of kept patches on the globe (km2)", "aras"]
+    assert geo == pytest.approx(D.geodesic_area_km2(k.left, k.bottom, k.right, k.top).sum())
+    assert t.loc["Area of kept patches (km2)", "aras"] / geo > 1.2 and pd.isna(t.loc["Area of kept patches on the globe (km2)", "paper"])
+
+
+def test_an_archive_without_a_published_md5_is_not_downloaded(tmp_path):
+    with pytest.raises(ArasDataError, match=r"bogus.zip: not a published ARAS400k archive \(those are train.zip, val.zip"):
+        D.download_aras400k(tmp_path, ["val.zip", "bogus.zip"], base_url="http://127.0.0.1:9/{name}")
+    assert not any(tmp_path.iterdir())                                                 # nothing fetched, not even val.zip
 
 
 # --- filters, scaling, splits ------------------------------------------------------------------------
@@ -358,3 +412,16 @@ def test_aras_own_cache_folder_is_prepared_again_when_stale(toy_raw, tmp_path):
         D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
     again = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False, replace=True)
     assert "inputs" in json.loads((root / "manifest.json").read_text()) and again.equals(pd.read_csv(root / "patches.csv"))
+
+
+def test_tiles_prepared_in_two_processes_give_the_same_dataset(toy_raw, tmp_path, prepared):
+    "Parallel preparation is a speed setting only: records and every written file equal the one-process run."
+    ref_root, ref = prepared
+    root = tmp_path / "ARAS400k"
+    two = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False, workers=2)
+    pd.testing.assert_frame_equal(two, ref)
+    for split in ("train", "val", "test"):
+        for sub in ("images", "masks"):
+            a, b = sorted((ref_root / split / sub).glob("*.png")), sorted((root / split / sub).glob("*.png"))
+            assert [p.name for p in a] == [p.name for p in b] and all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert json.loads((root / "manifest.json").read_text())["key"] == json.loads((ref_root / "manifest.json").read_text())["key"]

@@ -171,7 +171,7 @@ def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, fid, da
     with pytest.raises(KeyboardInterrupt):
         train("run")
     monkeypatch.setattr(gan.TASKS[kind], "train_step", real_step)
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 4 and ckpt["cur_nimg"] == 4 * cfg.batch
     resumed = train("run")
     a, b = _state(ref), _state(resumed)
@@ -186,7 +186,7 @@ def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, fid, da
         n_evals = round(cfg.kimg / cfg.fid.every_kimg)
         assert len(ref.tracker.history) == n_evals and resumed.tracker.history == ref.tracker.history
         assert log.fid.notna().sum() == n_evals and np.array_equal(log.fid.dropna(), ref_log.fid.dropna())
-        best_a, best_b = (torch.load(tmp_path / d / "best.pt", weights_only=False) for d in ("ref", "run"))
+        best_a, best_b = (torch.load(tmp_path / d / "best.pt", weights_only=True) for d in ("ref", "run"))
         assert best_a["kimg"] == best_b["kimg"] == ref.tracker.best[0]
         ga, gb = best_a["modules"]["G_ema"], best_b["modules"]["G_ema"]
         assert all(torch.equal(ga[k], gb[k]) for k in ga)
@@ -212,7 +212,7 @@ def test_training_stops_at_the_plateau_and_keeps_the_best_snapshot(kind, data16,
     assert log.kimg.iloc[-1] == pytest.approx(3 * cfg.fid.every_kimg) and 3 * cfg.fid.every_kimg < cfg.kimg
     kimg, fid = task.tracker.best
     best = gan.best_generator(task, tmp_path)
-    assert torch.load(tmp_path / "best.pt", weights_only=False)["kimg"] == kimg
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["kimg"] == kimg
     assert task.tracker.measure(best) == pytest.approx(fid, rel=1e-6)    # best.pt holds the generator that scored the best FID
     again = gan.train_gan(kind, cfg, data16, tmp_path, seed=1, progress=False, extractor=pixel_features)
     assert len(gan.read_log(tmp_path)) == len(log) and again.tracker.history == task.tracker.history   # a stopped run stays stopped
@@ -224,7 +224,7 @@ def test_burn_in_evaluations_neither_stop_training_nor_pick_the_best(data16, tmp
     task = gan.train_gan("uncond", cfg, data16, tmp_path, seed=1, progress=False, extractor=pixel_features)
     assert len(task.tracker.history) == 4 and task.tracker.stopped    # 1 burn-in + the 3 a plateau needs
     assert task.tracker.best[0] >= cfg.fid.min_kimg
-    assert torch.load(tmp_path / "best.pt", weights_only=False)["kimg"] == task.tracker.best[0]
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["kimg"] == task.tracker.best[0]
 
 
 def test_lite0_fid_tracker_tells_an_untrained_generator_from_real_images(data16, tmp_path):
@@ -262,6 +262,25 @@ def test_bad_checkpoints_are_named(data16, tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(ArasError, match="checkpoint.pt: not a readable aras checkpoint"):
         gan.train_gan("uncond", cfg, data16, tmp_path, progress=False)
+
+
+class _RunsCode:
+    "A pickle payload: unpickling it calls Path.touch on `marker` (harmless here, arbitrary code in general)."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(data16, tmp_path):
+    from aras.metrics import load_trained_generator
+    marker, ck = tmp_path / "code-ran", tmp_path / "checkpoint.pt"
+    torch.save(dict(kind="uncond", cfg={}, modules={}, extra=_RunsCode(marker)), ck)
+    for load in (lambda: gan.train_gan("uncond", small("uncond"), data16, tmp_path, progress=False),   # resume
+                 lambda: load_trained_generator(ck), lambda: gan.read_checkpoint(ck)):            # chapter 07, the reader
+        with pytest.raises(ArasDataError, match="checkpoint.pt: refused: it holds objects other than tensors and plain types"):
+            load()
+    assert not marker.exists()
+    torch.load(ck, weights_only=False)                                  # what aras no longer does: the payload runs
+    assert marker.exists()
 
 
 # --- sampling ---------------------------------------------------------------------------------------------
@@ -345,10 +364,32 @@ def test_a_checkpoint_from_before_the_arch_setting_resumes_as_the_paper_text_mod
     cfg = small("cond")
     task, g = gan.SpadeTask(cfg), torch.Generator()
     gan.save_checkpoint(tmp_path / "c.pt", task, cfg, 8, 2, g)
-    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
     for k in ("arch", "nf_max"): state["cfg"].pop(k)                     # as written before these settings existed
     torch.save(state, tmp_path / "old.pt")
     assert gan.load_checkpoint(tmp_path / "old.pt", gan.SpadeTask(cfg), cfg, g) == (8, 2)
     authors = small("cond", arch="authors", resolution=32)
     with pytest.raises(ArasError, match="arch is oasis there, authors here"):
         gan.load_checkpoint(tmp_path / "old.pt", gan.SpadeTask(authors), authors, g)
+
+
+def test_the_authors_conditional_model_resumes_exactly_and_samples(prepared, tmp_path, monkeypatch):
+    "gan.cond.arch=authors (what made the published data): an interrupted run resumes to the same weights, then samples one image per mask."
+    data32 = gan.GanData(prepared[0], "train", 32)
+    cfg = small("cond", arch="authors", resolution=32, nf_max=32, spade_hidden=16, vgg_weight=0.0, ema_kimg=0.0)
+    train = lambda out: gan.train_gan("cond", cfg, data32, tmp_path / out, seed=3, progress=False)
+    ref = train("ref")
+    real_step = gan.TASKS["cond"].train_step
+    def interrupted(self, reals, labels, step, *a):
+        if step == 5: raise KeyboardInterrupt
+        return real_step(self, reals, labels, step, *a)
+    monkeypatch.setattr(gan.TASKS["cond"], "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt): train("run")
+    monkeypatch.setattr(gan.TASKS["cond"], "train_step", real_step)
+    resumed = train("run")
+    a, b = _state(ref), _state(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert np.allclose(gan.read_log(tmp_path / "run").loss_G, gan.read_log(tmp_path / "ref").loss_G)
+    assert resumed.G.z_dim == 0 and type(resumed.D).__name__ == "PatchDiscriminator"
+    rows = gan.sample_conditional(gan.best_generator(resumed, tmp_path / "run"), data32, tmp_path / "cond", progress=False)
+    assert len(rows) == len(data32) and read_png(tmp_path / "cond" / "images" / rows.filename[0]).shape == (32, 32, 3)

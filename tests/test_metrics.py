@@ -164,6 +164,16 @@ def test_half_sample_intervals_cover_the_truth_about_95_percent():
     assert all(v >= 0.85 for v in cov.values()), cov                       # the old bootstrap: 0 to 0.1
 
 
+def test_capped_subsamples_still_cover_the_truth_about_95_percent():
+    "Paper scale: replicates of at most m_max rows per set (m-out-of-n, scaled by sqrt(m / (n - m))) keep their coverage."
+    torch.set_num_threads(1)
+    def ci(p, point, r):
+        return M.subsample_ci(lambda i, j: p.metrics(i, j, COVERAGE_METRICS), (200, 160), point, 40, seed=r, bounds=M.BOUNDS, m_max=30)
+    cov = coverage_simulation(ci, reps=60, n_real=200, n_fake=160, n_truth=200)
+    print("coverage of the 95% interval from 30-row replicates of 200 and 160:", {m: round(v, 3) for m, v in cov.items()})
+    assert all(v >= 0.85 for v in cov.values()), cov
+
+
 def test_kid_subset_clamp_is_said_in_the_row():
     P = get_profile("smoke").metrics                                        # kid_subset_size 25
     rows = pd.DataFrame(M.set_metrics(RNG.normal(size=(16, 4)), RNG.normal(size=(16, 4)), P, seed=0)).set_index("metric")
@@ -423,13 +433,28 @@ def test_pearson_table_permutation_p_and_format():
 def test_hubness_and_csls_remedy():
     r = np.random.default_rng(0)
     q, refs = r.normal(size=(40, 16)), np.concatenate([r.normal(size=(20, 16)), np.zeros((2, 16))])   # two hubs at the centre
-    d = torch.cdist(torch.as_tensor(q), torch.as_tensor(refs)).numpy()
-    plain, fixed = M.hubness(d), M.hubness(M.csls_distance(d))
+    plain, fixed = M.hubness(q, refs), M.hubness(q, refs, csls_k=10)
     assert plain["max_share_1nn"] >= 0.4                                              # 40% of the queries pair with one hub
     assert fixed["max_share_1nn"] < plain["max_share_1nn"] / 2 and fixed["refs_used_1nn"] > plain["refs_used_1nn"] + 4
     assert plain["skew_Nk"] > fixed["skew_Nk"] and fixed["mutual_share"] > plain["mutual_share"]
-    one = M.hubness(np.array([[0., 1], [1, 0]]), k=1)
+    one = M.hubness(np.array([[0.], [1]]), np.array([[0.], [1]]), k=1)
     assert one["max_share_1nn"] == 0.5 and one["mutual_share"] == 1 and one["skew_Nk"] == 0
+
+
+def _hubness_of_matrix(d, k):
+    "The definition on a whole distance matrix (what `hubness` computes in blocks)."
+    from scipy.stats import skew
+    nn = d.argmin(1); nk = np.bincount(np.argsort(d, 1)[:, :k].ravel(), minlength=d.shape[1]); n1 = np.bincount(nn, minlength=d.shape[1])
+    return dict(k=k, skew_Nk=float(skew(nk)), max_share_1nn=float(n1.max() / len(d)), refs_used_1nn=int((n1 > 0).sum()),
+                mutual_share=float((d.argmin(0)[nn] == np.arange(len(d))).mean()))
+
+
+def test_hubness_in_blocks_equals_the_matrix_definition(monkeypatch):
+    r = np.random.default_rng(3); q, refs = r.normal(size=(50, 6)), r.normal(size=(35, 6))
+    d = torch.cdist(torch.as_tensor(q), torch.as_tensor(refs)).numpy()
+    monkeypatch.setattr(M, "CHUNK", 8)
+    assert M.hubness(q, refs, 5) == pytest.approx(_hubness_of_matrix(d, 5), rel=1e-12)
+    assert M.hubness(q, refs, 5, csls_k=10) == pytest.approx(_hubness_of_matrix(M.csls_distance(d, 10), 5), rel=1e-12)
 
 
 def test_sentinel2_source_lazy_and_says_why(monkeypatch):
@@ -475,4 +500,42 @@ def test_perceptual_path_length_end_is_torchmetrics_and_full_samples_the_path():
 def test_load_trained_generator_errors(tmp_path):
     with pytest.raises(ArasDataError, match="run notebook 04"): M.load_trained_generator(tmp_path / "x.pt")
     (tmp_path / "bad.pt").write_text("nope")
-    with pytest.raises(ArasDataError, match="not a readable checkpoint"): M.load_trained_generator(tmp_path / "bad.pt")
+    with pytest.raises(ArasDataError, match="not a readable aras checkpoint"): M.load_trained_generator(tmp_path / "bad.pt")
+
+
+def test_metrics_in_distance_blocks_equal_the_whole_matrix(monkeypatch):
+    "Every k-NN and kernel metric gives the same result computed in blocks of 7 rows as in one block (paper scale: no n x n matrix)."
+    rng = np.random.default_rng(0)
+    real, fake, test = rng.normal(size=(60, 6)), rng.normal(0.3, 1.1, size=(45, 6)), rng.normal(size=(20, 6))
+    def all_of():
+        return dict(prdc=M.prdc(real, fake, 3), cmmd=(M.cmmd(real, fake), M.cmmd(real, fake, unbiased=True)),
+                    realism=M.realism_score(real, fake, 3), radii=M.knn_radii(real, 3), nearest=M.nearest(fake, real),
+                    pairing=M.nn_pairing(fake, real, test, 5, seed=1), self_pairing=M.nn_pairing(real, real, test, 5, exclude_self=True),
+                    csls=M.csls_nearest(fake, real, 10), csls_self=M.csls_nearest(real, real, 10, exclude_self=True))
+    whole = all_of()
+    monkeypatch.setattr(M, "CHUNK", 7)
+    blocks = all_of()
+    assert blocks["prdc"] == pytest.approx(whole["prdc"], abs=0) and blocks["cmmd"] == pytest.approx(whole["cmmd"], rel=1e-12)
+    for k in ("realism", "radii"): np.testing.assert_allclose(blocks[k], whole[k], rtol=1e-12)
+    for k in ("nearest",): np.testing.assert_array_equal(blocks[k][0], whole[k][0])
+    for k in ("pairing", "self_pairing"): pd.testing.assert_frame_equal(blocks[k], whole[k], rtol=1e-12)
+    np.testing.assert_array_equal(blocks["csls"], whole["csls"])
+    d = torch.cdist(torch.as_tensor(fake), torch.as_tensor(real)).numpy()             # the full-matrix definitions
+    np.testing.assert_array_equal(whole["csls"], M.csls_distance(d, 10).argmin(1))
+    assert (whole["self_pairing"].nn_train != np.arange(60)).all()                     # no row is its own neighbour
+    full = torch.cdist(torch.as_tensor(real), torch.as_tensor(real)).numpy(); np.fill_diagonal(full, np.inf)
+    np.testing.assert_allclose(whole["self_pairing"].d_train, full.min(1), rtol=1e-12)
+
+
+def test_whole_set_metrics_without_a_gram_matrix_equal_the_gram_ones(monkeypatch):
+    "Sets too large for Gram blocks (the real floor at paper scale) get the same values from the chunked estimators."
+    r = np.random.default_rng(4); a, b = r.normal(size=(40, 5)), r.normal(0.5, 1.2, size=(30, 5))
+    monkeypatch.setattr(M, "CHUNK", 9)
+    g = M.SetPair(a, b).metrics(np.arange(40), np.arange(30), M.SET_METRICS, 3)
+    big = M.large_set_metrics(a, b, M.SET_METRICS, 3)
+    assert big.keys() == g.keys() and all(big[m] == pytest.approx(g[m], rel=1e-9, abs=1e-12) for m in g), (big, g)
+    pool = r.normal(size=(90, 5))
+    small_floor = M.real_floor(pool, 40, 30, reps=3)
+    monkeypatch.setattr(M, "MAX_GRAM", 50)                                            # the same floor by the other path
+    big_floor = M.real_floor(pool, 40, 30, reps=3)
+    assert big_floor[1] == small_floor[1] and all(big_floor[0][m] == pytest.approx(v, rel=1e-9, abs=1e-12) for m, v in small_floor[0].items())

@@ -334,6 +334,44 @@ def test_a_rewritten_synthetic_image_gives_its_cells_new_hashes(prepared, tmp_pa
     assert after["real"] == before["real"] and after["real_cond"] != before["real_cond"]
 
 
+def test_table3_unconditional_rows_from_the_published_synth_split_without_gans(published, tmp_path, monkeypatch):
+    "gan.synth.source=published: the unconditional mixes train on synth/ with its own masks; no GAN, no pseudo-labels."
+    monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
+    mixes = ("real", "uncond_1x", "uncond_3x", "real_uncond_3x")
+    run = make_run("smoke", data_root=published, **{**FAST, "segmentation.archs": ("FPN",), "segmentation.n_seeds": 1,
+                                                     "segmentation.mixes": mixes, "gan.synth.source": "published"})
+    mx = S.SegmentationMatrix(run, published)
+    n, synth = len(mx.real), list_pairs(published, "synth")
+    assert mx.published and mx.uncond_dir == published / "synth" and len(mx.uncond_images) == len(synth) == 3 * n
+    assert mx.label_uncond() == dict(source="published", folder=str(published / "synth"), n_images=3 * n)
+    cells = mx.cells()
+    assert [c["mix"] for c in cells] == list(mixes) and all(c["labeller"] == "published" for c in cells if c["mix"] != "real")
+    sets = {m: pd.read_csv(mx.set_file(m)) for m in mixes}
+    u1, u3 = sets["uncond_1x"], sets["uncond_3x"]
+    assert len(u1) == n and len(u3) == 3 * n and set(u3.image) == set(map(str, synth.image))     # 3x: all of synth/
+    assert list(u1.image) == list(u3.image[:n]) and list(u1.image) != sorted(u1.image)          # 1x: a seeded subset of 3x
+    assert (u3["mask"].str.replace("/masks/", "/images/") == u3.image).all()                   # the published masks
+    other = S.SegmentationMatrix(make_run("smoke", data_root=published, seed=1, **{**FAST, "gan.synth.source": "published"}), published)
+    assert set(other.uncond_pairs().image[:n]) != set(u1.image)                                 # another run seed, another subset
+    mx.train(cells, progress=False)
+    runs, cms = mx.results(cells)
+    P = run.profile.segmentation
+    t3, _ = S.segmentation_tables(runs, cms, P, {m: mx.missing(m) for m in P.mixes})
+    rows = t3[t3.model == "FPN"].set_index("mix")
+    assert (rows.status == "ok").all() and rows.f1.notna().all() and len(rows) == 4
+    assert not (run.synthetic_dir / "uncond").exists() and not (run.work_dir / "gan").exists()  # nothing generated, nothing labelled
+    rec = mx.choose_labeller()["record"]                                # the domain feature space of 07/08 still has its model
+    assert json.loads(run.labeller_record.read_text()) == rec and rec["mix"] == "real" and Path(rec["checkpoint"]).exists()
+
+
+def test_the_published_source_needs_a_synth_split(prepared):
+    run = make_run("smoke", data_root=prepared[0], **{**FAST, "gan.synth.source": "published"})
+    with pytest.raises(ArasDataError, match=r"synth: gan.synth.source=published reads the published synth/ split"):
+        S.SegmentationMatrix(run, prepared[0])
+    with pytest.raises(ArasDataError, match=r"gan.synth.source='theirs': expected one of own, published"):
+        S.SegmentationMatrix(make_run("smoke", data_root=prepared[0], **{"gan.synth.source": "theirs"}), prepared[0])
+
+
 # --- training -------------------------------------------------------------------------------------------
 
 def _cfg(matrix, tmp, **kw):
@@ -483,6 +521,9 @@ def test_feature_embedding_scores_separation():
     assert list(emb) == ["t-SNE"] and emb["t-SNE"].shape == (60, 2) and sil.silhouette.iloc[0] > 0.5
     assert sil.sets.tolist() == ["all", "Real (train) vs Uncond."]
     assert S.embed_features(near, methods=())[2].silhouette.iloc[0] < 0.1
+    capped = S.embed_features(far, methods=(), silhouette_max=20)[2]         # paper scale: a stated random subset
+    assert capped.n_silhouette.tolist() == [20, 20] and capped.n.tolist() == [60, 60] and capped.silhouette.iloc[0] > 0.5
+    assert sil.n_silhouette.tolist() == [60, 60]
     S.plot_feature_embedding(names, emb, sil)
 
 
