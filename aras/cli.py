@@ -144,7 +144,9 @@ def _print_report(df: pd.DataFrame, profile: str, out_dir=None):
         print(f"figures and tables: {figures_root(out_dir) / profile}" + (f"; the claims report: {claims}" if claims.exists() else ""))
 
 def _parser() -> argparse.ArgumentParser:
+    from aras import __version__
     ap = argparse.ArgumentParser(prog="aras", description="Reproduce ARAS400k: data, models, tables and figures.")
+    ap.add_argument("--version", action="version", version=f"aras {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="run the numbered notebooks in order with papermill",
                        description="Run notebooks 00-89 in order; executed copies go to runs/<profile>/, "
@@ -176,6 +178,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help="toyland settings of this profile")
     t.add_argument("--tiles", type=int, help="number of tiles (default: the profile's)")
     t.add_argument("--px", type=int, help="tile size in pixels (default: the profile's)")
+    b = sub.add_parser("docs", help="render a run's executed notebooks as an HTML book (sidebar, figures inline)")
+    b.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help="the run to render")
+    b.add_argument("--runs", dest="runs_dir", help="its executed notebooks (default: <project>/runs/<profile>)")
+    b.add_argument("--out", dest="out_dir", help="where the book goes (default: <project>/docs/<profile>)")
     return ap
 
 def _archives(files, published: dict) -> dict:
@@ -194,6 +200,12 @@ def main(argv=None) -> int:
             if args.dry_run: print(df[["notebook", "output"]].to_string(index=False)); return 0
             _print_report(df, args.profile, args.out_dir)
             return 0 if (df.status == "ok").all() else 1
+        if args.command == "docs":
+            from aras.book import build_book
+            root = project_root()
+            index = build_book(args.runs_dir or root / "runs" / args.profile, args.out_dir or root / "docs" / args.profile,
+                               f"aras: {Path(args.runs_dir).name}" if args.runs_dir else f"aras: the {args.profile} run")
+            print(f"the book: {index}"); return 0
         from aras import data
         if args.command == "download":
             names = tuple(_archives(args.files, data.ARCHIVE_MD5))

@@ -1,5 +1,9 @@
 "Shared fixtures: a small toyland and a dataset prepared from it, made once per test session."
+import importlib.util
 import os
+import time
+from pathlib import Path
+
 import pytest
 
 from aras.core import get_profile
@@ -59,3 +63,44 @@ def published(prepared, tmp_path_factory):
         rows.append(composition_row(name, lab))
     pd.DataFrame(rows).to_csv(root / "class_percentages" / "synth.csv", index=False)
     return root
+
+
+# --- a headless browser, for the pages aras writes (the rating page, the book) ---------------------------
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def _browser_missing() -> str:
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        return f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install chromium chromium-driver)"
+    if importlib.util.find_spec("selenium") is None: return "needs the Python package selenium (a dev requirement)"
+    return ""
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    downloads = tmp_path / "downloads"; downloads.mkdir()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--disable-dev-shm-usage", "--window-size=1000,900", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(a)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
+    drv = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)   # no selenium-manager
+    drv.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    drv.downloads = downloads
+    yield drv
+    drv.quit()
+
+
+def _wait(cond, timeout=15, what="the page"):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = cond()
+        if v: return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

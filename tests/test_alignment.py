@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from conftest import _browser_missing, _wait
 import aras.alignment as A
 from aras.core import ArasDataError, ArasError
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -338,42 +338,6 @@ def test_p_values_print_with_format_p():
 
 
 # ---------------------------------------------------------------------------------------------- the page in a browser
-
-def _browser_missing() -> str:
-    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        return f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install chromium chromium-driver)"
-    if importlib.util.find_spec("selenium") is None: return "needs the Python package selenium (a dev requirement)"
-    return ""
-
-
-@pytest.fixture
-def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    downloads = tmp_path / "downloads"; downloads.mkdir()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--window-size=1000,900", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(a)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    drv = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)   # no selenium-manager
-    drv.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    drv.downloads = downloads
-    yield drv
-    drv.quit()
-
-
-def _wait(cond, timeout=15, what="the page"):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = cond()
-        if v: return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 @pytest.mark.skipif(bool(_browser_missing()), reason=_browser_missing() or "browser present")
 def test_rating_page_in_a_browser_writes_a_csv_the_analysis_reads(browser, items, per_image, block, tmp_path):

@@ -107,3 +107,15 @@ def test_every_set_option_is_kept():
     from aras.cli import _parser
     args = _parser().parse_args(["reproduce", "--set", "gan.synth.source=published", "--set", "segmentation.n_seeds=1", "seed=2"])
     assert args.overrides == ["gan.synth.source=published", "segmentation.n_seeds=1", "seed=2"]
+
+
+def test_version_and_a_book_of_a_run(tmp_path, capsys):
+    import nbformat
+    with pytest.raises(SystemExit) as e: main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == "aras 0.1.0"
+    runs = tmp_path / "runs"; runs.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Data preparation")]), runs / "03_data.ipynb")
+    assert main(["docs", "--runs", str(runs), "--out", str(tmp_path / "book")]) == 0
+    assert "the book:" in capsys.readouterr().out and (tmp_path / "book" / "03_data.html").exists()
+    assert main(["docs", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "b")]) == 2
+    assert "no executed notebooks here (run `aras reproduce` first)" in capsys.readouterr().err
