@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_captioning.ipynb 3
 from __future__ import annotations
-import contextlib, csv, importlib.util, math, os, re, shutil
+import contextlib, csv, importlib.util, math, os, re, shutil, sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # weights come from local folders only, never from a hub
@@ -22,14 +22,14 @@ from .landcover import CLASSES, composition_row, rgb_to_labels
 __all__ = ['PAPER', 'REPORTED_TABLE1', 'BLOCKS', 'BLOCK_VOLUME', 'REPORTED_TABLE2', 'SYNTHETIC_SUBSETS', 'ITEM_COLUMNS',
            'SYSTEM_PROMPT', 'TEXT_PROMPT', 'VISION_PROMPT', 'HYBRID_PROMPT', 'MODALITIES', 'PLAIN_NAMES', 'BACKENDS',
            'KEY_COLUMNS', 'CAPTION_COLUMNS', 'CLASS_TERMS', 'PAPER_CAPTIONERS', 'T1_BLOCKS',
-           'reported_redundancy_check', 'SubsetMissing', 'mask_items', 'subset_folder', 'subset_items', 'sample_items',
-           'class_info', 'prompt_text', 'chat_messages', 'ModelUnavailable', 'resolve_model_path', 'check_model_folder',
-           'torch_threads', 'TemplateCaptioner', 'caption_seed', 'RowSampler', 'seeded_generate', 'row_seeds',
-           'gguf_to_folder', 'load_causal_lm', 'CausalLMCaptioner', 'load_vlm', 'VisionLanguageCaptioner',
-           'make_captioner', 'write_captions', 'read_captions', 'work_list', 'parts_folder', 'caption_items',
-           'save_caption_files', 'redundancy', 'class_mentions', 'mentioned_classes', 'stated_percentages',
-           'composition_consistency', 'load_embedder', 'semantic_diversity', 'ClipScorer', 'clip_score', 'block_of',
-           'group_metrics', 'portable', 'table2', 'table1_reported', 'table1']
+           'reported_redundancy_check', 'SubsetMissing', 'mask_items', 'subset_folder', 'subset_items',
+           'caption_inputs', 'sample_items', 'class_info', 'prompt_text', 'chat_messages', 'ModelUnavailable',
+           'resolve_model_path', 'check_model_folder', 'torch_threads', 'TemplateCaptioner', 'caption_seed',
+           'RowSampler', 'seeded_generate', 'row_seeds', 'gguf_to_folder', 'load_causal_lm', 'CausalLMCaptioner',
+           'load_vlm', 'VisionLanguageCaptioner', 'make_captioner', 'write_captions', 'read_captions', 'work_list',
+           'parts_folder', 'caption_items', 'save_caption_files', 'redundancy', 'class_mentions', 'mentioned_classes',
+           'stated_percentages', 'composition_consistency', 'load_embedder', 'semantic_diversity', 'ClipScorer',
+           'clip_score', 'block_of', 'group_metrics', 'portable', 'table2', 'table1_reported', 'table1', 'main']
 
 # %% ../nbs/06_captioning.ipynb 6
 PAPER = "ARAS400k paper (arXiv 2603.09625)"
@@ -109,6 +109,14 @@ def subset_items(subset: str, root, synthetic_dir, real_splits=SPLITS) -> pd.Dat
     else:
         raise ArasError(f"unknown subset {subset!r}: choose from real, {', '.join(SYNTHETIC_SUBSETS)}")
     return df.assign(subset=subset)[list(ITEM_COLUMNS)]
+
+def caption_inputs(root, synthetic_dir, subsets, real_splits=SPLITS) -> tuple[dict, dict]:
+    "The subsets there are ({subset: items}) and those not made yet ({subset: why}); `real` must be there."
+    available, missing = {}, {}
+    for s in subsets:
+        try: available[s] = subset_items(s, root, synthetic_dir, real_splits)
+        except SubsetMissing as e: missing[s] = str(e)
+    return available, missing
 
 def sample_items(items: pd.DataFrame, n: int | None, seed: int = 0) -> pd.DataFrame:
     "`n` images drawn with `seed` (all when `n` is None), in a stable order."
@@ -273,10 +281,13 @@ def gguf_to_folder(gguf, cache: Path | None = None) -> Path:
     if hasattr(config, "quantization_config"): del config.quantization_config   # the weights are dequantized now
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quant.state_dict(), strict=True)
-    tmp = dest.with_name(dest.name + ".part")
+    tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")     # one per process: ranks of a torchrun job convert at once
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp); tok.save_pretrained(tmp); quant.generation_config.save_pretrained(tmp)
-    os.replace(tmp, dest)                                   # appears complete or not at all
+    try: os.replace(tmp, dest)                              # appears complete or not at all
+    except OSError:                                         # another process finished first: its folder is the same
+        if not (dest / "config.json").exists(): raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 def load_causal_lm(path, device: str = "cpu"):
@@ -396,15 +407,19 @@ def parts_folder(captioner, work: pd.DataFrame, out_dir, seed: int, batch_size: 
     return Path(out_dir) / "parts" / f"{_slug(captioner.name)}-{captioner.modality}-{key}"
 
 def caption_items(captioner, items: pd.DataFrame, out_dir, seed: int = 0, batch_size: int = 8, per_image: int = 1,
-                  progress=True, max_batches: int | None = None) -> pd.DataFrame:
-    "Caption `items` in fixed batches, each image with its own seed, saving each batch; resumes from saved batches."
+                  progress=True, max_batches: int | None = None, rank: int = 0, world: int = 1) -> pd.DataFrame:
+    """Caption `items` in fixed batches, each image with its own seed, saving each batch; resumes from saved batches.
+    With `world` processes (torchrun), this one captions batches `rank`, `rank + world`, ...: the batches and their
+    captions are those of one process, each written once; a later one-process call merges them in order, captioning
+    nothing (`attrs['complete']` says whether every batch is there)."""
     work = work_list(items, per_image)
     work["seed"] = [caption_seed(seed, captioner.name, captioner.modality, k) for k in work[list(KEY_COLUMNS)].itertuples(index=False)]
     parts = parts_folder(captioner, work, out_dir, seed, batch_size)
     n = math.ceil(len(work) / batch_size)
-    todo = [b for b in range(n) if not (parts / f"batch{b:06d}.csv").exists()]
+    todo = [b for b in range(rank, n, world) if not (parts / f"batch{b:06d}.csv").exists()]
     if max_batches is not None: todo = todo[:max_batches]
-    for b in tqdm(todo, desc=f"{captioner.name} ({captioner.modality})", disable=not progress or not todo):
+    for b in tqdm(todo, desc=f"{captioner.name} ({captioner.modality})" + (f" rank {rank}/{world}" if world > 1 else ""),
+                  disable=not progress or not todo):
         chunk = work.iloc[b * batch_size:(b + 1) * batch_size]
         texts = captioner.caption(chunk)
         if len(texts) != len(chunk): raise ArasError(f"{captioner.name}: {len(texts)} captions for a batch of {len(chunk)}")
@@ -619,3 +634,24 @@ def table1(cap: pd.DataFrame, available: dict, profile_name: str, missing_note: 
             "reported_clipscore", "note"]
     out = pd.DataFrame(rows).reindex(columns=cols).rename(columns={"images": "volume"})
     return out.assign(note=out.note.map(portable))
+
+# %% ../nbs/06_captioning.ipynb 60
+def main(argv=None) -> int:
+    "Caption this process's share of every captioner's batches (RANK and WORLD_SIZE from torchrun; one process without)."
+    from aras.core import process_share
+    from aras.data import dataset_root
+    a, run, rank, world = process_share("python -m aras.captioning", main.__doc__, argv)
+    C, root = run.profile.captioning, dataset_root(run)
+    available, _ = caption_inputs(root, run.synthetic_dir, C.subsets, C.real_splits)
+    items = {s: sample_items(d, C.n_images, run.seed) for s, d in available.items()}
+    for spec in C.captioners:
+        try: cap = make_captioner(spec, a.weights, run.device, C.threads)
+        except ModelUnavailable as e: print(f"rank {rank}: {spec['name']} ({spec['modality']}): not run: {e}"); continue
+        for d in items.values():
+            caption_items(cap, d, run.work_dir / "captions", run.seed, C.batch_size, C.captions_per_captioner,
+                          progress=rank == 0, rank=rank, world=world)
+        del cap
+    print(f"rank {rank} of {world}: done; run the captioning chapter (aras reproduce --only 06) to merge and measure")
+    return 0
+
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

@@ -16,8 +16,8 @@ from fastcore.basics import AttrDict
 # %% auto 0
 __all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'method',
            'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir', 'figures_root',
-           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'file_stamp', 'atomic_path',
-           'write_json', 'markdown_table', 'smoke_banner', 'portable_text', 'save_table', 'save_figure',
+           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'file_stamp',
+           'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text', 'save_table', 'save_figure',
            'settings_hash', 'format_p']
 
 # %% ../nbs/00_core.ipynb 6
@@ -355,6 +355,18 @@ def make_run(profile=DEFAULT_PROFILE, data_root=None, out_dir=None, seed=0, devi
     seed_everything(run.seed)
     for line in profile_notes(prof): print(line)
     return run
+
+def process_share(prog: str, description: str, argv=None) -> tuple:
+    """The command line of a chapter's work dealt over processes (`torchrun -m aras.<chapter>`): its arguments, its `Run`,
+    and this process's rank and world size (torchrun's RANK and WORLD_SIZE; 0 and 1 without torchrun)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--profile", default=DEFAULT_PROFILE); ap.add_argument("--data-root"); ap.add_argument("--weights")
+    ap.add_argument("--seed", type=int, default=0); ap.add_argument("--device", default="cpu")
+    ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="profile overrides")
+    a = ap.parse_args(argv)
+    run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
+    return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 # %% ../nbs/00_core.ipynb 21
 _UMASK = os.umask(0); os.umask(_UMASK)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_metrics.ipynb 3
 from __future__ import annotations
-import contextlib, hashlib, importlib, io, json, math, os, warnings
+import contextlib, hashlib, importlib, io, json, math, os, sys, warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # weights come from local folders only, never from a hub
@@ -19,7 +19,7 @@ from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
 from .core import ArasDataError, ArasError, atomic_path, cache_dir, format_p, settings_hash, weights_dir
-from .data import read_png
+from .data import list_pairs, read_png, uncond_source
 from .captioning import ModelUnavailable, check_model_folder
 from .segmentation import LITE_NORM, normalize
 
@@ -36,7 +36,7 @@ __all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONE
            'gram_set_metrics', 'kid_subset', 'set_metrics', 'large_set_metrics', 'real_floor', 'perceptual_path_length',
            'perturb', 'pixel_entropy', 'knn_radii', 'realism_score', 'nearest', 'load_trained_generator',
            'distance_form', 'cosine_distance', 'perturbation_study', 'add_sensitivity', 'nn_pairing', 'pearson_table',
-           'csls_distance', 'csls_nearest', 'hubness', 'sentinel2_source']
+           'csls_distance', 'csls_nearest', 'hubness', 'sentinel2_source', 'metric_sets', 'main']
 
 # %% ../nbs/07_metrics.ipynb 6
 def load_image(img) -> np.ndarray:
@@ -239,18 +239,21 @@ def _cache_file(root: Path, ext_id: str, key: str) -> Path:
     return root / ext_id.replace("/", "_") / key[:2] / f"{key}.npy"
 
 def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool | str | Path = True,
-                     progress=True, desc: str | None = None) -> np.ndarray:
-    "Features (N, dim) of `images` (paths or uint8 arrays) in space `ext`, read from / written to the feature cache."
+                     progress=True, desc: str | None = None, rank: int = 0, world: int = 1) -> np.ndarray | None:
+    """Features (N, dim) of `images` (paths or uint8 arrays) in space `ext`, read from / written to the feature cache.
+    Batches are fixed slices of `images`; with `world` processes (torchrun) this one computes batches `rank`, `rank +
+    world`, ... into the cache and returns None unless every feature is there: a one-process call then only reads."""
     images = list(images)
     root = feature_cache_dir() if cache is True else Path(cache) if cache else None
+    if world > 1 and not root: raise ArasError("features on several processes meet in the feature cache: cache=False cannot be split")
     keys = [content_key(im) for im in images] if root else [None] * len(images)
-    out: list = [None] * len(images); todo = []
+    out: list = [None] * len(images)
     for i, k in enumerate(keys):
         f = _cache_file(root, ext.id, k) if root else None
         if f is not None and f.exists(): out[i] = np.load(f)
-        else: todo.append(i)
-    for s in tqdm(range(0, len(todo), batch_size), desc=desc or f"features {ext.id}", disable=not progress or not todo, leave=False):
-        idx = todo[s:s + batch_size]
+    batches = [b for b in range(rank * batch_size, len(images), world * batch_size) if any(v is None for v in out[b:b + batch_size])]
+    for s in tqdm(batches, desc=desc or f"features {ext.id}", disable=not progress or not batches, leave=False):
+        idx = [i for i in range(s, min(s + batch_size, len(images))) if out[i] is None]
         arrays = [load_image(images[i]) for i in idx]
         for shape in dict.fromkeys(a.shape for a in arrays):          # one forward per image size in the batch
             sub = [i for i, a in zip(idx, arrays) if a.shape == shape]
@@ -260,6 +263,7 @@ def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool |
                 if root:
                     with atomic_path(_cache_file(root, ext.id, keys[i])) as tmp:
                         with open(tmp, "wb") as fh: np.save(fh, f)
+    if any(v is None for v in out): return None                     # other ranks' share is not there yet
     return np.stack(out) if out else np.zeros((0, ext.dim), np.float32)
 
 # %% ../nbs/07_metrics.ipynb 21
@@ -905,7 +909,26 @@ def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=
     except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
     return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
 
-# %% ../nbs/07_metrics.ipynb 69
+# %% ../nbs/07_metrics.ipynb 58
+def metric_sets(run, real_root) -> tuple[dict, dict, dict]:
+    """The image sets this chapter compares, each capped at `metrics.n_images` (seeded) and at `metrics.image_px`: real
+    train, real held-out, the unconditional (this run's or the published, `gan.synth.source`) and the conditional
+    samples. Returns the sets, each copy's native file (the human page's crops need it) and why a set is missing."""
+    P, syn, uncond = run.profile.metrics, run.synthetic_dir, uncond_source(run, real_root)
+    native = {}
+    def at_px(paths):
+        paths = [str(p) for p in sample_capped(paths, P.n_images, run.seed)]
+        out = images_at(paths, P.image_px, run.work_dir / "metrics" / "images"); native.update(zip(out, paths)); return out
+    sets = {"Real train": at_px(list_pairs(real_root, "train")["image"]),
+            "Real held-out": at_px(list(list_pairs(real_root, "val")["image"]) + list(list_pairs(real_root, "test")["image"])),
+            "Uncond.": at_px((uncond / "images").glob("*.png")), "Cond.": at_px((syn / "cond" / "images").glob("*.png"))}
+    missing = {k: f"not run: no images in {(uncond if k == 'Uncond.' else syn / 'cond') / 'images'} (run notebook 04)"
+               for k, v in sets.items() if not v and k in ("Uncond.", "Cond.")}
+    if not sets["Real train"] or not sets["Real held-out"]:
+        raise ArasDataError(f"{real_root}: no real train/val/test images (run notebook 03)")
+    return sets, native, missing
+
+# %% ../nbs/07_metrics.ipynb 70
 REPORTED = pd.DataFrame([
     # (source, dataset, model, metric, value)
     ("DARES'25 slides (Salditt et al.), 'Stylegan2-ada-pytorch' table", "planetary imagery", "StyleGAN2-ADA", m, v) for m, v in [
@@ -915,3 +938,23 @@ REPORTED = pd.DataFrame([
     ("ARAS400k paper (arXiv 2603.09625), Section 4", "ARAS400k", "unconditional StyleGAN (Uncond.)", "FID", 16.0),
     ("ARAS400k paper (arXiv 2603.09625), Section 4", "ARAS400k", "SPADE + U-Net D (Cond.)", "FID", 72.0),
 ], columns=["source", "dataset", "model", "metric", "reported"])
+
+# %% ../nbs/07_metrics.ipynb 91
+def main(argv=None) -> int:
+    "Compute this process's share of the chapter's features into the cache (RANK and WORLD_SIZE from torchrun)."
+    from aras.core import process_share
+    from aras.data import dataset_root
+    a, run, rank, world = process_share("python -m aras.metrics", main.__doc__, argv)
+    P = run.profile.metrics
+    sets, _, _ = metric_sets(run, dataset_root(run))
+    kw = dict(clip_model=P.clip_model, dinov2_model=P.dinov2_model, domain_record=str(run.labeller_record))
+    spaces, status = available_spaces(P.spaces, run.device, a.weights, **kw)
+    logits = {"lite0": "lite0-logits", "inception": "inception-logits"}
+    spaces.update(available_spaces([logits[s] for s in spaces if s in logits], run.device, a.weights, **kw)[0])
+    for sp, e in spaces.items():
+        for k, v in sets.items(): extract_features(e, v, int(P.batch_size), desc=f"{sp}: {k}", progress=rank == 0, rank=rank, world=world)
+    print(f"rank {rank} of {world}: features of {sum(map(len, sets.values()))} images in {len(spaces)} spaces done; not available: "
+          + ("; ".join(f"{r.space}: {r.status}" for r in status.itertuples() if r.status != "ok") or "none"))
+    return 0
+
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

