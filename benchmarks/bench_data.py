@@ -29,8 +29,9 @@ def ours(pairs, size):
     return n
 
 
-def baseline(pairs, size):
-    remap, n = {90: 10, 95: 10, 70: 60, 100: 30}, 0
+def baseline_patches(pairs, size):
+    "The authors' loop: every patch's remapped land-cover codes and S2 window, the land-cover raster reopened per patch."
+    remap = {90: 10, 95: 10, 70: 60, 100: 30}
     for pair in pairs:
         with rasterio.open(pair.s2_path) as s2src:
             with AlignedPair(pair) as ap: rows, cols = ap.grid(size); c0, r0 = ap.window.col_off, ap.window.row_off
@@ -42,30 +43,25 @@ def baseline(pairs, size):
                         b = rasterio.windows.bounds(w, lc.transform)
                     s2 = s2src.read((1, 2, 3, 4), window=from_bounds(*b, transform=s2src.transform).round_offsets().round_lengths())
                     for old, new in remap.items(): codes[codes == old] = new
-                    (codes == 0).any(); (codes == 80).mean(); scale_rgb(s2); n += 1
+                    yield pair.tile, i, j, codes, s2
+
+
+def baseline(pairs, size):
+    n = 0
+    for _, _, _, codes, s2 in baseline_patches(pairs, size):
+        (codes == 0).any(); (codes == 80).mean(); scale_rgb(s2); n += 1
     return n
 
 
 def baseline_end_to_end(pairs, size, out: Path):
     "The baseline with what both must also do: write each kept patch's image and mask as PNG (PIL's default settings)."
     from PIL import Image
-    remap, n = {90: 10, 95: 10, 70: 60, 100: 30}, 0
-    out.mkdir(parents=True, exist_ok=True)
-    for pair in pairs:
-        with rasterio.open(pair.s2_path) as s2src:
-            with AlignedPair(pair) as ap: rows, cols = ap.grid(size); c0, r0 = ap.window.col_off, ap.window.row_off
-            for i in range(rows):
-                for j in range(cols):
-                    with rasterio.open(pair.map_path) as lc:                      # reopened for every patch
-                        w = Window(c0 + j * size, r0 + i * size, size, size)
-                        codes = lc.read(1, window=w)
-                        b = rasterio.windows.bounds(w, lc.transform)
-                    s2 = s2src.read((1, 2, 3, 4), window=from_bounds(*b, transform=s2src.transform).round_offsets().round_lengths())
-                    for old, new in remap.items(): codes[codes == old] = new
-                    if (codes == 0).any() or (codes == 80).mean() > 0.9: continue
-                    name = f"{pair.tile}_{i:03d}_{j:03d}.png"
-                    Image.fromarray(scale_rgb(s2)).save(out / f"img_{name}")
-                    Image.fromarray(labels_to_rgb(merge_lut("paper")[codes])).save(out / f"mask_{name}"); n += 1
+    out.mkdir(parents=True, exist_ok=True); lut, n = merge_lut("paper"), 0
+    for tile, i, j, codes, s2 in baseline_patches(pairs, size):
+        if (codes == 0).any() or (codes == 80).mean() > 0.9: continue
+        name = f"{tile}_{i:03d}_{j:03d}.png"
+        Image.fromarray(scale_rgb(s2)).save(out / f"img_{name}")
+        Image.fromarray(labels_to_rgb(lut[codes])).save(out / f"mask_{name}"); n += 1
     return n
 
 
