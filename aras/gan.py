@@ -25,12 +25,12 @@ from .landcover import CLASSES, labels_to_rgb
 __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear',
            'EqualConv2d', 'dist_on', 'all_mean', 'MappingNetwork', 'modulated_conv2d', 'SynthesisLayer', 'ToRGB',
            'SynthesisBlock', 'stylegan_channels', 'Generator', 'minibatch_std', 'DiscriminatorBlock', 'Discriminator',
-           'AdaAugment', 'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
-           'UNetDiscriminator', 'class_balanced_ce', 'AuthorsSpadeGenerator', 'PatchDiscriminator', 'cond_generator',
-           'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta', 'StyleGANTask', 'SpadeTask', 'load_vgg_features',
-           'plateau_reached', 'FidTracker', 'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'track_fid', 'best_generator', 'train_gan', 'read_log', 'train_gans', 'init_distributed', 'gan_main',
-           'sample_unconditional', 'sample_conditional']
+           'rot90_each', 'roll_each', 'AdaAugment', 'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE',
+           'SPADEResBlock', 'SpadeGenerator', 'UNetDiscriminator', 'class_balanced_ce', 'AuthorsSpadeGenerator',
+           'PatchDiscriminator', 'cond_generator', 'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta',
+           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker', 'plain_cfg',
+           'read_checkpoint', 'save_checkpoint', 'load_checkpoint', 'track_fid', 'best_generator', 'train_gan',
+           'read_log', 'train_gans', 'init_distributed', 'gan_main', 'sample_unconditional', 'sample_conditional']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -52,7 +52,7 @@ class GanData:
         check_resolution(resolution)
         self.pairs, self.resolution, self.workers = list_pairs(root, split), int(resolution), workers
         self.names = self.pairs.filename.tolist()
-        self._cache = None
+        self._cache, self._pool = None, None          # the decoding threads, started once (not a new pool every step)
         if preload:
             items = [self._load(k) for k in tqdm(range(len(self)), desc=f"loading {split}", leave=False)]
             self._cache = (torch.stack([a for a, _ in items]), torch.stack([b for _, b in items]))
@@ -64,7 +64,8 @@ class GanData:
         "Images scaled to [-1, 1] (float) and label masks for the indices `idx`."
         if self._cache is not None: imgs, labs = self._cache[0][idx], self._cache[1][idx]
         else:
-            with ThreadPoolExecutor(self.workers) as ex: items = list(ex.map(self._load, idx.tolist()))
+            if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gan-decode")
+            items = list(self._pool.map(self._load, idx.tolist()))
             imgs, labs = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
         return imgs.float() / 127.5 - 1, labs
 
@@ -244,6 +245,20 @@ class Discriminator(nn.Module):
         return self.out(self.fc(self.conv(x).flatten(1))).squeeze(1)
 
 # %% ../nbs/04_gan.ipynb 22
+def rot90_each(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    "Sample `b` of the square batch `x` rotated by `k[b]` quarter turns (1-3), as whole-batch ops: no Python loop, no host sync."
+    k = k.to(x.device).view(-1, 1, 1, 1)
+    return torch.where(k == 1, x.rot90(1, (2, 3)), torch.where(k == 2, x.rot90(2, (2, 3)), x.rot90(3, (2, 3))))
+
+def roll_each(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    "Sample `b` of `x` rolled by `shift[b] = (dy, dx)` pixels (wrapping, as `torch.roll`), by one gather."
+    B, C, H, W = x.shape; dev = x.device
+    shift = shift.to(dev)
+    iy = (torch.arange(H, device=dev)[None] - shift[:, :1]) % H
+    ix = (torch.arange(W, device=dev)[None] - shift[:, 1:]) % W
+    return x[torch.arange(B, device=dev)[:, None, None, None], torch.arange(C, device=dev)[None, :, None, None],
+             iy[:, None, :, None], ix[:, None, None, :]]
+
 class AdaAugment(nn.Module):
     "ADA's blit and colour transforms, each applied per sample with probability `p` (a buffer, adapted in training)."
     def __init__(self, target=0.6, ada_kimg=500, interval=4):
@@ -251,16 +266,21 @@ class AdaAugment(nn.Module):
         self.register_buffer("p", torch.zeros([]))
         self.target, self.ada_kimg, self.interval = target, ada_kimg, interval
         self.register_buffer("signs", torch.zeros(2))       # running sum of sign(D(real)) and count
+        self._p_read = None
+    def p_value(self) -> float:
+        "`p` as a number, read from the device only when it has changed (each `adjust`, or a load): no sync per call."
+        if self._p_read is None or self._p_read[0] != self.p._version: self._p_read = (self.p._version, float(self.p))
+        return self._p_read[1]
     def forward(self, x):
-        p = float(self.p)
+        p = self.p_value()
         if p <= 0: return x
         B, dev = x.shape[0], x.device
         hit = lambda: torch.rand(B, 1, 1, 1, device=dev) < p
         x = torch.where(hit(), x.flip(3), x)
-        k, m = torch.randint(1, 4, (B,)).tolist(), hit()
-        x = torch.where(m, torch.stack([torch.rot90(xi, ki, (1, 2)) for xi, ki in zip(x, k)]), x)
-        S = x.shape[-1]; shift = torch.randint(-S // 8, S // 8 + 1, (B, 2)).tolist(); m = hit()
-        x = torch.where(m, torch.stack([torch.roll(xi, (dy, dx), (1, 2)) for xi, (dy, dx) in zip(x, shift)]), x)
+        k, m = torch.randint(1, 4, (B,)), hit()
+        x = torch.where(m, rot90_each(x, k), x)
+        S = x.shape[-1]; shift = torch.randint(-S // 8, S // 8 + 1, (B, 2)); m = hit()
+        x = torch.where(m, roll_each(x, shift), x)
         x = x + torch.where(hit(), torch.randn(B, 1, 1, 1, device=dev) * 0.2, torch.zeros(B, 1, 1, 1, device=dev))
         mu = x.mean([1, 2, 3], keepdim=True)
         x = mu + (x - mu) * torch.where(hit(), torch.exp2(torch.randn(B, 1, 1, 1, device=dev) * 0.5), torch.ones(B, 1, 1, 1, device=dev))
@@ -279,7 +299,7 @@ class AdaAugment(nn.Module):
         self.signs.zero_()
         return r_t
 
-# %% ../nbs/04_gan.ipynb 25
+# %% ../nbs/04_gan.ipynb 26
 def mixed_ws(G: Generator, z: torch.Tensor, prob: float, update_w_avg=True) -> torch.Tensor:
     "Latents for a training batch, with style mixing at a random layer with probability `prob`."
     ws = G.mapping(z, update_w_avg=update_w_avg)
@@ -305,7 +325,7 @@ def path_length_penalty(G, z, pl_mean, decay=0.01) -> tuple[torch.Tensor, torch.
     new_mean = pl_mean.lerp(all_mean(lengths.mean().detach()), decay)
     return (lengths - new_mean).square(), new_mean
 
-# %% ../nbs/04_gan.ipynb 27
+# %% ../nbs/04_gan.ipynb 28
 def _conv3(cin, cout, pad="reflect"):
     "3x3 convolution with reflection padding: zero padding leaves dark frames on small generated images."
     return nn.Conv2d(cin, cout, 3, padding=1, padding_mode=pad)
@@ -387,7 +407,7 @@ def class_balanced_ce(pixel_logits, target, n_classes=len(CLASSES)) -> torch.Ten
     weights = torch.where(counts > 0, target.numel() / (counts * (counts > 0).sum()), torch.zeros_like(counts))
     return (F.cross_entropy(pixel_logits, target, reduction="none") * weights[target]).mean()
 
-# %% ../nbs/04_gan.ipynb 30
+# %% ../nbs/04_gan.ipynb 31
 class AuthorsSpadeGenerator(nn.Module):
     "The authors' SPADE generator: mask only (no noise), from 1/16 of `resolution`, four SPADE blocks with x2 upsampling after each."
     z_dim = 0                                                     # sampling code draws (n, 0) latents: nothing
@@ -423,7 +443,7 @@ def cond_generator(cfg) -> nn.Module:
     if cfg.get("arch", "oasis") != "oasis": raise ArasError(f"gan.cond.arch: {cfg.arch!r} is not 'authors' or 'oasis'")
     return SpadeGenerator(cfg.resolution, cfg.z_dim, cfg.nf, nf_max=cfg.get("nf_max", 512), hidden=cfg.spade_hidden)
 
-# %% ../nbs/04_gan.ipynb 33
+# %% ../nbs/04_gan.ipynb 34
 def sync_grads(*modules):
     "Average the gradients of `modules` over all processes (no-op in a single process)."
     if not dist_on(): return
@@ -480,10 +500,10 @@ class StyleGANTask:
         G.requires_grad_(True); D.requires_grad_(False)
         loss_G = F.softplus(-D(aug(G.synthesis(mixed_ws(G, z, c.style_mixing))))).mean()
         self.opt_G.zero_grad(set_to_none=True); loss_G.backward()
-        out = dict(loss_G=loss_G.item())
+        out = dict(loss_G=loss_G.detach())            # statistics stay on the device: read at log intervals only
         if c.pl_weight > 0 and step % c.pl_interval == 0:
             pen, self.pl_mean = path_length_penalty(G, z[: max(1, len(z) // 2)], self.pl_mean)
-            (pen.mean() * c.pl_weight * c.pl_interval).backward(); out["pl"] = pen.mean().item()
+            (pen.mean() * c.pl_weight * c.pl_interval).backward(); out["pl"] = pen.mean().detach()
         sync_grads(G); self.opt_G.step()
         # discriminator: logistic loss on fakes and reals (+ R1, lazily); ADA statistics from real logits
         G.requires_grad_(False); D.requires_grad_(True)
@@ -491,15 +511,15 @@ class StyleGANTask:
         fake_logits = D(aug(fakes))
         if step % c.r1_interval == 0:
             pen, real_logits = r1_penalty(D, reals, aug)
-            r1 = pen.mean() * (c.gamma / 2) * c.r1_interval; out["r1"] = pen.mean().item()
+            r1 = pen.mean() * (c.gamma / 2) * c.r1_interval; out["r1"] = pen.mean().detach()
         else: real_logits, r1 = D(aug(reals)), 0.0
         loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         self.opt_D.zero_grad(set_to_none=True); (loss_D + r1).backward(); sync_grads(D); self.opt_D.step()
-        out.update(loss_D=loss_D.item(), real_score=real_logits.mean().item(), fake_score=fake_logits.mean().item())
+        out.update(loss_D=loss_D.detach(), real_score=real_logits.mean().detach(), fake_score=fake_logits.mean().detach())
         if c.aug == "ada":
             aug.accumulate(real_logits)
             if step % c.ada_interval == c.ada_interval - 1: out["r_t"] = aug.adjust(batch_total)
-        out["augment_p"] = float(aug.p)
+        out["augment_p"] = aug.p.clone()
         update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
         return out
 
@@ -535,9 +555,9 @@ class SpadeTask:
             class_balanced_ce(pr, labels) + class_balanced_ce(pf, fake_target))
         self.opt_D.zero_grad(set_to_none=True); loss_D.backward(); sync_grads(D); self.opt_D.step()
         update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
-        pixel_acc = (pr.argmax(1) == labels).float().mean().item()
-        return dict(loss_G=loss_G.item(), loss_D=loss_D.item(), real_score=lr_.mean().item(),
-                    fake_score=lf.mean().item(), d_pixel_acc=pixel_acc)
+        pixel_acc = (pr.argmax(1) == labels).float().mean()
+        return {k: v.detach() for k, v in dict(loss_G=loss_G, loss_D=loss_D, real_score=lr_.mean(), fake_score=lf.mean(),
+                                                d_pixel_acc=pixel_acc).items()}
     def authors_step(self, reals, labels, batch_total, cur_nimg) -> dict:
         "The authors' step: D (hinge, on mask + image) first, then G (hinge + vgg_weight x L1 of VGG19 features), one fake batch."
         c, G, D = self.cfg, self.G, self.D
@@ -552,7 +572,7 @@ class SpadeTask:
         if self.vgg is not None: loss_G = loss_G + c.vgg_weight * F.l1_loss(self.vgg(fakes), self.vgg(reals))
         self.opt_G.zero_grad(set_to_none=True); loss_G.backward(); sync_grads(G); self.opt_G.step()
         update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
-        return dict(loss_G=loss_G.item(), loss_D=loss_D.item(), real_score=lr_.mean().item(), fake_score=lf.mean().item())
+        return {k: v.detach() for k, v in dict(loss_G=loss_G, loss_D=loss_D, real_score=lr_.mean(), fake_score=lf.mean()).items()}
 
 def load_vgg_features(path, device="cpu"):
     """VGG19 `features[:16]` (through relu3_3: the authors' code; its docstring says relu3_1) from a local torchvision
@@ -569,13 +589,13 @@ def load_vgg_features(path, device="cpu"):
     except Exception as e: raise ArasError(f"{path}: not a torchvision VGG19 state dict ({e})") from e
     return vgg.features[:16].to(device).eval().requires_grad_(False)
 
-# %% ../nbs/04_gan.ipynb 35
+# %% ../nbs/04_gan.ipynb 36
 def plateau_reached(scores, patience: int, min_delta: float) -> bool:
     "True when the best of the last `patience` scores (lower is better) is not `min_delta` (relative) below the best before them."
     if not patience or len(scores) <= patience: return False
     return min(scores[-patience:]) >= (1 - min_delta) * min(scores[:-patience])
 
-# %% ../nbs/04_gan.ipynb 38
+# %% ../nbs/04_gan.ipynb 39
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     "N x 3 x H x W images in [-1, 1] -> uint8 in the same layout (what the feature extractors take)."
     return (x.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
@@ -633,7 +653,7 @@ class FidTracker:
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
-# %% ../nbs/04_gan.ipynb 42
+# %% ../nbs/04_gan.ipynb 43
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
              "cond": ("arch", "resolution", "z_dim", "nf", "nf_max", "d_nf", "spade_hidden")}
 ARCH_DEFAULTS = {"arch": "oasis", "nf_max": 512}   # what a checkpoint written before these settings existed was trained with
@@ -711,7 +731,7 @@ def _truncate_log(path: Path, step: int):
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
     with atomic_path(path) as tmp: tmp.write_text("".join(l + "\n" for l in keep))
 
-# %% ../nbs/04_gan.ipynb 43
+# %% ../nbs/04_gan.ipynb 44
 def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     "One FID evaluation of G_ema (process 0 measures, every process gets the value); a new best is saved as `best.pt`."
     rank = dist.get_rank() if dist_on() else 0
@@ -748,7 +768,7 @@ def _next(cur_nimg: int, every_kimg) -> float:
     e = int(float(every_kimg or 0) * 1000)
     return (cur_nimg // e + 1) * e if e > 0 else math.inf
 
-# %% ../nbs/04_gan.ipynb 44
+# %% ../nbs/04_gan.ipynb 45
 def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resume=True, progress=True, extractor=None):
     "Train the `kind` ('uncond' or 'cond') model on `data` to its FID plateau or `cfg.kimg`; return the task (with G_ema)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -776,8 +796,10 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
         cur_nimg += cfg.batch; step += 1
         evaluated = tracker is not None and (cur_nimg >= next_eval or cur_nimg >= total)
         if evaluated: stats.update(track_fid(tracker, task, cur_nimg / 1000, out_dir)); next_eval = _next(cur_nimg, cfg.fid.every_kimg)
-        shown.update({k: f"{stats[k]:.3g}" for k in ("loss_G", "loss_D", "augment_p", "fid") if k in stats})
-        bar.update(cfg.batch); bar.set_postfix(shown)
+        bar.update(cfg.batch)
+        if step % cfg.log_every == 0 or cur_nimg >= total or evaluated:      # the step's only host sync: at log intervals
+            stats = {k: float(v) for k, v in stats.items()}
+            shown.update({k: f"{stats[k]:.3g}" for k in ("loss_G", "loss_D", "augment_p", "fid") if k in stats}); bar.set_postfix(shown)
         if rank == 0 and (step % cfg.log_every == 0 or cur_nimg >= total or evaluated):
             with open(log, "a") as f:
                 f.write(json.dumps(dict(step=step, kimg=cur_nimg / 1000, sec=round(time.time() - t0, 2),
@@ -794,7 +816,7 @@ def read_log(out_dir) -> pd.DataFrame:
     path = Path(out_dir) / "log.jsonl"
     return pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
 
-# %% ../nbs/04_gan.ipynb 46
+# %% ../nbs/04_gan.ipynb 47
 def _train_job(kind: str, cfg, root: str, out_dir: str, seed: int, device: str, resume: bool, preload: bool):
     "One model in a worker process; its result is what it leaves in `out_dir`."
     train_gan(kind, cfg, GanData(root, "train", cfg.resolution, preload=preload), out_dir, seed, device, resume, progress=False)
@@ -825,7 +847,7 @@ def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True
     return {k: train_gan(k, cfg, GanData(root, "train", cfg.resolution, preload=preload), out, seed, device, resume, progress)
             for k, (cfg, out) in jobs.items()}
 
-# %% ../nbs/04_gan.ipynb 48
+# %% ../nbs/04_gan.ipynb 49
 def init_distributed(device="cpu") -> str:
     "Join the process group `torchrun` describes (if any); return the device this process uses."
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist_on(): return device
@@ -860,7 +882,7 @@ def gan_main(argv=None):
 
 if __name__ == "__main__" and "__file__" in globals(): gan_main()   # python -m aras.gan or torchrun; not in a notebook
 
-# %% ../nbs/04_gan.ipynb 56
+# %% ../nbs/04_gan.ipynb 57
 def _write_images(arrays, names, folder: Path):
     "Write PNGs, leaving a file with the same bytes untouched: a rerun keeps its time stamps, so notebook 05 reuses its cells."
     folder.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,9 @@ if __name__ == "__main__":
     ap.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--profile", default="small")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.batch=32")
-    ap.add_argument("--paper", action="store_true", help="also one step of the paper's models (batch 4 on a CPU)")
+    ap.add_argument("--paper", action="store_true", help="also the paper's models, steady state (regularisers at their intervals)")
+    ap.add_argument("--paper-batch", type=int, default=4, help="per-device batch of the --paper rows (the paper: 32 per GPU "
+                    "for StyleGAN2 at batch 256 on 8 GPUs; 4 fits a CPU in minutes)")
     args = ap.parse_args()
     from aras.core import parse_overrides
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores", flush=True)
@@ -88,9 +90,11 @@ if __name__ == "__main__":
         w, c = fid_eval_cost(resolution=res)
         print(f"Lite0 features ({res} px images, resized to 224): {w * 1000:.0f} ms/image wall, {c * 1000:.0f} ms/image CPU")
     if args.paper:
+        torch.set_num_threads(max(args.threads))
         for kind in ("uncond", "cond"):
-            cfg = get_profile("paper", {f"gan.{kind}.batch": 4}).gan[kind]
-            wall, cpu = steady_cost(kind, cfg, 1, 1)
-            print(f"paper {kind} {cfg.resolution} px batch 4: {wall / 60:.1f} min/kimg wall -> {cfg.kimg:g} kimg in "
-                  f"{cfg.kimg * wall / 3600:.0f} h on this device")
+            cfg = get_profile("paper", {f"gan.{kind}.batch": args.paper_batch}).gan[kind]
+            steps = lcm_intervals(cfg) if kind == "uncond" else 2          # 16 steps: R1 once, path length 4 times, ADA 4 times
+            wall, cpu = steady_cost(kind, cfg, steps, 1)
+            print(f"paper {kind} {cfg.resolution} px batch {args.paper_batch}, {steps} steady steps: {wall / 60:.1f} min/kimg wall, "
+                  f"{cpu / 60:.1f} min/kimg CPU -> {cfg.kimg:g} kimg in {cfg.kimg * wall / 3600:.0f} h on this device", flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

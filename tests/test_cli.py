@@ -119,3 +119,36 @@ def test_version_and_a_book_of_a_run(tmp_path, capsys):
     assert "the book:" in capsys.readouterr().out and (tmp_path / "book" / "03_data.html").exists()
     assert main(["docs", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "b")]) == 2
     assert "no executed notebooks here (run `aras reproduce` first)" in capsys.readouterr().err
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# srun on a fake cluster: the job step once per node, all at once, on this machine
+while [[ "$1" == --* ]]; do shift; done
+pids=(); for n in $(seq "$SLURM_NNODES"); do "$@" & pids+=($!); done
+code=0; for p in "${pids[@]}"; do wait "$p" || code=$?; done; exit $code
+"""
+
+
+def test_slurm_script_runs_a_stage_over_two_nodes(prepared, tmp_path):
+    """scripts/slurm.sh as sbatch runs it, with srun and scontrol faked to put two nodes on localhost: the torchrun agents
+    meet at the c10d rendezvous on the "head node" and deal the feature batches, every feature written once."""
+    import os, subprocess, sys
+    from launch import free_port
+    bin_ = tmp_path / "bin"; bin_.mkdir()
+    (bin_ / "srun").write_text(FAKE_SRUN)
+    (bin_ / "scontrol").write_text("#!/usr/bin/env bash\nprintf 'localhost\\nlocalhost\\n'\n")
+    for f in bin_.iterdir(): f.chmod(0o755)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "node[1-2]",
+           "SLURM_JOB_ID": "7", "SLURM_SUBMIT_DIR": str(root), "ARAS_RDZV_PORT": str(free_port()),
+           "ARAS_VENV": str(Path(sys.executable).parents[1]), "ARAS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    args = ["metrics", "--profile", "smoke", "--data-root", str(prepared[0]), "--set", "metrics.spaces=('lite0',)",
+            "metrics.n_images=6", "metrics.batch_size=4"]
+    p = subprocess.run(["bash", str(root / "scripts" / "slurm.sh"), *args], env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "aras metrics: 2 nodes x 1 processes, rendezvous at localhost:" in p.stdout
+    assert "rank 0 of 2: features of" in p.stdout and "rank 1 of 2: features of" in p.stdout
+    n = int(p.stdout.split("rank 0 of 2: features of ")[1].split()[0])
+    assert len(list((tmp_path / "cache" / "features").rglob("*.npy"))) == 2 * n            # lite0 + logits, each image once
+    bad = subprocess.run(["bash", str(root / "scripts" / "slurm.sh"), "train"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown stage train" in bad.stderr

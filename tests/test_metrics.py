@@ -1,5 +1,5 @@
 "Metric suite (notebook 07): numerics against references, feature cache, extractor loading, bad input."
-import contextlib, io, json
+import contextlib, io
 from pathlib import Path
 from unittest import mock
 
@@ -12,6 +12,8 @@ from PIL import Image
 from aras import metrics as M
 from aras.captioning import ModelUnavailable
 from aras.core import ArasDataError, get_profile
+from launch import torchrun
+from tiny_models import save_random_inception, save_tiny_clip, save_tiny_dinov2
 
 RNG = np.random.default_rng(0)
 
@@ -276,31 +278,18 @@ def test_missing_weights_name_what_and_where(tmp_path):
 
 
 def test_tiny_random_clip_and_dinov2_load_from_folders(tmp_path):
-    from transformers import CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model
-    torch.manual_seed(0)
-    cfg = CLIPConfig(text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=99),
-                     vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                        image_size=32, patch_size=8), projection_dim=12)
-    CLIPModel(cfg).save_pretrained(tmp_path / "clip-tiny")
-    (tmp_path / "clip-tiny" / "preprocessor_config.json").write_text(json.dumps(dict(crop_size=dict(height=32, width=32),
-        image_mean=[0.48, 0.46, 0.41], image_std=[0.27, 0.26, 0.28])))
-    Dinov2Model(Dinov2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                             image_size=28, patch_size=14)).save_pretrained(tmp_path / "dino-tiny")
+    save_tiny_clip(tmp_path / "clip-tiny"); save_tiny_dinov2(tmp_path / "dino-tiny")
     clip = M.clip_extractor(weights=tmp_path, name="clip-tiny")
     dino = M.dinov2_extractor(weights=tmp_path, name="dino-tiny")
     imgs = _images(3, 48)
     fc, fd = (M.extract_features(e, imgs, cache=False, progress=False) for e in (clip, dino))
-    assert fc.shape == (3, 12) and fd.shape == (3, 16) and clip.input_size == 32
+    assert fc.shape == (3, 16) and fd.shape == (3, 16) and clip.input_size == 32
     assert np.isfinite(fc).all() and not np.allclose(fc[0], fc[1])
     assert clip.id.startswith("clip-clip-tiny-") and dino.id.startswith("dinov2-dino-tiny-")
 
 
 def test_random_inception_weights_load(tmp_path):
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None), \
-         mock.patch("torch.load", lambda *a, **k: {}):
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="unused")
-    torch.save(net.state_dict(), tmp_path / M.INCEPTION_FILE)
+    save_random_inception(tmp_path)
     ext = M.inception_extractor(weights=tmp_path)
     f = M.extract_features(ext, _images(2, 40), cache=False, progress=False)
     assert f.shape == (2, 2048) and ext.input_size == 299 and np.isfinite(f).all()
@@ -541,15 +530,15 @@ def test_whole_set_metrics_without_a_gram_matrix_equal_the_gram_ones(monkeypatch
     assert big_floor[1] == small_floor[1] and all(big_floor[0][m] == pytest.approx(v, rel=1e-9, abs=1e-12) for m, v in small_floor[0].items())
 
 
-def test_two_torchrun_processes_compute_the_features_one_does(prepared, tmp_path):
-    "Ranks deal the fixed batches (each feature written once); one process then reads them all, equal to computing them itself."
-    import os, subprocess, sys
+@pytest.mark.parametrize("nodes", [1, 2], ids=["one-node", "two-nodes"])
+def test_two_torchrun_processes_compute_the_features_one_does(prepared, tmp_path, nodes):
+    """Ranks deal the fixed batches (each feature written once); one process then reads them all, equal to computing them
+    itself. Two ranks on one node, or one rank on each of two "nodes" joined by a c10d rendezvous."""
+    import os
     from aras.core import make_run
     env = {**os.environ, "ARAS_CACHE": str(tmp_path / "cache"), "ARAS_FIGURES": str(tmp_path / "fig"), "OMP_NUM_THREADS": "1"}
     sets = ["metrics.spaces=('lite0',)", "metrics.n_images=10", "metrics.batch_size=4"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aras.metrics",
-           "--profile", "smoke", "--data-root", str(prepared[0]), "--set", *sets]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    p = torchrun(["aras.metrics", "--profile", "smoke", "--data-root", str(prepared[0]), "--set", *sets], env, nodes)
     assert p.returncode == 0, p.stderr[-3000:]
     cached = sorted((tmp_path / "cache" / "features").rglob("*.npy"))
     stamps = {f: f.stat().st_mtime_ns for f in cached}

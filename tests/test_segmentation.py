@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +16,7 @@ import aras.segmentation as S
 from aras.core import ArasDataError, ArasError, get_profile, make_run
 from aras.data import list_pairs, read_pair
 from aras.landcover import CLASSES
+from launch import torchrun
 
 ENC = "tu-efficientnet_lite0"
 FAST = {"segmentation.archs": ("FPN", "Unet"), "segmentation.image_size": 64, "segmentation.epochs": 1,
@@ -529,15 +528,15 @@ def test_feature_embedding_scores_separation():
 
 # --- distributed ----------------------------------------------------------------------------------------
 
-def test_torchrun_two_cpu_processes(prepared, tmp_path):
-    "Two gloo ranks train one cell; the distributed test confusion matrices equal a single-process evaluation."
+@pytest.mark.parametrize("nodes", [1, 2], ids=["one-node", "two-nodes"])
+def test_torchrun_two_cpu_processes(prepared, tmp_path, nodes):
+    """Two gloo ranks train one cell, on one node or as two one-process "nodes" joined by a c10d rendezvous; the
+    distributed test confusion matrices equal a single-process evaluation."""
     root = prepared[0]
     env = {**os.environ, "ARAS_CACHE": str(tmp_path / "cache"), "ARAS_FIGURES": str(tmp_path / "fig"), "OMP_NUM_THREADS": "1"}
     sets = ["segmentation.archs=('FPN',)", "segmentation.image_size=64", "segmentation.epochs=1", "segmentation.steps_per_epoch=1",
             "segmentation.batch_size=2", "segmentation.eval_batch_size=1", "segmentation.threads_per_run=1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "aras.segmentation",
-           "train", "--data-root", str(root), "--mix", "real", "--seeds", "0", "--set", *sets]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    p = torchrun(["aras.segmentation", "train", "--data-root", str(root), "--mix", "real", "--seeds", "0", "--set", *sets], env, nodes)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(next((tmp_path / "cache").rglob("result.json")).read_text())
     assert res["world_size"] == 2 and res["arch"] == "FPN" and "test F1" in p.stdout
