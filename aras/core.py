@@ -16,9 +16,9 @@ from fastcore.basics import AttrDict
 # %% auto 0
 __all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'method',
            'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir', 'figures_root',
-           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'file_stamp',
-           'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text', 'save_table', 'save_figure',
-           'settings_hash', 'format_p']
+           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'RankBatches',
+           'file_stamp', 'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text', 'save_table',
+           'save_figure', 'settings_hash', 'format_p']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -74,6 +74,9 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
         lr=1e-3, grad_clip=1.0, patience=5, lr_patience=3, lr_factor=0.1, augment=True,
         real_train_max=None, uncond_ratios=(100_000 / 80_182, 300_000 / 80_182), cond_ratio=1.0, labeller="Segformer",
         parallel_runs=1, threads_per_run=None, in_memory=False, num_workers=16,
+        # GPU practice, off by default (each changes the numbers, so a cell's hash includes it when on): amp "bf16"
+        # (autocast; fp16 would need a gradient scaler), channels_last memory layout, compile True or a torch.compile backend
+        amp=None, channels_last=False, compile=False,
         bootstrap=10_000, permutations=10_000, ci=0.95, fig4_max_per_set=50_000, silhouette_max=10_000,
         # the referee's control: these mixes also trained with the optimiser steps of Real (same arch and seed)
         compute_matched_mixes=("real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
@@ -368,7 +371,20 @@ def process_share(prog: str, description: str, argv=None) -> tuple:
     run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
     return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-# %% ../nbs/00_core.ipynb 21
+class RankBatches:
+    """Fixed batches of `files` (what each item writes), dealt over processes: process `rank` of `world` does batches
+    `rank`, `rank + world`, ...; a batch is done, by whichever process, when its marker in `parts` and all its files exist,
+    so a restarted process does only its unfinished batches and a one-process run afterwards does none."""
+    def __init__(self, files: list, batch: int, parts, rank: int = 0, world: int = 1):
+        self.files, self.batch, self.parts, self.rank, self.world = [Path(f) for f in files], int(batch), Path(parts), rank, world
+        self.n = -(-len(self.files) // self.batch)
+    def done(self, b: int) -> bool:
+        return (self.parts / f"{b:06d}").exists() and all(f.exists() for f in self.files[b * self.batch:(b + 1) * self.batch])
+    def todo(self) -> list[int]: return [b for b in range(self.rank, self.n, self.world) if not self.done(b)]
+    def finish(self, b: int): self.parts.mkdir(parents=True, exist_ok=True); (self.parts / f"{b:06d}").touch()
+    def complete(self) -> bool: return all(self.done(b) for b in range(self.n))
+
+# %% ../nbs/00_core.ipynb 22
 _UMASK = os.umask(0); os.umask(_UMASK)
 
 def file_stamp(path) -> str:
@@ -395,7 +411,7 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 24
+# %% ../nbs/00_core.ipynb 25
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
@@ -428,12 +444,12 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 29
+# %% ../nbs/00_core.ipynb 30
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 32
+# %% ../nbs/00_core.ipynb 33
 def format_p(p: float, n_resamples: int | None = None) -> str:
     "A p-value as text: `< 1/(B+1)` at the resolution of `n_resamples` resamples, else 3 significant digits."
     if p is None or not np.isfinite(p): return ""

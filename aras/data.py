@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb 3
 from __future__ import annotations
-import functools, hashlib, json, re, shutil, time, urllib.error, urllib.request, zipfile
+import functools, hashlib, json, os, re, shutil, time, urllib.error, urllib.request, zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +26,9 @@ __all__ = ['TILE_RE', 'SCALINGS', 'SPLITS', 'ALL_SPLITS', 'UNCOND_SOURCES', 'ZEN
            'PAPER_COUNTS', 'EARTH_AUTHALIC_KM', 'TilePair', 'discover_tiles', 'AlignedPair', 'nir_water_agreement',
            'alignment_check', 'patch_status', 'scale_rgb', 'assign_splits', 'data_settings', 'raw_inputs',
            'require_data_root', 'prepare_dataset', 'default_data_root', 'dataset_root', 'list_pairs', 'read_png',
-           'read_pair', 'check_layout', 'ArasSplit', 'read_class_percentages', 'uncond_source', 'uncond_pool', 'md5sum',
-           'verify_archives', 'download_file', 'extract_archive', 'find_layout_root', 'download_aras400k',
-           'geodesic_area_km2', 'dataset_summary', 'composition_frame', 'plot_class_composition']
+           'decode_many', 'read_pair', 'check_layout', 'ArasSplit', 'read_class_percentages', 'uncond_source',
+           'uncond_pool', 'md5sum', 'verify_archives', 'download_file', 'extract_archive', 'find_layout_root',
+           'download_aras400k', 'geodesic_area_km2', 'dataset_summary', 'composition_frame', 'plot_class_composition']
 
 # %% ../nbs/03_data.ipynb 6
 TILE_RE = re.compile(r"^ESA_WorldCover_10m_2021_v200_(?P<tile>[NS]\d{2}[EW]\d{3})_(?P<kind>Map|S2RGBNIR)\.tif$")
@@ -355,6 +355,17 @@ def read_png(path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:
         raise ArasDataError(f"{path}: unreadable or truncated PNG ({e})") from e
 
+_DECODERS: dict = {}          # per process id: a forked data-loader worker gets its own threads, not its parent's dead ones
+
+def decode_many(fn, items) -> list:
+    """`[fn(x) for x in items]` on one shared pool of decoding threads. Pillow and zlib release the GIL while they decode
+    a PNG, so threads scale with cores without the start-up and copying of worker processes (benchmarks/bench_decode.py)."""
+    items = list(items)
+    if len(items) < 2: return [fn(x) for x in items]
+    pool = _DECODERS.get(os.getpid())
+    if pool is None: pool = _DECODERS[os.getpid()] = ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="aras-decode")
+    return list(pool.map(fn, items))
+
 def read_pair(image_path, mask_path) -> tuple[np.ndarray, np.ndarray]:
     "RGB image (H, W, 3) and label mask (H, W) of one patch, checked for matching size."
     img, mask = read_png(image_path), rgb_to_labels(read_png(mask_path), str(mask_path))
@@ -426,7 +437,7 @@ def read_class_percentages(root, split: str) -> pd.DataFrame:
     if missing: raise ArasDataError(f"{path}: missing columns {missing} (has {list(df.columns)})")
     return df[["filename", *CLASSES]]
 
-# %% ../nbs/03_data.ipynb 27
+# %% ../nbs/03_data.ipynb 28
 UNCOND_SOURCES = ("own", "published")
 
 def uncond_source(run, root) -> Path:
@@ -448,7 +459,7 @@ def uncond_pool(folder, seed: int) -> pd.DataFrame:
     folder = Path(folder); pairs = list_pairs(folder.parent, folder.name)
     return pairs if folder.name != "synth" else pairs.sample(frac=1, random_state=seed).reset_index(drop=True)
 
-# %% ../nbs/03_data.ipynb 30
+# %% ../nbs/03_data.ipynb 31
 ZENODO_RECORD = "18890661"
 ZENODO_URL = f"https://zenodo.org/records/{ZENODO_RECORD}/files/{{name}}?download=1"
 ARCHIVE_MD5 = {"train.zip": "95cd5caea68c813fd86888f9cd95b627", "val.zip": "76e61fd7557d65ba0596e44c0f92b43f",
@@ -542,7 +553,7 @@ def download_aras400k(dest, names=tuple(ARCHIVE_MD5), base_url: str = ZENODO_URL
         if extract: extract_archive(archive, dest)
     return find_layout_root(dest) if extract else dest
 
-# %% ../nbs/03_data.ipynb 32
+# %% ../nbs/03_data.ipynb 33
 PAPER_COUNTS = dict(extracted=157_283, water=7_063, no_data=49_980, kept=100_240, area_km2=656_933,
                     rare=1_719, train=80_182)  # ARAS400k paper, Sections 3.1 and 5
 

@@ -5,7 +5,6 @@
 # %% ../nbs/04_gan.ipynb 3
 from __future__ import annotations
 import argparse, copy, hashlib, io, json, math, os, pickle, random, re, sys, time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import ArasDataError, ArasError, atomic_path, settings_hash, weights_dir, write_json
-from .data import list_pairs, read_pair
+from .core import ArasDataError, ArasError, RankBatches, atomic_path, settings_hash, weights_dir, write_json
+from .data import decode_many, list_pairs, read_pair
 from .landcover import CLASSES, labels_to_rgb
 
 # %% auto 0
@@ -28,9 +27,10 @@ __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'check_resolution', 'GanData',
            'rot90_each', 'roll_each', 'AdaAugment', 'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE',
            'SPADEResBlock', 'SpadeGenerator', 'UNetDiscriminator', 'class_balanced_ce', 'AuthorsSpadeGenerator',
            'PatchDiscriminator', 'cond_generator', 'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta',
-           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker', 'plain_cfg',
-           'read_checkpoint', 'save_checkpoint', 'load_checkpoint', 'track_fid', 'best_generator', 'train_gan',
-           'read_log', 'train_gans', 'init_distributed', 'gan_main', 'sample_unconditional', 'sample_conditional']
+           'uncond_generator', 'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker',
+           'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint', 'track_fid', 'best_generator',
+           'train_gan', 'read_log', 'train_gans', 'init_distributed', 'gan_main', 'gan_dir', 'trained_generator',
+           'sample_main', 'weights_digest', 'sample_unconditional', 'sample_conditional']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -48,13 +48,13 @@ def _to_tensors(img: np.ndarray, lab: np.ndarray, resolution: int) -> tuple[torc
 
 class GanData:
     "Training images (uint8, N x 3 x R x R) and label masks (N x R x R) of one split, resized to `resolution`."
-    def __init__(self, root, split: str = "train", resolution: int = 64, preload: bool = True, workers: int = 8):
+    def __init__(self, root, split: str = "train", resolution: int = 64, preload: bool = True):
         check_resolution(resolution)
-        self.pairs, self.resolution, self.workers = list_pairs(root, split), int(resolution), workers
+        self.pairs, self.resolution = list_pairs(root, split), int(resolution)
         self.names = self.pairs.filename.tolist()
-        self._cache, self._pool = None, None          # the decoding threads, started once (not a new pool every step)
+        self._cache, self._ahead = None, None
         if preload:
-            items = [self._load(k) for k in tqdm(range(len(self)), desc=f"loading {split}", leave=False)]
+            items = decode_many(self._load, range(len(self)))           # on the shared decoding threads
             self._cache = (torch.stack([a for a, _ in items]), torch.stack([b for _, b in items]))
     def __len__(self): return len(self.pairs)
     def _load(self, k):
@@ -64,10 +64,18 @@ class GanData:
         "Images scaled to [-1, 1] (float) and label masks for the indices `idx`."
         if self._cache is not None: imgs, labs = self._cache[0][idx], self._cache[1][idx]
         else:
-            if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gan-decode")
-            items = list(self._pool.map(self._load, idx.tolist()))
+            items = decode_many(self._load, idx.tolist())                 # the shared decoding threads, started once
             imgs, labs = torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
         return imgs.float() / 127.5 - 1, labs
+    def fetch_ahead(self, idx: torch.Tensor):
+        "`fetch(idx)` started in the background (a Future): the next batch decodes while this step trains."
+        if self._cache is not None:
+            from concurrent.futures import Future
+            f = Future(); f.set_result(self.fetch(idx)); return f
+        if self._ahead is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="gan-ahead")   # not the decoding pool: it waits on that one
+        return self._ahead.submit(self.fetch, idx)
 
 def one_hot(labels: torch.Tensor, n: int = len(CLASSES)) -> torch.Tensor:
     "N x n x H x W one-hot float masks from N x H x W labels."
@@ -471,13 +479,18 @@ def ema_beta(batch_total, cur_nimg, ema_kimg, rampup=None) -> float:
     if rampup: ema_nimg = min(ema_nimg, cur_nimg * rampup)
     return 0.5 ** (batch_total / max(ema_nimg, 1e-8))
 
+def uncond_generator(cfg) -> Generator:
+    "The unconditional generator a `gan.uncond` settings section describes (randomly initialised)."
+    return Generator(cfg.z_dim, cfg.w_dim, resolution=cfg.resolution, channel_base=cfg.channel_base,
+                     channel_max=cfg.channel_max, mapping_layers=cfg.mapping_layers)
+
 class StyleGANTask:
     "Unconditional StyleGAN2 with ADA: networks, optimisers and one training step."
     kind = "uncond"
     def __init__(self, cfg, device="cpu"):
         self.cfg, self.device = cfg, device
         arch = dict(resolution=cfg.resolution, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
-        self.G = Generator(cfg.z_dim, cfg.w_dim, mapping_layers=cfg.mapping_layers, **arch).to(device)
+        self.G = uncond_generator(cfg).to(device)
         self.D = Discriminator(mbstd_group=cfg.mbstd_group, **arch).to(device)
         broadcast_params(self.G, self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -786,12 +799,14 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
     lg = read_log(out_dir) if cur_nimg else pd.DataFrame()             # a resumed run's clock goes on from its log
     t_run, n0, shown = time.time(), cur_nimg, {}
     t0 = t_run - (float(lg.sec.iloc[-1]) if len(lg) else 0.0)
+    ahead = data.fetch_ahead(torch.randint(len(data), (per_rank,), generator=gen))
     while cur_nimg < total and not (tracker and tracker.stopped):
-        idx = torch.randint(len(data), (per_rank,), generator=gen)
-        reals, labels = data.fetch(idx)
+        reals, labels = ahead.result()
         if cfg.mirror:
             flip = torch.rand(per_rank, generator=gen) < 0.5
             reals, labels = torch.where(flip[:, None, None, None], reals.flip(3), reals), torch.where(flip[:, None, None], labels.flip(2), labels)
+        at_step = torch.Generator().set_state(gen.get_state())   # the data RNG a checkpoint of this step holds: before the next draw
+        ahead = data.fetch_ahead(torch.randint(len(data), (per_rank,), generator=gen))   # same draws, in the same order, as before
         stats = task.train_step(reals.to(device), labels.to(device), step, cfg.batch, cur_nimg)
         cur_nimg += cfg.batch; step += 1
         evaluated = tracker is not None and (cur_nimg >= next_eval or cur_nimg >= total)
@@ -805,7 +820,7 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
                 f.write(json.dumps(dict(step=step, kimg=cur_nimg / 1000, sec=round(time.time() - t0, 2),
                                         img_per_s=round((cur_nimg - n0) / max(time.time() - t_run, 1e-9), 2), **stats)) + "\n")
         if cur_nimg >= next_snap or cur_nimg >= total or evaluated:
-            save_checkpoint(out_dir / "checkpoint.pt", task, cfg, cur_nimg, step, gen, tracker)
+            save_checkpoint(out_dir / "checkpoint.pt", task, cfg, cur_nimg, step, at_step, tracker)
             next_snap = _next(cur_nimg, cfg.snap_kimg)
     bar.close()
     task.tracker = tracker
@@ -858,7 +873,9 @@ def init_distributed(device="cpu") -> str:
     return device
 
 def gan_main(argv=None):
-    "Train one GAN from the command line (also under torchrun)."
+    "Train one GAN from the command line (also under torchrun); `sample` as the first argument makes the synthetic sets."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sample"]: return sample_main(argv[1:])
     from aras.core import DEFAULT_PROFILE, get_profile, parse_overrides
     from aras.data import find_layout_root
     ap = argparse.ArgumentParser(prog="python -m aras.gan", description="Train an aras GAN (works under torchrun).")
@@ -880,9 +897,36 @@ def gan_main(argv=None):
         torch.save({k: v.cpu() for k, v in task.G.state_dict().items()}, Path(args.out) / f"G_rank{rank}.pt")
         dist.barrier(); dist.destroy_process_group()
 
-if __name__ == "__main__" and "__file__" in globals(): gan_main()   # python -m aras.gan or torchrun; not in a notebook
+# %% ../nbs/04_gan.ipynb 51
+def gan_dir(run, kind: str) -> Path:
+    "Where a run trains its `kind` GAN (checkpoints, log, best snapshot): one folder per settings of that model."
+    return run.work_dir / "gan" / f"{kind}-{settings_hash(dict(run.profile.gan[kind]))}"
 
-# %% ../nbs/04_gan.ipynb 57
+# %% ../nbs/04_gan.ipynb 58
+def trained_generator(run, kind: str, device="cpu") -> nn.Module:
+    "What the chapter samples with, read from the run's training folder: G_ema of `best.pt`, else of the final `checkpoint.pt`."
+    d = gan_dir(run, kind)
+    G = (uncond_generator if kind == "uncond" else cond_generator)(run.profile.gan[kind])
+    for f in (d / "best.pt", d / "checkpoint.pt"):
+        if f.exists(): G.load_state_dict(read_checkpoint(f)["modules"]["G_ema"]); return G.eval().to(device)
+    raise ArasError(f"{d}: no best.pt or checkpoint.pt: train the {kind} GAN first (chapter 04, or python -m aras.gan --kind {kind})")
+
+def sample_main(argv=None) -> int:
+    """Make this process's share of the run's synthetic sets (section 8) from its trained GANs, under torchrun (RANK,
+    WORLD_SIZE); the chapter run afterwards finds every batch and writes nothing again."""
+    from aras.core import process_share
+    from aras.data import dataset_root
+    a, run, rank, world = process_share("python -m aras.gan sample", sample_main.__doc__, argv)
+    G_CFG, root, syn = run.profile.gan, dataset_root(run), run.synthetic_dir
+    if G_CFG.synth.source != "published":
+        n = int(round(G_CFG.synth.uncond_ratio * len(list_pairs(root, "train"))))
+        sample_unconditional(trained_generator(run, "uncond", run.device), n, syn / "uncond", psi=G_CFG.synth.truncation_psi,
+                             device=run.device, progress=rank == 0, rank=rank, world=world)
+    sample_conditional(trained_generator(run, "cond", run.device), GanData(root, "train", G_CFG.cond.resolution, preload=False),
+                       syn / "cond", device=run.device, progress=rank == 0, rank=rank, world=world)
+    print(f"rank {rank} of {world}: samples done; run the GAN chapter (aras reproduce --only 04) to merge them")
+    return 0
+
 def _write_images(arrays, names, folder: Path):
     "Write PNGs, leaving a file with the same bytes untouched: a rerun keeps its time stamps, so notebook 05 reuses its cells."
     folder.mkdir(parents=True, exist_ok=True)
@@ -891,32 +935,49 @@ def _write_images(arrays, names, folder: Path):
         if (folder / n).exists() and (folder / n).read_bytes() == buf.getvalue(): continue
         with atomic_path(folder / n) as tmp: tmp.write_bytes(buf.getvalue())
 
+def weights_digest(module: nn.Module) -> str:
+    "A short sha256 of a module's tensors (names, shapes, bytes): which generator made a set of samples."
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(f"{k}{tuple(v.shape)}".encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
 @torch.no_grad()
-def sample_unconditional(G: Generator, n: int, out_dir, seed0=0, psi=1.0, batch=32, device="cpu", progress=True) -> pd.DataFrame:
-    "Write `n` unconditional samples (seed k -> image k) to `out_dir/images`; return (filename, seed)."
+def sample_unconditional(G: Generator, n: int, out_dir, seed0=0, psi=1.0, batch=32, device="cpu", progress=True,
+                         rank: int = 0, world: int = 1) -> pd.DataFrame | None:
+    """Write `n` unconditional samples (seed k -> image k) to `out_dir/images`; return (filename, seed). Under torchrun
+    this process makes its share of the fixed batches and returns None until every batch is there (`RankBatches`)."""
     out_dir, G = Path(out_dir), G.eval().to(device)
     seeds = list(range(seed0, seed0 + n)); names = [f"seed{s:07d}.png" for s in seeds]
-    for k in tqdm(range(0, n, batch), desc="unconditional samples", disable=not progress):
+    jobs = RankBatches([out_dir / "images" / m for m in names], batch, out_dir / ".batches" /
+                       settings_hash(dict(G=weights_digest(G), psi=psi, seed0=seed0, n=n)), rank, world)
+    for b in tqdm(jobs.todo(), desc="unconditional samples" + (f" rank {rank}/{world}" if world > 1 else ""), disable=not progress):
+        k = b * batch
         z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds[k:k + batch]])).float().to(device)
-        _write_images(to_uint8(G(z, psi=psi, noise_mode="const")), names[k:k + batch], out_dir / "images")
+        _write_images(to_uint8(G(z, psi=psi, noise_mode="const")), names[k:k + batch], out_dir / "images"); jobs.finish(b)
+    if not jobs.complete(): return None
     df = pd.DataFrame(dict(filename=names, seed=seeds, truncation_psi=psi))
     with atomic_path(out_dir / "seeds.csv") as tmp: df.to_csv(tmp, index=False)
     return df
 
 @torch.no_grad()
-def sample_conditional(G: SpadeGenerator, data: GanData, out_dir, seed0=0, batch=32, device="cpu", progress=True) -> pd.DataFrame:
-    "Write one sample per mask of `data` (and the mask) to `out_dir/images|masks`; return (filename, source_mask, seed)."
+def sample_conditional(G: SpadeGenerator, data: GanData, out_dir, seed0=0, batch=32, device="cpu", progress=True,
+                       rank: int = 0, world: int = 1) -> pd.DataFrame | None:
+    """Write one sample per mask of `data` (and the mask) to `out_dir/images|masks`; return (filename, source_mask, seed).
+    Under torchrun, this process's share of the fixed batches, and None until every batch is there (`RankBatches`)."""
     out_dir, G = Path(out_dir), G.eval().to(device)
-    rows = []
-    for k in tqdm(range(0, len(data), batch), desc="conditional samples", disable=not progress):
-        idx = torch.arange(k, min(k + batch, len(data)))
+    names = list(data.names)
+    jobs = RankBatches([out_dir / "images" / m for m in names], batch, out_dir / ".batches" /
+                       settings_hash(dict(G=weights_digest(G), seed0=seed0, masks=names, px=data.resolution)), rank, world)
+    for b in tqdm(jobs.todo(), desc="conditional samples" + (f" rank {rank}/{world}" if world > 1 else ""), disable=not progress):
+        idx = torch.arange(b * batch, min((b + 1) * batch, len(data)))
         _, labels = data.fetch(idx)
-        seeds = [seed0 + int(i) for i in idx]
-        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])).float().to(device)
-        names = [data.names[int(i)] for i in idx]
-        _write_images(to_uint8(G(one_hot(labels).to(device), z)), names, out_dir / "images")
-        _write_images(labels_to_rgb(labels.numpy().astype(np.uint8)), names, out_dir / "masks")
-        rows += [dict(filename=n, source_mask=n, seed=s) for n, s in zip(names, seeds)]
-    df = pd.DataFrame(rows)
+        z = torch.from_numpy(np.stack([np.random.RandomState(seed0 + int(i)).randn(G.z_dim) for i in idx])).float().to(device)
+        _write_images(to_uint8(G(one_hot(labels).to(device), z)), names[b * batch:(b + 1) * batch], out_dir / "images")
+        _write_images(labels_to_rgb(labels.numpy().astype(np.uint8)), names[b * batch:(b + 1) * batch], out_dir / "masks"); jobs.finish(b)
+    if not jobs.complete(): return None
+    df = pd.DataFrame(dict(filename=names, source_mask=names, seed=[seed0 + i for i in range(len(names))]))
     with atomic_path(out_dir / "source.csv") as tmp: df.to_csv(tmp, index=False)
     return df
+
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(gan_main())   # python -m aras.gan [sample] or torchrun; not in a notebook

@@ -19,7 +19,7 @@ from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
 from .core import ArasDataError, ArasError, atomic_path, cache_dir, format_p, settings_hash, weights_dir
-from .data import list_pairs, read_png, uncond_source
+from .data import decode_many, list_pairs, read_png, uncond_source
 from .captioning import ModelUnavailable, check_model_folder
 from .segmentation import LITE_NORM, normalize
 
@@ -254,7 +254,7 @@ def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool |
     batches = [b for b in range(rank * batch_size, len(images), world * batch_size) if any(v is None for v in out[b:b + batch_size])]
     for s in tqdm(batches, desc=desc or f"features {ext.id}", disable=not progress or not batches, leave=False):
         idx = [i for i in range(s, min(s + batch_size, len(images))) if out[i] is None]
-        arrays = [load_image(images[i]) for i in idx]
+        arrays = decode_many(load_image, [images[i] for i in idx])
         for shape in dict.fromkeys(a.shape for a in arrays):          # one forward per image size in the batch
             sub = [i for i, a in zip(idx, arrays) if a.shape == shape]
             feats = ext(to_tensor([a for a in arrays if a.shape == shape])).cpu().numpy().astype(np.float32)

@@ -16,24 +16,24 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, atomic_path, file_stamp, format_p, make_run, settings_hash,
+from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, RankBatches, atomic_path, file_stamp, format_p, make_run, settings_hash,
                        weights_dir, write_json)
-from .data import dataset_root, list_pairs, read_pair, read_png, uncond_pool, uncond_source
+from .data import dataset_root, decode_many, list_pairs, read_pair, read_png, uncond_pool, uncond_source
 from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
 
 # %% auto 0
 __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'LITE0_DEPTHS', 'IMAGENET_NORM', 'LITE_NORM',
-           'METRICS', 'TRAIN_KEYS', 'NOT_RUN', 'PAPER_TABLE3', 'PAPER_TABLE4', 'mix_recipes', 'check_settings',
-           'lite0_to_timm', 'lite0_imagenet_file', 'encoder_normalization', 'build_model', 'load_encoder_weights',
-           'read_set', 'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize', 'metrics_from_cm',
-           'confusion_per_image', 'confusion_meter', 'rank_world', 'barrier', 'init_distributed', 'evaluate',
-           'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_hash', 'train_epoch',
-           'train_cell', 'run_converged', 'file_stamps', 'SegmentationMatrix', 'set_threads', 'worker_pool',
-           'close_pools', 'predict_masks', 'bootstrap_interval', 'paired_test', 'hierarchical_test',
-           'hierarchical_bootstrap', 'simulate_confusions', 'rejection_rates', 'segmentation_tables',
-           'significance_table', 'compute_matched_table', 'per_class_gain', 'plot_per_class_gain', 'encoder_features',
-           'embed_features', 'plot_feature_embedding', 'class_pixels', 'composition_divergence', 'pseudo_label_table',
-           'mask_fidelity', 'fidelity_table', 'run_caveats', 'main']
+           'METRICS', 'TRAIN_KEYS', 'SPEED_KEYS', 'NOT_RUN', 'PAPER_TABLE3', 'PAPER_TABLE4', 'mix_recipes',
+           'check_settings', 'lite0_to_timm', 'lite0_imagenet_file', 'encoder_normalization', 'build_model',
+           'load_encoder_weights', 'read_set', 'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize',
+           'metrics_from_cm', 'confusion_per_image', 'confusion_meter', 'rank_world', 'barrier', 'init_distributed',
+           'autocast', 'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights',
+           'config_hash', 'train_epoch', 'train_cell', 'run_converged', 'file_stamps', 'SegmentationMatrix',
+           'set_threads', 'worker_pool', 'close_pools', 'predict_masks', 'bootstrap_interval', 'paired_test',
+           'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions', 'rejection_rates',
+           'segmentation_tables', 'significance_table', 'compute_matched_table', 'per_class_gain',
+           'plot_per_class_gain', 'encoder_features', 'embed_features', 'plot_feature_embedding', 'class_pixels',
+           'composition_divergence', 'pseudo_label_table', 'mask_fidelity', 'fidelity_table', 'run_caveats', 'main']
 
 # %% ../nbs/05_segmentation.ipynb 6
 ARCHS = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")    # smp class names
@@ -71,6 +71,7 @@ def check_settings(P):
     if bad: raise ArasError(f"segmentation.compute_matched_mixes: {bad} are not augmented mixes; choose from {MIXES[1:]}")
     if P.compute_matched_archs != "all" and (bad := [a for a in P.compute_matched_archs if a not in P.archs]):
         raise ArasError(f"segmentation.compute_matched_archs: {bad} not in segmentation.archs; 'all' or a tuple of {tuple(P.archs)}")
+    if P.amp not in (None, "bf16"): raise ArasError(f"segmentation.amp={P.amp!r}: None or 'bf16' (fp16 would need a gradient scaler)")
     if P.labeller != "best" and P.labeller not in P.archs:
         raise ArasError(f"segmentation.labeller={P.labeller!r}: 'best' or one of {tuple(P.archs)}")
 
@@ -176,12 +177,10 @@ _DECODED: dict = {}
 
 def _decoded(images: tuple, masks: tuple, size: int):
     "Every pair decoded and resized once per process (keyed by files and their modification times): uint8 (N, 3, S, S), (N, S, S)."
-    xs, ys = [], []
-    for i, m in zip(images, masks):
-        key = (i, m, size, os.stat(i).st_mtime_ns, os.stat(m).st_mtime_ns)
-        if key not in _DECODED: _DECODED[key] = _to_tensors(*_resize_pair(*read_pair(i, m), size))
-        xs.append(_DECODED[key][0]); ys.append(_DECODED[key][1])
-    return torch.stack(xs), torch.stack(ys)
+    keys = [(i, m, size, os.stat(i).st_mtime_ns, os.stat(m).st_mtime_ns) for i, m in zip(images, masks)]
+    new = [k for k in dict.fromkeys(keys) if k not in _DECODED]
+    _DECODED.update(zip(new, decode_many(lambda k: _to_tensors(*_resize_pair(*read_pair(k[0], k[1]), size)), new)))
+    return torch.stack([_DECODED[k][0] for k in keys]), torch.stack([_DECODED[k][1] for k in keys])
 
 def read_set(path) -> pd.DataFrame:
     "A training/evaluation set written by this chapter: columns image, mask, source."
@@ -282,7 +281,13 @@ def init_distributed(device: str = "cpu") -> str:
     return device
 
 @torch.no_grad()
-def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device="cpu", per_image=False, progress=False, num_workers=0):
+def autocast(device, amp=None):
+    "bf16 autocast on `device`'s type when `amp` is 'bf16' (no gradient scaler needed), else a no-op context."
+    import contextlib
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+
+def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device="cpu", per_image=False, progress=False, num_workers=0,
+             amp=None):
     "Confusion matrix (C, C) of `model` on `dataset` (summed over ranks) and, with `per_image`, one per image (N, C, C)."
     rank, world = rank_world()
     model = getattr(model, "module", model).eval()
@@ -290,7 +295,7 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
     meter, per = confusion_meter(device), []
     batches = [mine[s:s + batch_size] for s in range(0, len(mine), batch_size)]
     for x, y in tqdm(iterate_batches(dataset, batches, num_workers), total=len(batches), desc="evaluate", leave=False, disable=not progress):
-        pred = model(normalize(x.to(device), *norm)).argmax(1)
+        with autocast(device, amp): pred = model(normalize(x.to(device), *norm)).argmax(1)
         y = y.to(device).long()
         meter.update(pred, y)
         if per_image: per.append(confusion_per_image(pred, y).cpu())
@@ -309,6 +314,15 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
 # %% ../nbs/05_segmentation.ipynb 24
 TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
               "grad_clip", "patience", "lr_patience", "lr_factor", "augment")
+SPEED_KEYS = ("amp", "channels_last", "compile")       # GPU practice: in a cell's configuration only when on
+
+def speed_up(model, cfg: dict, world: int = 1):
+    """The module training calls: `model` in `channels_last` layout if the cell asks (in place, before DDP builds its
+    buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a backend name)."""
+    if cfg.get("channels_last"): model.to(memory_format=torch.channels_last)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    c = cfg.get("compile")
+    return torch.compile(net, backend=c if isinstance(c, str) else "inductor") if c else net
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, steps=None, rank: int = 0, world: int = 1) -> list:
     "This rank's index batches for one epoch: a permutation seeded by (seed, epoch), full batches (wrapping at the end), equal counts on every rank, at most `steps`."
@@ -362,8 +376,9 @@ def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, 
     for x, y in iterate_batches(data, batches, num_workers):
         x, y = x.to(device).float().div_(255), y.to(device).long()
         if cfg["augment"]: x, y = augment_batch(x, y, gen)
+        if cfg.get("channels_last"): x = x.contiguous(memory_format=torch.channels_last)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(normalize(x, *cfg["norm"])), y)
+        with autocast(device, cfg.get("amp")): loss = loss_fn(net(normalize(x, *cfg["norm"])).float(), y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
         opt.step(); losses.append(loss.item())
@@ -383,7 +398,7 @@ def _finish(model, sets: dict, cfg: dict, out: Path, history: list, best: float,
     "Test the best checkpoint, write `result.json` (with steps and images seen) and the per-image test confusion matrices, drop `last.pt`."
     rank, world = rank_world()
     model.load_state_dict(load_checkpoint(out / "best.pt", cfg["arch"], cfg["encoder"])["model"])
-    cm, per = evaluate(model, sets["test"], cfg["norm"], eval_batch_size, device, per_image=True, num_workers=num_workers)
+    cm, per = evaluate(model, sets["test"], cfg["norm"], eval_batch_size, device, per_image=True, num_workers=num_workers, amp=cfg.get("amp"))
     test, steps = metrics_from_cm(cm), sum(h.get("steps", 0) for h in history)
     result = dict(arch=cfg["arch"], mix=cfg["mix"], seed=int(cfg["seed"]), config_hash=config_hash(cfg), run_dir=str(out),
                   n_train=len(sets["train"]), n_val=len(sets["val"]), n_test=len(sets["test"]), world_size=world,
@@ -410,7 +425,7 @@ def _optimisation(model, cfg: dict):
 
 def _validate(model, sets: dict, cfg: dict, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
     "Macro scores on the validation set; a set with no pixels to score is an error, not a zero."
-    cm, _ = evaluate(model, sets["val"], cfg["norm"], eval_batch_size, device, num_workers=num_workers)
+    cm, _ = evaluate(model, sets["val"], cfg["norm"], eval_batch_size, device, num_workers=num_workers, amp=cfg.get("amp"))
     val = metrics_from_cm(cm)
     if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
     return val
@@ -427,7 +442,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
     model = build_model(cfg["arch"], cfg["encoder"], **cfg["arch_kwargs"])
     state, weights_source = _resume(out, cfg, model)
     model.to(device)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = speed_up(model, cfg, world)
     opt, sched, loss_fn = _optimisation(model, cfg)
     best, best_epoch, bad, history, start = -math.inf, -1, 0, [], 0
     if state is not None:
@@ -577,7 +592,8 @@ class SegmentationMatrix:
                                arch_kwargs=_plain(P.arch_kwargs.get(arch, {})), norm=_plain(encoder_normalization(P.encoder)),
                                train=str(files[mix]), val=str(files["val"]), test=str(files["test"]),
                                sets_digest=[_file_digest(files[k]) for k in (mix, "val", "test")],
-                               labeller=self.labeller_id() if "uncond" in mix else None)
+                               labeller=self.labeller_id() if "uncond" in mix else None,
+                               **{k: _plain(P[k]) for k in SPEED_KEYS if P[k]})   # only when on: default hashes unchanged
                     cfg["run_dir"] = str(self.dir / "runs" / mix / arch / f"seed{s}-{config_hash(cfg)}")
                     out.append(cfg)
         return out
@@ -639,22 +655,23 @@ class SegmentationMatrix:
             raise ArasDataError(f"{masks}: holds masks not written by this chapter (no {f.name}); move them away to let the Real model label the samples")
         r = self.choose_labeller(); ck = Path(r["run_dir"]) / "best.pt"
         record = r["record"] | dict(n_images=len(self.uncond_images),
-                                    images_digest=settings_hash([(p.name, p.stat().st_size) for p in self.uncond_images]))
+                                    images_digest=settings_hash([(p.name, file_stamp(p)) for p in self.uncond_images]))
         if f.exists():
             old = json.loads(f.read_text())
             if {k: old.get(k) for k in record} == record and len(list(masks.glob("*.png"))) == len(self.uncond_images): return old
-        t0 = time.time()
-        if rank_world()[0] == 0:
-            model = build_model(r["arch"], r["config"]["encoder"], **r["config"]["arch_kwargs"])
-            model.load_state_dict(load_checkpoint(ck, r["arch"], r["config"]["encoder"])["model"])
-            stage = self.uncond_dir / ".masks-partial"
-            shutil.rmtree(stage, ignore_errors=True); stage.mkdir(parents=True)
-            predict_masks(model, self.uncond_images, stage, r["config"]["image_size"], r["config"]["norm"],
-                          int(self.P.eval_batch_size), self.device, progress)
+        t0, (rank, world), key = time.time(), rank_world(), settings_hash(record)
+        model = build_model(r["arch"], r["config"]["encoder"], **r["config"]["arch_kwargs"])
+        model.load_state_dict(load_checkpoint(ck, r["arch"], r["config"]["encoder"])["model"])
+        stage, parts = self.uncond_dir / f".masks-{key}", self.uncond_dir / ".batches" / f"masks-{key}"   # resumable, by any rank
+        done = predict_masks(model, self.uncond_images, stage, r["config"]["image_size"], r["config"]["norm"],
+                             int(self.P.eval_batch_size), self.device, progress, rank, world, parts)
+        barrier()
+        if rank == 0 and (done or RankBatches([stage / p.name for p in self.uncond_images], int(self.P.eval_batch_size), parts).complete()):
             (stage / ".labelled_by_aras").write_text(json.dumps(record))
-            shutil.rmtree(masks, ignore_errors=True); stage.rename(masks)
+            shutil.rmtree(masks, ignore_errors=True); stage.rename(masks); shutil.rmtree(parts, ignore_errors=True)
             write_json({**record, "seconds": round(time.time() - t0, 1), "created": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
         barrier()
+        if not f.exists(): raise ArasDataError(f"{stage}: pseudo-labels unfinished (some ranks' batches are missing); run again to finish them")
         return json.loads(f.read_text())
 
     # ---- results ----------------------------------------------------------------------------------------
@@ -693,12 +710,15 @@ def close_pools():
     while _POOLS: _POOLS.popitem()[1].shutdown(wait=True)
 
 @torch.no_grad()
-def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int = 16, device="cpu", progress=True) -> int:
-    "Colour masks (the dataset's palette) predicted by `model` for `images`, at each image's own size, into `out_dir`."
+def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int = 16, device="cpu", progress=True,
+                  rank: int = 0, world: int = 1, parts=None) -> bool:
+    """Colour masks (the dataset's palette) predicted by `model` for `images`, at each image's own size, into `out_dir`.
+    Fixed batches dealt over processes (`RankBatches`, markers in `parts`); True once every batch is done."""
     model = model.to(device).eval(); out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    for s in tqdm(range(0, len(images), batch_size), desc="pseudo-labels", disable=not progress):
-        chunk = images[s:s + batch_size]
-        arrays = [read_png(p) for p in chunk]
+    jobs = RankBatches([out_dir / Path(p).name for p in images], batch_size, parts or out_dir / ".batches", rank, world)
+    for b in tqdm(jobs.todo(), desc="pseudo-labels" + (f" rank {rank}/{world}" if world > 1 else ""), disable=not progress):
+        chunk = images[b * batch_size:(b + 1) * batch_size]
+        arrays = decode_many(read_png, chunk)
         x = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)).transpose(2, 0, 1).copy())
                          if a.shape[:2] != (size, size) else torch.from_numpy(a.transpose(2, 0, 1).copy()) for a in arrays])
         logits = model(normalize(x.to(device), *norm))
@@ -706,7 +726,8 @@ def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int
             if a.shape[:2] != (size, size): lg = F.interpolate(lg[None], size=a.shape[:2], mode="bilinear", align_corners=False)[0]
             with atomic_path(out_dir / p.name) as tmp:
                 Image.fromarray(labels_to_rgb(lg.argmax(0).cpu().numpy().astype(np.uint8))).save(tmp, format="PNG")
-    return len(images)
+        jobs.finish(b)
+    return jobs.complete()
 
 # %% ../nbs/05_segmentation.ipynb 35
 def _seed_mean(stat: str, tot: np.ndarray) -> np.ndarray:

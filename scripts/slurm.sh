@@ -19,7 +19,8 @@ set -euo pipefail
 stage="$1"; shift
 case "$stage" in gan|segmentation|captioning|metrics) ;; *) echo "slurm.sh: unknown stage $stage (gan, segmentation, captioning, metrics)" >&2; exit 2;; esac
 cd "${SLURM_SUBMIT_DIR:-.}"
-head_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")   # not `| head -1`: with pipefail, SIGPIPE would end the job
+head_node="${nodes[0]}"
 procs="${SLURM_GPUS_ON_NODE:-1}"                      # one process per GPU; 1 on CPU nodes (gloo)
 port="${ARAS_RDZV_PORT:-29500}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( ${SLURM_CPUS_PER_TASK:-$procs} / procs > 0 ? ${SLURM_CPUS_PER_TASK:-$procs} / procs : 1 ))}"

@@ -425,3 +425,19 @@ def test_tiles_prepared_in_two_processes_give_the_same_dataset(toy_raw, tmp_path
             a, b = sorted((ref_root / split / sub).glob("*.png")), sorted((root / split / sub).glob("*.png"))
             assert [p.name for p in a] == [p.name for p in b] and all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
     assert json.loads((root / "manifest.json").read_text())["key"] == json.loads((ref_root / "manifest.json").read_text())["key"]
+
+
+def _decode_in_child(q):
+    from aras.data import decode_many
+    q.put(decode_many(lambda k: k + 1, range(5)))
+
+
+def test_decoding_threads_survive_a_fork():
+    "A forked data-loader worker gets its own decoding threads (its parent's do not exist in the child: a shared pool would hang)."
+    import multiprocessing as mp
+    from aras.data import decode_many
+    assert decode_many(str, range(3)) == ["0", "1", "2"]                    # the parent's pool now exists
+    ctx = mp.get_context("fork"); q = ctx.Queue()
+    p = ctx.Process(target=_decode_in_child, args=(q,)); p.start()
+    assert q.get(timeout=60) == [1, 2, 3, 4, 5]
+    p.join(10); assert p.exitcode == 0

@@ -183,6 +183,15 @@ def _state(task):
     return {f"{k}.{n}": t.clone() for k, m in task.modules().items() for n, t in m.state_dict().items()}
 
 
+def test_background_decoding_trains_the_same_weights(prepared, data16, tmp_path):
+    "preload=False decodes each next batch in the background while a step trains: the same draws, images and weights."
+    a = gan.train_gan("uncond", small("uncond"), data16, tmp_path / "a", seed=3, progress=False)
+    lazy = gan.GanData(prepared[0], "train", 16, preload=False)
+    b = gan.train_gan("uncond", small("uncond"), lazy, tmp_path / "b", seed=3, progress=False)
+    sa, sb = _state(a), _state(b)
+    assert lazy._cache is None and lazy._ahead is not None and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 @pytest.mark.parametrize("kind,fid", [("uncond", False), ("cond", False), ("uncond", True), ("cond", True)])
 def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, fid, data16, tmp_path, monkeypatch):
     cfg = with_fid(kind) if fid else small(kind)
@@ -419,3 +428,40 @@ def test_the_authors_conditional_model_resumes_exactly_and_samples(prepared, tmp
     assert resumed.G.z_dim == 0 and type(resumed.D).__name__ == "PatchDiscriminator"
     rows = gan.sample_conditional(gan.best_generator(resumed, tmp_path / "run"), data32, tmp_path / "cond", progress=False)
     assert len(rows) == len(data32) and read_png(tmp_path / "cond" / "images" / rows.filename[0]).shape == (32, 32, 3)
+
+
+def test_two_torchrun_processes_sample_what_one_does(prepared, tmp_path):
+    """`python -m aras.gan sample` under torchrun: the ranks deal the fixed batches of both synthetic sets; the chapter's
+    one-process call then writes nothing and returns the set, whose images are those of one process, byte for byte."""
+    from aras.core import make_run
+    from launch import torchrun
+    env = {**os.environ, "ARAS_CACHE": str(tmp_path / "cache"), "ARAS_FIGURES": str(tmp_path / "fig"), "OMP_NUM_THREADS": "1"}
+    sets = [f"{k}={v}" for k, v in {**SMALL_U, **SMALL_C}.items()] + ["gan.synth.uncond_ratio=2"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARAS_CACHE", str(tmp_path / "cache"))
+        run = make_run("smoke", prepared[0], overrides=sets)
+        for kind, build in (("uncond", gan.uncond_generator), ("cond", gan.cond_generator)):
+            torch.manual_seed(1); G = build(run.profile.gan[kind])
+            gan.gan_dir(run, kind).mkdir(parents=True)
+            torch.save(dict(kind=kind, cfg=gan.plain_cfg(run.profile.gan[kind]), kimg=0.0, fid=0.0, modules=dict(G_ema=G.state_dict())),
+                       gan.gan_dir(run, kind) / "best.pt")
+        p = torchrun(["aras.gan", "sample", "--profile", "smoke", "--data-root", str(prepared[0]), "--set", *sets], env)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "rank 0 of 2: samples done" in p.stdout and "rank 1 of 2: samples done" in p.stdout
+        syn, n_train = run.synthetic_dir, len(list_pairs(prepared[0], "train"))
+        stamps = {f: f.stat().st_mtime_ns for f in syn.rglob("*.png")}
+        assert len(stamps) == 2 * n_train + 2 * n_train                       # uncond 2x train; cond images and masks
+        threads = torch.get_num_threads(); torch.set_num_threads(1)               # as the ranks (OMP_NUM_THREADS=1)
+        data = gan.GanData(prepared[0], "train", 16, preload=False)
+        G_u, G_c = gan.trained_generator(run, "uncond"), gan.trained_generator(run, "cond")
+        merged = gan.sample_unconditional(G_u, 2 * n_train, syn / "uncond", progress=False)
+        cond = gan.sample_conditional(G_c, data, syn / "cond", progress=False)
+        assert {f: f.stat().st_mtime_ns for f in syn.rglob("*.png")} == stamps    # nothing made again
+        one = gan.sample_unconditional(G_u, 2 * n_train, tmp_path / "one", batch=32, progress=False)
+        torch.set_num_threads(threads)
+        pd.testing.assert_frame_equal(merged, one)
+        assert len(cond) == n_train and (syn / "cond" / "source.csv").exists()
+        assert all((syn / "uncond" / "images" / f).read_bytes() == (tmp_path / "one" / "images" / f).read_bytes() for f in one.filename)
+    half = gan.sample_unconditional(G_u, 2 * n_train, tmp_path / "half", progress=False, batch=4, rank=1, world=2)
+    assert half is None and len(list((tmp_path / "half" / "images").glob("*.png"))) == sum(
+        min(4, 2 * n_train - 4 * b) for b in range(1, -(-2 * n_train // 4), 2))   # rank 1 of 2: batches 1, 3, ...

@@ -190,6 +190,22 @@ def test_unconditional_samples_are_labelled_by_the_best_real_model(matrix):
     assert json.loads((mx.uncond_dir / "labelled_by.json").read_text())["created"] == mx.label_uncond(progress=False)["created"]
 
 
+def test_pseudo_labels_dealt_over_ranks_are_those_of_one_process(matrix, tmp_path):
+    "Two ranks label their batches (in any order, each once); one process afterwards labels nothing and finds them complete."
+    lab, images = matrix.labelled, matrix.mx.uncond_images
+    model = S.build_model(lab["arch"], lab["encoder"])
+    model.load_state_dict(S.load_checkpoint(lab["checkpoint"], lab["arch"], lab["encoder"])["model"])
+    norm, size = S.encoder_normalization(lab["encoder"]), lab["image_size"]
+    assert S.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False, rank=1, world=2) is False
+    assert len(list((tmp_path / "ranks").glob("*.png"))) == sum(min(3, len(images) - 3 * b) for b in range(1, -(-len(images) // 3), 2))
+    assert S.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False, rank=0, world=2) is True
+    stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "ranks").glob("*.png")}
+    assert S.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False) is True
+    assert {f: f.stat().st_mtime_ns for f in (tmp_path / "ranks").glob("*.png")} == stamps         # nothing labelled again
+    S.predict_masks(model, images, tmp_path / "one", size, norm, 3, progress=False)
+    assert len(stamps) == len(images) and all(f.read_bytes() == (tmp_path / "one" / f.name).read_bytes() for f in stamps)
+
+
 def test_foreign_masks_are_not_overwritten(prepared):
     run = make_run("smoke", data_root=prepared[0], **FAST)
     syn = run.synthetic_dir / "uncond"
@@ -247,6 +263,21 @@ def test_a_step_budget_cuts_the_last_epoch(matrix, tmp_path):
     res = S.train_cell(_cfg(matrix, tmp_path / "s", epochs=5, steps_per_epoch=2, max_steps=3), in_memory=True)
     assert res["budget"] == "steps" and res["steps"] == 3 and [h["steps"] for h in res["history"]] == [2, 1]
     assert res["stop_reason"] == "step budget" and res["images_seen"] == 3 * 2 and res["epochs_run"] == 2
+
+
+def test_gpu_practice_options_train_and_enter_the_cell_hash(matrix, tmp_path):
+    "bf16 autocast, channels_last and torch.compile (eager backend here) train a cell; off, the cell and its hash are as before."
+    base = _cfg(matrix, tmp_path / "fp32", epochs=1, steps_per_epoch=1)
+    assert not {"amp", "channels_last", "compile"} & set(base)                       # default hashes unchanged
+    fast = _cfg(matrix, tmp_path / "fast", epochs=1, steps_per_epoch=1, amp="bf16", channels_last=True, compile="eager")
+    assert S.config_hash(fast) != S.config_hash(base)
+    a, b = S.train_cell(base, in_memory=True), S.train_cell(fast, in_memory=True)
+    assert np.isfinite(b["history"][0]["train_loss"]) and 0 <= b["test"]["f1"] <= 1 and np.array(b["test_cm"]).sum() == np.array(a["test_cm"]).sum()
+    assert b["history"][0]["train_loss"] != a["history"][0]["train_loss"]           # bf16 arithmetic: close, not equal
+    assert abs(b["history"][0]["train_loss"] - a["history"][0]["train_loss"]) < 0.05
+    run = make_run("smoke", data_root=matrix.root, **{**FAST, "segmentation.amp": "fp16"})
+    with pytest.raises(ArasError, match="segmentation.amp='fp16'"):
+        S.check_settings(run.profile.segmentation)
 
 
 def test_an_epoch_is_a_pass_over_the_whole_set(matrix, tmp_path):

@@ -36,64 +36,64 @@ def tokenizer():
 
 def llama_config(vocab):
     from transformers import LlamaConfig
-    return LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return LlamaConfig(vocab_size=vocab, **TOWER, num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0,
+                       bos_token_id=1, eos_token_id=2)
+
+
+TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)   # every tiny transformer
+VISION = dict(TOWER, image_size=32, patch_size=8)                                                 # 32 px, 16 patches
+
+
+def image_processor():
+    from transformers import CLIPImageProcessor
+    return CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+
+
+def save(model_cls, cfg, d, *extras) -> Path:
+    "A model of `cfg` with seeded random weights, and its tokenizer or processor, saved as a transformers folder `d`."
+    torch.manual_seed(0)
+    model_cls(cfg).save_pretrained(d)
+    for e in extras: e.save_pretrained(d)
+    return Path(d)
 
 
 def save_tiny_lm(d) -> Path:
     "A tiny random chat causal LM saved as a transformers folder (stands in for Qwen3-4B)."
     from transformers import LlamaForCausalLM
     tok = tokenizer()
-    torch.manual_seed(0)
-    LlamaForCausalLM(llama_config(len(tok))).save_pretrained(d)
-    tok.save_pretrained(d)
-    return Path(d)
+    return save(LlamaForCausalLM, llama_config(len(tok)), d, tok)
 
 
 def save_tiny_vlm(d) -> Path:
     "A tiny random LLaVA (CLIP vision tower + Llama) with its processor, saved as a folder (stands in for Gemma3/Qwen3-VL)."
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     tok = tokenizer()
-    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                          tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", chat_template=CHAT,
-                          num_additional_image_tokens=1)
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                                     image_size=32, patch_size=8),
+    proc = LlavaProcessor(image_processor=image_processor(), tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                          chat_template=CHAT, num_additional_image_tokens=1)
+    cfg = LlavaConfig(vision_config=CLIPVisionConfig(**VISION),
                       text_config=llama_config(len(tok)), image_token_id=tok.convert_tokens_to_ids("<image>"),
                       vision_feature_layer=-1, vision_feature_select_strategy="default")
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(cfg).save_pretrained(d)
-    proc.save_pretrained(d)
-    return Path(d)
+    return save(LlavaForConditionalGeneration, cfg, d, proc)
 
 
 def save_tiny_clip(d) -> Path:
     "A tiny random CLIP with its processor (a character-level CLIP tokenizer), saved as a folder."
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for ch in "abcdefghijklmnopqrstuvwxyz0123456789%().,-":
         vocab[ch] = len(vocab); vocab[ch + "</w>"] = len(vocab)
     tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                         tokenizer=tok)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                                      pad_token_id=1),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        image_size=32, patch_size=8), projection_dim=16)
-    torch.manual_seed(0)
-    CLIPModel(cfg).save_pretrained(d)
-    proc.save_pretrained(d)
-    return Path(d)
+    proc = CLIPProcessor(image_processor=image_processor(), tokenizer=tok)
+    cfg = CLIPConfig(text_config=dict(TOWER, vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                                      pad_token_id=1), vision_config=VISION, projection_dim=16)
+    return save(CLIPModel, cfg, d, proc)
 
 
 def save_tiny_dinov2(d) -> Path:
     "A tiny random DINOv2 (no processor: `aras` resizes and normalises itself)."
     from transformers import Dinov2Config, Dinov2Model
-    torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                             image_size=28, patch_size=14)).save_pretrained(d)
-    return Path(d)
+    return save(Dinov2Model, Dinov2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                          image_size=28, patch_size=14), d)
 
 
 def save_random_inception(folder) -> Path:
