@@ -280,12 +280,12 @@ def init_distributed(device: str = "cpu") -> str:
         local = int(os.environ.get("LOCAL_RANK", 0)); torch.cuda.set_device(local); return f"cuda:{local}"
     return device
 
-@torch.no_grad()
 def autocast(device, amp=None):
     "bf16 autocast on `device`'s type when `amp` is 'bf16' (no gradient scaler needed), else a no-op context."
     import contextlib
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
 
+@torch.no_grad()
 def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device="cpu", per_image=False, progress=False, num_workers=0,
              amp=None):
     "Confusion matrix (C, C) of `model` on `dataset` (summed over ranks) and, with `per_image`, one per image (N, C, C)."

@@ -280,6 +280,14 @@ def test_gpu_practice_options_train_and_enter_the_cell_hash(matrix, tmp_path):
         S.check_settings(run.profile.segmentation)
 
 
+def test_evaluation_builds_no_autograd_graph(matrix):
+    "Evaluation runs under no_grad (activations are not kept for a backward pass that never comes)."
+    seen, model = [], S.build_model("FPN", ENC)
+    model.register_forward_hook(lambda m, i, o: seen.append(torch.is_grad_enabled() or o.requires_grad))
+    S.evaluate(model, S.SegmentationSet(matrix.cells[0]["test"], 64, in_memory=True), S.LITE_NORM, batch_size=8)
+    assert seen and not any(seen)
+
+
 def test_an_epoch_is_a_pass_over_the_whole_set(matrix, tmp_path):
     res = S.train_cell(_cfg(matrix, tmp_path / "e", epochs=1, steps_per_epoch=None, batch_size=16), in_memory=True)
     assert res["steps"] == -(-matrix.n_real // 16) and res["images_seen"] >= matrix.n_real and res["stop_reason"] == "epoch limit"
