@@ -29,8 +29,8 @@ __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'check_resolution', 'GanData',
            'PatchDiscriminator', 'cond_generator', 'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta',
            'uncond_generator', 'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker',
            'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint', 'track_fid', 'best_generator',
-           'train_gan', 'read_log', 'train_gans', 'init_distributed', 'gan_main', 'gan_dir', 'trained_generator',
-           'sample_main', 'weights_digest', 'sample_unconditional', 'sample_conditional']
+           'train_gan', 'read_log', 'train_gans', 'init_distributed', 'gan_main', 'gan_dir', 'load_generator',
+           'trained_generator', 'sample_main', 'weights_digest', 'sample_unconditional', 'sample_conditional']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -903,12 +903,22 @@ def gan_dir(run, kind: str) -> Path:
     return run.work_dir / "gan" / f"{kind}-{settings_hash(dict(run.profile.gan[kind]))}"
 
 # %% ../nbs/04_gan.ipynb 58
+def load_generator(checkpoint, device="cpu") -> nn.Module:
+    "G_ema of a checkpoint of this chapter, built from the settings the checkpoint stores (chapter 07 reads them too)."
+    from fastcore.basics import AttrDict
+    f = Path(checkpoint)
+    state = read_checkpoint(f)                                    # weights_only: a shared file cannot run code
+    c, kind = AttrDict(state.get("cfg", {})), state.get("kind")
+    if kind not in ("uncond", "cond"): raise ArasDataError(f"{f}: not an aras GAN checkpoint (kind {kind!r})")
+    G = (uncond_generator if kind == "uncond" else cond_generator)(c)
+    G.load_state_dict(state["modules"]["G_ema"])
+    return G.eval().requires_grad_(False).to(device)
+
 def trained_generator(run, kind: str, device="cpu") -> nn.Module:
     "What the chapter samples with, read from the run's training folder: G_ema of `best.pt`, else of the final `checkpoint.pt`."
     d = gan_dir(run, kind)
-    G = (uncond_generator if kind == "uncond" else cond_generator)(run.profile.gan[kind])
     for f in (d / "best.pt", d / "checkpoint.pt"):
-        if f.exists(): G.load_state_dict(read_checkpoint(f)["modules"]["G_ema"]); return G.eval().to(device)
+        if f.exists(): return load_generator(f, device)
     raise ArasError(f"{d}: no best.pt or checkpoint.pt: train the {kind} GAN first (chapter 04, or python -m aras.gan --kind {kind})")
 
 def sample_main(argv=None) -> int:

@@ -754,17 +754,8 @@ def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 # %% ../nbs/07_metrics.ipynb 50
 def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     "G_ema of a notebook-04 checkpoint: a StyleGAN2 `Generator` ('uncond') or the conditional generator its `arch` names ('cond')."
-    from fastcore.basics import AttrDict
-    from aras.gan import Generator, cond_generator, read_checkpoint
-    f = Path(checkpoint)
-    state = read_checkpoint(f)                                    # weights_only: a shared file cannot run code
-    c, kind = state.get("cfg", {}), state.get("kind")
-    if kind == "uncond":
-        G = Generator(c["z_dim"], c["w_dim"], c["resolution"], c["channel_base"], c["channel_max"], c["mapping_layers"])
-    elif kind == "cond": G = cond_generator(AttrDict(c))
-    else: raise ArasDataError(f"{f}: not an aras GAN checkpoint (kind {kind!r})")
-    G.load_state_dict(state["modules"]["G_ema"])
-    return G.eval().requires_grad_(False).to(device)
+    from aras.gan import load_generator                          # chapter 04 owns its checkpoint format
+    return load_generator(checkpoint, device)
 
 # %% ../nbs/07_metrics.ipynb 52
 def distance_form(metric: str, v):
