@@ -14,11 +14,12 @@ import pandas as pd
 from fastcore.basics import AttrDict
 
 # %% auto 0
-__all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'method',
-           'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir', 'figures_root',
-           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'RankBatches',
-           'file_stamp', 'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text', 'save_table',
-           'save_figure', 'settings_hash', 'format_p']
+__all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'SPEED_KEYS', 'ArasError', 'ArasDataError',
+           'ArasDownloadError', 'method', 'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir',
+           'figures_root', 'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share',
+           'RankBatches', 'file_stamp', 'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text',
+           'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled', 'rank_world',
+           'barrier', 'init_distributed', 'format_p']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -49,7 +50,7 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
                     mbstd_group=4, batch=256, kimg=5000, snap_kimg=800, log_every=50, lr=0.002, betas=(0.0, 0.99),
                     gamma=0.01, r1_interval=16, pl_weight=2.0, pl_interval=4, style_mixing=0.9,
                     ema_kimg=80.0, ema_rampup=0.05, mirror=True, aug="ada", ada_target=0.6, ada_kimg=500,
-                    ada_interval=4,
+                    ada_interval=4, amp=None, channels_last=False, compile=False,   # GPU practice (section "GPU practice")
                     # "until the training FID reached a plateau": the authors' --snap 200 ticks is an FID every 800 kimg
                     # (fid50k_full: all reals, 50k fakes); ours every 200 kimg; the plateau rule (patience evaluations, min_delta relative)
                     # is ours, the authors judged it by eye; Lite0 space, as Inception weights do not ship offline
@@ -59,7 +60,7 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
         # no augmentation, samples from the raw generator (ema_kimg 0); z_dim and lambda_pixel serve arch "oasis" only
         cond=dict(arch="authors", resolution=256, z_dim=64, nf=64, nf_max=1024, d_nf=64, spade_hidden=128, batch=50, kimg=1604,
                   snap_kimg=100, log_every=50, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), lambda_pixel=1.0, vgg_weight=10.0,
-                  vgg_weights=None, ema_kimg=0.0, ema_rampup=0.05, mirror=False,
+                  vgg_weights=None, ema_kimg=0.0, ema_rampup=0.05, mirror=False, amp=None, channels_last=False, compile=False,
                   fid=dict(every_kimg=100, n_real=None, n_fake=50000, patience=5, min_delta=0.02, min_kimg=0)),   # as uncond
         # the synthetic sets: 300k unconditional for 80,182 real, 1 conditional per mask. `source` of the unconditional set:
         # "own" (this run's StyleGAN2, notebook 04, pseudo-labelled in 05) or "published" (the synth/ split of the data root:
@@ -450,6 +451,44 @@ def settings_hash(*objs) -> str:
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 # %% ../nbs/00_core.ipynb 33
+SPEED_KEYS = ("amp", "channels_last", "compile")   # GPU practice: in a model's settings hash only when on
+
+def speed_settings(cfg) -> dict:
+    "The GPU-practice settings of a section that are on (what a hash of its results adds; none: the hash is unchanged)."
+    return {k: cfg[k] for k in SPEED_KEYS if cfg.get(k)}
+
+def autocast(device, amp=None):
+    "bf16 autocast on `device`'s type when `amp` is 'bf16' (no gradient scaler needed), else a no-op context."
+    import torch
+    if amp not in (None, False, "bf16"): raise ArasError(f"amp={amp!r}: use 'bf16' or None (fp16 would need a gradient scaler)")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+
+def compiled(module, how=False):
+    "`module` compiled by `torch.compile` when `how` is True (inductor) or a backend name ('aot_eager', ...); else itself."
+    import torch
+    return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
+
+def rank_world() -> tuple[int, int]:
+    "(rank, world size) of this process; (0, 1) outside distributed runs."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def barrier():
+    import torch.distributed as dist
+    if rank_world()[1] > 1: dist.barrier()
+
+def init_distributed(device: str = "cpu") -> str:
+    "Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA); return this rank's device."
+    import torch, torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return device
+    cuda = str(device).startswith("cuda")
+    if not dist.is_initialized(): dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0)); torch.cuda.set_device(local); return f"cuda:{local}"
+    return device
+
+# %% ../nbs/00_core.ipynb 36
 def format_p(p: float, n_resamples: int | None = None) -> str:
     "A p-value as text: `< 1/(B+1)` at the resolution of `n_resamples` resamples, else 3 significant digits."
     if p is None or not np.isfinite(p): return ""

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import ArasDataError, ArasError, RankBatches, atomic_path, settings_hash, weights_dir, write_json
+from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, autocast, compiled, init_distributed,
+                       settings_hash, weights_dir, write_json)
 from .data import decode_many, list_pairs, read_pair
 from .landcover import CLASSES, labels_to_rgb
 
@@ -26,11 +27,12 @@ __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'check_resolution', 'GanData',
            'SynthesisBlock', 'stylegan_channels', 'Generator', 'minibatch_std', 'DiscriminatorBlock', 'Discriminator',
            'rot90_each', 'roll_each', 'AdaAugment', 'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE',
            'SPADEResBlock', 'SpadeGenerator', 'UNetDiscriminator', 'class_balanced_ce', 'AuthorsSpadeGenerator',
-           'PatchDiscriminator', 'cond_generator', 'sync_grads', 'broadcast_params', 'update_ema', 'ema_beta',
-           'uncond_generator', 'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker',
-           'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint', 'track_fid', 'best_generator',
-           'train_gan', 'read_log', 'train_gans', 'init_distributed', 'gan_main', 'gan_dir', 'load_generator',
-           'trained_generator', 'sample_main', 'weights_digest', 'sample_unconditional', 'sample_conditional']
+           'PatchDiscriminator', 'cond_generator', 'GradReducer', 'broadcast_params', 'speed_up_gan', 'as_layout',
+           'update_ema', 'ema_beta', 'uncond_generator', 'StyleGANTask', 'SpadeTask', 'load_vgg_features',
+           'plateau_reached', 'FidTracker', 'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'track_fid', 'best_generator', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir',
+           'load_generator', 'trained_generator', 'sample_main', 'weights_digest', 'sample_unconditional',
+           'sample_conditional']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -452,15 +454,40 @@ def cond_generator(cfg) -> nn.Module:
     return SpadeGenerator(cfg.resolution, cfg.z_dim, cfg.nf, nf_max=cfg.get("nf_max", 512), hidden=cfg.spade_hidden)
 
 # %% ../nbs/04_gan.ipynb 34
-def sync_grads(*modules):
-    "Average the gradients of `modules` over all processes (no-op in a single process)."
-    if not dist_on(): return
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-    dist.all_reduce(flat); flat /= dist.get_world_size()
-    k = 0
-    for p in params:
-        p.grad = flat[k:k + p.numel()].view_as(p).clone(); k += p.numel()
+class GradReducer:
+    """Gradients of `module` averaged over processes while backward still runs, as DDP does (which a GAN cannot use:
+    R1 and path length need double backward). Parameters go in buckets of about `bucket_mb` MB, last-registered first
+    (roughly the order backward reaches them); a bucket is all-reduced asynchronously once backward has accumulated its
+    last gradient; `backward(loss)` returns when every bucket is averaged. The same numbers as one flat all-reduce."""
+    def __init__(self, module: nn.Module, bucket_mb: float = 25):
+        self.buckets, cur, size = [], [], 0
+        for p in reversed(list(module.parameters())):
+            cur.append(p); size += p.numel() * p.element_size()
+            if size >= bucket_mb * 2**20: self.buckets.append(cur); cur, size = [], 0
+        if cur: self.buckets.append(cur)
+        self.bucket_of = {id(p): b for b, ps in enumerate(self.buckets) for p in ps}
+        self.armed, self.overlapped = False, 0            # overlapped: buckets sent before backward ended (last call)
+        if dist_on():
+            for ps in self.buckets:
+                for p in ps: p.register_post_accumulate_grad_hook(self._ready)
+    def _ready(self, p):
+        if not self.armed: return
+        b = self.bucket_of[id(p)]; self.waiting[b] -= 1
+        if self.waiting[b] == 0: self._send(b); self.overlapped += 1
+    def _send(self, b):
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in self.buckets[b]])
+        self.sent[b] = (flat, dist.all_reduce(flat, async_op=True))
+    def backward(self, loss: torch.Tensor):
+        "`loss.backward()`, then (several processes) wait for the averaged gradients: parameters unused by it count as zero."
+        if not dist_on(): loss.backward(); return
+        self.waiting, self.sent, self.overlapped, self.armed = [len(ps) for ps in self.buckets], {}, 0, True
+        try: loss.backward()
+        finally: self.armed = False
+        for b in range(len(self.buckets)):
+            if b not in self.sent: self._send(b)       # parameters this backward did not reach
+        for b, (flat, work) in self.sent.items():
+            work.wait(); flat /= dist.get_world_size(); k = 0
+            for p in self.buckets[b]: p.grad = flat[k:k + p.numel()].view_as(p).clone(); k += p.numel()
 
 def broadcast_params(*modules):
     "Give every process rank 0's parameters and buffers."
@@ -468,6 +495,18 @@ def broadcast_params(*modules):
     for m in modules:
         for t in [*m.parameters(), *m.buffers()]: dist.broadcast(t.data, 0)
 
+# %% ../nbs/04_gan.ipynb 37
+def speed_up_gan(cfg, *modules):
+    "The GPU-practice settings of a GAN section: `channels_last` layout (in place); `(autocast context, compile)`."
+    if cfg.get("channels_last"):
+        for m in modules: m.to(memory_format=torch.channels_last)
+    return (lambda: autocast(next(modules[0].parameters()).device, cfg.get("amp"))), (lambda m: compiled(m, cfg.get("compile")))
+
+def as_layout(x: torch.Tensor, cfg) -> torch.Tensor:
+    "Images in the layout the networks use."
+    return x.contiguous(memory_format=torch.channels_last) if cfg.get("channels_last") else x
+
+# %% ../nbs/04_gan.ipynb 38
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float):
     for pe, p in zip(ema.parameters(), model.parameters()): pe.copy_(p.lerp(pe, beta))
@@ -484,6 +523,7 @@ def uncond_generator(cfg) -> Generator:
     return Generator(cfg.z_dim, cfg.w_dim, resolution=cfg.resolution, channel_base=cfg.channel_base,
                      channel_max=cfg.channel_max, mapping_layers=cfg.mapping_layers)
 
+# %% ../nbs/04_gan.ipynb 39
 class StyleGANTask:
     "Unconditional StyleGAN2 with ADA: networks, optimisers and one training step."
     kind = "uncond"
@@ -492,7 +532,10 @@ class StyleGANTask:
         arch = dict(resolution=cfg.resolution, channel_base=cfg.channel_base, channel_max=cfg.channel_max)
         self.G = uncond_generator(cfg).to(device)
         self.D = Discriminator(mbstd_group=cfg.mbstd_group, **arch).to(device)
+        self.amp, fast = speed_up_gan(cfg, self.G, self.D)
+        self.synthesis, self.D_main = fast(self.G.synthesis), fast(self.D)   # R1 and path length: uncompiled, double backward
         broadcast_params(self.G, self.D)
+        self.reduce_G, self.reduce_D = GradReducer(self.G), GradReducer(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.aug = AdaAugment(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval).to(device)
         if cfg.aug != "ada": self.aug.p.fill_(0.0)
@@ -508,26 +551,32 @@ class StyleGANTask:
     def extra_state(self): return dict(pl_mean=self.pl_mean)
     def train_step(self, reals, labels, step, batch_total, cur_nimg) -> dict:
         c, G, D, aug = self.cfg, self.G, self.D, self.aug
-        z = torch.randn(reals.shape[0], c.z_dim, device=self.device)
-        # generator: non-saturating loss (+ path length, lazily)
+        z, reals = torch.randn(reals.shape[0], c.z_dim, device=self.device), as_layout(reals, c)
+        # generator: non-saturating loss (+ path length, lazily); the last backward of a phase averages over processes
         G.requires_grad_(True); D.requires_grad_(False)
-        loss_G = F.softplus(-D(aug(G.synthesis(mixed_ws(G, z, c.style_mixing))))).mean()
-        self.opt_G.zero_grad(set_to_none=True); loss_G.backward()
+        ws = mixed_ws(G, z, c.style_mixing)
+        with self.amp(): loss_G = F.softplus(-self.D_main(aug(self.synthesis(ws))).float()).mean()
+        self.opt_G.zero_grad(set_to_none=True)
         out = dict(loss_G=loss_G.detach())            # statistics stay on the device: read at log intervals only
         if c.pl_weight > 0 and step % c.pl_interval == 0:
+            loss_G.backward()
             pen, self.pl_mean = path_length_penalty(G, z[: max(1, len(z) // 2)], self.pl_mean)
-            (pen.mean() * c.pl_weight * c.pl_interval).backward(); out["pl"] = pen.mean().detach()
-        sync_grads(G); self.opt_G.step()
+            self.reduce_G.backward(pen.mean() * c.pl_weight * c.pl_interval); out["pl"] = pen.mean().detach()
+        else: self.reduce_G.backward(loss_G)
+        self.opt_G.step()
         # discriminator: logistic loss on fakes and reals (+ R1, lazily); ADA statistics from real logits
         G.requires_grad_(False); D.requires_grad_(True)
-        with torch.no_grad(): fakes = G.synthesis(mixed_ws(G, torch.randn_like(z), c.style_mixing, update_w_avg=False))
-        fake_logits = D(aug(fakes))
+        with torch.no_grad():
+            ws = mixed_ws(G, torch.randn_like(z), c.style_mixing, update_w_avg=False)
+            with self.amp(): fakes = self.synthesis(ws)
+        with self.amp(): fake_logits = self.D_main(aug(fakes)).float()
         if step % c.r1_interval == 0:
             pen, real_logits = r1_penalty(D, reals, aug)
             r1 = pen.mean() * (c.gamma / 2) * c.r1_interval; out["r1"] = pen.mean().detach()
-        else: real_logits, r1 = D(aug(reals)), 0.0
+        else:
+            with self.amp(): real_logits, r1 = self.D_main(aug(reals)).float(), 0.0
         loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        self.opt_D.zero_grad(set_to_none=True); (loss_D + r1).backward(); sync_grads(D); self.opt_D.step()
+        self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D + r1); self.opt_D.step()
         out.update(loss_D=loss_D.detach(), real_score=real_logits.mean().detach(), fake_score=fake_logits.mean().detach())
         if c.aug == "ada":
             aug.accumulate(real_logits)
@@ -536,6 +585,7 @@ class StyleGANTask:
         update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
         return out
 
+# %% ../nbs/04_gan.ipynb 40
 class SpadeTask:
     "Mask-conditioned SPADE generator with a U-Net discriminator (`oasis`) or the authors' PatchGAN (`authors`): networks, optimisers, one step."
     kind = "cond"
@@ -543,30 +593,39 @@ class SpadeTask:
         self.cfg, self.device, self.authors = cfg, device, cfg.get("arch", "oasis") == "authors"
         self.G = cond_generator(cfg).to(device)
         self.D = (PatchDiscriminator(cfg.d_nf) if self.authors else UNetDiscriminator(cfg.resolution, cfg.d_nf)).to(device)
+        self.amp, fast = speed_up_gan(cfg, self.G, self.D)
+        self.G_main, self.D_main = fast(self.G), fast(self.D)
         broadcast_params(self.G, self.D)
+        self.reduce_G, self.reduce_D = GradReducer(self.G), GradReducer(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=tuple(map(float, cfg.betas)))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=tuple(map(float, cfg.betas)))
         self.vgg = load_vgg_features(cfg.vgg_weights, device) if cfg.vgg_weight > 0 else None
+        if self.vgg is not None: self.vgg = fast(self.vgg.to(memory_format=torch.channels_last) if cfg.get("channels_last") else self.vgg)
+    def perceptual(self, fakes, reals):
+        "`vgg_weight` x the L1 distance of VGG19 features (0 without the loss)."
+        if self.vgg is None: return 0.0
+        return self.cfg.vgg_weight * F.l1_loss(self.vgg(fakes).float(), self.vgg(reals).float())
     def modules(self): return dict(G=self.G, D=self.D, G_ema=self.G_ema)
     def optimizers(self): return dict(opt_G=self.opt_G, opt_D=self.opt_D)
     def extra_state(self): return {}
     def train_step(self, reals, labels, step, batch_total, cur_nimg) -> dict:
         if self.authors: return self.authors_step(reals, labels, batch_total, cur_nimg)
         c, G, D, K = self.cfg, self.G, self.D, len(CLASSES)
-        seg = one_hot(labels.to(self.device))
+        seg, reals = as_layout(one_hot(labels.to(self.device)), c), as_layout(reals, c)
         fake_target = torch.full_like(labels, K)
         G.requires_grad_(True); D.requires_grad_(False)
-        fakes = G(seg)
-        logit, pix = D(fakes)
-        loss_G = -logit.mean() + c.lambda_pixel * class_balanced_ce(pix, labels)
-        if self.vgg is not None: loss_G = loss_G + c.vgg_weight * F.l1_loss(self.vgg(fakes), self.vgg(reals))
-        self.opt_G.zero_grad(set_to_none=True); loss_G.backward(); sync_grads(G); self.opt_G.step()
+        with self.amp():
+            fakes = self.G_main(seg)
+            logit, pix = self.D_main(fakes)
+            loss_G = -logit.float().mean() + c.lambda_pixel * class_balanced_ce(pix.float(), labels) + self.perceptual(fakes, reals)
+        self.opt_G.zero_grad(set_to_none=True); self.reduce_G.backward(loss_G); self.opt_G.step()
         G.requires_grad_(False); D.requires_grad_(True)
-        lf, pf = D(fakes.detach()); lr_, pr = D(reals)
+        with self.amp(): (lf, pf), (lr_, pr) = self.D_main(fakes.detach()), self.D_main(reals)
+        lf, pf, lr_, pr = lf.float(), pf.float(), lr_.float(), pr.float()
         loss_D = F.relu(1 + lf).mean() + F.relu(1 - lr_).mean() + c.lambda_pixel * (
             class_balanced_ce(pr, labels) + class_balanced_ce(pf, fake_target))
-        self.opt_D.zero_grad(set_to_none=True); loss_D.backward(); sync_grads(D); self.opt_D.step()
+        self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D); self.opt_D.step()
         update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
         pixel_acc = (pr.argmax(1) == labels).float().mean()
         return {k: v.detach() for k, v in dict(loss_G=loss_G, loss_D=loss_D, real_score=lr_.mean(), fake_score=lf.mean(),
@@ -574,19 +633,19 @@ class SpadeTask:
     def authors_step(self, reals, labels, batch_total, cur_nimg) -> dict:
         "The authors' step: D (hinge, on mask + image) first, then G (hinge + vgg_weight x L1 of VGG19 features), one fake batch."
         c, G, D = self.cfg, self.G, self.D
-        seg = one_hot(labels.to(self.device))
-        fakes = G(seg)
+        seg, reals = as_layout(one_hot(labels.to(self.device)), c), as_layout(reals, c)
+        with self.amp(): fakes = self.G_main(seg)
         G.requires_grad_(False); D.requires_grad_(True)
-        lr_, lf = D(reals, seg), D(fakes.detach(), seg)
+        with self.amp(): lr_, lf = self.D_main(reals, seg).float(), self.D_main(fakes.detach(), seg).float()
         loss_D = F.relu(1 - lr_).mean() + F.relu(1 + lf).mean()
-        self.opt_D.zero_grad(set_to_none=True); loss_D.backward(); sync_grads(D); self.opt_D.step()
+        self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D); self.opt_D.step()
         G.requires_grad_(True); D.requires_grad_(False)
-        loss_G = -D(fakes, seg).mean()
-        if self.vgg is not None: loss_G = loss_G + c.vgg_weight * F.l1_loss(self.vgg(fakes), self.vgg(reals))
-        self.opt_G.zero_grad(set_to_none=True); loss_G.backward(); sync_grads(G); self.opt_G.step()
+        with self.amp(): loss_G = -self.D_main(fakes, seg).float().mean() + self.perceptual(fakes, reals)
+        self.opt_G.zero_grad(set_to_none=True); self.reduce_G.backward(loss_G); self.opt_G.step()
         update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
         return {k: v.detach() for k, v in dict(loss_G=loss_G, loss_D=loss_D, real_score=lr_.mean(), fake_score=lf.mean()).items()}
 
+# %% ../nbs/04_gan.ipynb 41
 def load_vgg_features(path, device="cpu"):
     """VGG19 `features[:16]` (through relu3_3: the authors' code; its docstring says relu3_1) from a local torchvision
     state dict. Missing weights stop the run: training without the perceptual loss is a change of method, asked for
@@ -602,13 +661,13 @@ def load_vgg_features(path, device="cpu"):
     except Exception as e: raise ArasError(f"{path}: not a torchvision VGG19 state dict ({e})") from e
     return vgg.features[:16].to(device).eval().requires_grad_(False)
 
-# %% ../nbs/04_gan.ipynb 36
+# %% ../nbs/04_gan.ipynb 43
 def plateau_reached(scores, patience: int, min_delta: float) -> bool:
     "True when the best of the last `patience` scores (lower is better) is not `min_delta` (relative) below the best before them."
     if not patience or len(scores) <= patience: return False
     return min(scores[-patience:]) >= (1 - min_delta) * min(scores[:-patience])
 
-# %% ../nbs/04_gan.ipynb 39
+# %% ../nbs/04_gan.ipynb 46
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     "N x 3 x H x W images in [-1, 1] -> uint8 in the same layout (what the feature extractors take)."
     return (x.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
@@ -666,7 +725,7 @@ class FidTracker:
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
-# %% ../nbs/04_gan.ipynb 43
+# %% ../nbs/04_gan.ipynb 50
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
              "cond": ("arch", "resolution", "z_dim", "nf", "nf_max", "d_nf", "spade_hidden")}
 ARCH_DEFAULTS = {"arch": "oasis", "nf_max": 512}   # what a checkpoint written before these settings existed was trained with
@@ -744,7 +803,7 @@ def _truncate_log(path: Path, step: int):
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
     with atomic_path(path) as tmp: tmp.write_text("".join(l + "\n" for l in keep))
 
-# %% ../nbs/04_gan.ipynb 44
+# %% ../nbs/04_gan.ipynb 51
 def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     "One FID evaluation of G_ema (process 0 measures, every process gets the value); a new best is saved as `best.pt`."
     rank = dist.get_rank() if dist_on() else 0
@@ -781,7 +840,7 @@ def _next(cur_nimg: int, every_kimg) -> float:
     e = int(float(every_kimg or 0) * 1000)
     return (cur_nimg // e + 1) * e if e > 0 else math.inf
 
-# %% ../nbs/04_gan.ipynb 45
+# %% ../nbs/04_gan.ipynb 52
 def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resume=True, progress=True, extractor=None):
     "Train the `kind` ('uncond' or 'cond') model on `data` to its FID plateau or `cfg.kimg`; return the task (with G_ema)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -831,7 +890,7 @@ def read_log(out_dir) -> pd.DataFrame:
     path = Path(out_dir) / "log.jsonl"
     return pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
 
-# %% ../nbs/04_gan.ipynb 47
+# %% ../nbs/04_gan.ipynb 54
 def _train_job(kind: str, cfg, root: str, out_dir: str, seed: int, device: str, resume: bool, preload: bool):
     "One model in a worker process; its result is what it leaves in `out_dir`."
     train_gan(kind, cfg, GanData(root, "train", cfg.resolution, preload=preload), out_dir, seed, device, resume, progress=False)
@@ -862,16 +921,7 @@ def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True
     return {k: train_gan(k, cfg, GanData(root, "train", cfg.resolution, preload=preload), out, seed, device, resume, progress)
             for k, (cfg, out) in jobs.items()}
 
-# %% ../nbs/04_gan.ipynb 49
-def init_distributed(device="cpu") -> str:
-    "Join the process group `torchrun` describes (if any); return the device this process uses."
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist_on(): return device
-    backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    if backend == "nccl":
-        local = int(os.environ.get("LOCAL_RANK", 0)); torch.cuda.set_device(local); return f"cuda:{local}"
-    return device
-
+# %% ../nbs/04_gan.ipynb 56
 def gan_main(argv=None):
     "Train one GAN from the command line (also under torchrun); `sample` as the first argument makes the synthetic sets."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -897,12 +947,13 @@ def gan_main(argv=None):
         torch.save({k: v.cpu() for k, v in task.G.state_dict().items()}, Path(args.out) / f"G_rank{rank}.pt")
         dist.barrier(); dist.destroy_process_group()
 
-# %% ../nbs/04_gan.ipynb 51
+# %% ../nbs/04_gan.ipynb 58
 def gan_dir(run, kind: str) -> Path:
     "Where a run trains its `kind` GAN (checkpoints, log, best snapshot): one folder per settings of that model."
-    return run.work_dir / "gan" / f"{kind}-{settings_hash(dict(run.profile.gan[kind]))}"
+    cfg = {k: v for k, v in run.profile.gan[kind].items() if k not in SPEED_KEYS or v}   # speed switches: only when on
+    return run.work_dir / "gan" / f"{kind}-{settings_hash(cfg)}"
 
-# %% ../nbs/04_gan.ipynb 58
+# %% ../nbs/04_gan.ipynb 65
 def load_generator(checkpoint, device="cpu") -> nn.Module:
     "G_ema of a checkpoint of this chapter, built from the settings the checkpoint stores (chapter 07 reads them too)."
     from fastcore.basics import AttrDict

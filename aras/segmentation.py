@@ -16,22 +16,22 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, RankBatches, atomic_path, file_stamp, format_p, make_run, settings_hash,
+from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled,
+                       file_stamp, format_p, init_distributed, make_run, rank_world, settings_hash, speed_settings,
                        weights_dir, write_json)
 from .data import dataset_root, decode_many, list_pairs, read_pair, read_png, uncond_pool, uncond_source
 from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
 
 # %% auto 0
 __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'LITE0_DEPTHS', 'IMAGENET_NORM', 'LITE_NORM',
-           'METRICS', 'TRAIN_KEYS', 'SPEED_KEYS', 'NOT_RUN', 'PAPER_TABLE3', 'PAPER_TABLE4', 'mix_recipes',
-           'check_settings', 'lite0_to_timm', 'lite0_imagenet_file', 'encoder_normalization', 'build_model',
-           'load_encoder_weights', 'read_set', 'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize',
-           'metrics_from_cm', 'confusion_per_image', 'confusion_meter', 'rank_world', 'barrier', 'init_distributed',
-           'autocast', 'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights',
-           'config_hash', 'train_epoch', 'train_cell', 'run_converged', 'file_stamps', 'SegmentationMatrix',
-           'set_threads', 'worker_pool', 'close_pools', 'predict_masks', 'bootstrap_interval', 'paired_test',
-           'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions', 'rejection_rates',
-           'segmentation_tables', 'significance_table', 'compute_matched_table', 'per_class_gain',
+           'METRICS', 'TRAIN_KEYS', 'NOT_RUN', 'PAPER_TABLE3', 'PAPER_TABLE4', 'mix_recipes', 'check_settings',
+           'lite0_to_timm', 'lite0_imagenet_file', 'encoder_normalization', 'build_model', 'load_encoder_weights',
+           'read_set', 'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize', 'metrics_from_cm',
+           'confusion_per_image', 'confusion_meter', 'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint',
+           'load_checkpoint', 'load_weights', 'config_hash', 'train_epoch', 'train_cell', 'run_converged',
+           'file_stamps', 'SegmentationMatrix', 'set_threads', 'worker_pool', 'close_pools', 'predict_masks',
+           'bootstrap_interval', 'paired_test', 'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions',
+           'rejection_rates', 'segmentation_tables', 'significance_table', 'compute_matched_table', 'per_class_gain',
            'plot_per_class_gain', 'encoder_features', 'embed_features', 'plot_feature_embedding', 'class_pixels',
            'composition_divergence', 'pseudo_label_table', 'mask_fidelity', 'fidelity_table', 'run_caveats', 'main']
 
@@ -263,28 +263,6 @@ def confusion_meter(device="cpu", n_classes: int = N_CLASSES):
     return MulticlassConfusionMatrix(n_classes, validate_args=False).to(device)
 
 # %% ../nbs/05_segmentation.ipynb 22
-def rank_world() -> tuple[int, int]:
-    "(rank, world size) of this process; (0, 1) outside distributed runs."
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-def barrier():
-    if rank_world()[1] > 1: dist.barrier()
-
-def init_distributed(device: str = "cpu") -> str:
-    "Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA); return this rank's device."
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return device
-    cuda = str(device).startswith("cuda")
-    if not dist.is_initialized(): dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", 0)); torch.cuda.set_device(local); return f"cuda:{local}"
-    return device
-
-def autocast(device, amp=None):
-    "bf16 autocast on `device`'s type when `amp` is 'bf16' (no gradient scaler needed), else a no-op context."
-    import contextlib
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
-
 @torch.no_grad()
 def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device="cpu", per_image=False, progress=False, num_workers=0,
              amp=None):
@@ -314,15 +292,12 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
 # %% ../nbs/05_segmentation.ipynb 24
 TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
               "grad_clip", "patience", "lr_patience", "lr_factor", "augment")
-SPEED_KEYS = ("amp", "channels_last", "compile")       # GPU practice: in a cell's configuration only when on
 
 def speed_up(model, cfg: dict, world: int = 1):
     """The module training calls: `model` in `channels_last` layout if the cell asks (in place, before DDP builds its
     buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a backend name)."""
     if cfg.get("channels_last"): model.to(memory_format=torch.channels_last)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    c = cfg.get("compile")
-    return torch.compile(net, backend=c if isinstance(c, str) else "inductor") if c else net
+    return compiled(torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model, cfg.get("compile"))
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, steps=None, rank: int = 0, world: int = 1) -> list:
     "This rank's index batches for one epoch: a permutation seeded by (seed, epoch), full batches (wrapping at the end), equal counts on every rank, at most `steps`."
@@ -593,7 +568,7 @@ class SegmentationMatrix:
                                train=str(files[mix]), val=str(files["val"]), test=str(files["test"]),
                                sets_digest=[_file_digest(files[k]) for k in (mix, "val", "test")],
                                labeller=self.labeller_id() if "uncond" in mix else None,
-                               **{k: _plain(P[k]) for k in SPEED_KEYS if P[k]})   # only when on: default hashes unchanged
+                               **_plain(speed_settings(P)))   # only when on: default hashes unchanged
                     cfg["run_dir"] = str(self.dir / "runs" / mix / arch / f"seed{s}-{config_hash(cfg)}")
                     out.append(cfg)
         return out

@@ -9,7 +9,11 @@ stays close to the idle cost, so `cpu s/kimg / threads-speedup` is the idle esti
 load average and the 1- vs 2-thread speedup measured in the same run). Ratios (64 px / 32 px) come from the
 same run, so they are meaningful even on a loaded machine.
 
-Run: ``python benchmarks/bench_gan.py [--steps 32] [--warmup 4] [--threads 1 2] [--paper]``.
+`--speed` adds the GPU-practice switches (bf16 autocast, channels_last), each timed against the same model without
+it at the largest resolution, in the same run (on a CPU they say what oneDNN does with bf16; on a GPU, what tensor
+cores do). `torch.compile` is not timed: on a CPU its compile time would dominate a run this short.
+
+Run: ``python benchmarks/bench_gan.py [--steps 32] [--warmup 4] [--threads 1 2] [--speed] [--paper]``.
 """
 import argparse, os, time
 
@@ -59,6 +63,7 @@ if __name__ == "__main__":
     ap.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--profile", default="small")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.batch=32")
+    ap.add_argument("--speed", action="store_true", help="also amp=bf16 and channels_last against the same model without them")
     ap.add_argument("--paper", action="store_true", help="also the paper's models, steady state (regularisers at their intervals)")
     ap.add_argument("--paper-batch", type=int, default=4, help="per-device batch of the --paper rows (the paper: 32 per GPU "
                     "for StyleGAN2 at batch 256 on 8 GPUs; 4 fits a CPU in minutes)")
@@ -86,6 +91,20 @@ if __name__ == "__main__":
         for (t, res, kind), (wall, cpu) in rows.items():
             if t == 2: print(f"2 threads vs 1, {kind} {res} px: wall speedup {rows[1, res, kind][0] / wall:.2f}x, "
                              f"CPU {cpu / rows[1, res, kind][1]:.2f}x")
+    if args.speed:
+        torch.set_num_threads(max(args.threads)); res = max(args.resolutions)
+        switches = dict(baseline={}, amp_bf16=dict(amp="bf16"), channels_last=dict(channels_last=True),
+                        both=dict(amp="bf16", channels_last=True))
+        for kind in ("uncond", "cond"):
+            base = None
+            for name, sw in switches.items():
+                over = {**parse_overrides(args.set), f"gan.{kind}.resolution": res, **{f"gan.{kind}.{k}": v for k, v in sw.items()}}
+                cfg = get_profile(args.profile, over).gan[kind]
+                steps = -(-args.steps // lcm_intervals(cfg)) * lcm_intervals(cfg) if kind == "uncond" else args.steps
+                wall, cpu = steady_cost(kind, cfg, steps, args.warmup)
+                base = base or (wall, cpu)
+                print(f"speed {kind:6s} {res:3d} px {name:13s}: {wall:7.1f} s/kimg wall  {cpu:7.1f} s/kimg CPU  "
+                      f"speed-up vs baseline: wall {base[0] / wall:.2f}x  CPU {base[1] / cpu:.2f}x", flush=True)
     for res in args.resolutions:
         w, c = fid_eval_cost(resolution=res)
         print(f"Lite0 features ({res} px images, resized to 224): {w * 1000:.0f} ms/image wall, {c * 1000:.0f} ms/image CPU")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import aras.gan as gan
-from aras.core import ArasDataError, ArasError, get_profile
+from aras.core import ArasDataError, ArasError, get_profile, settings_hash
 from aras.data import list_pairs, read_png
 from aras.landcover import labels_to_rgb, rgb_to_labels
 
@@ -465,3 +465,53 @@ def test_two_torchrun_processes_sample_what_one_does(prepared, tmp_path):
     half = gan.sample_unconditional(G_u, 2 * n_train, tmp_path / "half", progress=False, batch=4, rank=1, world=2)
     assert half is None and len(list((tmp_path / "half" / "images").glob("*.png"))) == sum(
         min(4, 2 * n_train - 4 * b) for b in range(1, -(-2 * n_train // 4), 2))   # rank 1 of 2: batches 1, 3, ...
+
+
+REDUCE = '''
+import json, torch, torch.distributed as dist
+from aras.core import init_distributed
+from aras.gan import Discriminator, GradReducer
+init_distributed()
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0); D = Discriminator(resolution=16, channel_base=256, channel_max=32, mbstd_group=2)
+torch.manual_seed(1 + rank); x = torch.randn(4, 3, 16, 16, requires_grad=True)
+def loss():                                    # an R1-like penalty: double backward, as the GAN's regularisers
+    out = D(x); g, = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return out.mean() + g.square().sum()
+red = GradReducer(D, bucket_mb=0.01)
+red.backward(loss()); got = torch.cat([p.grad.flatten() for p in D.parameters()])
+D.zero_grad(set_to_none=True); loss().backward()
+flat = torch.cat([p.grad.flatten() for p in D.parameters()]); dist.all_reduce(flat); flat /= world
+if rank == 0: print("RESULT", json.dumps(dict(same=torch.equal(got, flat), differs=not torch.equal(got, flat * world),
+                                               buckets=len(red.buckets), overlapped=red.overlapped)))
+dist.destroy_process_group()
+'''
+
+
+def test_bucketed_overlapped_all_reduce_gives_the_flat_all_reduce_bit_for_bit(tmp_path):
+    "GradReducer over two processes: gradients equal to one flat all-reduce, most buckets sent while backward ran."
+    from launch import torchrun
+    (tmp_path / "reduce_check.py").write_text(REDUCE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    p = torchrun(["reduce_check"], env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout.split("RESULT ")[1].splitlines()[0])
+    assert res["same"] and res["differs"]                        # averaged, not summed, and exactly the flat average
+    assert res["buckets"] > 4 and res["overlapped"] >= res["buckets"] - 1   # sent during backward, not after it
+
+
+@pytest.mark.parametrize("kind", ["uncond", "cond"])
+def test_gpu_practice_switches_train_and_leave_default_folders_alone(kind, data16, tmp_path):
+    "bf16 autocast, channels_last and torch.compile (aot_eager: double backward must stay uncompiled) train both GANs."
+    over = {**SMALL_U, **SMALL_C, f"gan.{kind}.kimg": 0.032, f"gan.{kind}.fid.every_kimg": 0}
+    fast = {f"gan.{kind}.amp": "bf16", f"gan.{kind}.channels_last": True, f"gan.{kind}.compile": "aot_eager"}
+    cfg = get_profile("smoke", {**over, **fast}).gan[kind]
+    task = gan.train_gan(kind, cfg, data16, tmp_path, seed=0, progress=False)
+    log = gan.read_log(tmp_path)
+    assert np.isfinite(log.loss_G).all() and np.isfinite(log.loss_D).all() and log.kimg.iloc[-1] == pytest.approx(0.032)
+    assert task.G.state_dict()[next(iter(task.G.state_dict()))].dtype == torch.float32   # weights stay fp32
+    class R: work_dir = tmp_path
+    R.profile = get_profile("smoke", over)
+    cfg0 = {k: v for k, v in R.profile.gan[kind].items() if k not in ("amp", "channels_last", "compile")}
+    assert gan.gan_dir(R, kind).name == f"{kind}-{settings_hash(cfg0)}"   # switches off: the folder of a profile without them
+    R.profile = get_profile("smoke", {**over, **fast}); assert gan.gan_dir(R, kind).name != f"{kind}-{settings_hash(cfg0)}"
