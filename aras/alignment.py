@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_alignment.ipynb 3
 from __future__ import annotations
-import base64, csv, glob, hashlib, html, io, json, math
+import base64, csv, glob, hashlib, html, importlib.resources, io, json, math
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +14,11 @@ from scipy import stats
 from .core import ArasDataError, ArasError, atomic_path, format_p, settings_hash
 
 # %% auto 0
-__all__ = ['ID_COLUMNS', 'KINDS', 'RATING_COLUMNS', 'OPTIONAL_COLUMNS', 'TASKS', 'SCORE_LABELS', 'RATING_PAGE',
-           'REQUIRED_COLUMNS', 'PERTURB_KEYS', 'human_settings', 'per_image_path', 'metric_columns', 'read_per_image',
-           'item_id', 'with_item_ids', 'rating_items', 'perturb_variants', 'altered_id', 'perturb_block', 'block_image',
-           'image_data_uri', 'perturb_seed', 'block_data', 'write_rating_page', 'page_data', 'rating_files',
-           'read_ratings', 'write_ratings', 'detect_probability', 'simulate_ratings', 'rater_bootstrap',
+__all__ = ['ID_COLUMNS', 'KINDS', 'RATING_COLUMNS', 'OPTIONAL_COLUMNS', 'TASKS', 'SCORE_LABELS', 'REQUIRED_COLUMNS',
+           'PERTURB_KEYS', 'human_settings', 'per_image_path', 'metric_columns', 'read_per_image', 'item_id',
+           'with_item_ids', 'rating_items', 'perturb_variants', 'altered_id', 'perturb_block', 'block_image',
+           'rating_page_template', 'image_data_uri', 'perturb_seed', 'block_data', 'write_rating_page', 'page_data',
+           'rating_files', 'read_ratings', 'write_ratings', 'detect_probability', 'simulate_ratings', 'rater_bootstrap',
            'percentile_ci', 'per_item_scores', 'human_summary', 'spearman_rows', 'kendall_rows', 'agreement_data',
            'metric_human_agreement', 'p_text', 'agreement_figure', 'sign_flip_p', 'unaltered_detection',
            'read_perturbation_table', 'human_vs_metric_perturbation', 'perturbation_alignment_figure', 'not_run_table',
@@ -138,280 +138,12 @@ TASKS = ("2afc", "score", "unaltered")
 SCORE_LABELS = {1: "clearly artificial", 2: "rather artificial", 3: "can't tell", 4: "rather realistic", 5: "fully realistic"}
 
 # %% ../nbs/08_alignment.ipynb 14
-RATING_PAGE = r"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<style>
-  body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; background: #f5f5f3; color: #222; }
-  main { max-width: 820px; margin: 0 auto; padding: 1.2rem 1.5rem 3rem; }
-  h1 { font-size: 1.35rem; margin-bottom: .5rem; }
-  h2 { font-size: 1.15rem; text-align: center; margin: 1rem 0; }
-  .hidden { display: none !important; }
-  .pair { display: flex; gap: 2rem; justify-content: center; }
-  button { font: inherit; cursor: pointer; }
-  button.pick { border: 4px solid transparent; border-radius: 4px; background: none; padding: 0; }
-  button.pick:hover { border-color: #1a73e8; }
-  img.patch { width: __DISPLAY_PX__px; height: __DISPLAY_PX__px; image-rendering: pixelated; display: block; background: #ccc; }
-  .scores { display: flex; gap: .5rem; justify-content: center; margin-top: 1.2rem; flex-wrap: wrap; }
-  .scores button { width: 8.2rem; padding: .55rem .3rem; }
-  .scores b { display: block; font-size: 1.2rem; }
-  .hint { text-align: center; color: #555; font-size: .9rem; }
-  kbd { font-family: monospace; background: #e4e4e4; border: 1px solid #bbb; border-radius: 3px; padding: 0 .35em; }
-  progress { width: 100%; height: .8rem; }
-  #status, #saved { color: #555; font-size: .9rem; }
-  footer { margin-top: 2rem; display: flex; gap: 1rem; align-items: center; flex-wrap: wrap; }
-  .note { color: #a33; }
-  #intro li { margin-bottom: .35rem; }
-</style>
-</head>
-<body data-task="intro" data-done="0">
-<main>
-<h1>__TITLE__</h1>
-<section id="intro">
-  <p>You will see small satellite image patches (Sentinel-2, true colour). Some are real; the others were
-  made by a generative model. The parts:</p>
-  <ol>
-    <li><b>Real or synthetic</b> (<span id="n-afc"></span> pairs): two images side by side, one real, one synthetic.
-      Click the one you think is the <b>real</b> satellite image, or press <kbd>&larr;</kbd> / <kbd>&rarr;</kbd>.</li>
-    <li><b>Realism</b> (<span id="n-score"></span> images): one image at a time. Rate how realistic it looks, from
-      <b>1</b> (clearly artificial) to <b>5</b> (fully realistic): click a button or press <kbd>1</kbd>-<kbd>5</kbd>.</li>
-    <li id="li-unaltered"><b>Which is the original</b> (<span id="n-unaltered"></span> pairs): the same real image twice.
-      One copy was altered: rotated, mirrored, shifted, blurred, made noisy, JPEG-compressed or colour-shifted.
-      Click the <b>unaltered original</b>, or press <kbd>&larr;</kbd> / <kbd>&rarr;</kbd>.</li>
-  </ol>
-  <p>Go with your first impression; there is no time limit (response times are recorded) and no feedback.
-  Your answers are kept in this browser after each click: you can close the page and continue later by typing
-  the same rater id. At the end, click <b>Export CSV</b> and send the downloaded file back.</p>
-  <p><label>Rater id: <input id="rater" autocomplete="off" maxlength="40" placeholder="e.g. your initials"></label>
-  <button id="start">Start</button></p>
-  <p id="intro-msg" class="note"></p>
-</section>
-<section id="task" class="hidden">
-  <div id="status"></div>
-  <progress id="bar" value="0" max="1"></progress>
-  <div id="afc" class="hidden">
-    <h2 id="afc-question">Which one is the real satellite image?</h2>
-    <div class="pair">
-      <button class="pick" id="left" title="left (&larr; key)"><img class="patch" alt="left image"></button>
-      <button class="pick" id="right" title="right (&rarr; key)"><img class="patch" alt="right image"></button>
-    </div>
-    <p class="hint"><span id="afc-hint">Click the real one</span>, or press <kbd>&larr;</kbd> / <kbd>&rarr;</kbd>.</p>
-  </div>
-  <div id="score" class="hidden">
-    <h2>How realistic does this satellite image look?</h2>
-    <div class="pair"><img class="patch" id="single" alt="image to rate"></div>
-    <div class="scores" id="score-buttons"></div>
-    <p class="hint">Click a score, or press <kbd>1</kbd>-<kbd>5</kbd>.</p>
-  </div>
-</section>
-<section id="done" class="hidden">
-  <h2>Done: thank you!</h2>
-  <p>Click <b>Export CSV</b> below to download your ratings as <code id="fname"></code>, and send that file back.</p>
-</section>
-<footer id="foot" class="hidden">
-  <button id="export">Export CSV</button>
-  <span id="saved"></span>
-  <button id="reset">Start over</button>
-</footer>
-</main>
-<script>
-"use strict";
-const DATA = __DATA__;
-const KEY = "aras-ratings:" + DATA.page_id + ":";
-const $ = id => document.getElementById(id);
-let state = null, shownAt = 0;
-const PARTS = {"2afc": "real or synthetic", "score": "realism", "unaltered": "which is the original"};
-const QUESTION = {"2afc": "Which one is the real satellite image?", "unaltered": "Which one is the unaltered original?"};
+def rating_page_template() -> str:
+    """The rating page: one HTML file with its CSS and JavaScript, package data (`aras/assets/rating_page.html`, edited
+    as HTML with an editor's help), whose `__NAME__` placeholders `rating_page` fills in."""
+    return (importlib.resources.files("aras") / "assets" / "rating_page.html").read_text(encoding="utf-8")
 
-// Seeded pseudo-random numbers: FNV-1a hash of the seed and rater id, then mulberry32.
-function hashString(s) {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 0x01000193); }
-  return h >>> 0;
-}
-function mulberry32(a) {
-  return function () {
-    a = (a + 0x6D2B79F5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-function shuffle(a, rnd) {
-  a = a.slice();
-  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(rnd() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
-  return a;
-}
-
-// The trials of one rater: 2AFC pairs (each synthetic image once, then again if n_pairs asks for more),
-// then every image once for a realism score, then the unaltered-original pairs; orders, pairings and sides from
-// the rater's generator.
-function makePlan(rater) {
-  const rnd = mulberry32(hashString(DATA.seed + ":" + rater));
-  const real = DATA.items.filter(d => d.kind === "real"), synth = DATA.items.filter(d => d.kind === "synthetic");
-  const plan = [];
-  let s = [], r = [];
-  for (let k = 0; real.length && synth.length && k < DATA.n_pairs; k++) {
-    if (!s.length) s = shuffle(synth, rnd);
-    if (!r.length) r = shuffle(real, rnd);
-    const a = s.pop(), b = r.pop();
-    plan.push({task: "2afc", trial: k + 1, item: a.item, other_item: b.item, set: a.set, kind: a.kind,
-               left_item: rnd() < 0.5 ? a.item : b.item});
-  }
-  shuffle(DATA.items, rnd).forEach((d, k) => plan.push({task: "score", trial: k + 1, item: d.item, other_item: "",
-                                                          set: d.set, kind: d.kind, left_item: ""}));
-  shuffle(DATA.pairs, rnd).forEach((d, k) => plan.push({task: "unaltered", trial: k + 1, item: d.item, other_item: d.other_item,
-      set: d.set, kind: d.kind, transform: d["transform"], strength: d.strength, left_item: rnd() < 0.5 ? d.item : d.other_item}));
-  return plan;
-}
-
-function load(rater) {
-  try { return JSON.parse(localStorage.getItem(KEY + rater)); } catch (e) { return null; }
-}
-function save() {
-  try {
-    localStorage.setItem(KEY + state.rater, JSON.stringify(state));
-    localStorage.setItem(KEY + "last", state.rater);
-    $("saved").textContent = state.responses.length + " answers saved in this browser";
-  } catch (e) {
-    $("saved").textContent = "progress could not be saved in this browser (" + e.name + "): export before closing";
-  }
-}
-function fileName() { return "aras_ratings_" + state.rater + ".csv"; }
-
-function start() {
-  const rater = $("rater").value.trim();
-  if (!/^[A-Za-z0-9_.-]{1,40}$/.test(rater)) {
-    $("intro-msg").textContent = "Please type a rater id: 1 to 40 letters, digits, '_', '-' or '.'.";
-    return;
-  }
-  const old = load(rater);
-  state = (old && old.plan && old.responses) ? old
-        : {rater: rater, page_id: DATA.page_id, plan: makePlan(rater), responses: [], started: new Date().toISOString()};
-  save();
-  $("intro").classList.add("hidden");
-  $("foot").classList.remove("hidden");
-  show();
-}
-
-function setImage(el, item, images) {
-  const img = el.tagName === "IMG" ? el : el.querySelector("img");
-  img.src = (images || DATA.images)[item];
-  el.dataset.item = item;
-}
-
-function show() {
-  const k = state.responses.length, n = state.plan.length;
-  document.body.dataset.done = k;
-  $("bar").max = n; $("bar").value = k;
-  if (k >= n) {
-    document.body.dataset.task = "done";
-    $("task").classList.add("hidden"); $("done").classList.remove("hidden");
-    $("fname").textContent = fileName();
-    return;
-  }
-  const t = state.plan[k];
-  document.body.dataset.task = t.task;
-  const tasks = [...new Set(state.plan.map(p => p.task))];
-  $("status").textContent = "Part " + (tasks.indexOf(t.task) + 1) + " of " + tasks.length + ": " + PARTS[t.task]
-      + (t.task === "score" ? ", image " : ", pair ") + t.trial + " of " + state.plan.filter(p => p.task === t.task).length
-      + " \u00b7 " + Math.round(100 * k / n) + "% done";
-  $("task").classList.remove("hidden"); $("done").classList.add("hidden");
-  if (t.task !== "score") {
-    const images = t.task === "2afc" ? DATA.images : DATA.block_images;
-    setImage($("left"), t.left_item, images);
-    setImage($("right"), t.left_item === t.item ? t.other_item : t.item, images);
-    $("afc-question").textContent = QUESTION[t.task];
-    $("afc-hint").textContent = t.task === "2afc" ? "Click the real one" : "Click the unaltered original";
-    $("afc").classList.remove("hidden"); $("score").classList.add("hidden");
-  } else {
-    setImage($("single"), t.item);
-    $("score").classList.remove("hidden"); $("afc").classList.add("hidden");
-  }
-  shownAt = performance.now();
-}
-
-// value: "left" | "right" for a pair, 1..5 for a realism score
-function respond(value) {
-  if (!state || state.responses.length >= state.plan.length) return;
-  const t = state.plan[state.responses.length];
-  if ((t.task !== "score") !== (value === "left" || value === "right")) return;
-  const row = {rater: state.rater, task: t.task, trial: t.trial, item: t.item, other_item: t.other_item, set: t.set,
-               kind: t.kind, choice: "", correct: "", score: "", rt_ms: Math.round(performance.now() - shownAt),
-               timestamp: new Date().toISOString(), left_item: t.left_item, transform: t.transform || "",
-               strength: t.strength === undefined ? "" : t.strength};
-  if (t.task === "2afc") {
-    row.choice = value === "left" ? $("left").dataset.item : $("right").dataset.item;
-    row.correct = row.choice === t.other_item ? 1 : 0;       // other_item is the real image of the pair
-  } else if (t.task === "unaltered") {
-    row.choice = value === "left" ? $("left").dataset.item : $("right").dataset.item;
-    row.correct = row.choice === t.item ? 1 : 0;             // item is the unaltered original
-  } else {
-    row.score = value;
-  }
-  state.responses.push(row);
-  save();
-  show();
-}
-
-function csvText(rows) {
-  const esc = v => { v = v === null || v === undefined ? "" : String(v);
-                     return /[",\r\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; };
-  return [DATA.columns.join(",")].concat(rows.map(r => DATA.columns.map(c => esc(r[c])).join(","))).join("\n") + "\n";
-}
-function exportCSV() {
-  const blob = new Blob([csvText(state.responses)], {type: "text/csv"});
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob);
-  a.download = fileName();
-  document.body.appendChild(a);
-  a.click();
-  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 2000);
-  $("saved").textContent = "exported " + state.responses.length + " answers to " + fileName();
-}
-
-$("n-afc").textContent = DATA.items.some(d => d.kind === "real") && DATA.items.some(d => d.kind === "synthetic") ? DATA.n_pairs : 0;
-$("n-score").textContent = DATA.items.length;
-$("n-unaltered").textContent = DATA.pairs.length;
-if (!DATA.pairs.length) $("li-unaltered").classList.add("hidden");
-for (const [k, label] of Object.entries(DATA.labels)) {
-  const b = document.createElement("button");
-  b.dataset.score = k;
-  b.innerHTML = "<b>" + k + "</b>" + label;
-  b.addEventListener("click", () => { b.blur(); respond(Number(k)); });
-  $("score-buttons").appendChild(b);
-}
-for (const side of ["left", "right"]) $(side).addEventListener("click", () => { $(side).blur(); respond(side); });
-$("start").addEventListener("click", start);
-$("rater").addEventListener("keydown", e => { if (e.key === "Enter") start(); });
-$("export").addEventListener("click", () => { $("export").blur(); exportCSV(); });
-$("reset").addEventListener("click", () => {
-  if (confirm("Delete the answers of rater " + state.rater + " stored in this browser? Export them first if you need them.")) {
-    localStorage.removeItem(KEY + state.rater);
-    location.reload();
-  }
-});
-document.addEventListener("keydown", e => {
-  if (!state || e.repeat || e.altKey || e.ctrlKey || e.metaKey || e.target.tagName === "INPUT") return;
-  const t = state.plan[state.responses.length];
-  if (!t) return;
-  if (t.task !== "score" && (e.key === "ArrowLeft" || e.key === "ArrowRight")) {
-    e.preventDefault(); respond(e.key === "ArrowLeft" ? "left" : "right");
-  } else if (t.task === "score" && /^[1-5]$/.test(e.key)) {
-    e.preventDefault(); respond(Number(e.key));
-  }
-});
-$("rater").value = localStorage.getItem(KEY + "last") || "";
-$("rater").focus();
-</script>
-</body>
-</html>
-"""
-
-# %% ../nbs/08_alignment.ipynb 15
+# %% ../nbs/08_alignment.ipynb 16
 def image_data_uri(path, size: int | None = None) -> str:
     "The image (a path, or an (H, W, 3) uint8 array) as a base64 PNG data URI, resized to `size` x `size` (Lanczos) if given."
     from PIL import Image
@@ -469,7 +201,7 @@ def write_rating_page(items: pd.DataFrame, path, seed: int = 0, n_pairs: int | N
     data = dict(page_id=settings_hash(int(seed), n_pairs, size, listed, pairs, block_px), seed=int(seed), n_pairs=n_pairs,
                 columns=list(RATING_COLUMNS), labels={str(k): v for k, v in SCORE_LABELS.items()}, items=listed,
                 images={r.item: image_data_uri(r.image, size) for r in items.itertuples()}, pairs=pairs, block_images=block_images)
-    page = (RATING_PAGE.replace("__TITLE__", html.escape(title)).replace("__DISPLAY_PX__", str(int(display_px)))
+    page = (rating_page_template().replace("__TITLE__", html.escape(title)).replace("__DISPLAY_PX__", str(int(display_px)))
             .replace("__DATA__", json.dumps(data).replace("</", "<\\/")))
     with atomic_path(path) as tmp: Path(tmp).write_text(page, encoding="utf-8")
     return Path(path)
@@ -480,7 +212,7 @@ def page_data(path) -> dict:
     start = text.index("const DATA = ") + len("const DATA = ")
     return json.loads(text[start:text.index(";\nconst KEY", start)].replace("<\\/", "</"))
 
-# %% ../nbs/08_alignment.ipynb 19
+# %% ../nbs/08_alignment.ipynb 20
 REQUIRED_COLUMNS = tuple(c for c in RATING_COLUMNS if c not in OPTIONAL_COLUMNS)
 _STR_COLUMNS = ("rater", "task", "item", "other_item", "set", "kind", "choice", "timestamp", "left_item", "transform")
 
@@ -635,7 +367,7 @@ def write_ratings(ratings: pd.DataFrame, path) -> Path:
     with atomic_path(path) as tmp: _typed(ratings).to_csv(tmp, index=False, na_rep="", lineterminator="\n")
     return Path(path)
 
-# %% ../nbs/08_alignment.ipynb 21
+# %% ../nbs/08_alignment.ipynb 22
 def _iso(ts: pd.Series) -> pd.Series:
     return ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
 
@@ -703,7 +435,7 @@ def simulate_ratings(items: pd.DataFrame, n_raters: int = 5, seed: int = 0, real
     out.attrs["simulated"] = True
     return out
 
-# %% ../nbs/08_alignment.ipynb 26
+# %% ../nbs/08_alignment.ipynb 27
 def rater_bootstrap(num, den, n_boot: int = 2000, seed: int = 0, ci: float = 0.95):
     """Percentile interval of sum(num) / sum(den) when raters (rows) are resampled with replacement.
     `num`, `den`: (raters, groups) per-rater sums and counts; returns (lo, hi) per group, NaN with < 2 raters."""
@@ -779,7 +511,7 @@ def human_summary(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0, ci: 
                          n_boot=int(n_boot), note="; ".join(notes)))
     return pd.DataFrame(rows), per_item_scores(ratings)
 
-# %% ../nbs/08_alignment.ipynb 30
+# %% ../nbs/08_alignment.ipynb 31
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     "Spearman's rho of each row pair of `x`, `y` (resamples x items); NaN where a row is constant."
     rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
@@ -848,7 +580,7 @@ def p_text(df: pd.DataFrame, resamples: dict) -> pd.DataFrame:
         out[col] = [format_p(p, None if pd.isna(n) else int(n)) for p, n in zip(out[col], bs)]
     return out
 
-# %% ../nbs/08_alignment.ipynb 33
+# %% ../nbs/08_alignment.ipynb 34
 def agreement_figure(data: pd.DataFrame, table: pd.DataFrame, scope: str = "all", ncols: int = 4, title: str = "", ci: float = 0.95):
     "Small multiples: the mean human realism score against each metric, one point per rated image, coloured by set."
     t = table[table.scope.eq(scope)].set_index("metric")
@@ -876,7 +608,7 @@ def agreement_figure(data: pd.DataFrame, table: pd.DataFrame, scope: str = "all"
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_alignment.ipynb 36
+# %% ../nbs/08_alignment.ipynb 37
 def sign_flip_p(d, n_perm: int = 10_000, seed: int = 0) -> tuple[float, int | None]:
     """Two-sided sign-flip test that per-rater excesses `d` centre on 0 (scipy.stats.permutation_test); returns the p-value
     and the number of random resamples it rests on (None: exact enumeration). NaN with fewer than 2 raters."""
@@ -912,7 +644,7 @@ def unaltered_detection(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0
                          note="one rater: no interval or test over raters" if has.sum() < 2 else ""))
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_alignment.ipynb 38
+# %% ../nbs/08_alignment.ipynb 39
 PERTURB_KEYS = ("source", "data", "dataset", "space", "metric")   # key columns of notebook 07's table, when present
 
 def read_perturbation_table(path) -> tuple[pd.DataFrame | None, str]:
@@ -939,7 +671,7 @@ def human_vs_metric_perturbation(detection: pd.DataFrame, pert: pd.DataFrame | N
     out["metric_note"] = np.where(out.metric.isna(), "no row for this transform and strength in metrics_perturbation", "")
     return out
 
-# %% ../nbs/08_alignment.ipynb 39
+# %% ../nbs/08_alignment.ipynb 40
 def perturbation_alignment_figure(joined: pd.DataFrame, ncols: int = 6, title: str = "", ci: float = 0.95):
     """Small multiples, one per metric (and space): human detection rate against the metric's sensitivity, one point per
     perturbation, bars spanning both intervals (rater bootstrap and exact); dashed: chance (0.5); dotted: sensitivity 1."""
@@ -972,12 +704,12 @@ def perturbation_alignment_figure(joined: pd.DataFrame, ncols: int = 6, title: s
                  + f" (bars: {ci:.0%} intervals, rater bootstrap and exact; dashed: chance)", fontsize=9)
     fig.tight_layout(); return fig
 
-# %% ../nbs/08_alignment.ipynb 43
+# %% ../nbs/08_alignment.ipynb 44
 def not_run_table(columns, reason: str, **fixed) -> pd.DataFrame:
     "A one-row table that says why a result has no numbers (every value empty except `fixed` and the note)."
     return pd.DataFrame([{c: fixed.get(c, np.nan) for c in columns} | {"note": f"not run: {reason}"}])
 
-# %% ../nbs/08_alignment.ipynb 47
+# %% ../nbs/08_alignment.ipynb 48
 def mix_training_images(seg_dir: Path, mixes) -> dict:
     "The training images of each mix, from notebook 05's set files (`<work>/segmentation/sets/<mix>.csv`)."
     out = {}

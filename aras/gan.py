@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_gan.ipynb 3
 from __future__ import annotations
-import argparse, copy, hashlib, io, json, math, os, pickle, random, re, sys, time
+import argparse, copy, hashlib, io, json, math, pickle, random, re, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, autocast, compiled, init_distributed,
-                       settings_hash, weights_dir, write_json)
+                       settings_hash, weights_dir)
 from .data import decode_many, list_pairs, read_pair
 from .landcover import CLASSES, labels_to_rgb
 

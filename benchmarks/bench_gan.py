@@ -84,8 +84,8 @@ if __name__ == "__main__":
                       f"{wall:7.1f} s/kimg wall  {cpu:7.1f} s/kimg CPU", flush=True)
     for threads in args.threads:
         for kind in ("uncond", "cond"):
-            lo, hi = (rows.get((threads, r, kind)) for r in args.resolutions[:2])
-            if lo and hi: print(f"ratio {args.resolutions[1]} / {args.resolutions[0]} px, {kind}, {threads} thread(s): "
+            lo, hi = (rows.get((threads, r, kind)) for r in (args.resolutions * 2)[:2])
+            if len(args.resolutions) > 1 and lo and hi: print(f"ratio {args.resolutions[1]} / {args.resolutions[0]} px, {kind}, {threads} thread(s): "
                                 f"wall {hi[0] / lo[0]:.2f}x  CPU {hi[1] / lo[1]:.2f}x")
     if 1 in args.threads and 2 in args.threads:
         for (t, res, kind), (wall, cpu) in rows.items():
