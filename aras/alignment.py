@@ -26,6 +26,7 @@ __all__ = ['ID_COLUMNS', 'KINDS', 'RATING_COLUMNS', 'OPTIONAL_COLUMNS', 'TASKS',
 
 # %% ../nbs/08_alignment.ipynb 6
 ID_COLUMNS = ("image", "set", "kind")
+
 KINDS = ("real", "synthetic")
 
 def human_settings(run) -> dict:
@@ -59,6 +60,7 @@ def read_per_image(path) -> pd.DataFrame:
     if not metric_columns(df): raise ArasDataError(f"{path}: no numeric metric column besides {list(ID_COLUMNS)}")
     return df
 
+# %% ../nbs/08_alignment.ipynb 7
 def item_id(path) -> str:
     "A short stable id of an image: the first 12 hex digits of the SHA-1 of the file's bytes."
     try: return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
@@ -83,7 +85,7 @@ def rating_items(per_image: pd.DataFrame, n_per_set: int = 8, seed: int = 0) -> 
         parts.append(g.iloc[np.sort(rng.choice(len(g), min(int(n_per_set), len(g)), replace=False))])
     return pd.concat(parts, ignore_index=True)
 
-# %% ../nbs/08_alignment.ipynb 10
+# %% ../nbs/08_alignment.ipynb 11
 def perturb_variants(transforms) -> list[tuple[str, float]]:
     "The (transform, strength) pairs of a profile's `metrics.perturb.transforms` (name -> strengths), names checked."
     from aras.metrics import PERTURBATIONS
@@ -119,6 +121,7 @@ def perturb_block(per_image: pd.DataFrame, variants, reps: int = 2, seed: int = 
     out["other_item"] = [altered_id(i, t, s) for i, t, s in zip(out.item, out["transform"], out.strength)]
     return out
 
+# %% ../nbs/08_alignment.ipynb 12
 def block_image(path, transform: str | None = None, strength=1, px: int | None = None, seed: int = 0) -> np.ndarray:
     "A block patch: the real image (or a centre crop of `px` native pixels), perturbed unless `transform` is None."
     from aras.metrics import load_image, perturb
@@ -130,20 +133,20 @@ def block_image(path, transform: str | None = None, strength=1, px: int | None =
         a = a[t:t + int(px), l:l + int(px)]
     return a if transform is None else perturb(a, transform, strength, seed)
 
-# %% ../nbs/08_alignment.ipynb 13
+# %% ../nbs/08_alignment.ipynb 15
 RATING_COLUMNS = ("rater", "task", "trial", "item", "other_item", "set", "kind", "choice", "correct", "score",
                   "rt_ms", "timestamp", "left_item", "transform", "strength")
 OPTIONAL_COLUMNS = ("left_item", "transform", "strength")   # files written by other tools (or older pages) may leave them out
 TASKS = ("2afc", "score", "unaltered")
 SCORE_LABELS = {1: "clearly artificial", 2: "rather artificial", 3: "can't tell", 4: "rather realistic", 5: "fully realistic"}
 
-# %% ../nbs/08_alignment.ipynb 14
+# %% ../nbs/08_alignment.ipynb 16
 def rating_page_template() -> str:
     """The rating page: one HTML file with its CSS and JavaScript, package data (`aras/assets/rating_page.html`, edited
     as HTML with an editor's help), whose `__NAME__` placeholders `rating_page` fills in."""
     return (importlib.resources.files("aras") / "assets" / "rating_page.html").read_text(encoding="utf-8")
 
-# %% ../nbs/08_alignment.ipynb 16
+# %% ../nbs/08_alignment.ipynb 18
 def image_data_uri(path, size: int | None = None) -> str:
     "The image (a path, or an (H, W, 3) uint8 array) as a base64 PNG data URI, resized to `size` x `size` (Lanczos) if given."
     from PIL import Image
@@ -179,6 +182,7 @@ def _smallest_side(paths) -> int:
         except OSError as e: raise ArasDataError(f"{p}: unreadable image ({e})") from e
     return min(sides)
 
+# %% ../nbs/08_alignment.ipynb 19
 def write_rating_page(items: pd.DataFrame, path, seed: int = 0, n_pairs: int | None = None,
                       title: str = "Real or synthetic? Rating satellite image patches",
                       size: int | str | None = "min", display_px: int = 256, block: pd.DataFrame | None = None,
@@ -212,8 +216,9 @@ def page_data(path) -> dict:
     start = text.index("const DATA = ") + len("const DATA = ")
     return json.loads(text[start:text.index(";\nconst KEY", start)].replace("<\\/", "</"))
 
-# %% ../nbs/08_alignment.ipynb 20
+# %% ../nbs/08_alignment.ipynb 23
 REQUIRED_COLUMNS = tuple(c for c in RATING_COLUMNS if c not in OPTIONAL_COLUMNS)
+
 _STR_COLUMNS = ("rater", "task", "item", "other_item", "set", "kind", "choice", "timestamp", "left_item", "transform")
 
 def rating_files(source) -> list[Path]:
@@ -244,11 +249,13 @@ def _known_items(items) -> dict | None:
         items = items["item"]
     return dict.fromkeys(map(str, items))
 
+# %% ../nbs/08_alignment.ipynb 24
 def _whole(v: str, lo: int, hi: int | None = None):
     try: x = float(v)
     except ValueError: return None
     return int(x) if x.is_integer() and x >= lo and (hi is None or x <= hi) else None
 
+# %% ../nbs/08_alignment.ipynb 25
 def _row_problems(r: dict, known: dict | None) -> list[str]:
     "What is wrong with one row of a ratings file (empty list: nothing)."
     out = []
@@ -282,6 +289,7 @@ def _row_problems(r: dict, known: dict | None) -> list[str]:
         out.append(f"{r['task']} row with a transform or strength (only unaltered rows have them)")
     return out
 
+# %% ../nbs/08_alignment.ipynb 26
 def _choice_problems(r: dict, right: str, what: str) -> list[str]:
     "Problems of a pair row's choice, correct, score and left_item (`right`: the id a correct choice names)."
     out = []
@@ -307,6 +315,7 @@ def _unaltered_problems(r: dict) -> list[str]:
         out.append(f"other_item {r['other_item']!r} is not the altered copy {altered_id(r['item'], r['transform'], s)!r}")
     return out + _choice_problems(r, r["item"], "item, the unaltered original")
 
+# %% ../nbs/08_alignment.ipynb 27
 def _read_one(path: Path, known: dict | None) -> pd.DataFrame:
     try: text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e: raise ArasDataError(f"{path}: cannot read the ratings file ({e})") from e
@@ -342,6 +351,7 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     out["strength"] = pd.to_numeric(s.where(s.notna() & s.ne(""), np.nan)).astype("float64")
     return out.reset_index(drop=True)
 
+# %% ../nbs/08_alignment.ipynb 28
 def read_ratings(source, items=None) -> pd.DataFrame:
     """Ratings CSVs from `source` (file, folder, glob or list) as one checked frame; with `items` (a frame with
     item, set, kind, or a list of ids) every item id must be known. Stops at bad input, naming file and line."""
@@ -367,7 +377,7 @@ def write_ratings(ratings: pd.DataFrame, path) -> Path:
     with atomic_path(path) as tmp: _typed(ratings).to_csv(tmp, index=False, na_rep="", lineterminator="\n")
     return Path(path)
 
-# %% ../nbs/08_alignment.ipynb 22
+# %% ../nbs/08_alignment.ipynb 30
 def _iso(ts: pd.Series) -> pd.Series:
     return ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
 
@@ -391,6 +401,7 @@ def _simulated_unaltered(block: pd.DataFrame, rater: str, rng, detect=None, kapp
                          strength=b["strength"]))
     return rows
 
+# %% ../nbs/08_alignment.ipynb 31
 def simulate_ratings(items: pd.DataFrame, n_raters: int = 5, seed: int = 0, realism=None, noise: float = 0.7,
                      rater_sd: float = 0.3, n_pairs: int | None = None, start: str = "2026-01-01T09:00:00",
                      block: pd.DataFrame | None = None, detect=None, detect_kappa: float | None = None) -> pd.DataFrame:
@@ -435,7 +446,7 @@ def simulate_ratings(items: pd.DataFrame, n_raters: int = 5, seed: int = 0, real
     out.attrs["simulated"] = True
     return out
 
-# %% ../nbs/08_alignment.ipynb 27
+# %% ../nbs/08_alignment.ipynb 36
 def rater_bootstrap(num, den, n_boot: int = 2000, seed: int = 0, ci: float = 0.95):
     """Percentile interval of sum(num) / sum(den) when raters (rows) are resampled with replacement.
     `num`, `den`: (raters, groups) per-rater sums and counts; returns (lo, hi) per group, NaN with < 2 raters."""
@@ -465,6 +476,7 @@ def _by_rater(df: pd.DataFrame, value: pd.Series, raters, groups) -> tuple[np.nd
         np.add.at(den[:, g], pos[m], 1)
     return num, den
 
+# %% ../nbs/08_alignment.ipynb 37
 def per_item_scores(ratings: pd.DataFrame) -> pd.DataFrame:
     "Per rated image: number of scores and raters, mean and sd of the realism score, and its 2AFC fooled rate."
     sc = ratings[ratings.task.eq("score")]
@@ -480,6 +492,7 @@ def per_item_scores(ratings: pd.DataFrame) -> pd.DataFrame:
     out["mean_score"] = out.mean_score.astype(float)
     return out[["item", "set", "kind", "n_scores", "raters", "mean_score", "sd_score", "n_2afc", "fooled_rate"]]
 
+# %% ../nbs/08_alignment.ipynb 38
 def human_summary(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0, ci: float = 0.95):
     """Per set (and all real, all synthetic): 2AFC fooled rate and mean realism score, each with a cluster-bootstrap
     interval over raters. Returns (per-set table, per-item table)."""
@@ -511,7 +524,7 @@ def human_summary(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0, ci: 
                          n_boot=int(n_boot), note="; ".join(notes)))
     return pd.DataFrame(rows), per_item_scores(ratings)
 
-# %% ../nbs/08_alignment.ipynb 31
+# %% ../nbs/08_alignment.ipynb 42
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     "Spearman's rho of each row pair of `x`, `y` (resamples x items); NaN where a row is constant."
     rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
@@ -543,6 +556,7 @@ def agreement_data(per_image: pd.DataFrame, ratings: pd.DataFrame) -> pd.DataFra
                             f"of set {lost.set.iloc[0]!r}): were the ratings made on a page of other images?")
     return j.drop(columns="_merge")
 
+# %% ../nbs/08_alignment.ipynb 43
 def metric_human_agreement(per_image: pd.DataFrame, ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
                            ci: float = 0.95, scopes=("all", "synthetic"), metrics=None) -> pd.DataFrame:
     """For every metric and scope (all rated images, synthetic only): Spearman rho and Kendall tau-b between the metric
@@ -571,6 +585,7 @@ def metric_human_agreement(per_image: pd.DataFrame, ratings: pd.DataFrame, n_boo
             rows.append(row)
     return pd.DataFrame(rows)
 
+# %% ../nbs/08_alignment.ipynb 44
 def p_text(df: pd.DataFrame, resamples: dict) -> pd.DataFrame:
     "`df` with its p-value columns printed by `format_p`: `resamples` maps a p column to its resample count (int, a column name, or None)."
     out = df.copy()
@@ -580,7 +595,7 @@ def p_text(df: pd.DataFrame, resamples: dict) -> pd.DataFrame:
         out[col] = [format_p(p, None if pd.isna(n) else int(n)) for p, n in zip(out[col], bs)]
     return out
 
-# %% ../nbs/08_alignment.ipynb 34
+# %% ../nbs/08_alignment.ipynb 47
 def agreement_figure(data: pd.DataFrame, table: pd.DataFrame, scope: str = "all", ncols: int = 4, title: str = "", ci: float = 0.95):
     "Small multiples: the mean human realism score against each metric, one point per rated image, coloured by set."
     t = table[table.scope.eq(scope)].set_index("metric")
@@ -608,7 +623,7 @@ def agreement_figure(data: pd.DataFrame, table: pd.DataFrame, scope: str = "all"
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_alignment.ipynb 37
+# %% ../nbs/08_alignment.ipynb 50
 def sign_flip_p(d, n_perm: int = 10_000, seed: int = 0) -> tuple[float, int | None]:
     """Two-sided sign-flip test that per-rater excesses `d` centre on 0 (scipy.stats.permutation_test); returns the p-value
     and the number of random resamples it rests on (None: exact enumeration). NaN with fewer than 2 raters."""
@@ -644,7 +659,7 @@ def unaltered_detection(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0
                          note="one rater: no interval or test over raters" if has.sum() < 2 else ""))
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_alignment.ipynb 39
+# %% ../nbs/08_alignment.ipynb 52
 PERTURB_KEYS = ("source", "data", "dataset", "space", "metric")   # key columns of notebook 07's table, when present
 
 def read_perturbation_table(path) -> tuple[pd.DataFrame | None, str]:
@@ -671,7 +686,7 @@ def human_vs_metric_perturbation(detection: pd.DataFrame, pert: pd.DataFrame | N
     out["metric_note"] = np.where(out.metric.isna(), "no row for this transform and strength in metrics_perturbation", "")
     return out
 
-# %% ../nbs/08_alignment.ipynb 40
+# %% ../nbs/08_alignment.ipynb 53
 def perturbation_alignment_figure(joined: pd.DataFrame, ncols: int = 6, title: str = "", ci: float = 0.95):
     """Small multiples, one per metric (and space): human detection rate against the metric's sensitivity, one point per
     perturbation, bars spanning both intervals (rater bootstrap and exact); dashed: chance (0.5); dotted: sensitivity 1."""
@@ -704,12 +719,12 @@ def perturbation_alignment_figure(joined: pd.DataFrame, ncols: int = 6, title: s
                  + f" (bars: {ci:.0%} intervals, rater bootstrap and exact; dashed: chance)", fontsize=9)
     fig.tight_layout(); return fig
 
-# %% ../nbs/08_alignment.ipynb 44
+# %% ../nbs/08_alignment.ipynb 57
 def not_run_table(columns, reason: str, **fixed) -> pd.DataFrame:
     "A one-row table that says why a result has no numbers (every value empty except `fixed` and the note)."
     return pd.DataFrame([{c: fixed.get(c, np.nan) for c in columns} | {"note": f"not run: {reason}"}])
 
-# %% ../nbs/08_alignment.ipynb 48
+# %% ../nbs/08_alignment.ipynb 61
 def mix_training_images(seg_dir: Path, mixes) -> dict:
     "The training images of each mix, from notebook 05's set files (`<work>/segmentation/sets/<mix>.csv`)."
     out = {}

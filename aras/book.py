@@ -9,12 +9,27 @@ from pathlib import Path
 
 import nbformat
 
-from .core import ArasDataError, atomic_path
+from .core import ArasDataError, atomic_path, project_root
 
 # %% auto 0
-__all__ = ['NAV_CSS', 'chapter_title', 'nav_html', 'add_nav', 'build_book']
+__all__ = ['NAV_CSS', 'index_markdown', 'write_readme', 'chapter_title', 'nav_html', 'add_nav', 'build_book']
 
-# %% ../nbs/91_book.ipynb 6
+# %% ../nbs/91_book.ipynb 7
+def index_markdown(index_nb) -> str:
+    "The Markdown cells of the front notebook (`nbs/index.ipynb`), in order, as one document: the README's text."
+    try: nb = nbformat.read(index_nb, as_version=4)
+    except Exception as e: raise ArasDataError(f"{index_nb}: not a readable notebook ({type(e).__name__}: {e})") from e
+    text = "\n\n".join(c.source.strip("\n") for c in nb.cells if c.cell_type == "markdown")
+    if not text.strip(): raise ArasDataError(f"{index_nb}: no Markdown cells: nothing to write")
+    return text + "\n"
+
+def write_readme(root=None) -> Path:
+    "Write `<project>/README.md` from `<project>/nbs/index.ipynb` (atomically); return its path."
+    root = Path(root or project_root())
+    with atomic_path(root / "README.md") as tmp: tmp.write_text(index_markdown(root / "nbs" / "index.ipynb"))
+    return root / "README.md"
+
+# %% ../nbs/91_book.ipynb 9
 def chapter_title(nb) -> str:
     "The text of the first Markdown heading of a notebook (a `NotebookNode`), without Markdown emphasis."
     for c in nb.cells:
@@ -22,7 +37,7 @@ def chapter_title(nb) -> str:
             return re.sub(r"[*_`]", "", m[1]).strip()
     return ""
 
-# %% ../nbs/91_book.ipynb 9
+# %% ../nbs/91_book.ipynb 12
 NAV_CSS = """<style>
 .aras-nav{position:fixed;top:0;left:0;bottom:0;width:15rem;box-sizing:border-box;overflow-y:auto;padding:1rem;background:#f6f7f9;
   border-right:1px solid #dde;font:14px/1.4 system-ui,sans-serif;z-index:10}
@@ -44,9 +59,10 @@ def add_nav(page: str, nav: str) -> str:
     if not (n_head and n_body): raise ArasDataError("not a whole HTML page (no </head> or <body>): cannot add the sidebar")
     return page
 
-# %% ../nbs/91_book.ipynb 12
-def build_book(runs_dir, out_dir, book: str = "aras") -> Path:
-    "Render the executed notebooks in `runs_dir` as HTML pages with a sidebar, plus `index.html`, into `out_dir`; return the index."
+# %% ../nbs/91_book.ipynb 15
+def build_book(runs_dir, out_dir, book: str = "aras", front=None) -> Path:
+    """Render the executed notebooks in `runs_dir` as HTML pages with a sidebar, plus `index.html` (the `front` notebook,
+    `nbs/index.ipynb`, followed by the list of chapters, when given), into `out_dir`; return the index."""
     from nbconvert import HTMLExporter
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     files = sorted(runs_dir.glob("*.ipynb"))
@@ -60,6 +76,13 @@ def build_book(runs_dir, out_dir, book: str = "aras") -> Path:
     for (f, nb), (page_name, title) in zip(nbs.items(), chapters):
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
         with atomic_path(out_dir / page_name) as tmp: tmp.write_text(add_nav(body, nav_html(chapters, page_name, book)))
+    if front is not None:
+        listing = "\n".join(f"{k}. [{t}]({p}) ({p[:-5]})" for k, (p, t) in enumerate(chapters, 1))
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(index_markdown(front)),
+                                             nbformat.v4.new_markdown_cell(f"## The chapters of this run\n\n{listing}")])
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": book}})
+        with atomic_path(out_dir / "index.html") as tmp: tmp.write_text(add_nav(body, nav_html(chapters, None, book)))
+        return out_dir / "index.html"
     items = "".join(f'<li><a href="{p}">{html.escape(t)}</a> <small>({p[:-5]})</small></li>' for p, t in chapters)
     index = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(book)}</title></head><body>"
              f"<main style='max-width:50rem;padding:1rem 2rem;font:16px/1.5 system-ui,sans-serif'><h1>{html.escape(book)}</h1>"

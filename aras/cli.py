@@ -143,6 +143,7 @@ def _print_report(df: pd.DataFrame, profile: str, out_dir=None):
         if claims.exists() and "09_claims.ipynb" in set(df.notebook): print("\n" + claims.read_text())
         print(f"figures and tables: {figures_root(out_dir) / profile}" + (f"; the claims report: {claims}" if claims.exists() else ""))
 
+# %% ../nbs/90_reproduce.ipynb 20
 def _parser() -> argparse.ArgumentParser:
     from aras import __version__
     ap = argparse.ArgumentParser(prog="aras", description="Reproduce ARAS400k: data, models, tables and figures.")
@@ -182,14 +183,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help="the run to render")
     b.add_argument("--runs", dest="runs_dir", help="its executed notebooks (default: <project>/runs/<profile>)")
     b.add_argument("--out", dest="out_dir", help="where the book goes (default: <project>/docs/<profile>)")
+    sub.add_parser("readme", help="write README.md from nbs/index.ipynb (what nbdev_readme does where Quarto is installed)")
     return ap
 
+# %% ../nbs/90_reproduce.ipynb 21
 def _archives(files, published: dict) -> dict:
     "The published MD5 sums of `files` (all archives if none); a name not published is an error, not an empty check."
     if bad := [f for f in files or () if f not in published]:
         raise ArasError(f"{', '.join(bad)} is not one of the published archives ({', '.join(published)})")
     return {k: v for k, v in published.items() if not files or k in files}
 
+# %% ../nbs/90_reproduce.ipynb 22
 def main(argv=None) -> int:
     "Entry point of the `aras` command."
     args = _parser().parse_args(argv)
@@ -203,9 +207,14 @@ def main(argv=None) -> int:
         if args.command == "docs":
             from aras.book import build_book
             root = project_root()
+            front = root / "nbs" / "index.ipynb"
             index = build_book(args.runs_dir or root / "runs" / args.profile, args.out_dir or root / "docs" / args.profile,
-                               f"aras: {Path(args.runs_dir).name}" if args.runs_dir else f"aras: the {args.profile} run")
+                               f"aras: {Path(args.runs_dir).name}" if args.runs_dir else f"aras: the {args.profile} run",
+                               front if front.exists() else None)
             print(f"the book: {index}"); return 0
+        if args.command == "readme":
+            from aras.book import write_readme
+            print(f"written: {write_readme()}"); return 0
         from aras import data
         if args.command == "download":
             names = tuple(_archives(args.files, data.ARCHIVE_MD5))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb 3
 from __future__ import annotations
-import ast, contextlib, copy, hashlib, json, os, random, tempfile
+import ast, contextlib, copy, hashlib, importlib.util, json, os, random, tempfile
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -16,10 +16,11 @@ from fastcore.basics import AttrDict
 # %% auto 0
 __all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'SPEED_KEYS', 'ArasError', 'ArasDataError',
            'ArasDownloadError', 'method', 'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir',
-           'figures_root', 'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share',
-           'RankBatches', 'file_stamp', 'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text',
-           'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled', 'rank_world',
-           'barrier', 'init_distributed', 'format_p']
+           'figures_root', 'ModelUnavailable', 'resolve_model_path', 'check_model_folder', 'seed_everything',
+           'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'RankBatches', 'file_stamp',
+           'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text', 'save_table', 'save_figure',
+           'settings_hash', 'speed_settings', 'autocast', 'compiled', 'rank_world', 'barrier', 'init_distributed',
+           'format_p']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -121,11 +122,13 @@ PAPER = dict(          # the base: the paper's text and the authors' scripts; th
     ),
 )
 
+# %% ../nbs/00_core.ipynb 9
 class method(NamedTuple):
     "An override that changes the method, not only the scale: every output of a profile that uses it says so."
     value: object
     why: str
 
+# %% ../nbs/00_core.ipynb 10
 # The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
 # measured at about 1.5-2 hours for the whole regeneration (GANs 21 min, segmentation ~45: the 30-minute goal is not met). Only counts, sizes and budgets differ from `paper`, except
 # the settings wrapped in `method(...)`, which say why.
@@ -209,6 +212,7 @@ SMALL = {
                                        "raters judge less context than a whole 256 px patch"),
 }
 
+# %% ../nbs/00_core.ipynb 11
 # CI and the notebooks' own checks: every code path of `small` in minutes. Its numbers are not results,
 # and every table and figure of a smoke run says so.
 SMOKE = {
@@ -226,6 +230,7 @@ SMOKE = {
 }
 
 PROFILES = dict(paper=[], small=[SMALL], smoke=[SMALL, SMOKE])   # each profile: the overrides applied to PAPER, in order
+
 DEFAULT_PROFILE = "small"
 
 def _as_attrdict(d):
@@ -240,6 +245,7 @@ def _set(prof: dict, key: str, value, name: str):
     if leaf not in node: raise ArasError(f"profile {name!r} has no setting {key!r}")
     node[leaf] = value
 
+# %% ../nbs/00_core.ipynb 12
 def get_profile(name: str = DEFAULT_PROFILE, overrides: dict | None = None, **kw) -> AttrDict:
     "`PAPER` with profile `name`'s layers and then dotted-key `overrides` (e.g. `{'data.patch_size': 128}`) applied."
     if name == "tiny": raise ArasError("profile 'tiny' is now 'smoke' (fast checks) or 'small' (the converged default)")
@@ -254,8 +260,7 @@ def get_profile(name: str = DEFAULT_PROFILE, overrides: dict | None = None, **kw
     prof.update(name=name, method_changes=changes, overrides=user)
     return _as_attrdict(prof)
 
-
-# %% ../nbs/00_core.ipynb 11
+# %% ../nbs/00_core.ipynb 15
 def parse_overrides(items) -> dict:
     "The one `--set key=value` parser: a list of `key=value` strings (or one, or a dict) -> {key: Python value}."
     if not items: return {}
@@ -270,7 +275,7 @@ def parse_overrides(items) -> dict:
     return out
 
 
-# %% ../nbs/00_core.ipynb 16
+# %% ../nbs/00_core.ipynb 20
 def project_root(start: Path | None = None) -> Path:
     "The nearest folder at or above `start` (default: cwd, then the package) with aras' `settings.ini`."
     candidates = [Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parent]
@@ -294,7 +299,43 @@ def figures_root(out_dir: str | Path | None = None) -> Path:
     if os.environ.get("ARAS_FIGURES"): return Path(os.environ["ARAS_FIGURES"])
     return project_root() / "figures"
 
-# %% ../nbs/00_core.ipynb 18
+# %% ../nbs/00_core.ipynb 22
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # weights come from local folders only, never from a hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")    # (set here, in the module every other imports first)
+
+class ModelUnavailable(ArasError):
+    "Weights a captioner or metric needs are not where the settings say, or are incomplete."
+
+def resolve_model_path(spec: str, weights=None) -> Path:
+    "`pkg:<module>/<file>` inside an installed package; an absolute or `~` path as is; else a name under `weights`."
+    spec = str(spec)
+    if spec.startswith("pkg:"):
+        module, _, rel = spec[4:].partition("/")
+        found = importlib.util.find_spec(module)
+        if found is None or not found.submodule_search_locations:
+            raise ModelUnavailable(f"Python package {module!r}, which carries {rel or 'the weights'}, is not installed")
+        return Path(list(found.submodule_search_locations)[0]) / rel
+    p = Path(spec).expanduser()
+    return p if p.is_absolute() else Path(weights or weights_dir()).expanduser() / p
+
+_NEEDS = {"config": ("config.json",), "weights": ("*.safetensors", "pytorch_model*.bin"),
+          "tokenizer": ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt"),
+          "processor": ("preprocessor_config.json", "processor_config.json")}
+
+_DESCRIBE = {"config": "config.json", "weights": "weights (*.safetensors or pytorch_model*.bin)",
+             "tokenizer": "a tokenizer (tokenizer.json, tokenizer.model or vocab.json)",
+             "processor": "an image processor (preprocessor_config.json or processor_config.json)"}
+
+def check_model_folder(path, kind: str, needs=("config", "weights", "tokenizer")) -> Path:
+    "`path` if it is a model folder with every file kind in `needs`; else `ModelUnavailable` naming what is missing."
+    path = Path(path)
+    if not path.exists(): raise ModelUnavailable(f"no {kind} weights at {path}")
+    if not path.is_dir(): raise ModelUnavailable(f"{path}: expected a {kind} model folder, found a file")
+    missing = [_DESCRIBE[n] for n in needs if not any(any(path.glob(g)) for g in _NEEDS[n])]
+    if missing: raise ModelUnavailable(f"{path}: {kind} model folder lacks {'; '.join(missing)}")
+    return path
+
+# %% ../nbs/00_core.ipynb 25
 def seed_everything(seed: int):
     "Seed Python, NumPy and (when installed) PyTorch."
     random.seed(seed); np.random.seed(seed % 2**32)
@@ -311,6 +352,7 @@ def resolve_device(device: str = "cpu") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError: return "cpu"
 
+# %% ../nbs/00_core.ipynb 26
 @dataclass
 class Run:
     "The resolved parameters of one notebook run."
@@ -344,6 +386,7 @@ def profile_notes(prof) -> list[str]:
     out += [f"override: {k} = {_short(v)}" for k, v in prof.overrides.items()]
     return out
 
+# %% ../nbs/00_core.ipynb 27
 def _get(prof, key):
     for part in key.split("."): prof = prof[part]
     return prof
@@ -372,6 +415,7 @@ def process_share(prog: str, description: str, argv=None) -> tuple:
     run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
     return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
+# %% ../nbs/00_core.ipynb 28
 class RankBatches:
     """Fixed batches of `files` (what each item writes), dealt over processes: process `rank` of `world` does batches
     `rank`, `rank + world`, ...; a batch is done, by whichever process, when its marker in `parts` and all its files exist,
@@ -385,7 +429,7 @@ class RankBatches:
     def finish(self, b: int): self.parts.mkdir(parents=True, exist_ok=True); (self.parts / f"{b:06d}").touch()
     def complete(self) -> bool: return all(self.done(b) for b in range(self.n))
 
-# %% ../nbs/00_core.ipynb 22
+# %% ../nbs/00_core.ipynb 32
 _UMASK = os.umask(0); os.umask(_UMASK)
 
 def file_stamp(path) -> str:
@@ -412,7 +456,7 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 25
+# %% ../nbs/00_core.ipynb 35
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
@@ -445,12 +489,12 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 30
+# %% ../nbs/00_core.ipynb 40
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 33
+# %% ../nbs/00_core.ipynb 43
 SPEED_KEYS = ("amp", "channels_last", "compile")   # GPU practice: in a model's settings hash only when on
 
 def speed_settings(cfg) -> dict:
@@ -488,7 +532,7 @@ def init_distributed(device: str = "cpu") -> str:
         local = int(os.environ.get("LOCAL_RANK", 0)); torch.cuda.set_device(local); return f"cuda:{local}"
     return device
 
-# %% ../nbs/00_core.ipynb 36
+# %% ../nbs/00_core.ipynb 46
 def format_p(p: float, n_resamples: int | None = None) -> str:
     "A p-value as text: `< 1/(B+1)` at the resolution of `n_resamples` resamples, else 3 significant digits."
     if p is None or not np.isfinite(p): return ""

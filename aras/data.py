@@ -15,6 +15,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window, from_bounds
 from PIL import Image
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .core import (ArasDataError, ArasDownloadError, atomic_path, cache_dir, file_stamp, settings_hash, write_json)
@@ -93,38 +94,42 @@ class AlignedPair:
         "Number of patch rows and columns of `size` px inside the common window."
         return int(self.window.height) // size, int(self.window.width) // size
 
-    def read_strip(self, i: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        "Row `i` of patches: land-cover codes (size, W) and S2 reflectance (4, size, W) on the same grid."
-        n_cols = self.grid(size)[1]
-        lw = Window(self.window.col_off, self.window.row_off + i * size, n_cols * size, size)
-        sw = from_bounds(*rasterio.windows.bounds(lw, self.lc.transform), transform=self.s2.transform)
-        if np.allclose([sw.col_off, sw.row_off], np.round([sw.col_off, sw.row_off]), atol=1e-3):
-            sw = Window(round(sw.col_off), round(sw.row_off), round(sw.width), round(sw.height))
-        def read(ds, path, *a, **k):
-            try: return ds.read(*a, **k)
-            except rasterio.errors.RasterioError as e:
-                raise ArasDataError(f"{path}: cannot read patch row {i} of tile {self.pair.tile} ({e}); is the file truncated?") from e
-        codes = read(self.lc, self.pair.map_path, 1, window=lw)
-        s2 = read(self.s2, self.pair.s2_path, (1, 2, 3, 4), window=sw, out_shape=(4, size, n_cols * size), resampling=Resampling.bilinear)
-        return codes, s2
-
-    def patch_bounds(self, i: int, j: int, size: int) -> tuple[float, float, float, float]:
-        "Geographic (left, bottom, right, top) of patch (i, j)."
-        w = Window(self.window.col_off + j * size, self.window.row_off + i * size, size, size)
-        return rasterio.windows.bounds(w, self.lc.transform)
-
     def close(self):
         self.lc.close(); self.s2.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
+# %% ../nbs/03_data.ipynb 11
+@patch
+def read_strip(self: AlignedPair, i: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    "Row `i` of patches: land-cover codes (size, W) and S2 reflectance (4, size, W) on the same grid."
+    n_cols = self.grid(size)[1]
+    lw = Window(self.window.col_off, self.window.row_off + i * size, n_cols * size, size)
+    sw = from_bounds(*rasterio.windows.bounds(lw, self.lc.transform), transform=self.s2.transform)
+    if np.allclose([sw.col_off, sw.row_off], np.round([sw.col_off, sw.row_off]), atol=1e-3):
+        sw = Window(round(sw.col_off), round(sw.row_off), round(sw.width), round(sw.height))
+    def read(ds, path, *a, **k):
+        try: return ds.read(*a, **k)
+        except rasterio.errors.RasterioError as e:
+            raise ArasDataError(f"{path}: cannot read patch row {i} of tile {self.pair.tile} ({e}); is the file truncated?") from e
+    codes = read(self.lc, self.pair.map_path, 1, window=lw)
+    s2 = read(self.s2, self.pair.s2_path, (1, 2, 3, 4), window=sw, out_shape=(4, size, n_cols * size), resampling=Resampling.bilinear)
+    return codes, s2
+
+@patch
+def patch_bounds(self: AlignedPair, i: int, j: int, size: int) -> tuple[float, float, float, float]:
+    "Geographic (left, bottom, right, top) of patch (i, j)."
+    w = Window(self.window.col_off + j * size, self.window.row_off + i * size, size, size)
+    return rasterio.windows.bounds(w, self.lc.transform)
+
+# %% ../nbs/03_data.ipynb 12
 def _open_raster(path: Path):
     "Open a GeoTIFF, turning GDAL's errors into one sentence that names the file."
     try: return rasterio.open(path)
     except rasterio.errors.RasterioIOError as e:
         raise ArasDataError(f"{path}: not a readable GeoTIFF ({e})") from e
 
-# %% ../nbs/03_data.ipynb 11
+# %% ../nbs/03_data.ipynb 14
 def nir_water_agreement(codes: np.ndarray, nir: np.ndarray, threshold: float = 800) -> float:
     "Share of valid pixels where 'NIR below threshold' agrees with 'land cover is water' (code 80); NaN without valid pixels."
     valid = (codes > 0) & (nir > 0)
@@ -150,14 +155,14 @@ def alignment_check(tiles, size: int) -> pd.DataFrame:
             rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/03_data.ipynb 14
+# %% ../nbs/03_data.ipynb 17
 def patch_status(labels: np.ndarray, s2: np.ndarray, water_max: float = 0.9) -> str:
     "'no_data', 'water' or 'kept' for a patch of merged labels and its S2 reflectance (4, H, W)."
     if (labels == NODATA).any() or s2.max(axis=0).min() == 0: return "no_data"   # a pixel with all bands 0
     if np.count_nonzero(labels == WATER) > water_max * labels.size: return "water"
     return "kept"
 
-# %% ../nbs/03_data.ipynb 17
+# %% ../nbs/03_data.ipynb 20
 SCALINGS = ("fixed", "patch_max")
 
 @functools.lru_cache(maxsize=8)
@@ -173,7 +178,7 @@ def scale_rgb(s2: np.ndarray, rule: str = "fixed", reflectance_max: float = 3000
     else: raise ArasDataError(f"unknown scaling {rule!r}: choose one of {SCALINGS}")
     return _stretch_lut(scale)[rgb]
 
-# %% ../nbs/03_data.ipynb 20
+# %% ../nbs/03_data.ipynb 23
 SPLITS = ("train", "val", "test")
 
 def assign_splits(kept: pd.DataFrame, fractions=(0.8, 0.1, 0.1), block: int = 2, seed: int = 0) -> pd.Series:
@@ -191,7 +196,7 @@ def assign_splits(kept: pd.DataFrame, fractions=(0.8, 0.1, 0.1), block: int = 2,
         where[b] = split
     return blocks.map(where).rename("split")
 
-# %% ../nbs/03_data.ipynb 23
+# %% ../nbs/03_data.ipynb 26
 def _write_png(array: np.ndarray, path: Path):
     with atomic_path(path) as tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=1)   # 3x faster than 6, ~20% larger
 
@@ -228,6 +233,7 @@ def raw_inputs(tiles) -> dict:
     "Per tile, `size:mtime_ns` of its two rasters: a preparation is of these files, not only of these tile ids."
     return {t.tile: [file_stamp(t.map_path), file_stamp(t.s2_path)] for t in tiles}
 
+# %% ../nbs/03_data.ipynb 27
 def _what_differs(made: dict, settings: dict, seed: int, inputs: dict) -> str:
     "Why a finished preparation (its manifest) is not this one, in words."
     if made.get("settings") != settings or made.get("seed") != seed:
@@ -255,6 +261,7 @@ def _prepare_tile(tile: str, map_path: str, s2_path: str, staging: str, s: dict)
         with atomic_path(record) as tmp: df.to_csv(tmp, index=False)
     return record
 
+# %% ../nbs/03_data.ipynb 28
 def _tile_records_all(tiles, staging: Path, s: dict, workers: int, progress: bool) -> list[Path]:
     "Every tile's record, tiles in `workers` processes (PNG encoding is most of the time), in tile order whatever finishes first."
     if workers <= 1 or len(tiles) <= 1:
@@ -268,6 +275,7 @@ def _tile_records_all(tiles, staging: Path, s: dict, workers: int, progress: boo
             if (e := f.exception()) is not None: ex.shutdown(cancel_futures=True); raise e
     return [staging / "records" / f"{t.tile}.csv" for t in tiles]
 
+# %% ../nbs/03_data.ipynb 29
 def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=True, replace: bool = False,
                     workers: int = 1) -> pd.DataFrame:
     """Cut, filter, split and write ARAS400k-layout patches from raw tiles, `workers` tiles at once; return the patch
@@ -313,6 +321,7 @@ def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=
                 "splits": patches.split.value_counts().to_dict()}, manifest)
     return patches
 
+# %% ../nbs/03_data.ipynb 30
 def default_data_root(run) -> Path:
     "Where a run prepares toyland patches: the cache, in a folder named by the settings."
     p = run.profile
@@ -325,7 +334,7 @@ def dataset_root(run) -> Path:
         raise ArasDataError(f"{root}: no dataset here yet; run the data chapter first (aras reproduce --only 03)")
     return find_layout_root(root)
 
-# %% ../nbs/03_data.ipynb 25
+# %% ../nbs/03_data.ipynb 32
 ALL_SPLITS = ("train", "val", "test", "synth")
 
 def list_pairs(root, split: str) -> pd.DataFrame:
@@ -357,6 +366,7 @@ def read_png(path) -> np.ndarray:
 
 _DECODERS: dict = {}          # per process id: a forked data-loader worker gets its own threads, not its parent's dead ones
 
+# %% ../nbs/03_data.ipynb 33
 def decode_many(fn, items) -> list:
     """`[fn(x) for x in items]` on one shared pool of decoding threads. Pillow and zlib release the GIL while they decode
     a PNG, so threads scale with cores without the start-up and copying of worker processes (benchmarks/bench_decode.py)."""
@@ -378,6 +388,7 @@ def _check_pair(image, mask) -> tuple[int, str]:
     try: return read_pair(image, mask)[0].shape[0], ""
     except ArasDataError as e: return 0, str(e)
 
+# %% ../nbs/03_data.ipynb 34
 def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) -> pd.DataFrame:
     """Check every pair of an ARAS400k layout, not a sample: pairing per split, then each image and mask decoded
     (`read_pair`) on `workers` threads, and one patch size throughout. Results are cached per file (size and mtime), so
@@ -410,6 +421,7 @@ def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) ->
                             "\n  ".join(bad.problem.head(10)) + ("\n  ..." if len(bad) > 10 else ""))
     return pairs[["split", "filename", "px"]]
 
+# %% ../nbs/03_data.ipynb 35
 class ArasSplit:
     "One split of an ARAS400k-layout folder as a sequence of (image, labels); usable as a PyTorch Dataset."
     def __init__(self, root, split: str):
@@ -437,7 +449,7 @@ def read_class_percentages(root, split: str) -> pd.DataFrame:
     if missing: raise ArasDataError(f"{path}: missing columns {missing} (has {list(df.columns)})")
     return df[["filename", *CLASSES]]
 
-# %% ../nbs/03_data.ipynb 28
+# %% ../nbs/03_data.ipynb 38
 UNCOND_SOURCES = ("own", "published")
 
 def uncond_source(run, root) -> Path:
@@ -459,9 +471,11 @@ def uncond_pool(folder, seed: int) -> pd.DataFrame:
     folder = Path(folder); pairs = list_pairs(folder.parent, folder.name)
     return pairs if folder.name != "synth" else pairs.sample(frac=1, random_state=seed).reset_index(drop=True)
 
-# %% ../nbs/03_data.ipynb 31
+# %% ../nbs/03_data.ipynb 41
 ZENODO_RECORD = "18890661"
+
 ZENODO_URL = f"https://zenodo.org/records/{ZENODO_RECORD}/files/{{name}}?download=1"
+
 ARCHIVE_MD5 = {"train.zip": "95cd5caea68c813fd86888f9cd95b627", "val.zip": "76e61fd7557d65ba0596e44c0f92b43f",
                "test.zip": "01679231ee8e38701f5d3ab7de0b5719", "synth.zip": "0dc95bfdda44a816ade0d7ea747e4f9c"}  # authors' README
 
@@ -486,6 +500,7 @@ def verify_archives(folder, expected: dict = ARCHIVE_MD5) -> pd.DataFrame:
                             f"MD5 {r.actual} does not match the published {r.expected}") for r in bad.itertuples()))
     return df
 
+# %% ../nbs/03_data.ipynb 42
 def download_file(url: str, dest, md5: str | None = None, timeout: float = 20, progress=True) -> Path:
     "Download `url` to `dest`, resuming a `.part` file, and verify `md5`; nothing incomplete keeps the final name."
     dest = Path(dest); part = dest.with_name(dest.name + ".part")
@@ -514,6 +529,7 @@ def download_file(url: str, dest, md5: str | None = None, timeout: float = 20, p
     part.replace(dest)
     return dest
 
+# %% ../nbs/03_data.ipynb 43
 def extract_archive(archive, dest) -> Path:
     "Unpack a zip archive into `dest` (via a temporary folder, so a failed unpack leaves nothing behind)."
     archive, dest = Path(archive), Path(dest)
@@ -541,6 +557,7 @@ def find_layout_root(folder) -> Path:
         if any((d / s / "images").is_dir() for s in ALL_SPLITS): return d
     raise ArasDataError(f"{folder}: no ARAS400k layout (<split>/images and <split>/masks) found")
 
+# %% ../nbs/03_data.ipynb 44
 def download_aras400k(dest, names=tuple(ARCHIVE_MD5), base_url: str = ZENODO_URL, extract=True, progress=True) -> Path:
     "Download, verify and unpack the published ARAS400k archives into `dest`; return the layout root."
     dest = Path(dest)
@@ -553,7 +570,7 @@ def download_aras400k(dest, names=tuple(ARCHIVE_MD5), base_url: str = ZENODO_URL
         if extract: extract_archive(archive, dest)
     return find_layout_root(dest) if extract else dest
 
-# %% ../nbs/03_data.ipynb 33
+# %% ../nbs/03_data.ipynb 46
 PAPER_COUNTS = dict(extracted=157_283, water=7_063, no_data=49_980, kept=100_240, area_km2=656_933,
                     rare=1_719, train=80_182)  # ARAS400k paper, Sections 3.1 and 5
 
@@ -565,6 +582,7 @@ def geodesic_area_km2(left, bottom, right, top) -> np.ndarray:
     l, b, r, t = (np.radians(np.asarray(v, np.float64)) for v in (left, bottom, right, top))
     return EARTH_AUTHALIC_KM ** 2 * (r - l) * (np.sin(t) - np.sin(b))
 
+# %% ../nbs/03_data.ipynb 47
 def dataset_summary(patches: pd.DataFrame | None, splits: dict, patch_size: int = 256, pixel_m: float = 10) -> pd.DataFrame:
     """Table 0: extracted, removed, kept, area and split counts, with shares, beside the paper's numbers. Area as the paper
     counts it (kept patches x nominal 10 m pixels) and, from the patch bounds, on the globe (EPSG:4326 pixels shrink
@@ -600,6 +618,7 @@ def composition_frame(root, sets=SPLITS) -> pd.DataFrame:
     if not frames: raise ArasDataError(f"{root}: no class_percentages/<split>.csv files")
     return pd.concat(frames, ignore_index=True)
 
+# %% ../nbs/03_data.ipynb 48
 def plot_class_composition(comp: pd.DataFrame, synthetic=(), note: str = ""):
     "Paper Figure 3: mean share of pixels per class and share of patches holding each class, per set; synthetic sets hatched."
     import matplotlib.pyplot as plt

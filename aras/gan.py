@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, autocast, compiled, init_distributed,
@@ -48,6 +49,7 @@ def _to_tensors(img: np.ndarray, lab: np.ndarray, resolution: int) -> tuple[torc
         y = F.interpolate(y, size=(resolution, resolution), mode="nearest")
     return x[0].round().clamp(0, 255).to(torch.uint8), y[0, 0].long()
 
+# %% ../nbs/04_gan.ipynb 7
 class GanData:
     "Training images (uint8, N x 3 x R x R) and label masks (N x R x R) of one split, resized to `resolution`."
     def __init__(self, root, split: str = "train", resolution: int = 64, preload: bool = True):
@@ -83,11 +85,12 @@ def one_hot(labels: torch.Tensor, n: int = len(CLASSES)) -> torch.Tensor:
     "N x n x H x W one-hot float masks from N x H x W labels."
     return F.one_hot(labels, n).permute(0, 3, 1, 2).float()
 
+# %% ../nbs/04_gan.ipynb 8
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     "N x 3 x H x W images in [-1, 1] -> N x H x W x 3 uint8."
     return (x.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
-# %% ../nbs/04_gan.ipynb 9
+# %% ../nbs/04_gan.ipynb 11
 class EqualLinear(nn.Module):
     "Fully connected layer with equalised learning rate, optional leaky ReLU (gain sqrt 2)."
     def __init__(self, in_f, out_f, bias_init=0.0, lr_mul=1.0, act=False):
@@ -112,7 +115,7 @@ class EqualConv2d(nn.Module):
         if self.act: x = F.leaky_relu(x, 0.2) * math.sqrt(2)
         return x * gain if gain != 1 else x
 
-# %% ../nbs/04_gan.ipynb 11
+# %% ../nbs/04_gan.ipynb 13
 def dist_on() -> bool: return dist.is_available() and dist.is_initialized()
 
 def all_mean(x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +140,7 @@ class MappingNetwork(nn.Module):
             ws[:, :cutoff] = self.w_avg.lerp(ws[:, :cutoff], psi)
         return ws
 
-# %% ../nbs/04_gan.ipynb 13
+# %% ../nbs/04_gan.ipynb 15
 def modulated_conv2d(x, weight, styles, demodulate=True, padding=0):
     "Convolve each sample of `x` (B, Cin, H, W) with `weight` (Cout, Cin, k, k) scaled by its `styles` (B, Cin)."
     # StyleGAN2's non-fused form: scale activations instead of building per-sample weights, one ordinary
@@ -149,7 +152,7 @@ def modulated_conv2d(x, weight, styles, demodulate=True, padding=0):
         x = x * dcoefs[:, :, None, None]
     return x
 
-# %% ../nbs/04_gan.ipynb 16
+# %% ../nbs/04_gan.ipynb 18
 class SynthesisLayer(nn.Module):
     "Modulated 3x3 convolution + noise + bias + leaky ReLU; `up` doubles the resolution first."
     def __init__(self, in_ch, out_ch, w_dim, resolution, up=False, k=3):
@@ -178,6 +181,7 @@ class ToRGB(nn.Module):
     def forward(self, x, w):
         return modulated_conv2d(x, self.weight, self.affine(w) * self.gain, demodulate=False) + self.bias.view(1, -1, 1, 1)
 
+# %% ../nbs/04_gan.ipynb 19
 class SynthesisBlock(nn.Module):
     "One resolution of the skip-architecture generator; the first block starts from a learned constant."
     def __init__(self, in_ch, out_ch, w_dim, resolution):
@@ -198,6 +202,7 @@ class SynthesisBlock(nn.Module):
 
 def stylegan_channels(res, channel_base, channel_max): return min(channel_base // res, channel_max)
 
+# %% ../nbs/04_gan.ipynb 20
 class Generator(nn.Module):
     "StyleGAN2 generator: mapping network + skip-architecture synthesis network."
     def __init__(self, z_dim=512, w_dim=512, resolution=256, channel_base=16384, channel_max=512, mapping_layers=8):
@@ -218,7 +223,7 @@ class Generator(nn.Module):
     def forward(self, z, psi=1.0, cutoff=None, noise_mode="random"):
         return self.synthesis(self.mapping(z, psi, cutoff), noise_mode)
 
-# %% ../nbs/04_gan.ipynb 19
+# %% ../nbs/04_gan.ipynb 23
 def minibatch_std(x, group_size=4):
     "Append one channel: the feature standard deviation over groups of samples, averaged."
     N, C, H, W = x.shape
@@ -254,7 +259,7 @@ class Discriminator(nn.Module):
         x = minibatch_std(self.blocks(img), self.mbstd_group)
         return self.out(self.fc(self.conv(x).flatten(1))).squeeze(1)
 
-# %% ../nbs/04_gan.ipynb 22
+# %% ../nbs/04_gan.ipynb 26
 def rot90_each(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     "Sample `b` of the square batch `x` rotated by `k[b]` quarter turns (1-3), as whole-batch ops: no Python loop, no host sync."
     k = k.to(x.device).view(-1, 1, 1, 1)
@@ -269,6 +274,7 @@ def roll_each(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(B, device=dev)[:, None, None, None], torch.arange(C, device=dev)[None, :, None, None],
              iy[:, None, :, None], ix[:, None, None, :]]
 
+# %% ../nbs/04_gan.ipynb 27
 class AdaAugment(nn.Module):
     "ADA's blit and colour transforms, each applied per sample with probability `p` (a buffer, adapted in training)."
     def __init__(self, target=0.6, ada_kimg=500, interval=4):
@@ -309,7 +315,7 @@ class AdaAugment(nn.Module):
         self.signs.zero_()
         return r_t
 
-# %% ../nbs/04_gan.ipynb 26
+# %% ../nbs/04_gan.ipynb 31
 def mixed_ws(G: Generator, z: torch.Tensor, prob: float, update_w_avg=True) -> torch.Tensor:
     "Latents for a training batch, with style mixing at a random layer with probability `prob`."
     ws = G.mapping(z, update_w_avg=update_w_avg)
@@ -335,7 +341,7 @@ def path_length_penalty(G, z, pl_mean, decay=0.01) -> tuple[torch.Tensor, torch.
     new_mean = pl_mean.lerp(all_mean(lengths.mean().detach()), decay)
     return (lengths - new_mean).square(), new_mean
 
-# %% ../nbs/04_gan.ipynb 28
+# %% ../nbs/04_gan.ipynb 33
 def _conv3(cin, cout, pad="reflect"):
     "3x3 convolution with reflection padding: zero padding leaves dark frames on small generated images."
     return nn.Conv2d(cin, cout, 3, padding=1, padding_mode=pad)
@@ -367,6 +373,7 @@ class SPADEResBlock(nn.Module):
         dx = self.conv0(F.leaky_relu(self.norm0(x, cond), 0.2))
         return s + self.conv1(F.leaky_relu(self.norm1(dx, cond), 0.2))
 
+# %% ../nbs/04_gan.ipynb 34
 class SpadeGenerator(nn.Module):
     "Mask-conditioned generator: SPADE residual blocks from 4x4 to `resolution`, driven by mask + latent."
     def __init__(self, resolution=256, z_dim=64, nf=64, n_classes=len(CLASSES), nf_max=512, hidden=64):
@@ -390,6 +397,7 @@ class SpadeGenerator(nn.Module):
 
 def _sn(conv): return nn.utils.parametrizations.spectral_norm(conv)
 
+# %% ../nbs/04_gan.ipynb 35
 class UNetDiscriminator(nn.Module):
     "U-Net discriminator: (image logit from the encoder, per-pixel logits over classes + fake from the decoder)."
     def __init__(self, resolution=256, nf=64, n_classes=len(CLASSES), nf_max=512):
@@ -417,7 +425,7 @@ def class_balanced_ce(pixel_logits, target, n_classes=len(CLASSES)) -> torch.Ten
     weights = torch.where(counts > 0, target.numel() / (counts * (counts > 0).sum()), torch.zeros_like(counts))
     return (F.cross_entropy(pixel_logits, target, reduction="none") * weights[target]).mean()
 
-# %% ../nbs/04_gan.ipynb 31
+# %% ../nbs/04_gan.ipynb 38
 class AuthorsSpadeGenerator(nn.Module):
     "The authors' SPADE generator: mask only (no noise), from 1/16 of `resolution`, four SPADE blocks with x2 upsampling after each."
     z_dim = 0                                                     # sampling code draws (n, 0) latents: nothing
@@ -453,7 +461,7 @@ def cond_generator(cfg) -> nn.Module:
     if cfg.get("arch", "oasis") != "oasis": raise ArasError(f"gan.cond.arch: {cfg.arch!r} is not 'authors' or 'oasis'")
     return SpadeGenerator(cfg.resolution, cfg.z_dim, cfg.nf, nf_max=cfg.get("nf_max", 512), hidden=cfg.spade_hidden)
 
-# %% ../nbs/04_gan.ipynb 34
+# %% ../nbs/04_gan.ipynb 41
 class GradReducer:
     """Gradients of `module` averaged over processes while backward still runs, as DDP does (which a GAN cannot use:
     R1 and path length need double backward). Parameters go in buckets of about `bucket_mb` MB, last-registered first
@@ -489,13 +497,14 @@ class GradReducer:
             work.wait(); flat /= dist.get_world_size(); k = 0
             for p in self.buckets[b]: p.grad = flat[k:k + p.numel()].view_as(p).clone(); k += p.numel()
 
+# %% ../nbs/04_gan.ipynb 42
 def broadcast_params(*modules):
     "Give every process rank 0's parameters and buffers."
     if not dist_on(): return
     for m in modules:
         for t in [*m.parameters(), *m.buffers()]: dist.broadcast(t.data, 0)
 
-# %% ../nbs/04_gan.ipynb 37
+# %% ../nbs/04_gan.ipynb 45
 def speed_up_gan(cfg, *modules):
     "The GPU-practice settings of a GAN section: `channels_last` layout (in place); `(autocast context, compile)`."
     if cfg.get("channels_last"):
@@ -506,7 +515,7 @@ def as_layout(x: torch.Tensor, cfg) -> torch.Tensor:
     "Images in the layout the networks use."
     return x.contiguous(memory_format=torch.channels_last) if cfg.get("channels_last") else x
 
-# %% ../nbs/04_gan.ipynb 38
+# %% ../nbs/04_gan.ipynb 46
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float):
     for pe, p in zip(ema.parameters(), model.parameters()): pe.copy_(p.lerp(pe, beta))
@@ -523,7 +532,7 @@ def uncond_generator(cfg) -> Generator:
     return Generator(cfg.z_dim, cfg.w_dim, resolution=cfg.resolution, channel_base=cfg.channel_base,
                      channel_max=cfg.channel_max, mapping_layers=cfg.mapping_layers)
 
-# %% ../nbs/04_gan.ipynb 39
+# %% ../nbs/04_gan.ipynb 47
 class StyleGANTask:
     "Unconditional StyleGAN2 with ADA: networks, optimisers and one training step."
     kind = "uncond"
@@ -549,43 +558,46 @@ class StyleGANTask:
     def modules(self): return dict(G=self.G, D=self.D, G_ema=self.G_ema, aug=self.aug)
     def optimizers(self): return dict(opt_G=self.opt_G, opt_D=self.opt_D)
     def extra_state(self): return dict(pl_mean=self.pl_mean)
-    def train_step(self, reals, labels, step, batch_total, cur_nimg) -> dict:
-        c, G, D, aug = self.cfg, self.G, self.D, self.aug
-        z, reals = torch.randn(reals.shape[0], c.z_dim, device=self.device), as_layout(reals, c)
-        # generator: non-saturating loss (+ path length, lazily); the last backward of a phase averages over processes
-        G.requires_grad_(True); D.requires_grad_(False)
-        ws = mixed_ws(G, z, c.style_mixing)
-        with self.amp(): loss_G = F.softplus(-self.D_main(aug(self.synthesis(ws))).float()).mean()
-        self.opt_G.zero_grad(set_to_none=True)
-        out = dict(loss_G=loss_G.detach())            # statistics stay on the device: read at log intervals only
-        if c.pl_weight > 0 and step % c.pl_interval == 0:
-            loss_G.backward()
-            pen, self.pl_mean = path_length_penalty(G, z[: max(1, len(z) // 2)], self.pl_mean)
-            self.reduce_G.backward(pen.mean() * c.pl_weight * c.pl_interval); out["pl"] = pen.mean().detach()
-        else: self.reduce_G.backward(loss_G)
-        self.opt_G.step()
-        # discriminator: logistic loss on fakes and reals (+ R1, lazily); ADA statistics from real logits
-        G.requires_grad_(False); D.requires_grad_(True)
-        with torch.no_grad():
-            ws = mixed_ws(G, torch.randn_like(z), c.style_mixing, update_w_avg=False)
-            with self.amp(): fakes = self.synthesis(ws)
-        with self.amp(): fake_logits = self.D_main(aug(fakes)).float()
-        if step % c.r1_interval == 0:
-            pen, real_logits = r1_penalty(D, reals, aug)
-            r1 = pen.mean() * (c.gamma / 2) * c.r1_interval; out["r1"] = pen.mean().detach()
-        else:
-            with self.amp(): real_logits, r1 = self.D_main(aug(reals)).float(), 0.0
-        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D + r1); self.opt_D.step()
-        out.update(loss_D=loss_D.detach(), real_score=real_logits.mean().detach(), fake_score=fake_logits.mean().detach())
-        if c.aug == "ada":
-            aug.accumulate(real_logits)
-            if step % c.ada_interval == c.ada_interval - 1: out["r_t"] = aug.adjust(batch_total)
-        out["augment_p"] = aug.p.clone()
-        update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
-        return out
 
-# %% ../nbs/04_gan.ipynb 40
+# %% ../nbs/04_gan.ipynb 49
+@patch
+def train_step(self: StyleGANTask, reals, labels, step, batch_total, cur_nimg) -> dict:
+    c, G, D, aug = self.cfg, self.G, self.D, self.aug
+    z, reals = torch.randn(reals.shape[0], c.z_dim, device=self.device), as_layout(reals, c)
+    # generator: non-saturating loss (+ path length, lazily); the last backward of a phase averages over processes
+    G.requires_grad_(True); D.requires_grad_(False)
+    ws = mixed_ws(G, z, c.style_mixing)
+    with self.amp(): loss_G = F.softplus(-self.D_main(aug(self.synthesis(ws))).float()).mean()
+    self.opt_G.zero_grad(set_to_none=True)
+    out = dict(loss_G=loss_G.detach())            # statistics stay on the device: read at log intervals only
+    if c.pl_weight > 0 and step % c.pl_interval == 0:
+        loss_G.backward()
+        pen, self.pl_mean = path_length_penalty(G, z[: max(1, len(z) // 2)], self.pl_mean)
+        self.reduce_G.backward(pen.mean() * c.pl_weight * c.pl_interval); out["pl"] = pen.mean().detach()
+    else: self.reduce_G.backward(loss_G)
+    self.opt_G.step()
+    # discriminator: logistic loss on fakes and reals (+ R1, lazily); ADA statistics from real logits
+    G.requires_grad_(False); D.requires_grad_(True)
+    with torch.no_grad():
+        ws = mixed_ws(G, torch.randn_like(z), c.style_mixing, update_w_avg=False)
+        with self.amp(): fakes = self.synthesis(ws)
+    with self.amp(): fake_logits = self.D_main(aug(fakes)).float()
+    if step % c.r1_interval == 0:
+        pen, real_logits = r1_penalty(D, reals, aug)
+        r1 = pen.mean() * (c.gamma / 2) * c.r1_interval; out["r1"] = pen.mean().detach()
+    else:
+        with self.amp(): real_logits, r1 = self.D_main(aug(reals)).float(), 0.0
+    loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+    self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D + r1); self.opt_D.step()
+    out.update(loss_D=loss_D.detach(), real_score=real_logits.mean().detach(), fake_score=fake_logits.mean().detach())
+    if c.aug == "ada":
+        aug.accumulate(real_logits)
+        if step % c.ada_interval == c.ada_interval - 1: out["r_t"] = aug.adjust(batch_total)
+    out["augment_p"] = aug.p.clone()
+    update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
+    return out
+
+# %% ../nbs/04_gan.ipynb 50
 class SpadeTask:
     "Mask-conditioned SPADE generator with a U-Net discriminator (`oasis`) or the authors' PatchGAN (`authors`): networks, optimisers, one step."
     kind = "cond"
@@ -609,43 +621,48 @@ class SpadeTask:
     def modules(self): return dict(G=self.G, D=self.D, G_ema=self.G_ema)
     def optimizers(self): return dict(opt_G=self.opt_G, opt_D=self.opt_D)
     def extra_state(self): return {}
-    def train_step(self, reals, labels, step, batch_total, cur_nimg) -> dict:
-        if self.authors: return self.authors_step(reals, labels, batch_total, cur_nimg)
-        c, G, D, K = self.cfg, self.G, self.D, len(CLASSES)
-        seg, reals = as_layout(one_hot(labels.to(self.device)), c), as_layout(reals, c)
-        fake_target = torch.full_like(labels, K)
-        G.requires_grad_(True); D.requires_grad_(False)
-        with self.amp():
-            fakes = self.G_main(seg)
-            logit, pix = self.D_main(fakes)
-            loss_G = -logit.float().mean() + c.lambda_pixel * class_balanced_ce(pix.float(), labels) + self.perceptual(fakes, reals)
-        self.opt_G.zero_grad(set_to_none=True); self.reduce_G.backward(loss_G); self.opt_G.step()
-        G.requires_grad_(False); D.requires_grad_(True)
-        with self.amp(): (lf, pf), (lr_, pr) = self.D_main(fakes.detach()), self.D_main(reals)
-        lf, pf, lr_, pr = lf.float(), pf.float(), lr_.float(), pr.float()
-        loss_D = F.relu(1 + lf).mean() + F.relu(1 - lr_).mean() + c.lambda_pixel * (
-            class_balanced_ce(pr, labels) + class_balanced_ce(pf, fake_target))
-        self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D); self.opt_D.step()
-        update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
-        pixel_acc = (pr.argmax(1) == labels).float().mean()
-        return {k: v.detach() for k, v in dict(loss_G=loss_G, loss_D=loss_D, real_score=lr_.mean(), fake_score=lf.mean(),
-                                                d_pixel_acc=pixel_acc).items()}
-    def authors_step(self, reals, labels, batch_total, cur_nimg) -> dict:
-        "The authors' step: D (hinge, on mask + image) first, then G (hinge + vgg_weight x L1 of VGG19 features), one fake batch."
-        c, G, D = self.cfg, self.G, self.D
-        seg, reals = as_layout(one_hot(labels.to(self.device)), c), as_layout(reals, c)
-        with self.amp(): fakes = self.G_main(seg)
-        G.requires_grad_(False); D.requires_grad_(True)
-        with self.amp(): lr_, lf = self.D_main(reals, seg).float(), self.D_main(fakes.detach(), seg).float()
-        loss_D = F.relu(1 - lr_).mean() + F.relu(1 + lf).mean()
-        self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D); self.opt_D.step()
-        G.requires_grad_(True); D.requires_grad_(False)
-        with self.amp(): loss_G = -self.D_main(fakes, seg).float().mean() + self.perceptual(fakes, reals)
-        self.opt_G.zero_grad(set_to_none=True); self.reduce_G.backward(loss_G); self.opt_G.step()
-        update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
-        return {k: v.detach() for k, v in dict(loss_G=loss_G, loss_D=loss_D, real_score=lr_.mean(), fake_score=lf.mean()).items()}
 
-# %% ../nbs/04_gan.ipynb 41
+# %% ../nbs/04_gan.ipynb 52
+@patch
+def train_step(self: SpadeTask, reals, labels, step, batch_total, cur_nimg) -> dict:
+    if self.authors: return self.authors_step(reals, labels, batch_total, cur_nimg)
+    c, G, D, K = self.cfg, self.G, self.D, len(CLASSES)
+    seg, reals = as_layout(one_hot(labels.to(self.device)), c), as_layout(reals, c)
+    fake_target = torch.full_like(labels, K)
+    G.requires_grad_(True); D.requires_grad_(False)
+    with self.amp():
+        fakes = self.G_main(seg)
+        logit, pix = self.D_main(fakes)
+        loss_G = -logit.float().mean() + c.lambda_pixel * class_balanced_ce(pix.float(), labels) + self.perceptual(fakes, reals)
+    self.opt_G.zero_grad(set_to_none=True); self.reduce_G.backward(loss_G); self.opt_G.step()
+    G.requires_grad_(False); D.requires_grad_(True)
+    with self.amp(): (lf, pf), (lr_, pr) = self.D_main(fakes.detach()), self.D_main(reals)
+    lf, pf, lr_, pr = lf.float(), pf.float(), lr_.float(), pr.float()
+    loss_D = F.relu(1 + lf).mean() + F.relu(1 - lr_).mean() + c.lambda_pixel * (
+        class_balanced_ce(pr, labels) + class_balanced_ce(pf, fake_target))
+    self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D); self.opt_D.step()
+    update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
+    pixel_acc = (pr.argmax(1) == labels).float().mean()
+    return {k: v.detach() for k, v in dict(loss_G=loss_G, loss_D=loss_D, real_score=lr_.mean(), fake_score=lf.mean(),
+                                            d_pixel_acc=pixel_acc).items()}
+
+@patch
+def authors_step(self: SpadeTask, reals, labels, batch_total, cur_nimg) -> dict:
+    "The authors' step: D (hinge, on mask + image) first, then G (hinge + vgg_weight x L1 of VGG19 features), one fake batch."
+    c, G, D = self.cfg, self.G, self.D
+    seg, reals = as_layout(one_hot(labels.to(self.device)), c), as_layout(reals, c)
+    with self.amp(): fakes = self.G_main(seg)
+    G.requires_grad_(False); D.requires_grad_(True)
+    with self.amp(): lr_, lf = self.D_main(reals, seg).float(), self.D_main(fakes.detach(), seg).float()
+    loss_D = F.relu(1 - lr_).mean() + F.relu(1 + lf).mean()
+    self.opt_D.zero_grad(set_to_none=True); self.reduce_D.backward(loss_D); self.opt_D.step()
+    G.requires_grad_(True); D.requires_grad_(False)
+    with self.amp(): loss_G = -self.D_main(fakes, seg).float().mean() + self.perceptual(fakes, reals)
+    self.opt_G.zero_grad(set_to_none=True); self.reduce_G.backward(loss_G); self.opt_G.step()
+    update_ema(self.G_ema, G, ema_beta(batch_total, cur_nimg, c.ema_kimg, c.ema_rampup))
+    return {k: v.detach() for k, v in dict(loss_G=loss_G, loss_D=loss_D, real_score=lr_.mean(), fake_score=lf.mean()).items()}
+
+# %% ../nbs/04_gan.ipynb 53
 def load_vgg_features(path, device="cpu"):
     """VGG19 `features[:16]` (through relu3_3: the authors' code; its docstring says relu3_1) from a local torchvision
     state dict. Missing weights stop the run: training without the perceptual loss is a change of method, asked for
@@ -661,17 +678,18 @@ def load_vgg_features(path, device="cpu"):
     except Exception as e: raise ArasError(f"{path}: not a torchvision VGG19 state dict ({e})") from e
     return vgg.features[:16].to(device).eval().requires_grad_(False)
 
-# %% ../nbs/04_gan.ipynb 43
+# %% ../nbs/04_gan.ipynb 55
 def plateau_reached(scores, patience: int, min_delta: float) -> bool:
     "True when the best of the last `patience` scores (lower is better) is not `min_delta` (relative) below the best before them."
     if not patience or len(scores) <= patience: return False
     return min(scores[-patience:]) >= (1 - min_delta) * min(scores[:-patience])
 
-# %% ../nbs/04_gan.ipynb 46
+# %% ../nbs/04_gan.ipynb 58
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     "N x 3 x H x W images in [-1, 1] -> uint8 in the same layout (what the feature extractors take)."
     return (x.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
+# %% ../nbs/04_gan.ipynb 59
 class FidTracker:
     "Training FID of a generator against a fixed real subset in the ImageNet Lite0 space, with fixed latents; its history."
     def __init__(self, kind: str, data: GanData, fcfg, out_dir, device="cpu", extractor=None):
@@ -679,22 +697,6 @@ class FidTracker:
         n = len(data); k = min(n, int(fcfg.n_real or n))
         self.real_idx = torch.from_numpy(np.sort(np.random.default_rng(0).choice(n, k, replace=False)))
         self.ext, self._real, self.history = extractor, None, []          # history: [kimg, fid] per evaluation
-    def features(self, images: torch.Tensor) -> np.ndarray:
-        "Features of N x 3 x H x W uint8 images (Lite0 unless another extractor was given)."
-        if self.ext is None:
-            from aras.metrics import lite0_extractor                        # forward reference: chapter 07's feature space
-            self.ext = lite0_extractor(self.device)
-        return np.concatenate([self.ext(images[k:k + 64]).cpu().numpy() for k in range(0, len(images), 64)])
-    def real_features(self) -> np.ndarray:
-        "Features of the real subset at the model's resolution: computed once, cached in `out_dir/fid_reference.npz`."
-        if self._real is None:
-            imgs, f = _uint8(self.data.fetch(self.real_idx)[0]), self.out_dir / "fid_reference.npz"
-            key = hashlib.sha256(imgs.numpy().tobytes()).hexdigest()[:16] + "-" + str(getattr(self.ext, "id", "lite0-imagenet"))
-            if f.exists() and str(np.load(f)["key"]) == key: self._real = np.load(f)["features"]
-            else:
-                self._real = self.features(imgs)
-                with atomic_path(f) as tmp: np.savez(tmp, features=self._real, key=key)
-        return self._real
     @torch.no_grad()
     def fakes(self, G, n: int | None = None) -> torch.Tensor:
         "`n` uint8 samples: seed k for sample k (and training mask k mod N for the conditional model), as the synthetic sets."
@@ -705,9 +707,6 @@ class FidTracker:
             if self.kind == "cond": out.append(G(one_hot(self.data.fetch(torch.arange(k, k + len(zk)) % len(self.data))[1]).to(self.device), zk))
             else: out.append(G(zk, noise_mode="const"))
         return _uint8(torch.cat(out))
-    def measure(self, G, n: int | None = None) -> float:
-        from aras.metrics import fid_from_features                          # forward reference, as above
-        return fid_from_features(self.real_features(), self.features(self.fakes(G, n)))
     @property
     def min_kimg(self) -> float: return float(self.cfg.get("min_kimg") or 0)
     def counted(self) -> list:
@@ -725,10 +724,38 @@ class FidTracker:
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
-# %% ../nbs/04_gan.ipynb 50
+# %% ../nbs/04_gan.ipynb 61
+@patch
+def features(self: FidTracker, images: torch.Tensor) -> np.ndarray:
+    "Features of N x 3 x H x W uint8 images (Lite0 unless another extractor was given)."
+    if self.ext is None:
+        from aras.metrics import lite0_extractor                        # forward reference: chapter 07's feature space
+        self.ext = lite0_extractor(self.device)
+    return np.concatenate([self.ext(images[k:k + 64]).cpu().numpy() for k in range(0, len(images), 64)])
+
+@patch
+def real_features(self: FidTracker) -> np.ndarray:
+    "Features of the real subset at the model's resolution: computed once, cached in `out_dir/fid_reference.npz`."
+    if self._real is None:
+        imgs, f = _uint8(self.data.fetch(self.real_idx)[0]), self.out_dir / "fid_reference.npz"
+        key = hashlib.sha256(imgs.numpy().tobytes()).hexdigest()[:16] + "-" + str(getattr(self.ext, "id", "lite0-imagenet"))
+        if f.exists() and str(np.load(f)["key"]) == key: self._real = np.load(f)["features"]
+        else:
+            self._real = self.features(imgs)
+            with atomic_path(f) as tmp: np.savez(tmp, features=self._real, key=key)
+    return self._real
+
+@patch
+def measure(self: FidTracker, G, n: int | None = None) -> float:
+    from aras.metrics import fid_from_features                          # forward reference, as above
+    return fid_from_features(self.real_features(), self.features(self.fakes(G, n)))
+
+# %% ../nbs/04_gan.ipynb 65
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
              "cond": ("arch", "resolution", "z_dim", "nf", "nf_max", "d_nf", "spade_hidden")}
+
 ARCH_DEFAULTS = {"arch": "oasis", "nf_max": 512}   # what a checkpoint written before these settings existed was trained with
+
 TASKS = {"uncond": StyleGANTask, "cond": SpadeTask}
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -748,6 +775,7 @@ def plain_cfg(cfg) -> dict:
     "A settings section as JSON types (tuples become lists, nested sections dicts): what a checkpoint stores."
     return json.loads(json.dumps(dict(cfg), default=str))
 
+# %% ../nbs/04_gan.ipynb 66
 def read_checkpoint(path, device="cpu") -> dict:
     """A GAN checkpoint of this chapter (training state or `best.pt`), loaded with `weights_only=True`: tensors and plain
     types only, so a checkpoint someone shares cannot run code when it is loaded. The one reader of these files."""
@@ -779,6 +807,7 @@ def save_checkpoint(path, task, cfg, cur_nimg, step, gen, tracker=None):
                  fid=tracker.state_dict() if tracker is not None else None)
     with atomic_path(path) as tmp: torch.save(state, tmp)
 
+# %% ../nbs/04_gan.ipynb 67
 def load_checkpoint(path, task, cfg, gen, tracker=None) -> tuple[int, int]:
     "Restore training state (and the FID history) from `path` into `task`; return (cur_nimg, step)."
     state = read_checkpoint(path, task.device)
@@ -803,7 +832,7 @@ def _truncate_log(path: Path, step: int):
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
     with atomic_path(path) as tmp: tmp.write_text("".join(l + "\n" for l in keep))
 
-# %% ../nbs/04_gan.ipynb 51
+# %% ../nbs/04_gan.ipynb 68
 def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     "One FID evaluation of G_ema (process 0 measures, every process gets the value); a new best is saved as `best.pt`."
     rank = dist.get_rank() if dist_on() else 0
@@ -840,7 +869,7 @@ def _next(cur_nimg: int, every_kimg) -> float:
     e = int(float(every_kimg or 0) * 1000)
     return (cur_nimg // e + 1) * e if e > 0 else math.inf
 
-# %% ../nbs/04_gan.ipynb 52
+# %% ../nbs/04_gan.ipynb 69
 def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resume=True, progress=True, extractor=None):
     "Train the `kind` ('uncond' or 'cond') model on `data` to its FID plateau or `cfg.kimg`; return the task (with G_ema)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -885,12 +914,13 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
     task.tracker = tracker
     return task
 
+# %% ../nbs/04_gan.ipynb 70
 def read_log(out_dir) -> pd.DataFrame:
     "The JSON-lines training log of a run as a DataFrame."
     path = Path(out_dir) / "log.jsonl"
     return pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
 
-# %% ../nbs/04_gan.ipynb 54
+# %% ../nbs/04_gan.ipynb 72
 def _train_job(kind: str, cfg, root: str, out_dir: str, seed: int, device: str, resume: bool, preload: bool):
     "One model in a worker process; its result is what it leaves in `out_dir`."
     train_gan(kind, cfg, GanData(root, "train", cfg.resolution, preload=preload), out_dir, seed, device, resume, progress=False)
@@ -921,7 +951,7 @@ def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True
     return {k: train_gan(k, cfg, GanData(root, "train", cfg.resolution, preload=preload), out, seed, device, resume, progress)
             for k, (cfg, out) in jobs.items()}
 
-# %% ../nbs/04_gan.ipynb 56
+# %% ../nbs/04_gan.ipynb 74
 def gan_main(argv=None):
     "Train one GAN from the command line (also under torchrun); `sample` as the first argument makes the synthetic sets."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -947,13 +977,13 @@ def gan_main(argv=None):
         torch.save({k: v.cpu() for k, v in task.G.state_dict().items()}, Path(args.out) / f"G_rank{rank}.pt")
         dist.barrier(); dist.destroy_process_group()
 
-# %% ../nbs/04_gan.ipynb 58
+# %% ../nbs/04_gan.ipynb 76
 def gan_dir(run, kind: str) -> Path:
     "Where a run trains its `kind` GAN (checkpoints, log, best snapshot): one folder per settings of that model."
     cfg = {k: v for k, v in run.profile.gan[kind].items() if k not in SPEED_KEYS or v}   # speed switches: only when on
     return run.work_dir / "gan" / f"{kind}-{settings_hash(cfg)}"
 
-# %% ../nbs/04_gan.ipynb 65
+# %% ../nbs/04_gan.ipynb 83
 def load_generator(checkpoint, device="cpu") -> nn.Module:
     "G_ema of a checkpoint of this chapter, built from the settings the checkpoint stores (chapter 07 reads them too)."
     from fastcore.basics import AttrDict
@@ -988,6 +1018,7 @@ def sample_main(argv=None) -> int:
     print(f"rank {rank} of {world}: samples done; run the GAN chapter (aras reproduce --only 04) to merge them")
     return 0
 
+# %% ../nbs/04_gan.ipynb 84
 def _write_images(arrays, names, folder: Path):
     "Write PNGs, leaving a file with the same bytes untouched: a rerun keeps its time stamps, so notebook 05 reuses its cells."
     folder.mkdir(parents=True, exist_ok=True)
@@ -1021,6 +1052,7 @@ def sample_unconditional(G: Generator, n: int, out_dir, seed0=0, psi=1.0, batch=
     with atomic_path(out_dir / "seeds.csv") as tmp: df.to_csv(tmp, index=False)
     return df
 
+# %% ../nbs/04_gan.ipynb 85
 @torch.no_grad()
 def sample_conditional(G: SpadeGenerator, data: GanData, out_dir, seed0=0, batch=32, device="cpu", progress=True,
                        rank: int = 0, world: int = 1) -> pd.DataFrame | None:

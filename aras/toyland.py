@@ -78,6 +78,7 @@ def meander(rng, shape, width: float, horizontal=False) -> np.ndarray:
     river = np.abs(np.arange(w)[None, :] - centre[:, None]) < width / 2
     return river.T if horizontal else river
 
+# %% ../nbs/02_toyland.ipynb 10
 def towns(rng, shape, n: int, radius=(60, 160)) -> np.ndarray:
     "Boolean mask of `n` towns: blocks of buildings inside a disk, cut by a street grid."
     yy, xx = np.mgrid[:shape[0], :shape[1]]
@@ -90,7 +91,7 @@ def towns(rng, shape, n: int, radius=(60, 160)) -> np.ndarray:
         built |= disk & (blocks | streets)
     return built
 
-# %% ../nbs/02_toyland.ipynb 12
+# %% ../nbs/02_toyland.ipynb 13
 def _top(values, frac: float, where) -> float:
     "Threshold above which lie the top `frac` of `values` where `where` holds: rare classes stay rare, at any size."
     return float(np.quantile(values[where], 1 - frac))
@@ -123,6 +124,7 @@ def _coast(rng, shape, codes, elev, moist, fields, yy, xx, inner):
     codes[sea] = 80
     return (np.clip(noise_field(rng, shape, 25) - 1.0, 0, None) * sea).astype(np.float32)     # sun glint on the sea
 
+# %% ../nbs/02_toyland.ipynb 14
 def _highland(rng, shape, codes, elev, moist, fields, yy, xx, inner):
     codes[(elev > -0.3) & (moist < 0.2)] = 20
     codes[elev > 0.25] = 60
@@ -159,17 +161,22 @@ def scene_codes(scene: str, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndar
     glint = _SCENE_RULES[scene](rng, shape, codes, elev, moist, field_draw[field_id], yy, xx, inner)
     return codes, greenness.astype(np.float32), np.zeros(shape, np.float32) if glint is None else glint, field_id
 
-# %% ../nbs/02_toyland.ipynb 14
+# %% ../nbs/02_toyland.ipynb 16
 REFLECTANCE = {  # code: (red, green, blue, nir) x 10000
     10: (250, 420, 240, 2900), 20: (900, 850, 600, 2100), 30: (650, 800, 500, 2800),
     40: (550, 850, 450, 3600), 50: (1300, 1200, 1100, 1700), 60: (1900, 1650, 1250, 2300),
     70: (8000, 8000, 8200, 6500), 80: (250, 450, 600, 150), 90: (450, 600, 450, 1500),
     95: (220, 380, 260, 2400), 100: (1100, 1150, 900, 2200), 0: (0, 0, 0, 0)}
+
 BARE_SOIL = np.array((1450, 1250, 950, 2000), np.float32)
+
 GREEN_UP = np.array((-450, -150, -250, 1300), np.float32)   # vegetation vigour: less red and blue, more NIR
+
 HAZE = np.array((1100, 1200, 1400, 800), np.float32)        # path radiance of a hazy sky, strongest in blue
+
 VEGETATION = (10, 20, 30, 90, 95, 100)
 
+# %% ../nbs/02_toyland.ipynb 17
 def render_s2(codes, greenness, glint, field_id, rng, difficulty: float = 0.0) -> np.ndarray:
     "Four-band uint16 reflectance (4, H, W) for a canvas of WorldCover codes; `difficulty` scales season, vigour and haze."
     d = float(difficulty)
@@ -203,7 +210,7 @@ def label_noise(codes, rng, px: float) -> np.ndarray:
     ix = np.rint(np.arange(w)[None, :] + px * noise_field(rng, codes.shape, 8)).astype(np.intp).clip(0, w - 1)
     return codes[iy, ix]
 
-# %% ../nbs/02_toyland.ipynb 17
+# %% ../nbs/02_toyland.ipynb 20
 def _write_tif(path, array, transform, nodata, descriptions=None):
     "Write a GeoTIFF atomically: tiled, deflate-compressed, EPSG:4326."
     array = array[None] if array.ndim == 2 else array
@@ -238,7 +245,7 @@ def make_tile(raw_dir: Path, tile: str, scene: str, seed: int, tile_px=2048, s2_
                descriptions=["B04 red", "B03 green", "B02 blue", "B08 nir"])
     return {"tile": tile, "scene": scene, **{str(c): int((lc == c).sum()) for c in WORLDCOVER}}
 
-# %% ../nbs/02_toyland.ipynb 19
+# %% ../nbs/02_toyland.ipynb 22
 TOYLAND_VERSION = 4
 
 def toyland_settings(seed=0, n_tiles=4, tile_px=2048, s2_offset_px=(11, 7), difficulty=0.0, label_noise_px=3.0) -> dict:

@@ -46,3 +46,24 @@ def test_the_book_in_a_browser_has_its_sidebar_and_figures(tmp_path, browser):
     colours = Image.open(shot).convert("RGB").getcolors(1 << 20)
     assert max(colours)[0] < 0.95 * sum(c for c, _ in colours)                       # not a blank page
     assert any(rgb == (200, 30, 30) for _, rgb in colours)                            # the figure is drawn
+
+
+def test_the_readme_is_the_index_notebook(tmp_path):
+    "README.md is written from nbs/index.ipynb (`aras readme`): the committed one is in step, and a new one follows it."
+    from aras.book import index_markdown, write_readme
+    from aras.core import project_root
+    root = project_root()
+    assert index_markdown(root / "nbs" / "index.ipynb") == (root / "README.md").read_text()
+    (tmp_path / "nbs").mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# aras\n\nWhy."), nbformat.v4.new_code_cell("1"),
+                                                   nbformat.v4.new_markdown_cell("## Two commands\n")]), tmp_path / "nbs" / "index.ipynb")
+    assert write_readme(tmp_path).read_text() == "# aras\n\nWhy.\n\n## Two commands\n"
+
+
+def test_the_front_page_is_the_index_notebook_then_the_chapters(tmp_path):
+    from aras.core import project_root
+    index = build_book(_run_folder(tmp_path), tmp_path / "book", "aras: test run", front=project_root() / "nbs" / "index.ipynb")
+    page = index.read_text()
+    assert "Two commands" in page and "scripts/reproduce.sh" in page and 'class="aras-nav"' in page
+    i = page.index("The chapters of this run")                                     # after the front text, in order
+    assert i > page.index("Two commands") and page.index('href="03_data.html"', i) < page.index('href="05_segmentation.html"', i)
