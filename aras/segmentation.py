@@ -1198,7 +1198,7 @@ def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, 
     return out
 
 
-# %% ../nbs/05_segmentation.ipynb 100
+# %% ../nbs/05_segmentation.ipynb 101
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."
     ap = argparse.ArgumentParser(prog="python -m aras.segmentation", description="Train cells of the segmentation matrix (paper Table 3).")
