@@ -16,10 +16,11 @@ cores do). `torch.compile` is not timed: on a CPU its compile time would dominat
 Run: ``python benchmarks/bench_gan.py [--steps 32] [--warmup 4] [--threads 1 2] [--speed] [--paper]``.
 """
 import argparse, os, time
+from pathlib import Path
 
 import torch
 
-from aras.core import get_profile
+from aras.core import get_profile, weights_dir
 from aras.gan import TASKS
 
 
@@ -65,13 +66,15 @@ if __name__ == "__main__":
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.batch=32")
     ap.add_argument("--speed", action="store_true", help="also amp=bf16 and channels_last against the same model without them")
     ap.add_argument("--paper", action="store_true", help="also the paper's models, steady state (regularisers at their intervals)")
+    ap.add_argument("--paper-kinds", nargs="+", default=["uncond", "cond"], help="which models the --paper rows time")
+    ap.add_argument("--no-sweep", action="store_true", help="only the --speed / --paper rows (no resolution sweep, no FID row)")
     ap.add_argument("--paper-batch", type=int, default=4, help="per-device batch of the --paper rows (the paper: 32 per GPU "
                     "for StyleGAN2 at batch 256 on 8 GPUs; 4 fits a CPU in minutes)")
     args = ap.parse_args()
     from aras.core import parse_overrides
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores", flush=True)
     rows = {}
-    for threads in args.threads:
+    for threads in ([] if args.no_sweep else args.threads):
         torch.set_num_threads(threads)
         for res in args.resolutions:
             for kind in ("uncond", "cond"):
@@ -105,13 +108,19 @@ if __name__ == "__main__":
                 base = base or (wall, cpu)
                 print(f"speed {kind:6s} {res:3d} px {name:13s}: {wall:7.1f} s/kimg wall  {cpu:7.1f} s/kimg CPU  "
                       f"speed-up vs baseline: wall {base[0] / wall:.2f}x  CPU {base[1] / cpu:.2f}x", flush=True)
-    for res in args.resolutions:
+    for res in ([] if args.no_sweep else args.resolutions):
         w, c = fid_eval_cost(resolution=res)
         print(f"Lite0 features ({res} px images, resized to 224): {w * 1000:.0f} ms/image wall, {c * 1000:.0f} ms/image CPU")
     if args.paper:
         torch.set_num_threads(max(args.threads))
-        for kind in ("uncond", "cond"):
-            cfg = get_profile("paper", {f"gan.{kind}.batch": args.paper_batch}).gan[kind]
+        for kind in args.paper_kinds:
+            over = {f"gan.{kind}.batch": args.paper_batch}
+            if kind == "cond" and not get_profile("paper").gan.cond.vgg_weights and not (weights_dir() / "vgg19.pth").exists():
+                import tempfile, torchvision                 # timing only: the loss costs the same with random weights
+                over["gan.cond.vgg_weights"] = str(Path(tempfile.mkdtemp()) / "vgg19.pth")
+                torch.save(torchvision.models.vgg19().state_dict(), over["gan.cond.vgg_weights"])
+                print("paper cond: no VGG19 weights here; a random-weight VGG19 (the same cost) for this timing", flush=True)
+            cfg = get_profile("paper", over).gan[kind]
             steps = lcm_intervals(cfg) if kind == "uncond" else 2          # 16 steps: R1 once, path length 4 times, ADA 4 times
             wall, cpu = steady_cost(kind, cfg, steps, 1)
             print(f"paper {kind} {cfg.resolution} px batch {args.paper_batch}, {steps} steady steps: {wall / 60:.1f} min/kimg wall, "
