@@ -130,10 +130,10 @@ class method(NamedTuple):
 
 # %% ../nbs/00_core.ipynb 10
 # The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
-# measured at about 1.5-2 hours for the whole regeneration (GANs 21 min, segmentation ~45: the 30-minute goal is not met). Only counts, sizes and budgets differ from `paper`, except
+# measured at 58 minutes for the whole regeneration in a fresh clone (GANs 21 min, segmentation 20: the 30-minute goal is not met). Only counts, sizes and budgets differ from `paper`, except
 # the settings wrapped in `method(...)`, which say why.
 SMALL = {
-    "description": "CPU, about 1.5-2 hours on 2 cores (goal: 30 min): toyland, models trained to a validation plateau at small scale",
+    "description": "CPU, about an hour on 2 cores (goal: 30 min): toyland, models trained to a validation plateau at small scale",
     "toyland.n_tiles": 10, "toyland.tile_px": 2600,   # 10 tiles of 10 x 10 patches: a test split of 64+ patches
     "data.scaling": method("fixed", "toyland tiles have one radiometry; a fixed 0-0.3 reflectance stretch keeps "
                            "tile-to-tile brightness differences that per-patch max scaling would erase"),
