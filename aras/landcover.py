@@ -10,7 +10,7 @@ from .core import ArasDataError
 
 # %% auto 0
 __all__ = ['WORLDCOVER', 'RARE_CODES', 'CLASSES', 'PALETTE', 'NODATA', 'WATER', 'MERGES', 'merge_lut', 'merge_classes',
-           'labels_to_rgb', 'rgb_to_labels', 'class_shares', 'composition_row']
+           'labels_to_rgb', 'rgb_to_labels', 'class_legend', 'class_shares', 'composition_row']
 
 # %% ../nbs/01_landcover.ipynb 6
 WORLDCOVER = {0: "No data", 10: "Tree cover", 20: "Shrubland", 30: "Grassland", 40: "Cropland",
@@ -74,6 +74,13 @@ def rgb_to_labels(rgb: np.ndarray, source: str = "mask") -> np.ndarray:
     return _ORDER[pos].astype(np.uint8)
 
 # %% ../nbs/01_landcover.ipynb 15
+def class_legend(fig, ncol: int = 7, loc: str = "outside lower center", **kw):
+    "A figure-level legend of the seven classes' mask colours (default: one row below the axes; `outside` needs a constrained layout)."
+    from matplotlib.patches import Patch
+    handles = [Patch(facecolor=PALETTE[k] / 255, edgecolor="0.4", label=c) for k, c in enumerate(CLASSES)]
+    return fig.legend(handles=handles, loc=loc, ncol=ncol, frameon=False, fontsize=9, **kw)
+
+# %% ../nbs/01_landcover.ipynb 18
 def class_shares(labels: np.ndarray, n_classes: int = len(CLASSES)) -> np.ndarray:
     "Fraction of pixels per class in a label mask (no-data pixels count in the denominator only)."
     return np.bincount(labels.ravel(), minlength=256)[:n_classes] / labels.size

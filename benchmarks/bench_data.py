@@ -90,7 +90,8 @@ if __name__ == "__main__":
     print(f"  aras (each raster opened once, strips):  {n1 / t1:8.1f} patches/s   ratio {t0 / t1:5.2f}x")
     # end to end, PNG files written (what a user waits for): the baseline, then aras with 1 and 2 processes
     from aras.core import get_profile
-    from aras.data import data_settings, prepare_dataset
+    from aras.data import data_settings
+    from aras.prepare import prepare_dataset
     settings = dict(data_settings(get_profile("paper").data), patch_size=args.size)
     with tempfile.TemporaryDirectory() as d:
         tb = time.perf_counter(); nb = baseline_end_to_end(pairs, args.size, Path(d) / "base"); tb = time.perf_counter() - tb

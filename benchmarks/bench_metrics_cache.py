@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from aras.metrics import SET_METRICS, SetPair, extract_features, get_extractor, subsample_ci
+from aras.distributional import SET_METRICS, SetPair, subsample_ci
+from aras.metrics import extract_features, get_extractor
 
 
 def bench_intervals(n_real: int, n_fake: int, dim: int, reps: int):

@@ -3,7 +3,7 @@
 Authors' method (``segmentation_train.py``, ``evaluate``): keep every predicted and true pixel of the test set,
 concatenate them, then call scikit-learn (accuracy, macro IoU / precision / recall / F1, per-class IoU and F1).
 aras: a torchmetrics confusion matrix updated batch by batch, every metric from its 49 numbers
-(``aras.segmentation.metrics_from_cm``).
+(``aras.stats.metrics_from_cm``).
 
 Both consume the same stream of predicted and true label batches (what a model emits on a test set); only
 the metric work is timed. Each (method, number of images) runs in a fresh process, whose peak resident memory
@@ -46,7 +46,8 @@ def measure(method, n_images, size, batch):
     import torch
     torch.set_num_threads(1)
     from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score
-    from aras.segmentation import confusion_meter, metrics_from_cm
+    from aras.segmentation import confusion_meter
+    from aras.stats import metrics_from_cm
     gen = _stream(n_images, size, batch)                         # its batches are made here, before the baseline
     warm = next(_stream(batch, size, batch, pool=1))              # warm up: imports, a batch, one call of each method
     m = confusion_meter(); m.update(*warm); metrics_from_cm(m.compute().numpy())

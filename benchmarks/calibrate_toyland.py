@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 
 from aras.core import atomic_path, cache_dir, make_run, settings_hash
-from aras.data import data_settings, list_pairs, prepare_dataset
+from aras.data import data_settings, list_pairs
+from aras.prepare import prepare_dataset
 from aras.landcover import CLASSES
-from aras.segmentation import SegmentationMatrix
+from aras.seg_matrix import SegmentationMatrix
 from aras.toyland import ensure_toyland
 
 SEG = {"segmentation.archs": ("Unet",), "segmentation.in_memory": True, "segmentation.num_workers": 0}

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from aras.core import get_profile
-from aras.gan import SpadeTask, StyleGANTask
+from aras.gan_tasks import SpadeTask, StyleGANTask
 from aras.segmentation import build_model
 
 

@@ -24,35 +24,35 @@ def feats(n, d, shift=0.0, seed=0):
 def stage(name: str, S: dict) -> str:
     "Run one stage; return what it computed, in words."
     import torch
-    from aras import metrics as M
+    from aras import distributional as DM, metric_studies as MS
     torch.set_num_threads(2)
     if name == "caption diversity":
-        from aras.captioning import semantic_diversity
+        from aras.caption_scores import semantic_diversity
         e = feats(S["captions"], S["emb_dim"]); e /= np.linalg.norm(e, axis=1, keepdims=True)
         return f"{semantic_diversity(e):.4f} over {len(e):,} captions"
     real, fake = feats(S["n_set"], S["dim"]), feats(S["n_set"], S["dim"], 0.05, 1)
-    if name == "FID": return f"{M.fid_from_features(real, fake):.3f}"
-    if name == "KID (poly, 100 subsets of 1000)": return f"{M.kid(real, fake, 'poly', min(1000, len(real)), 100)[0]:.5f}"
-    if name == "CMMD": return f"{M.cmmd(real[:, :768], fake[:, :768]):.4f} (768-d, CLIP-sized)"
-    if name == "precision/recall/density/coverage": return json.dumps({k: round(v, 4) for k, v in M.prdc(real, fake, 3).items()})
+    if name == "FID": return f"{DM.fid_from_features(real, fake):.3f}"
+    if name == "KID (poly, 100 subsets of 1000)": return f"{DM.kid(real, fake, 'poly', min(1000, len(real)), 100)[0]:.5f}"
+    if name == "CMMD": return f"{DM.cmmd(real[:, :768], fake[:, :768]):.4f} (768-d, CLIP-sized)"
+    if name == "precision/recall/density/coverage": return json.dumps({k: round(v, 4) for k, v in DM.prdc(real, fake, 3).items()})
     if name == "one interval replicate (all set metrics)":
-        m = min(S["n_set"] // 2, S["ci_rows"]); pair, rng = M.SetPair(real, fake), np.random.default_rng(0)
+        m = min(S["n_set"] // 2, S["ci_rows"]); pair, rng = DM.SetPair(real, fake), np.random.default_rng(0)
         i, j = (np.sort(rng.choice(S["n_set"], m, replace=False)) for _ in range(2))
-        pair.metrics(i, j, M.SET_METRICS, 3)
+        pair.metrics(i, j, DM.SET_METRICS, 3)
         return f"{m} rows per set; an interval is n_boot (1000) of these"
     if name == "real floor (one pair of real subsets)":
         pool = feats(S["n_train"], S["dim"])
-        return json.dumps({k: round(v, 4) for k, v in M.real_floor(pool, S["n_set"], S["n_set"], reps=1)[0].items()})
+        return json.dumps({k: round(v, 4) for k, v in DM.real_floor(pool, S["n_set"], S["n_set"], reps=1)[0].items()})
     if name == "nearest-neighbour pairing + CSLS":
         train, test = feats(S["n_train"], 1280, seed=2), feats(S["n_test"], 1280, seed=3)
         q = feats(S["n_set"], 1280, 0.05, 4)
-        d = M.nn_pairing(q, train, test, 20); c = M.csls_nearest(q, train)
+        d = MS.nn_pairing(q, train, test, 20); c = MS.csls_nearest(q, train)
         return f"{len(d):,} queries vs {len(train):,} train, {len(test):,} test (1280-d); CSLS agrees with NN on {np.mean(c == d.nn_train):.2f}"
     if name == "hubness (NN and CSLS)":
         q, r = feats(S["n_set"], 1280, seed=5), feats(S["n_set"], 1280, seed=6)
-        return json.dumps({k: round(M.hubness(q, r, csls_k=ck)["max_share_1nn"], 4) for k, ck in (("nn", None), ("csls", 10))})
+        return json.dumps({k: round(MS.hubness(q, r, csls_k=ck)["max_share_1nn"], 4) for k, ck in (("nn", None), ("csls", 10))})
     if name == "Figure 4: t-SNE + silhouettes":
-        from aras.segmentation import embed_features
+        from aras.seg_tables import embed_features
         groups = {f"set{k}": feats(S["fig4_per_set"], S["fig4_dim"], 0.1 * k, 10 + k) for k in range(4)}
         _, emb, sil = embed_features(groups, methods=("t-SNE",), silhouette_max=S["silhouette_max"], threads=2)
         return f"{len(emb['t-SNE']):,} points; silhouettes on {int(sil.n_silhouette.iloc[0]):,}"

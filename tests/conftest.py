@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from aras.core import get_profile
-from aras.data import data_settings, prepare_dataset
+from aras.data import data_settings
+from aras.prepare import prepare_dataset
 from aras.toyland import generate_toyland
 
 

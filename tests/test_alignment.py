@@ -1,4 +1,4 @@
-"Human judgment (notebook 08): items, the rating page (in a real browser), the ratings CSV, summaries, agreement with metrics."
+"Human judgment (notebooks 08 and 08a): items, the rating page (in a real browser), the ratings CSV, summaries, agreement with metrics."
 import base64
 import importlib.util
 import io
@@ -14,7 +14,9 @@ from PIL import Image
 from scipy import stats
 
 from conftest import _browser_missing, _wait
+import aras.agreement as AG
 import aras.alignment as A
+from aras.stats import rater_bootstrap
 from aras.core import ArasDataError, ArasError
 
 
@@ -147,9 +149,9 @@ def test_conflicting_answers_are_an_error(items, tmp_path):
 
 def test_cluster_bootstrap_holds_estimate_and_is_deterministic(items):
     sim = A.simulate_ratings(items, n_raters=6, seed=4, noise=1.0)
-    s1, per_item = A.human_summary(sim, n_boot=300, seed=0)
-    s2, _ = A.human_summary(sim, n_boot=300, seed=0)
-    s3, _ = A.human_summary(sim, n_boot=300, seed=1)
+    s1, per_item = AG.human_summary(sim, n_boot=300, seed=0)
+    s2, _ = AG.human_summary(sim, n_boot=300, seed=0)
+    s3, _ = AG.human_summary(sim, n_boot=300, seed=1)
     pd.testing.assert_frame_equal(s1, s2)
     assert not np.allclose(s1.score_lo, s3.score_lo)
     assert ((s1.score_lo <= s1.mean_score) & (s1.mean_score <= s1.score_hi)).all()
@@ -163,16 +165,16 @@ def test_cluster_bootstrap_holds_estimate_and_is_deterministic(items):
     assert t.loc["all synthetic", "n_2afc"] == 6 * 8 and t.loc["real_test", "n_2afc"] == 0
     assert per_item.mean_score.tolist() == pytest.approx(sc.groupby(["item", "set"]).score.mean().tolist())
     # the interval is over raters: the same answers under one rater id give no interval
-    one, _ = A.human_summary(sim.assign(rater="R"), n_boot=300, seed=0)
+    one, _ = AG.human_summary(sim.assign(rater="R"), n_boot=300, seed=0)
     assert one.score_lo.isna().all() and one.note.str.contains("one rater").all()
-    lo, hi = A.rater_bootstrap([[1, 2], [3, 4], [5, 6]], [[2, 2], [4, 4], [6, 6]], n_boot=200, seed=0)
+    lo, hi = rater_bootstrap([[1, 2], [3, 4], [5, 6]], [[2, 2], [4, 4], [6, 6]], n_boot=200, seed=0)
     assert lo.shape == (2,) and (lo <= hi).all()
 
 
 def test_agreement_equals_scipy_on_per_item_means(items, per_image, tmp_path):
     sim = A.read_ratings(A.write_ratings(A.simulate_ratings(items, n_raters=4, seed=5, realism="entropy", noise=0.6),
                                          tmp_path / "sim.csv"), per_image)
-    t = A.metric_human_agreement(per_image, sim, n_boot=300, seed=0).set_index(["metric", "scope"])
+    t = AG.metric_human_agreement(per_image, sim, n_boot=300, seed=0).set_index(["metric", "scope"])
     means = sim[sim.task == "score"].groupby(["item", "set", "kind"]).score.mean().rename("y").reset_index()
     j = means.merge(per_image, on=["item", "set"], suffixes=("", "_pi"))
     for m in ("entropy", "psnr_nn"):
@@ -185,23 +187,23 @@ def test_agreement_equals_scipy_on_per_item_means(items, per_image, tmp_path):
             assert (r.kendall_tau, r.kendall_p) == pytest.approx((tau.statistic, tau.pvalue), abs=1e-12)
             assert r.spearman_lo <= r.spearman_rho <= r.spearman_hi and r.kendall_lo <= r.kendall_tau <= r.kendall_hi
     assert t.loc[("entropy", "all"), "spearman_rho"] > 0.5                  # the raters followed entropy, with noise
-    again = A.metric_human_agreement(per_image, sim, n_boot=300, seed=0)
+    again = AG.metric_human_agreement(per_image, sim, n_boot=300, seed=0)
     pd.testing.assert_frame_equal(again, t.reset_index()[again.columns])
 
 
 def test_monotone_raters_give_exactly_one_and_too_few_items_give_a_note(items, per_image):
     follow = A.simulate_ratings(items, n_raters=8, seed=0, realism="psnr_nn", noise=0, rater_sd=0)
-    r = A.metric_human_agreement(per_image, follow, n_boot=100, seed=0).set_index(["metric", "scope"]).loc[("psnr_nn", "all")]
+    r = AG.metric_human_agreement(per_image, follow, n_boot=100, seed=0).set_index(["metric", "scope"]).loc[("psnr_nn", "all")]
     assert (r.spearman_rho, r.kendall_tau, r.spearman_lo, r.kendall_hi) == pytest.approx((1, 1, 1, 1))
     few = follow[follow.item.isin(items.item[:2])]
-    t = A.metric_human_agreement(per_image, few, n_boot=10, seed=0)
+    t = AG.metric_human_agreement(per_image, few, n_boot=10, seed=0)
     assert t.spearman_rho.isna().all() and t.note.str.contains("fewer than 3").all()
 
 
 def test_ratings_of_other_images_are_rejected(items, per_image):
     sim = A.simulate_ratings(items, n_raters=1, seed=0)
     with pytest.raises(ArasDataError, match="not in the per-image table"):
-        A.metric_human_agreement(per_image[per_image.set != "cond"], sim, n_boot=10)
+        AG.metric_human_agreement(per_image[per_image.set != "cond"], sim, n_boot=10)
 
 
 def test_page_is_self_contained(items, block, tmp_path):
@@ -245,7 +247,7 @@ def test_perturb_block_and_variants(per_image, items, block, capsys):
 
 def _fake_block(variants, reps):
     "Part-3 pairs of made-up real images (the analysis needs ids, not pixels)."
-    from aras.metrics import PERTURBATIONS
+    from aras.metric_studies import PERTURBATIONS
     rows = [dict(item=f"{v * reps + r:012x}", set="real_test", kind="real", image="", transform=t, strength=s,
                  preserves_semantics=PERTURBATIONS[t][0]) for v, (t, s) in enumerate(variants) for r in range(reps)]
     return pd.DataFrame(rows).assign(other_item=lambda d: [A.altered_id(i, t, s) for i, t, s in zip(d["item"], d["transform"], d.strength)])
@@ -261,7 +263,7 @@ def test_simulated_detection_rates_come_back_within_their_intervals(items):
     out = []
     for rep in range(100):
         sim = A.simulate_ratings(items, n_raters=10, seed=rep, n_pairs=0, block=blk, detect=truth, detect_kappa=30)
-        d = A.unaltered_detection(sim[sim.task == "unaltered"], n_boot=400, seed=rep, n_perm=2000)
+        d = AG.unaltered_detection(sim[sim.task == "unaltered"], n_boot=400, seed=rep, n_perm=2000)
         out.append(d.assign(truth=d["transform"].map(truth)))
     d = pd.concat(out, ignore_index=True)
     assert (d.n_pairs == 30).all() and (d.raters == 10).all() and (d.p_raters_resamples.isna()).all()   # 2^10 < 2000: exact
@@ -277,10 +279,10 @@ def test_simulated_detection_rates_come_back_within_their_intervals(items):
     assert level <= 0.08 and power["noise"] >= 0.95 and power["blur"] > power["rot90"], (level, power)
     # raters who always see the change: rate 1, exact interval up to 1, p at the resolution of the test
     sure = A.simulate_ratings(items, n_raters=12, seed=0, n_pairs=0, block=blk, detect={"noise": 1.0})
-    n = A.unaltered_detection(sure, n_boot=200, seed=0, n_perm=1000).set_index("transform").loc["noise"]
+    n = AG.unaltered_detection(sure, n_boot=200, seed=0, n_perm=1000).set_index("transform").loc["noise"]
     assert n.detection_rate == 1 and n.exact_hi == 1 and n.rater_lo == 1 and n.p_raters_resamples == 1000
     assert n.p_raters == pytest.approx(2 / 1001) and n.p_binom == pytest.approx(2 * 0.5 ** 36)   # two-sided: 2 / (B + 1)
-    assert A.p_text(pd.DataFrame([n]), {"p_raters": "p_raters_resamples"}).p_raters.iloc[0] == "0.002"
+    assert AG.p_text(pd.DataFrame([n]), {"p_raters": "p_raters_resamples"}).p_raters.iloc[0] == "0.002"
 
 
 def test_unaltered_rows_are_checked(items, block, per_image, tmp_path):
@@ -308,32 +310,32 @@ def test_unaltered_rows_are_checked(items, block, per_image, tmp_path):
 def test_detection_joins_metric_sensitivity_by_transform_and_strength(items, block, tmp_path):
     import matplotlib.pyplot as plt
     sim = A.simulate_ratings(items, n_raters=4, seed=1, n_pairs=0, block=block, detect={"blur": 1.0, "rot90": 0.0})
-    det = A.unaltered_detection(sim, n_boot=100, seed=0)
+    det = AG.unaltered_detection(sim, n_boot=100, seed=0)
     assert det.set_index("transform").detection_rate.to_dict() == {"rot90": 0.0, "hflip": det.detection_rate[1], "blur": 1.0}
     pert = pd.DataFrame(dict(sensitivity=[1.0, 3.0, 0.2, 5.0, 1.5], metric=["FID", "FID", "coverage", "FID", "FID"],
                              transform=["split-half", "rot90", "rot90", "blur", "blur"], strength=[0, 1, 1, 2, 0.5],
                              space="lite0", source="toyland", sensitivity_hi=9.0, note="whatever"))
     pert.to_csv(tmp_path / "metrics_perturbation.csv", index=False)
-    table, why = A.read_perturbation_table(tmp_path / "metrics_perturbation.csv")
-    j = A.human_vs_metric_perturbation(det, table, why)
+    table, why = AG.read_perturbation_table(tmp_path / "metrics_perturbation.csv")
+    j = AG.human_vs_metric_perturbation(det, table, why)
     assert why == "" and len(j) == 4 and "note" in j and "sensitivity_hi" in j and (j.source.dropna() == "toyland").all()
     got = {(t, m): v for t, m, v in zip(j["transform"], j.metric, j.sensitivity)}
     assert got[("rot90", "FID")] == 3.0 and got[("rot90", "coverage")] == 0.2 and got[("blur", "FID")] == 5.0   # not blur 0.5
     assert j[j["transform"] == "hflip"].sensitivity.isna().all() and j[j["transform"] == "hflip"].metric_note.str.contains("no row").all()
-    fig = A.perturbation_alignment_figure(j)
+    fig = AG.perturbation_alignment_figure(j)
     assert sum(ax.has_data() for ax in fig.axes) == 2; plt.close(fig)                  # FID and coverage
-    table, why = A.read_perturbation_table(tmp_path / "nothere.csv")
+    table, why = AG.read_perturbation_table(tmp_path / "nothere.csv")
     assert table is None and why.startswith("not run: no nothere.csv")
-    j = A.human_vs_metric_perturbation(det, table, why)
+    j = AG.human_vs_metric_perturbation(det, table, why)
     assert len(j) == 3 and j.sensitivity.isna().all() and (j.metric_note == why).all()
-    plt.close(A.perturbation_alignment_figure(j))                                       # the human side alone
+    plt.close(AG.perturbation_alignment_figure(j))                                       # the human side alone
     pert.drop(columns="sensitivity").to_csv(tmp_path / "metrics_perturbation.csv", index=False)
-    assert "lacks column(s) ['sensitivity']" in A.read_perturbation_table(tmp_path / "metrics_perturbation.csv")[1]
+    assert "lacks column(s) ['sensitivity']" in AG.read_perturbation_table(tmp_path / "metrics_perturbation.csv")[1]
 
 
 def test_p_values_print_with_format_p():
     t = pd.DataFrame(dict(p=[0.0, 0.0312, np.nan, 1e-9], n=[999, 2000, 10, None], q=[0.5, 0.25, 0.005, 0.2]))
-    out = A.p_text(t, {"p": "n", "q": 100, "absent": None})
+    out = AG.p_text(t, {"p": "n", "q": 100, "absent": None})
     assert out.p.tolist() == ["< 0.001", "0.0312", "", "1e-09"] and out.q.tolist() == ["0.5", "0.25", "< 0.0099", "0.2"]
 
 
@@ -412,23 +414,23 @@ def test_rating_page_in_a_browser_writes_a_csv_the_analysis_reads(browser, items
     assert sorted(zip(un["item"], un["transform"], un.strength)) == sorted(zip(block["item"], block["transform"], block.strength))
     assert un.correct.tolist() == [int(c == i) for c, i in zip(un.choice, un["item"])] and 0 < un.correct.sum() < len(un)
 
-    summary, per_item = A.human_summary(r, n_boot=100, seed=0)
+    summary, per_item = AG.human_summary(r, n_boot=100, seed=0)
     s = summary.set_index("set")
     assert s.loc["all synthetic", "fooled_rate"] == pytest.approx(1 - afc.correct.mean())
     assert s.loc["all real", "mean_score"] == pytest.approx(sc[sc.kind == "real"].score.mean())
     assert summary.score_lo.isna().all()                                   # one rater: no interval over raters
-    agree = A.metric_human_agreement(per_image, r, n_boot=100, seed=0).set_index(["metric", "scope"])
+    agree = AG.metric_human_agreement(per_image, r, n_boot=100, seed=0).set_index(["metric", "scope"])
     j = sc.merge(per_image, on=["item", "set"]).dropna(subset=["psnr_nn"])
     assert agree.loc[("psnr_nn", "all"), "spearman_rho"] == pytest.approx(stats.spearmanr(j.psnr_nn, j.score).statistic)
     assert agree.loc[("psnr_nn", "all"), "n_items"] == len(j)
     # part 3 analysed beside a metric table (as notebook 07 writes it, here with two metrics)
-    det = A.unaltered_detection(r, n_boot=100, seed=0).set_index("transform")
+    det = AG.unaltered_detection(r, n_boot=100, seed=0).set_index("transform")
     assert det.n_pairs.tolist() == [1, 1, 1] and det.raters.tolist() == [1, 1, 1]
     assert det.detection_rate.to_dict() == un.set_index("transform").correct.astype(float).to_dict()
     assert det.rater_lo.isna().all() and det.note.str.contains("one rater").all() and (det.p_binom == 1).all()
     pert = pd.DataFrame(dict(transform=["rot90", "rot90", "blur", "hflip"], strength=[1, 1, 2, 1], space="lite0",
                              metric=["FID", "CMMD", "FID", "FID"], value=0.0, sensitivity=[4.0, 0.5, 9.0, 3.0]))
     pert.to_csv(tmp_path / "metrics_perturbation.csv", index=False)
-    joined = A.human_vs_metric_perturbation(det.reset_index(), *A.read_perturbation_table(tmp_path / "metrics_perturbation.csv"))
+    joined = AG.human_vs_metric_perturbation(det.reset_index(), *AG.read_perturbation_table(tmp_path / "metrics_perturbation.csv"))
     assert len(joined) == 4 and joined.set_index(["transform", "metric"]).sensitivity.to_dict() == {
         ("rot90", "FID"): 4.0, ("rot90", "CMMD"): 0.5, ("blur", "FID"): 9.0, ("hflip", "FID"): 3.0}

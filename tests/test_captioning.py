@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+import aras.caption_scores as S
 import aras.captioning as K
 from aras.core import ArasDataError, ArasError
 from aras.landcover import CLASSES
@@ -195,10 +196,10 @@ def test_template_captions_state_the_composition(real):
     few = K.sample_items(items, 8, seed=0)
     texts = K.TemplateCaptioner().caption(few)
     for t, (_, r) in zip(texts, few.iterrows()):
-        c = K.composition_consistency(t, r)
+        c = S.composition_consistency(t, r)
         top = sorted(((r[k], k) for k in CLASSES if r[k] >= 1.0), reverse=True)
         assert c["precision"] == 1.0 and c["pct_error"] <= 0.5
-        assert K.mentioned_classes(t) == {k for _, k in top[:3]}
+        assert S.mentioned_classes(t) == {k for _, k in top[:3]}
 
 
 # --- resume after a killed run ----------------------------------------------------------------------------
@@ -221,6 +222,7 @@ SLOW = textwrap.dedent('''
 RUN = textwrap.dedent('''
     import sys
     import numpy as np, pandas as pd
+    import aras.caption_scores as S
     import aras.captioning as K
     from aras.landcover import CLASSES
     root, lm, out, bs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -232,13 +234,13 @@ RUN = textwrap.dedent('''
                       .assign(in_dataset=s["in_dataset"]) for s in specs], ignore_index=True)
     K.save_caption_files(caps.drop(columns="in_dataset"), out)
     cap = caps.merge(items, on=["subset", "split", "filename"])
-    cons = [K.composition_consistency(t, r) for t, r in zip(cap.caption, cap[list(CLASSES)].to_dict("records"))]
+    cons = [S.composition_consistency(t, r) for t, r in zip(cap.caption, cap[list(CLASSES)].to_dict("records"))]
     cap = pd.concat([cap, pd.DataFrame(cons)], axis=1).assign(clipscore=np.nan, clip_s=np.nan)
     with K.torch_threads(1):
-        emb = K.load_embedder().encode(cap.caption.tolist(), normalize_embeddings=True)
+        emb = S.load_embedder().encode(cap.caption.tolist(), normalize_embeddings=True)
     status = {(s["name"], s["modality"]): "ok" for s in specs}
-    K.table2(cap, emb, specs, status).to_csv(f"{out}/table2.csv", index=False)
-    K.table1(cap, {"real": items}, "test").to_csv(f"{out}/table1.csv", index=False)
+    S.table2(cap, emb, specs, status).to_csv(f"{out}/table2.csv", index=False)
+    S.table1(cap, {"real": items}, "test").to_csv(f"{out}/table1.csv", index=False)
 ''')
 
 
@@ -302,36 +304,36 @@ def test_caption_files_per_split_and_modality(real, tmp_path):
 # --- metrics ------------------------------------------------------------------------------------------
 
 def test_redundancy_is_the_papers_unique_strings():
-    r = K.redundancy(pd.Series(["a field", "a field", "a lake", "a field "]))
+    r = S.redundancy(pd.Series(["a field", "a field", "a lake", "a field "]))
     assert r == dict(captions=4, unique=3, redundancy_pct=25.0)
     df = pd.DataFrame(dict(model=["m", "m", "n", "n"], modality="text", caption=["x", "x", "x", "y"]))
-    assert K.redundancy(df)["unique"] == 2 and K.redundancy(df, by=["model"])["unique"] == 3
-    chk = K.reported_redundancy_check()
+    assert S.redundancy(df)["unique"] == 2 and S.redundancy(df, by=["model"])["unique"] == 3
+    chk = S.reported_redundancy_check()
     assert chk.loc[~chk.agrees, ["block", "model", "modality"]].values.tolist() == [["synthetic", "Gemma3-4B", "hybrid"]]
 
 
 def test_composition_consistency_scores():
     comp = dict(zip(CLASSES, [50.0, 0, 30.0, 0, 15.0, 0, 5.0]))
-    c = K.composition_consistency("Dense forest (50%) and grassland (20%), with a town; no water.", comp)
+    c = S.composition_consistency("Dense forest (50%) and grassland (20%), with a town; no water.", comp)
     assert (c["n_named"], c["precision"], c["n_stated"]) == (3, 1.0, 2)
     assert c["recall"] == 1.0 and c["pct_error"] == pytest.approx(5.0)
-    c = K.composition_consistency("A desert with sand dunes and cropland.", comp)
+    c = S.composition_consistency("A desert with sand dunes and cropland.", comp)
     assert c["precision"] == 0.0 and c["recall"] == 0.0 and np.isnan(c["pct_error"])
-    assert np.isnan(K.composition_consistency("A scene.", comp)["precision"])
+    assert np.isnan(S.composition_consistency("A scene.", comp)["precision"])
 
 
 def test_semantic_diversity_with_minilm():
-    emb = K.load_embedder().encode(["A forest next to a lake.", "A forest next to a lake.", "Dense urban buildings."],
+    emb = S.load_embedder().encode(["A forest next to a lake.", "A forest next to a lake.", "Dense urban buildings."],
                                    normalize_embeddings=True)
-    assert K.semantic_diversity(emb[:2]) == pytest.approx(0, abs=1e-5)
-    assert 0.2 < K.semantic_diversity(emb) < 1
+    assert S.semantic_diversity(emb[:2]) == pytest.approx(0, abs=1e-5)
+    assert 0.2 < S.semantic_diversity(emb) < 1
 
 
 def test_clipscore_matches_a_direct_computation(clip_dir, real):
     _, items = real
     few = K.sample_items(items, 4, seed=0)
     texts = ["a forest", "cropland (60%) and water", "built-up area", "barren land " * 20]   # the last is over 77 tokens
-    scorer = K.ClipScorer(clip_dir, threads=1)
+    scorer = S.ClipScorer(clip_dir, threads=1)
     cos = scorer.cosine(few.image.tolist(), texts, batch_size=3)
     from PIL import Image
     from aras.data import read_png
@@ -343,10 +345,10 @@ def test_clipscore_matches_a_direct_computation(clip_dir, real):
         t = m.text_projection(m.text_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).pooler_output)
     direct = torch.nn.functional.cosine_similarity(v, t).numpy()
     np.testing.assert_allclose(cos, direct, atol=1e-5)
-    np.testing.assert_allclose(K.clip_score(cos, 2.5), 100 * 2.5 * np.maximum(direct, 0), atol=1e-3)   # Hessel's CLIP-S
-    assert K.clip_score(np.array([-0.3, 0.3]), 2.5).tolist() == pytest.approx([0.0, 75.0])
+    np.testing.assert_allclose(S.clip_score(cos, 2.5), 100 * 2.5 * np.maximum(direct, 0), atol=1e-3)   # Hessel's CLIP-S
+    assert S.clip_score(np.array([-0.3, 0.3]), 2.5).tolist() == pytest.approx([0.0, 75.0])
     with pytest.raises(K.ModelUnavailable, match="no CLIP weights at"):
-        K.ClipScorer(clip_dir.parent / "clip-vit-large-patch14")
+        S.ClipScorer(clip_dir.parent / "clip-vit-large-patch14")
 
 
 # --- tables --------------------------------------------------------------------------------------------
@@ -360,14 +362,14 @@ def test_tables_compute_every_metric_or_say_why_not(prepared, real, tmp_path):
     tc = K.TemplateCaptioner(in_dataset=True)
     caps = pd.concat([K.caption_items(tc, d, tmp_path / "c", progress=False) for d in sampled.values()], ignore_index=True)
     cap = caps.assign(in_dataset=True).merge(pd.concat(sampled.values()), on=["subset", "split", "filename"])
-    cap = pd.concat([cap, pd.DataFrame([K.composition_consistency(t, r) for t, r in zip(cap.caption, cap[list(CLASSES)].to_dict("records"))])], axis=1)
+    cap = pd.concat([cap, pd.DataFrame([S.composition_consistency(t, r) for t, r in zip(cap.caption, cap[list(CLASSES)].to_dict("records"))])], axis=1)
     cap["clipscore"] = cap["clip_s"] = np.nan
     emb = np.eye(len(cap))
     specs = [dict(name="template", modality="text", backend="template"),
              dict(name="Gemma3-4B", modality="vision", backend="vlm", path="gemma-3-4b-it")]
     status = {("template", "text"): "ok", ("Gemma3-4B", "vision"): "not run: no vision-language weights at /w/gemma-3-4b-it"}
     clip_note = "CLIPScore not computed: no CLIP weights at /w/clip"
-    t2 = K.table2(cap, emb, specs, status, "", clip_note).set_index(["block", "model"])
+    t2 = S.table2(cap, emb, specs, status, "", clip_note).set_index(["block", "model"])
     n_real, n_cond = len(sampled["real"]), len(sampled["cond"])
     assert n_cond >= 2 and t2.loc[("real", "template"), "captions"] == n_real
     assert t2.loc[("all", "template"), "captions"] == n_real + n_cond
@@ -380,19 +382,19 @@ def test_tables_compute_every_metric_or_say_why_not(prepared, real, tmp_path):
     tmpl = t2.loc[("real", "template")]                                   # this run's own captioner: no paper value beside
     assert tmpl.paper_counterpart.startswith("none") and tmpl[["reported_unique", "reported_redundancy_pct"]].isna().all()
     assert (t2.source == "this run").all()
-    qwen = K.table2(cap.assign(model="Qwen3-4B"), emb, [dict(name="Qwen3-4B", modality="text")], {("Qwen3-4B", "text"): "ok"})
+    qwen = S.table2(cap.assign(model="Qwen3-4B"), emb, [dict(name="Qwen3-4B", modality="text")], {("Qwen3-4B", "text"): "ok"})
     assert qwen.set_index("block").loc["all", "reported_redundancy_pct"] == 46.45   # the same captioner: beside
-    rep = K.table1_reported().set_index("dataset")
+    rep = S.table1_reported().set_index("dataset")
     assert rep.loc["NWPU", "redundancy_pct"] == 72.65 and (rep.source == "reported (paper Table 1)").all()
-    t1 = K.table1(cap, available, "tiny", "", clip_note).set_index("dataset")
+    t1 = S.table1(cap, available, "tiny", "", clip_note).set_index("dataset")
     assert (t1.source == "this run").all() and "NWPU" not in t1.index
     ours = t1.loc["ARAS400k synthetic (aras, tiny)"]
     assert (ours.volume, ours.images_available) == (n_cond, len(available["cond"]))
     assert np.isnan(ours.reported_redundancy_pct) and ours.paper_counterpart.startswith("none")   # template only: unlike
-    five = pd.concat([cap.assign(model=m, modality=mo) for m, mo in sorted(K.PAPER_CAPTIONERS)], ignore_index=True)
-    same = K.table1(five, available, "tiny").set_index("dataset").loc["ARAS400k real (aras, tiny)"]
+    five = pd.concat([cap.assign(model=m, modality=mo) for m, mo in sorted(S.PAPER_CAPTIONERS)], ignore_index=True)
+    same = S.table1(five, available, "tiny").set_index("dataset").loc["ARAS400k real (aras, tiny)"]
     assert (same.reported_redundancy_pct, same.paper_counterpart) == (8.01, "ARAS400k real (paper Table 1)")
-    missing = K.table1(cap[cap.subset == "real"], {"real": items}, "tiny", "no synthetic set at /s/cond").set_index("dataset")
+    missing = S.table1(cap[cap.subset == "real"], {"real": items}, "tiny", "no synthetic set at /s/cond").set_index("dataset")
     syn = missing.loc["ARAS400k synthetic (aras, tiny)"]
     assert syn.note == "not run: no synthetic set at /s/cond"
     assert syn[["volume", "captions", "images_available", "redundancy_pct"]].isna().all()   # not run is NaN, never 0
@@ -402,8 +404,8 @@ def test_semantic_diversity_needs_no_n_by_n_matrix():
     "The O(n d) form equals 1 - the mean off-diagonal cosine of the full matrix."
     e = np.random.default_rng(0).normal(size=(300, 16)); e /= np.linalg.norm(e, axis=1, keepdims=True)
     sim = e @ e.T
-    assert K.semantic_diversity(e) == pytest.approx(1 - (sim.sum() - np.trace(sim)) / (300 * 299), rel=1e-12)
-    assert K.semantic_diversity(np.repeat(e[:1], 5, 0)) == pytest.approx(0, abs=1e-12) and np.isnan(K.semantic_diversity(e[:1]))
+    assert S.semantic_diversity(e) == pytest.approx(1 - (sim.sum() - np.trace(sim)) / (300 * 299), rel=1e-12)
+    assert S.semantic_diversity(np.repeat(e[:1], 5, 0)) == pytest.approx(0, abs=1e-12) and np.isnan(S.semantic_diversity(e[:1]))
 
 
 def test_two_torchrun_processes_caption_what_one_does(prepared, tmp_path):

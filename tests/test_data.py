@@ -9,6 +9,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 import aras.data as D
+import aras.prepare as PR
 from aras.core import ArasDataError
 from aras.landcover import CLASSES, PALETTE, labels_to_rgb
 from aras.toyland import PIXEL_DEG, tile_name
@@ -136,23 +137,23 @@ def test_the_alignment_check_takes_every_valid_input(tmp_path):
     tiny = _pair(tmp_path / "tiny", water[:30, :30], np.stack([nir[:30, :30]] * 4))     # smaller than one patch
     assert D.alignment_check(tiny, 64).iloc[0].note == "no patch row with valid pixels"
     with pytest.raises(ArasDataError, match=r"tiny: 0 kept patches of 1 tile\(s\)"):      # not a pandas EmptyDataError
-        D.prepare_dataset(tmp_path / "tiny", tmp_path / "out", small_settings(), progress=False)
+        PR.prepare_dataset(tmp_path / "tiny", tmp_path / "out", small_settings(), progress=False)
 
 
 def test_area_on_the_globe_beside_the_papers_nominal_pixels(prepared):
-    assert D.geodesic_area_km2(0, 0, 1, 1) == pytest.approx(12_364, rel=1e-3)           # 1 degree square at the equator
-    assert D.geodesic_area_km2(0, 60, 1, 61) == pytest.approx(D.geodesic_area_km2(0, 0, 1, 1) * np.cos(np.radians(60.5)), rel=2e-3)
+    assert PR.geodesic_area_km2(0, 0, 1, 1) == pytest.approx(12_364, rel=1e-3)           # 1 degree square at the equator
+    assert PR.geodesic_area_km2(0, 60, 1, 61) == pytest.approx(PR.geodesic_area_km2(0, 0, 1, 1) * np.cos(np.radians(60.5)), rel=2e-3)
     _, patches = prepared
-    t = D.dataset_summary(patches, {"train": 20}, patch_size=128).set_index("quantity")
+    t = PR.dataset_summary(patches, {"train": 20}, patch_size=128).set_index("quantity")
     k = patches[patches.status == "kept"]
     geo = t.loc["Area of kept patches on the globe (km2)", "aras"]
-    assert geo == pytest.approx(D.geodesic_area_km2(k.left, k.bottom, k.right, k.top).sum())
+    assert geo == pytest.approx(PR.geodesic_area_km2(k.left, k.bottom, k.right, k.top).sum())
     assert t.loc["Area of kept patches (km2)", "aras"] / geo > 1.2 and pd.isna(t.loc["Area of kept patches on the globe (km2)", "paper"])
 
 
 def test_an_archive_without_a_published_md5_is_not_downloaded(tmp_path):
     with pytest.raises(ArasDataError, match=r"bogus.zip: not a published ARAS400k archive \(those are train.zip, val.zip"):
-        D.download_aras400k(tmp_path, ["val.zip", "bogus.zip"], base_url="http://127.0.0.1:9/{name}")
+        PR.download_aras400k(tmp_path, ["val.zip", "bogus.zip"], base_url="http://127.0.0.1:9/{name}")
     assert not any(tmp_path.iterdir())                                                 # nothing fetched, not even val.zip
 
 
@@ -184,13 +185,13 @@ def test_splits_deal_whole_blocks_deterministically():
     rng = np.random.default_rng(0)
     df = pd.DataFrame([(t, i, j) for t in ("A", "B", "C") for i in range(10) for j in range(10)
                        if rng.random() > 0.2], columns=["tile", "i", "j"])
-    sp = D.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=3)
+    sp = PR.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=3)
     shares = sp.value_counts(normalize=True)
     assert abs(shares["val"] - 0.1) < 0.03 and abs(shares["test"] - 0.1) < 0.03
     block = df.tile + (df.i // 2).astype(str) + "-" + (df.j // 2).astype(str)
     assert (pd.crosstab(block, sp) > 0).sum(axis=1).max() == 1
-    assert sp.equals(D.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=3))
-    assert not sp.equals(D.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=4))
+    assert sp.equals(PR.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=3))
+    assert not sp.equals(PR.assign_splits(df, (0.8, 0.1, 0.1), block=2, seed=4))
 
 
 # --- preparing the layout ------------------------------------------------------------------------------
@@ -227,30 +228,30 @@ def test_water_and_nodata_patches_are_where_toyland_put_them(prepared):
 def test_prepare_reuses_a_finished_dataset_and_protects_others(prepared, toy_raw, tmp_path):
     root, patches = prepared
     stamp = (root / "manifest.json").stat().st_mtime_ns
-    again = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    again = PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
     assert again.equals(pd.read_csv(root / "patches.csv")) and (root / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(ArasDataError, match="prepared with other settings"):
-        D.prepare_dataset(toy_raw, root, small_settings(water_max=0.5), seed=0, progress=False)
+        PR.prepare_dataset(toy_raw, root, small_settings(water_max=0.5), seed=0, progress=False)
     other = tmp_path / "published"; (other / "train").mkdir(parents=True)
     with pytest.raises(ArasDataError, match="not made by this preparation"):
-        D.prepare_dataset(toy_raw, other, small_settings(), seed=0, progress=False)
+        PR.prepare_dataset(toy_raw, other, small_settings(), seed=0, progress=False)
 
 
 def test_prepare_resumes_after_an_interrupt(toy_raw, tmp_path, monkeypatch, prepared):
-    calls, real = [], D._tile_records
+    calls, real = [], PR._tile_records
     def flaky(ap, *a, **k):
         calls.append(ap.pair.tile)
         if len(calls) == 3: raise KeyboardInterrupt
         return real(ap, *a, **k)
-    monkeypatch.setattr(D, "_tile_records", flaky)
+    monkeypatch.setattr(PR, "_tile_records", flaky)
     root = tmp_path / "ARAS400k"
     with pytest.raises(KeyboardInterrupt):
-        D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+        PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
     assert not (root / "manifest.json").exists()                        # nothing looks complete
     calls.clear()
-    monkeypatch.setattr(D, "_tile_records", real)
-    monkeypatch.setattr(D, "_tile_records", lambda ap, *a, **k: (calls.append(ap.pair.tile), real(ap, *a, **k))[1])
-    patches = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    monkeypatch.setattr(PR, "_tile_records", real)
+    monkeypatch.setattr(PR, "_tile_records", lambda ap, *a, **k: (calls.append(ap.pair.tile), real(ap, *a, **k))[1])
+    patches = PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
     assert calls == ["N39E033", "N39E036"]                              # finished tiles were not redone
     ref_root, ref = prepared
     assert patches.equals(ref)
@@ -260,7 +261,7 @@ def test_prepare_resumes_after_an_interrupt(toy_raw, tmp_path, monkeypatch, prep
 
 def test_merge_rule_and_scaling_reach_the_written_files(toy_raw, tmp_path, prepared):
     root = tmp_path / "script"
-    patches = D.prepare_dataset(toy_raw, root, small_settings(class_merge="script", scaling="patch_max"), progress=False)
+    patches = PR.prepare_dataset(toy_raw, root, small_settings(class_merge="script", scaling="patch_max"), progress=False)
     ref_root, ref = prepared
     assert patches.status.equals(ref.status)
     wet = ref[(ref.tile == "N39E027") & (ref.status == "kept")]         # the coast has wetland
@@ -272,7 +273,7 @@ def test_merge_rule_and_scaling_reach_the_written_files(toy_raw, tmp_path, prepa
 
 def test_dataset_summary_against_the_paper(prepared):
     _, patches = prepared
-    t = D.dataset_summary(patches, {"train": 20, "val": 3, "test": 3}, patch_size=128).set_index("quantity")
+    t = PR.dataset_summary(patches, {"train": 20, "val": 3, "test": 3}, patch_size=128).set_index("quantity")
     assert t.loc["Patches extracted (256x256)", "aras"] == len(patches)
     assert t.loc["Kept", "paper"] == 100_240 and round(t.loc["Kept", "paper_pct"], 2) == 63.73
     assert round(t.loc["Area of kept patches (km2)", "paper"]) == 656_933
@@ -346,11 +347,11 @@ def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tm
     for k in range(2, 6):                                                # six pairs, four of them about to go bad
         for sub in ("images", "masks"):
             shutil.copy(layout / "train" / sub / "p0.png", layout / "train" / sub / f"p{k}.png")
-    checked = D.check_layout(layout, progress=False)
+    checked = PR.check_layout(layout, progress=False)
     assert len(checked) == 6 and (checked.px == 16).all()
     calls = []
-    monkeypatch.setattr(D, "_check_pair", lambda i, m: (calls.append(i), (16, ""))[1])
-    D.check_layout(layout, progress=False)
+    monkeypatch.setattr(PR, "_check_pair", lambda i, m: (calls.append(i), (16, ""))[1])
+    PR.check_layout(layout, progress=False)
     assert calls == []                                                   # unchanged files: read from the cache
     monkeypatch.undo(); monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
     t = layout / "train"
@@ -360,57 +361,57 @@ def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tm
     Image.fromarray(np.full((32, 32, 3), 80, np.uint8)).save(t / "images" / "p5.png")                  # other size
     Image.fromarray(labels_to_rgb(np.zeros((32, 32), np.uint8))).save(t / "masks" / "p5.png")
     with pytest.raises(ArasDataError, match="4 of 6 pairs are bad") as e:
-        D.check_layout(layout, progress=False)
+        PR.check_layout(layout, progress=False)
     msg = str(e.value)
     for what in ("p2.png: unreadable or truncated PNG", "p3.png: 1 mask colour(s)", "p4.png: a I;16 PNG", "p5.png: 32 px, the layout's patches are 16 px"):
         assert what in msg, what
     report = pd.read_csv(next((tmp_path / "cache" / "layout_checks").glob("*.bad.csv")))
     with pytest.raises(ArasDataError, match="no val, test split \\(has train\\); the chapters need train, val, test"):
-        D.check_layout(layout, need=D.SPLITS, progress=False)             # a partial layout fails first, not late
+        PR.check_layout(layout, need=D.SPLITS, progress=False)             # a partial layout fails first, not late
     assert sorted(report.image.map(lambda p: p.split("/")[-1])) == ["p2.png", "p3.png", "p4.png", "p5.png"]
 
 
 def test_splits_leave_train_a_block_and_too_few_blocks_say_so(toy_raw, tmp_path):
     two = pd.DataFrame(dict(tile="A", i=[0, 0, 2, 2], j=[0, 1, 0, 1]))     # two 2x2 blocks
-    assert "train" in set(D.assign_splits(two, (0.8, 0.1, 0.1), block=2, seed=0))
+    assert "train" in set(PR.assign_splits(two, (0.8, 0.1, 0.1), block=2, seed=0))
     one = tmp_path / "one"; one.mkdir()
     for f in sorted(toy_raw.rglob("*N39E027*.tif")): shutil.copy2(f, one / f.name)
     with pytest.raises(ArasDataError, match=r"give splits \{'train': \d+, 'val': \d+, 'test': 0\}|lower data.split_block"):
-        D.prepare_dataset(one, tmp_path / "ARAS400k", small_settings(split_block=8), seed=0, progress=False)
+        PR.prepare_dataset(one, tmp_path / "ARAS400k", small_settings(split_block=8), seed=0, progress=False)
 
 
 def test_a_resume_with_other_settings_or_raw_files_starts_over(toy_raw, tmp_path, monkeypatch, prepared):
-    real = D._tile_records
+    real = PR._tile_records
     def flaky(ap, *a, **k):
         if ap.pair.tile == "N39E033": raise KeyboardInterrupt
         return real(ap, *a, **k)
-    monkeypatch.setattr(D, "_tile_records", flaky)
+    monkeypatch.setattr(PR, "_tile_records", flaky)
     root = tmp_path / "ARAS400k"
     with pytest.raises(KeyboardInterrupt):                               # interrupted with the other scaling
-        D.prepare_dataset(toy_raw, root, small_settings(scaling="patch_max"), seed=0, progress=False)
-    monkeypatch.setattr(D, "_tile_records", real)
-    patches = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+        PR.prepare_dataset(toy_raw, root, small_settings(scaling="patch_max"), seed=0, progress=False)
+    monkeypatch.setattr(PR, "_tile_records", real)
+    patches = PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
     ref_root, ref = prepared
     assert patches.equals(ref) and not list(root.glob(".staging*"))   # nothing of the first scaling is left in it
     for p in D.list_pairs(ref_root, "train").image:
         assert np.array_equal(D.read_png(p), D.read_png(root / "train" / "images" / p.name))
     copy = tmp_path / "raw-copy"; shutil.copytree(toy_raw, copy)        # the same files elsewhere: the same dataset
-    assert D.prepare_dataset(copy, root, small_settings(), seed=0, progress=False).equals(ref)
+    assert PR.prepare_dataset(copy, root, small_settings(), seed=0, progress=False).equals(ref)
     tif = sorted(copy.rglob("*N39E036*S2RGBNIR.tif"))[0]; tif.write_bytes(tif.read_bytes())             # rewritten
     with pytest.raises(ArasDataError, match="from other raw files .*rewritten since: N39E036"):
-        D.prepare_dataset(copy, root, small_settings(), seed=0, progress=False)
+        PR.prepare_dataset(copy, root, small_settings(), seed=0, progress=False)
     with pytest.raises(ArasDataError, match="needs a data_root"):
         D.require_data_root(copy, None)
 
 
 def test_aras_own_cache_folder_is_prepared_again_when_stale(toy_raw, tmp_path):
     root = tmp_path / "ARAS400k"
-    D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
     made = json.loads((root / "manifest.json").read_text()); made.pop("inputs"); made["key"] = "old"
     (root / "manifest.json").write_text(json.dumps(made))                # as an earlier aras wrote it
     with pytest.raises(ArasDataError, match="by an earlier aras that did not record its raw files"):
-        D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
-    again = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False, replace=True)
+        PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    again = PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False, replace=True)
     assert "inputs" in json.loads((root / "manifest.json").read_text()) and again.equals(pd.read_csv(root / "patches.csv"))
 
 
@@ -418,7 +419,7 @@ def test_tiles_prepared_in_two_processes_give_the_same_dataset(toy_raw, tmp_path
     "Parallel preparation is a speed setting only: records and every written file equal the one-process run."
     ref_root, ref = prepared
     root = tmp_path / "ARAS400k"
-    two = D.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False, workers=2)
+    two = PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False, workers=2)
     pd.testing.assert_frame_equal(two, ref)
     for split in ("train", "val", "test"):
         for sub in ("images", "masks"):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import aras.data as D
+import aras.prepare as PR
 from aras.core import ArasDataError, ArasDownloadError
 from aras.landcover import labels_to_rgb
 
@@ -46,18 +47,18 @@ def _url(srv): return f"http://127.0.0.1:{srv.server_address[1]}/files/{{name}}?
 def test_md5sum_matches_hashlib(tmp_path):
     data = np.random.default_rng(0).bytes(3_000_000)
     (tmp_path / "f").write_bytes(data)
-    assert D.md5sum(tmp_path / "f", chunk=1 << 16) == hashlib.md5(data).hexdigest()
+    assert PR.md5sum(tmp_path / "f", chunk=1 << 16) == hashlib.md5(data).hexdigest()
 
 
 def test_verify_archives_reports_missing_and_mismatched(tmp_path):
     (tmp_path / "val.zip").write_bytes(b"not the archive")
     with pytest.raises(ArasDataError) as e:
-        D.verify_archives(tmp_path, {"val.zip": D.ARCHIVE_MD5["val.zip"], "test.zip": D.ARCHIVE_MD5["test.zip"]})
+        PR.verify_archives(tmp_path, {"val.zip": PR.ARCHIVE_MD5["val.zip"], "test.zip": PR.ARCHIVE_MD5["test.zip"]})
     msg = str(e.value)
     assert f"val.zip: MD5 {hashlib.md5(b'not the archive').hexdigest()} does not match the published 76e61fd7557d65ba0596e44c0f92b43f" in msg
     assert "test.zip: missing" in msg
     (tmp_path / "ok.zip").write_bytes(b"x")
-    assert D.verify_archives(tmp_path, {"ok.zip": hashlib.md5(b"x").hexdigest()}).ok.all()
+    assert PR.verify_archives(tmp_path, {"ok.zip": hashlib.md5(b"x").hexdigest()}).ok.all()
 
 
 def test_download_resumes_a_partial_file_and_verifies(server, tmp_path):
@@ -65,7 +66,7 @@ def test_download_resumes_a_partial_file_and_verifies(server, tmp_path):
     server.files["train.zip"] = body
     dest = tmp_path / "train.zip"
     (tmp_path / "train.zip.part").write_bytes(body[:1_000_000])          # an interrupted earlier download
-    D.download_file(_url(server).format(name="train.zip"), dest, hashlib.md5(body).hexdigest(), progress=False)
+    PR.download_file(_url(server).format(name="train.zip"), dest, hashlib.md5(body).hexdigest(), progress=False)
     assert dest.read_bytes() == body and not (tmp_path / "train.zip.part").exists()
     assert server.requests == [("train.zip", "bytes=1000000-")]        # only the missing part was fetched
 
@@ -73,7 +74,7 @@ def test_download_resumes_a_partial_file_and_verifies(server, tmp_path):
 def test_download_with_wrong_md5_keeps_nothing(server, tmp_path):
     server.files["val.zip"] = b"corrupted"
     with pytest.raises(ArasDownloadError, match="val.zip: MD5 .* does not match the published 0123"):
-        D.download_file(_url(server).format(name="val.zip"), tmp_path / "val.zip", "0123", progress=False)
+        PR.download_file(_url(server).format(name="val.zip"), tmp_path / "val.zip", "0123", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -82,13 +83,13 @@ def test_unreachable_server_fails_at_once_with_advice(tmp_path):
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
     t0 = time.time()
     with pytest.raises(ArasDownloadError, match=r"cannot reach the server .* run `aras verify"):
-        D.download_file(f"http://127.0.0.1:{port}/train.zip", tmp_path / "train.zip", progress=False)
+        PR.download_file(f"http://127.0.0.1:{port}/train.zip", tmp_path / "train.zip", progress=False)
     assert time.time() - t0 < 5
 
 
 def test_http_error_is_reported(server, tmp_path):
     with pytest.raises(ArasDownloadError, match="server answered 404"):
-        D.download_file(_url(server).format(name="nothing.zip"), tmp_path / "x.zip", progress=False)
+        PR.download_file(_url(server).format(name="nothing.zip"), tmp_path / "x.zip", progress=False)
 
 
 def test_download_aras400k_unpacks_to_the_published_layout(server, tmp_path, monkeypatch):
@@ -99,16 +100,16 @@ def test_download_aras400k_unpacks_to_the_published_layout(server, tmp_path, mon
             z.write(p, f"ARAS400k/val/{sub}/a.png")
     body = buf.read_bytes()
     server.files["val.zip"] = body
-    monkeypatch.setitem(D.ARCHIVE_MD5, "val.zip", hashlib.md5(body).hexdigest())
-    root = D.download_aras400k(tmp_path / "dl", ("val.zip",), base_url=_url(server), progress=False)
+    monkeypatch.setitem(PR.ARCHIVE_MD5, "val.zip", hashlib.md5(body).hexdigest())
+    root = PR.download_aras400k(tmp_path / "dl", ("val.zip",), base_url=_url(server), progress=False)
     assert root == tmp_path / "dl" / "ARAS400k"
     assert D.ArasSplit(root, "val")[0][1].shape == (8, 8)
-    D.download_aras400k(tmp_path / "dl", ("val.zip",), base_url=_url(server), progress=False)
+    PR.download_aras400k(tmp_path / "dl", ("val.zip",), base_url=_url(server), progress=False)
     assert len(server.requests) == 1                                    # a verified archive is not fetched again
 
 
 def test_bad_zip_leaves_nothing_behind(tmp_path):
     (tmp_path / "train.zip").write_bytes(b"PK\x03\x04 broken")
     with pytest.raises(ArasDataError, match="train.zip: not a valid zip archive"):
-        D.extract_archive(tmp_path / "train.zip", tmp_path / "out")
+        PR.extract_archive(tmp_path / "train.zip", tmp_path / "out")
     assert not any((tmp_path / "out").glob(".unpack-*")) if (tmp_path / "out").exists() else True

