@@ -23,7 +23,7 @@ __all__ = ['SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'get
            'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'RankBatches',
            'file_stamp', 'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text',
            'table_markdown', 'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled',
-           'rank_world', 'barrier', 'init_distributed']
+           'dist_on', 'rank_world', 'barrier', 'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -107,7 +107,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")          # weights come from local 
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")    # (set here, in the module every other imports first)
 
 class ModelUnavailable(ArasError):
-    "Weights a captioner or metric needs are not where the settings say, or are incomplete."
+    "Weights a captioner or metric needs are not where the settings say, or are incomplete; the message says where to put them."
+    HINT = "README, 'Pretrained weights': where each file goes; pass the folder as --weights or $ARAS_WEIGHTS"
+    def __str__(self): return f"{super().__str__()} ({self.HINT})"
 
 def resolve_model_path(spec: str, weights=None) -> Path:
     "`pkg:<module>/<file>` inside an installed package; an absolute or `~` path as is; else a name under `weights`."
@@ -321,11 +323,15 @@ def compiled(module, how=False):
     import torch
     return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
 
+def dist_on() -> bool:
+    "Is this process in a process group (launched by torchrun and joined)?"
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
 def rank_world() -> tuple[int, int]:
     "(rank, world size) of this process; (0, 1) outside distributed runs."
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return (dist.get_rank(), dist.get_world_size()) if dist_on() else (0, 1)
 
 def barrier():
     import torch.distributed as dist

@@ -15,10 +15,11 @@ import torch.nn as nn
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, init_distributed, settings_hash)
+from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_world,
+                       settings_hash)
 from .data import list_pairs
 from .landcover import labels_to_rgb
-from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, dist_on, one_hot, to_uint8
+from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
 from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
 
 # %% auto 0
@@ -76,7 +77,7 @@ def save_checkpoint(path, task, cfg, cur_nimg, step, gen, tracker=None):
     if dist_on():
         every = [None] * dist.get_world_size(); dist.all_gather_object(every, rng); rng = every
     else: rng = [rng]
-    if dist_on() and dist.get_rank() != 0: return
+    if rank_world()[0] != 0: return
     state = dict(kind=task.kind, cfg=plain_cfg(cfg), cur_nimg=cur_nimg, step=step, rng=rng,
                  modules={k: m.state_dict() for k, m in task.modules().items()},
                  optimizers={k: o.state_dict() for k, o in task.optimizers().items()},
@@ -98,7 +99,7 @@ def load_checkpoint(path, task, cfg, gen, tracker=None) -> tuple[int, int]:
     for k, o in task.optimizers().items(): o.load_state_dict(state["optimizers"][k])
     for k, v in state["extra"].items(): setattr(task, k, v)
     if tracker is not None and state.get("fid"): tracker.load_state_dict(state["fid"])
-    rank = dist.get_rank() if dist_on() else 0
+    rank = rank_world()[0]
     if len(state["rng"]) <= rank: raise ArasError(f"{path}: saved by {len(state['rng'])} processes, cannot resume with more")
     _set_rng_state(state["rng"][rank], gen)
     return state["cur_nimg"], state["step"]
@@ -112,7 +113,7 @@ def _truncate_log(path: Path, step: int):
 # %% ../nbs/04b_gan_training.ipynb 10
 def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     "One FID evaluation of G_ema (process 0 measures, every process gets the value); a new best is saved as `best.pt`."
-    rank = dist.get_rank() if dist_on() else 0
+    rank = rank_world()[0]
     fid = torch.tensor(tracker.measure(task.G_ema) if rank == 0 else 0.0, dtype=torch.float64, device=task.device)
     if dist_on(): dist.broadcast(fid, 0)
     if tracker.update(kimg, float(fid)) and rank == 0:
@@ -162,7 +163,7 @@ def _mirror(reals: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> 
 def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resume=True, progress=True, extractor=None):
     "Train the `kind` ('uncond' or 'cond') model on `data` to its FID plateau or `cfg.kimg`; return the task (with G_ema)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist_on() else (0, 1)
+    rank, world = rank_world()
     if cfg.batch % world: raise ArasError(f"batch {cfg.batch} does not split over {world} processes")
     if data.resolution != cfg.resolution: raise ArasError(f"data at {data.resolution} px, model at {cfg.resolution} px")
     gen = _seed_all(seed, rank)
@@ -256,7 +257,7 @@ def gan_main(argv=None):
     cfg = prof.gan[args.kind]
     data = GanData(find_layout_root(args.data_root), "train", cfg.resolution, preload=prof.gan.preload)
     task = train_gan(args.kind, cfg, data, args.out, args.seed, device, resume=not args.no_resume,
-                     progress=not dist_on() or dist.get_rank() == 0)
+                     progress=rank_world()[0] == 0)
     if dist_on():
         rank = dist.get_rank()
         torch.save({k: v.cpu() for k, v in task.G.state_dict().items()}, Path(args.out) / f"G_rank{rank}.pt")

@@ -12,16 +12,16 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import ArasError
+from .core import ArasError, dist_on
 from .data import decode_many, list_pairs, read_pair
 from .landcover import CLASSES
 
 # %% auto 0
-__all__ = ['check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear', 'EqualConv2d', 'dist_on', 'all_mean',
-           'MappingNetwork', 'modulated_conv2d', 'SynthesisLayer', 'ToRGB', 'SynthesisBlock', 'stylegan_channels',
-           'Generator', 'minibatch_std', 'DiscriminatorBlock', 'Discriminator', 'rot90_each', 'roll_each', 'AdaAugment',
-           'mixed_ws', 'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator',
-           'UNetDiscriminator', 'class_balanced_ce', 'AuthorsSpadeGenerator', 'PatchDiscriminator', 'cond_generator']
+__all__ = ['check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear', 'EqualConv2d', 'all_mean', 'MappingNetwork',
+           'modulated_conv2d', 'SynthesisLayer', 'ToRGB', 'SynthesisBlock', 'stylegan_channels', 'Generator',
+           'minibatch_std', 'DiscriminatorBlock', 'Discriminator', 'rot90_each', 'roll_each', 'AdaAugment', 'mixed_ws',
+           'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator', 'UNetDiscriminator',
+           'class_balanced_ce', 'AuthorsSpadeGenerator', 'PatchDiscriminator', 'cond_generator']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -104,8 +104,6 @@ class EqualConv2d(nn.Module):
         return x * gain if gain != 1 else x
 
 # %% ../nbs/04_gan.ipynb 13
-def dist_on() -> bool: return dist.is_available() and dist.is_initialized()
-
 def all_mean(x: torch.Tensor) -> torch.Tensor:
     "Mean of a tensor over all processes (identity in a single process)."
     if not dist_on(): return x

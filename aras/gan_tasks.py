@@ -14,10 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .core import ArasError, atomic_path, autocast, compiled, weights_dir
+from .core import ArasError, atomic_path, autocast, compiled, dist_on, weights_dir
 from .landcover import CLASSES
 from .gan_nets import (AdaAugment, Discriminator, GanData, Generator, PatchDiscriminator, UNetDiscriminator,
-                           class_balanced_ce, cond_generator, dist_on, mixed_ws, one_hot, path_length_penalty, r1_penalty)
+                           class_balanced_ce, cond_generator, mixed_ws, one_hot, path_length_penalty, r1_penalty)
 
 # %% auto 0
 __all__ = ['GradReducer', 'broadcast_params', 'speed_up_gan', 'as_layout', 'update_ema', 'ema_beta', 'uncond_generator',
