@@ -20,7 +20,7 @@ from .alignment import KINDS, metric_columns, with_item_ids
 __all__ = ['PERTURB_KEYS', 'per_item_scores', 'human_summary', 'spearman_rows', 'kendall_rows', 'agreement_data',
            'metric_human_agreement', 'p_text', 'agreement_figure', 'sign_flip_p', 'unaltered_detection',
            'read_perturbation_table', 'human_vs_metric_perturbation', 'perturbation_alignment_figure', 'not_run_table',
-           'mix_training_images', 'segmentation_scores', 'utility_agreement']
+           'mix_training_images', 'segmentation_scores', 'utility_agreement', 'utility_figure']
 
 # %% ../nbs/08a_agreement.ipynb 8
 def _by_rater(df: pd.DataFrame, value: pd.Series, raters, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -311,3 +311,28 @@ def utility_agreement(scores: pd.DataFrame, n_perm: int = 10_000, seed: int = 0)
                          perm_resamples=None if math.factorial(len(g)) <= n_perm else int(n_perm),   # None: all orders
                          kendall_tau=tau.statistic, kendall_p=tau.pvalue, note=""))
     return pd.DataFrame(rows)
+
+# %% ../nbs/08a_agreement.ipynb 37
+def utility_figure(utility: pd.DataFrame, agree: pd.DataFrame, metrics=("FID", "KID (poly)", "CMMD", "precision", "recall", "coverage"),
+                   ncol: int = 3):
+    "One panel per (space, metric): each training set's score (x, with its interval) against its segmentation F1 (y); Spearman's rho in the title."
+    import matplotlib.pyplot as plt
+    panels = [(sp, m) for sp in dict.fromkeys(utility.space) for m in metrics]
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False, layout="constrained")
+    for ax, (sp, m) in zip(axes.ravel(), panels):
+        d = utility[(utility.space == sp) & (utility.metric == m)]
+        ax.errorbar(d.value, d.f1, xerr=np.abs(np.stack([d.ci_low, d.ci_high]) - d.value.to_numpy()), fmt="o", ms=4, capsize=2)
+        for _, r in d.iterrows():
+            ax.annotate(r.mix.replace("Uncond.", "U").replace("Cond.", "C"), (r.value, r.f1), xytext=(3, 3),
+                        textcoords="offset points", fontsize=8)
+        a = agree[(agree.space == sp) & (agree.metric == m)] if agree is not None else agree
+        rho = a.spearman_rho.iloc[0] if a is not None and len(a) and "spearman_rho" in a else np.nan
+        ax.set_title(f"{m}, {sp} space: Spearman rho {rho:.2f}", fontsize=9)
+        ax.set_xlabel(f"{m} against real held-out", fontsize=8); ax.set_ylabel("segmentation macro F1 (%)", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in axes.ravel()[len(panels):]: ax.axis("off")
+    fig.suptitle("Does a better set metric mean a better training set? One point per training set "
+                 "(U: unconditional, C: conditional samples; bars: intervals of the metric)", fontsize=10)
+    return fig
+

@@ -323,6 +323,8 @@ def compiled(module, how=False):
     import torch
     return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
 
+
+# %% ../nbs/00_core.ipynb 41
 def dist_on() -> bool:
     "Is this process in a process group (launched by torchrun and joined)?"
     import torch.distributed as dist

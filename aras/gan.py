@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_world,
                        settings_hash)
 from .data import list_pairs
-from .landcover import labels_to_rgb
+from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
 from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
 

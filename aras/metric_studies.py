@@ -23,7 +23,7 @@ from .distributional import UNBIASED, ci_method, mean_ci, set_metrics, subsample
 __all__ = ['PPL_SAMPLINGS', 'PERTURBATIONS', 'REFERENCE', 'PERT_METRICS', 'PIXEL_METRICS', 'perceptual_path_length', 'perturb',
            'pixel_entropy', 'knn_radii', 'realism_score', 'nearest', 'load_trained_generator', 'distance_form',
            'cosine_distance', 'perturbation_study', 'add_sensitivity', 'nn_pairing', 'pearson_table', 'csls_distance',
-           'csls_nearest', 'hubness', 'sentinel2_source']
+           'csls_nearest', 'hubness', 'sentinel2_source', 'plot_entropy_bias']
 
 # %% ../nbs/07b_metric_studies.ipynb 6
 class _PPLGenerator(nn.Module):
@@ -267,3 +267,25 @@ def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=
         patches = s2.sentinel2_patches(n, size, seed, **({"data": data} if data is not None else {}))
     except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
     return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
+
+# %% ../nbs/07b_metric_studies.ipynb 37
+def plot_entropy_bias(scatter: dict, entropy_bias: pd.DataFrame, max_cols: int = 4):
+    "One panel per pairwise metric: its score against the pixel entropy of each pair, one colour per pairing, Pearson r and p in the title."
+    import matplotlib.pyplot as plt
+    short = lambda name: name.replace(" - ", " vs ")
+    metrics = list(dict.fromkeys(m for _, s in scatter.values() for m in s))[:max_cols * 3]
+    ncol = min(max_cols, len(metrics)); nrow = math.ceil(len(metrics) / ncol)
+    fig, axs = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.3 * nrow), squeeze=False, layout="constrained")
+    for ax, m in zip(axs.flat, metrics):
+        title = [m]
+        for k, (pname, (ent, s)) in enumerate(scatter.items()):
+            ax.scatter(ent, s[m], s=8, alpha=0.6, color=f"C{k}", label=f"C{k}: {short(pname)}")
+            r = entropy_bias[(entropy_bias.pairing == pname) & (entropy_bias.metric == m)]
+            if len(r): title.append(f"C{k}: r = {r.r.iloc[0]:.2f} (p {r.p.iloc[0]})")
+        ax.set_title("\n".join(title), fontsize=8); ax.set_xlabel("pixel entropy of the pair (bits)", fontsize=8); ax.tick_params(labelsize=8)
+    for ax in list(axs.flat)[len(metrics):]: ax.set_axis_off()
+    fig.legend(*axs.flat[0].get_legend_handles_labels(), loc="outside lower center", ncol=min(3, len(scatter)), fontsize=9,
+               title="pairings", title_fontsize=9)
+    fig.suptitle("Entropy bias: do pairwise scores follow the pixel entropy of the pair?", fontsize=11)
+    return fig
+

@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .core import ArasDataError, ArasDownloadError, atomic_path, cache_dir, file_stamp, settings_hash, write_json
-from .landcover import CLASSES, RARE_CODES, composition_row, labels_to_rgb, merge_classes
+from .landcover import CLASSES, RARE_CODES, class_legend, composition_row, labels_to_rgb, merge_classes
 from .data import (ALL_SPLITS, SPLITS, AlignedPair, TilePair, _write_png, discover_tiles, find_layout_root, list_pairs,
                        patch_status, read_class_percentages, read_pair, scale_rgb)
 

@@ -273,7 +273,7 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
     assert (per.sum(0) == cm).all(), "per-image confusion matrices do not add up to the streamed one"
     return cm, per
 
-# %% ../nbs/05_segmentation.ipynb 27
+# %% ../nbs/05_segmentation.ipynb 29
 TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
               "grad_clip", "patience", "lr_patience", "lr_factor", "augment")
 
@@ -310,7 +310,7 @@ def load_checkpoint(path, arch: str | None = None, encoder: str | None = None) -
         raise ArasDataError(f"{path}: checkpoint of a {ck['arch']} with encoder {ck['encoder']}, not of a {arch} with encoder {encoder or ck['encoder']}")
     return ck
 
-# %% ../nbs/05_segmentation.ipynb 28
+# %% ../nbs/05_segmentation.ipynb 30
 def load_weights(model, path):
     "Load a checkpoint or a plain state dict (such as the authors' `best_ARAS400k_<arch>_<encoder>.pth`) into `model`, or say why it does not fit."
     path = Path(path)
@@ -344,7 +344,7 @@ def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, 
         opt.step(); losses.append(loss.item())
     return losses
 
-# %% ../nbs/05_segmentation.ipynb 29
+# %% ../nbs/05_segmentation.ipynb 31
 def _resume(out: Path, cfg: dict, model):
     "The state saved in `last.pt` (loaded into `model`) and the encoder weights' source, or (None, source) on a fresh start."
     if not (out / "last.pt").exists(): return None, load_encoder_weights(model, cfg["encoder"], cfg["encoder_weights"])
@@ -377,7 +377,7 @@ def _finish(model, sets: dict, cfg: dict, out: Path, history: list, best: float,
     barrier()
     return result
 
-# %% ../nbs/05_segmentation.ipynb 30
+# %% ../nbs/05_segmentation.ipynb 32
 def _optimisation(model, cfg: dict):
     "The authors' optimiser, schedule and loss: AdamW, ReduceLROnPlateau on validation macro F1, multiclass Dice."
     import segmentation_models_pytorch as smp
@@ -406,7 +406,7 @@ def _setup(cfg: dict, out: Path, device, in_memory: bool, world: int):
         track = (state["best"], state["best_epoch"], state["bad"], state["history"], state["epoch"] + 1)
     return sets, model, net, opt, sched, loss_fn, weights_source, track
 
-# %% ../nbs/05_segmentation.ipynb 31
+# %% ../nbs/05_segmentation.ipynb 33
 def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_memory: bool = False, num_workers: int = 0,
                progress: bool = False, on_epoch=None) -> dict:
     "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint."
@@ -446,7 +446,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
     bar.close()
     return _finish(model, sets, cfg, out, history, best, best_epoch, stop_reason, t0, weights_source, eval_batch_size, device, num_workers)
 
-# %% ../nbs/05_segmentation.ipynb 33
+# %% ../nbs/05_segmentation.ipynb 35
 def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs cut the
     validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them: chapter 04a's FID rule
@@ -455,7 +455,7 @@ def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
 
 
-# %% ../nbs/05_segmentation.ipynb 36
+# %% ../nbs/05_segmentation.ipynb 38
 if __name__ == "__main__" and "__file__" in globals():     # `python -m aras.segmentation train ...`
     from aras.seg_matrix import main
     sys.exit(main())
