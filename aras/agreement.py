@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .stats import percentile_ci, rater_bootstrap
-from .core import ArasDataError, format_p
+from .stats import format_p, percentile_ci, rater_bootstrap
+from .core import ArasDataError
 from .alignment import KINDS, metric_columns, with_item_ids
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .core import Run, format_p, make_run, markdown_table, save_table, smoke_banner
+from .core import Run, make_run, markdown_table, save_table, smoke_banner
+from .stats import format_p
 from .landcover import CLASSES
 from .segmentation import MIX_LABEL
 from .seg_tables import PAPER_TABLE3, PAPER_TABLE4

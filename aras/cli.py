@@ -10,7 +10,8 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from .core import DEFAULT_PROFILE, ArasError, PROFILES, get_profile, parse_overrides, project_root
+from .core import ArasError, get_profile, parse_overrides, project_root
+from .profiles import DEFAULT_PROFILE, PROFILES
 
 # %% auto 0
 __all__ = ['PIPELINE_LAST', 'pipeline_notebooks', 'run_notebook', 'ProgressEcho', 'keep_last_progress', 'reproduce', 'main']

@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
 
-from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, SMALL, SMOKE, method   # chapter 00b: the settings
-from .stats import format_p          # chapter 00a; imported from here by the chapters
+from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, method   # chapter 00b: the settings
 
 
 # %% auto 0

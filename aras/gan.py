@@ -242,7 +242,8 @@ def gan_main(argv=None):
     "Train one GAN from the command line (also under torchrun); `sample` as the first argument makes the synthetic sets."
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sample"]: return sample_main(argv[1:])
-    from aras.core import DEFAULT_PROFILE, get_profile, parse_overrides
+    from aras.core import get_profile, parse_overrides
+    from aras.profiles import DEFAULT_PROFILE
     from aras.data import find_layout_root
     ap = argparse.ArgumentParser(prog="python -m aras.gan", description="Train an aras GAN (works under torchrun).")
     ap.add_argument("--kind", choices=sorted(TASKS), required=True)

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
-from .core import ArasDataError, ArasError, format_p
+from .core import ArasDataError, ArasError
+from .stats import format_p
 from .metrics import deep_distances, distance_chunks, extract_features, knn, load_image, pixel_pairwise, to_tensor
 from .distributional import UNBIASED, ci_method, mean_ci, set_metrics, subsample_ci
 

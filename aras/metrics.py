@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .core import (ArasDataError, ArasError, ModelUnavailable, atomic_path, cache_dir, check_model_folder, settings_hash,
                        weights_dir)
 from .data import decode_many, list_pairs, read_png, uncond_source
-from .segmentation import LITE_NORM, normalize
+from .segmentation import LITE_NORM, normalize, resize_image
 
 # %% auto 0
 __all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'load_image', 'to_tensor', 'resize_square',
@@ -58,7 +58,7 @@ def images_at(paths, px: int | None, folder) -> list[str]:
         if size == (px, px): out.append(str(p)); continue
         dst = Path(folder) / f"{px}px" / p.parent.parent.name / p.name
         if not dst.exists() or dst.stat().st_mtime < p.stat().st_mtime:
-            small = Image.fromarray(load_image(p)).resize((px, px), Image.BILINEAR)
+            small = Image.fromarray(resize_image(load_image(p), px))
             with atomic_path(dst) as tmp: small.save(tmp, format="PNG")
         out.append(str(dst))
     return out
@@ -164,19 +164,19 @@ def dinov2_extractor(device="cpu", weights=None, name="dinov2-base") -> Extracto
 # %% ../nbs/07_metrics.ipynb 13
 def domain_extractor(record: dict | str | Path, device="cpu") -> Extractor:
     "The encoder of a segmentation model (deepest stage, average-pooled) from notebook 05's `labelled_by.json` record."
-    from aras.segmentation import build_model, encoder_normalization, load_checkpoint
+    from aras.segmentation import encoder_normalization, image_batch, load_trained
     if not isinstance(record, dict):
         f = Path(record)
         if not f.exists():
             raise ModelUnavailable(f"domain feature space needs notebook 05's segmentation model: {f} does not exist (run notebook 05)")
         record = json.loads(f.read_text())
-    ck = load_checkpoint(record["checkpoint"], record["arch"], record["encoder"])
-    model = build_model(record["arch"], record["encoder"], **record.get("arch_kwargs", {}))
-    model.load_state_dict(ck["model"]); enc = model.encoder.eval().requires_grad_(False).to(device)
+    enc = load_trained(record, device).encoder.requires_grad_(False)
     size, norm = int(record["image_size"]), encoder_normalization(record["encoder"])
-    def fn(x): return F.adaptive_avg_pool2d(enc(_normalise(resize_square(x.to(device), size), *norm))[-1], 1).flatten(1)
+    def fn(x):                                           # resized as the model's training images were (chapter 05's one rule)
+        x = image_batch(x.float().round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy(), size)
+        return F.adaptive_avg_pool2d(enc(normalize(x.to(device), *norm))[-1], 1).flatten(1)
     dim = fn(torch.zeros(1, 3, size, size, dtype=torch.uint8)).shape[1]
-    return Extractor(f"domain-{record['arch']}-{record['checkpoint_sha256'][:12]}", fn, size, f"bilinear, antialiased, to {size} px",
+    return Extractor(f"domain-{record['arch']}-{record['checkpoint_sha256'][:12]}", fn, size, f"PIL bilinear to {size} px, as the model was trained",
                      dim, f"{record['arch']} ({record['encoder']}) trained on Real: segmentation run "      # no machine path
                           f"{Path(record['checkpoint']).parent.name}, weights sha256 {record['checkpoint_sha256'][:12]}")
 

@@ -17,14 +17,14 @@ from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled,
-                       file_stamp, format_p, init_distributed, make_run, rank_world, settings_hash, speed_settings,
-                       weights_dir, write_json)
+from .core import (ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled, file_stamp,
+                       init_distributed, make_run, rank_world, settings_hash, speed_settings, weights_dir, write_json)
+from .profiles import DEFAULT_PROFILE
 from .data import dataset_root, decode_many, list_pairs, read_pair, read_png, uncond_pool, uncond_source
 from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
 from .segmentation import *
 from .landcover import class_legend
-from .stats import METRICS
+from .stats import METRICS, format_p
 
 
 # %% auto 0
@@ -209,15 +209,14 @@ def label_uncond(self: SegmentationMatrix, progress=True) -> dict:
     f, masks = self.uncond_dir / "labelled_by.json", self.uncond_dir / "masks"
     if not f.exists() and masks.exists() and any(masks.glob("*.png")) and not (masks / ".labelled_by_aras").exists():
         raise ArasDataError(f"{masks}: holds masks not written by this chapter (no {f.name}); move them away to let the Real model label the samples")
-    r = self.choose_labeller(); ck = Path(r["run_dir"]) / "best.pt"
+    r = self.choose_labeller()
     record = r["record"] | dict(n_images=len(self.uncond_images),
                                 images_digest=settings_hash([(p.name, file_stamp(p)) for p in self.uncond_images]))
     if f.exists():
         old = json.loads(f.read_text())
         if {k: old.get(k) for k in record} == record and len(list(masks.glob("*.png"))) == len(self.uncond_images): return old
     t0, (rank, world), key = time.time(), rank_world(), settings_hash(record)
-    model = build_model(r["arch"], r["config"]["encoder"], **r["config"]["arch_kwargs"])
-    model.load_state_dict(load_checkpoint(ck, r["arch"], r["config"]["encoder"])["model"])
+    model = load_trained(r)
     stage, parts = self.uncond_dir / f".masks-{key}", self.uncond_dir / ".batches" / f"masks-{key}"   # resumable, by any rank
     done = predict_masks(model, self.uncond_images, stage, r["config"]["image_size"], r["config"]["norm"],
                          int(self.P.eval_batch_size), self.device, progress, rank, world, parts)
@@ -278,9 +277,7 @@ def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int
     for b in tqdm(jobs.todo(), desc="pseudo-labels" + (f" rank {rank}/{world}" if world > 1 else ""), disable=not progress):
         chunk = images[b * batch_size:(b + 1) * batch_size]
         arrays = decode_many(read_png, chunk)
-        x = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)).transpose(2, 0, 1).copy())
-                         if a.shape[:2] != (size, size) else torch.from_numpy(a.transpose(2, 0, 1).copy()) for a in arrays])
-        logits = model(normalize(x.to(device), *norm))
+        logits = model(normalize(image_batch(arrays, size).to(device), *norm))
         for p, a, lg in zip(chunk, arrays, logits):
             if a.shape[:2] != (size, size): lg = F.interpolate(lg[None], size=a.shape[:2], mode="bilinear", align_corners=False)[0]
             with atomic_path(out_dir / p.name) as tmp:
@@ -294,8 +291,7 @@ def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     "One finished cell: its loss and validation F1 per epoch, and image / true mask / prediction of the first `n` `pairs`."
     import matplotlib.pyplot as plt
     cfg, hist = result["config"], pd.DataFrame(result["history"])
-    model = build_model(result["arch"], cfg["encoder"], **cfg["arch_kwargs"]).to(device).eval()
-    model.load_state_dict(load_checkpoint(Path(result["run_dir"]) / "best.pt", result["arch"], cfg["encoder"])["model"])
+    model = load_trained(result, device)
     n = min(n, len(pairs))
     x, y = SegmentationSet(pairs.head(n), cfg["image_size"], in_memory=True).batch(list(range(n)))
     pred = model(normalize(x, *cfg["norm"]).to(device)).argmax(1).cpu().numpy()

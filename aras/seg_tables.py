@@ -17,14 +17,13 @@ from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled,
-                       file_stamp, format_p, init_distributed, make_run, rank_world, settings_hash, speed_settings,
-                       weights_dir, write_json)
+from .core import (ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled, file_stamp,
+                       init_distributed, make_run, rank_world, settings_hash, speed_settings, weights_dir, write_json)
+from .profiles import DEFAULT_PROFILE
 from .data import dataset_root, decode_many, list_pairs, read_pair, read_png, uncond_pool, uncond_source
 from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
 from .segmentation import *
 from .seg_matrix import *
-from .seg_matrix import _plain
 from .stats import *
 
 
@@ -242,8 +241,7 @@ def encoder_features(model, images: list, size: int, norm, batch_size: int = 16,
     feats = []
     for s in range(0, len(images), batch_size):
         arrays = [read_png(p) for p in images[s:s + batch_size]]
-        x = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)).transpose(2, 0, 1).copy()) for a in arrays])
-        feats.append(F.adaptive_avg_pool2d(enc(normalize(x.to(device), *norm))[-1], 1).flatten(1).cpu().numpy())
+        feats.append(F.adaptive_avg_pool2d(enc(normalize(image_batch(arrays, size).to(device), *norm))[-1], 1).flatten(1).cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 0))
 
 # %% ../nbs/05b_seg_tables.ipynb 25
@@ -329,8 +327,7 @@ def mask_fidelity(real_results: list, pairs: pd.DataFrame, size: int, batch_size
     data, rows, cms = SegmentationSet(pairs, size, in_memory=True), [], {}
     for r in real_results:
         cfg = r["config"]
-        model = build_model(r["arch"], cfg["encoder"], **cfg["arch_kwargs"])
-        model.load_state_dict(load_checkpoint(Path(r["run_dir"]) / "best.pt", r["arch"], cfg["encoder"])["model"])
+        model = load_trained(r)
         cm, per = evaluate(model, data, cfg["norm"], batch_size, device, per_image=True)
         m = metrics_from_cm(cm)
         rows.append(dict(arch=r["arch"], seed=r["seed"], f1_real_test=r["test"]["f1"], f1_cond=m["f1"],

@@ -17,21 +17,21 @@ from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import (DEFAULT_PROFILE, ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled,
-                       file_stamp, format_p, init_distributed, make_run, rank_world, settings_hash, speed_settings,
-                       weights_dir, write_json)
+from .core import (ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled, file_stamp,
+                       init_distributed, make_run, rank_world, settings_hash, speed_settings, weights_dir, write_json)
+from .profiles import DEFAULT_PROFILE
 from .data import dataset_root, decode_many, list_pairs, read_pair, read_png, uncond_pool, uncond_source
 from .gan_tasks import plateau_reached
-from .stats import METRICS, metrics_from_cm
+from .stats import METRICS, format_p, metrics_from_cm
 from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
 
 # %% auto 0
 __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'LITE0_DEPTHS', 'IMAGENET_NORM', 'LITE_NORM',
            'TRAIN_KEYS', 'mix_recipes', 'check_settings', 'lite0_to_timm', 'lite0_imagenet_file',
-           'encoder_normalization', 'build_model', 'load_encoder_weights', 'read_set', 'SegmentationSet',
-           'iterate_batches', 'augment_batch', 'normalize', 'confusion_per_image', 'confusion_meter', 'evaluate',
-           'speed_up', 'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'config_hash',
-           'train_epoch', 'train_cell', 'run_converged']
+           'encoder_normalization', 'build_model', 'load_encoder_weights', 'resize_image', 'image_batch', 'read_set',
+           'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize', 'confusion_per_image', 'confusion_meter',
+           'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights',
+           'load_trained', 'config_hash', 'train_epoch', 'train_cell', 'run_converged']
 
 # %% ../nbs/05_segmentation.ipynb 6
 ARCHS = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")    # smp class names
@@ -163,16 +163,23 @@ def load_encoder_weights(model, encoder: str, weights: str | None = "imagenet") 
     raise ArasError(f"no {weights} weights for encoder {encoder} (looked in {'; '.join(looked)}): put them there, or set "
                     "segmentation.encoder_weights=None to train from random initialisation (a change of method, never made quietly)")
 
-# %% ../nbs/05_segmentation.ipynb 16
+# %% ../nbs/05_segmentation.ipynb 17
+def resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    "An (H, W, 3) uint8 image at `size` x `size`, PIL bilinear (antialiased): the one rule for every input of a segmentation model."
+    return img if img.shape[:2] == (size, size) else np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+def image_batch(arrays, size: int) -> torch.Tensor:
+    "uint8 (N, 3, size, size) of (H, W, 3) uint8 `arrays`, each resized by `resize_image`."
+    return torch.stack([torch.from_numpy(resize_image(a, size).transpose(2, 0, 1).copy()) for a in arrays])
+
 def _resize_pair(img: np.ndarray, lab: np.ndarray, size: int):
     if img.shape[:2] == (size, size): return img, lab
-    img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-    lab = np.asarray(Image.fromarray(lab).resize((size, size), Image.NEAREST))
-    return img, lab
+    return resize_image(img, size), np.asarray(Image.fromarray(lab).resize((size, size), Image.NEAREST))
 
 def _to_tensors(img, lab):
     return torch.from_numpy(np.array(img.transpose(2, 0, 1))), torch.from_numpy(np.array(lab))
 
+# %% ../nbs/05_segmentation.ipynb 19
 _DECODED: dict = {}
 
 def _decoded(images: tuple, masks: tuple, size: int):
@@ -191,7 +198,7 @@ def read_set(path) -> pd.DataFrame:
     if not len(df): raise ArasDataError(f"{path}: the set is empty")
     return df
 
-# %% ../nbs/05_segmentation.ipynb 17
+# %% ../nbs/05_segmentation.ipynb 20
 class SegmentationSet(torch.utils.data.Dataset):
     "(image uint8 (3, S, S), labels uint8 (S, S)) pairs at `size` px; `in_memory` decodes them all once."
     def __init__(self, pairs: pd.DataFrame | str | Path, size: int, in_memory: bool = False):
@@ -227,14 +234,14 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, limit:
             x[i] = (x[i] * (1 + (2 * r[5] - 1) * limit) + (2 * r[6] - 1) * limit).clamp_(0, 1)
     return x, y
 
-# %% ../nbs/05_segmentation.ipynb 18
+# %% ../nbs/05_segmentation.ipynb 21
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     "uint8 or [0, 1] images to the encoder's input scale."
     if x.dtype == torch.uint8: x = x.float().div_(255)
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1); s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
 
-# %% ../nbs/05_segmentation.ipynb 22
+# %% ../nbs/05_segmentation.ipynb 25
 def confusion_per_image(pred: torch.Tensor, target: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
     "One confusion matrix per image of a batch: (B, C, C) from predictions and labels (B, H, W)."
     b = pred.shape[0]
@@ -246,7 +253,7 @@ def confusion_meter(device="cpu", n_classes: int = N_CLASSES):
     from torchmetrics.classification import MulticlassConfusionMatrix
     return MulticlassConfusionMatrix(n_classes, validate_args=False).to(device)
 
-# %% ../nbs/05_segmentation.ipynb 25
+# %% ../nbs/05_segmentation.ipynb 28
 @torch.no_grad()
 def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device="cpu", per_image=False, progress=False, num_workers=0,
              amp=None):
@@ -273,7 +280,7 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
     assert (per.sum(0) == cm).all(), "per-image confusion matrices do not add up to the streamed one"
     return cm, per
 
-# %% ../nbs/05_segmentation.ipynb 29
+# %% ../nbs/05_segmentation.ipynb 32
 TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
               "grad_clip", "patience", "lr_patience", "lr_factor", "augment")
 
@@ -310,7 +317,7 @@ def load_checkpoint(path, arch: str | None = None, encoder: str | None = None) -
         raise ArasDataError(f"{path}: checkpoint of a {ck['arch']} with encoder {ck['encoder']}, not of a {arch} with encoder {encoder or ck['encoder']}")
     return ck
 
-# %% ../nbs/05_segmentation.ipynb 30
+# %% ../nbs/05_segmentation.ipynb 33
 def load_weights(model, path):
     "Load a checkpoint or a plain state dict (such as the authors' `best_ARAS400k_<arch>_<encoder>.pth`) into `model`, or say why it does not fit."
     path = Path(path)
@@ -327,6 +334,15 @@ def load_weights(model, path):
     model.load_state_dict(sd)
     return model
 
+def load_trained(result: dict, device="cpu") -> torch.nn.Module:
+    "The best model of a finished cell `result` (or of a `labelled_by.json` record), on `device`, in eval mode."
+    cfg = result.get("config", result)
+    path = result.get("checkpoint") or Path(result["run_dir"]) / "best.pt"
+    model = build_model(result["arch"], cfg["encoder"], **cfg.get("arch_kwargs", {}))
+    model.load_state_dict(load_checkpoint(path, result["arch"], cfg["encoder"])["model"])
+    return model.to(device).eval()
+
+# %% ../nbs/05_segmentation.ipynb 34
 def config_hash(cfg: dict) -> str:
     return settings_hash({k: v for k, v in cfg.items() if k not in ("run_dir",)})
 
@@ -344,7 +360,7 @@ def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, 
         opt.step(); losses.append(loss.item())
     return losses
 
-# %% ../nbs/05_segmentation.ipynb 31
+# %% ../nbs/05_segmentation.ipynb 35
 def _resume(out: Path, cfg: dict, model):
     "The state saved in `last.pt` (loaded into `model`) and the encoder weights' source, or (None, source) on a fresh start."
     if not (out / "last.pt").exists(): return None, load_encoder_weights(model, cfg["encoder"], cfg["encoder_weights"])
@@ -377,7 +393,7 @@ def _finish(model, sets: dict, cfg: dict, out: Path, history: list, best: float,
     barrier()
     return result
 
-# %% ../nbs/05_segmentation.ipynb 32
+# %% ../nbs/05_segmentation.ipynb 36
 def _optimisation(model, cfg: dict):
     "The authors' optimiser, schedule and loss: AdamW, ReduceLROnPlateau on validation macro F1, multiclass Dice."
     import segmentation_models_pytorch as smp
@@ -406,7 +422,7 @@ def _setup(cfg: dict, out: Path, device, in_memory: bool, world: int):
         track = (state["best"], state["best_epoch"], state["bad"], state["history"], state["epoch"] + 1)
     return sets, model, net, opt, sched, loss_fn, weights_source, track
 
-# %% ../nbs/05_segmentation.ipynb 33
+# %% ../nbs/05_segmentation.ipynb 37
 def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_memory: bool = False, num_workers: int = 0,
                progress: bool = False, on_epoch=None) -> dict:
     "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint."
@@ -446,7 +462,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
     bar.close()
     return _finish(model, sets, cfg, out, history, best, best_epoch, stop_reason, t0, weights_source, eval_batch_size, device, num_workers)
 
-# %% ../nbs/05_segmentation.ipynb 35
+# %% ../nbs/05_segmentation.ipynb 39
 def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs cut the
     validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them: chapter 04a's FID rule
@@ -455,7 +471,7 @@ def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
 
 
-# %% ../nbs/05_segmentation.ipynb 38
+# %% ../nbs/05_segmentation.ipynb 42
 if __name__ == "__main__" and "__file__" in globals():     # `python -m aras.segmentation train ...`
     from aras.seg_matrix import main
     sys.exit(main())

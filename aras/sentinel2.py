@@ -16,7 +16,8 @@ from rasterio.enums import Resampling
 from rasterio.transform import array_bounds
 from rasterio.warp import aligned_target, calculate_default_transform, reproject
 
-from .core import ArasDataError, DEFAULT_PROFILE, atomic_path, cache_dir, get_profile, settings_hash, write_json
+from .core import ArasDataError, atomic_path, cache_dir, get_profile, settings_hash, write_json
+from .profiles import DEFAULT_PROFILE
 from .data import _write_png, read_png, scale_rgb
 from .prepare import md5sum
 from .toyland import PIXEL_DEG, _write_tif

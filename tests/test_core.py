@@ -60,7 +60,7 @@ def test_settings_hash_is_order_independent_and_sensitive():
 
 
 def test_profiles_are_paper_plus_scale_overrides_and_name_method_changes():
-    from aras.core import PAPER, PROFILES
+    from aras.profiles import PAPER, PROFILES
     assert PROFILES["paper"] == [] and get_profile("paper").data.scaling == PAPER["data"]["scaling"]
     small = get_profile("small")
     assert small.method_changes["data.scaling"].startswith("toyland") and small.data.scaling == "fixed"
