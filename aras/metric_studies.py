@@ -22,9 +22,9 @@ from .distributional import UNBIASED, ci_method, mean_ci, set_metrics, subsample
 
 # %% auto 0
 __all__ = ['PPL_SAMPLINGS', 'PERTURBATIONS', 'REFERENCE', 'PERT_METRICS', 'PIXEL_METRICS', 'perceptual_path_length', 'perturb',
-           'pixel_entropy', 'knn_radii', 'realism_score', 'nearest', 'load_trained_generator', 'distance_form',
-           'cosine_distance', 'perturbation_study', 'add_sensitivity', 'nn_pairing', 'pearson_table', 'csls_distance',
-           'csls_nearest', 'hubness', 'sentinel2_source', 'plot_entropy_bias']
+           'pixel_entropy', 'knn_radii', 'realism_score', 'nearest', 'distance_form', 'cosine_distance',
+           'perturbation_study', 'add_sensitivity', 'nn_pairing', 'pearson_table', 'csls_distance', 'csls_nearest',
+           'hubness', 'sentinel2_source', 'plot_entropy_bias']
 
 # %% ../nbs/07b_metric_studies.ipynb 6
 class _PPLGenerator(nn.Module):
@@ -120,12 +120,6 @@ def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return i[:, 0], d[:, 0]
 
 # %% ../nbs/07b_metric_studies.ipynb 16
-def load_trained_generator(checkpoint, device="cpu") -> nn.Module:
-    "G_ema of a notebook-04 checkpoint: a StyleGAN2 `Generator` ('uncond') or the conditional generator its `arch` names ('cond')."
-    from aras.gan import load_generator                          # chapter 04 owns its checkpoint format
-    return load_generator(checkpoint, device)
-
-# %% ../nbs/07b_metric_studies.ipynb 18
 def distance_form(metric: str, v):
     "A score as a distance (0 = identical): 1 - similarity, RMSE/255 for PSNR; an unbiased estimate below 0 means no detectable difference: 0."
     v = np.asarray(v, float)
@@ -152,7 +146,7 @@ def _pairwise_rows(a: list, b: list, nets: dict, batch_size: int = 32) -> dict:
                 out.setdefault(k, np.full(len(a), np.nan))[j] = v
     return out
 
-# %% ../nbs/07b_metric_studies.ipynb 19
+# %% ../nbs/07b_metric_studies.ipynb 17
 REFERENCE = "other real images"
 PERT_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "precision", "recall", "coverage")
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
@@ -190,7 +184,7 @@ def add_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"): df["sensitivity"] = np.where(den > 0, num / den, np.nan)
     return df
 
-# %% ../nbs/07b_metric_studies.ipynb 20
+# %% ../nbs/07b_metric_studies.ipynb 18
 def nn_pairing(query: np.ndarray, train: np.ndarray, test: np.ndarray, repeats: int = 20, seed: int = 0,
                exclude_self: bool = False) -> pd.DataFrame:
     "Each query's nearest neighbour in `test` and in `train` (also averaged over train subsets of the test set's size)."
@@ -221,7 +215,7 @@ def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0,
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07b_metric_studies.ipynb 21
+# %% ../nbs/07b_metric_studies.ipynb 19
 def csls_distance(d: np.ndarray, k: int = 10) -> np.ndarray:
     """Hub-corrected distances (queries x refs), CSLS (Conneau et al. 2018) on distances: 2 d(q, r) minus q's mean distance
     to its k nearest refs minus r's mean distance to its k nearest queries, so a ref close to every query loses its pull."""
@@ -256,7 +250,7 @@ def hubness(query, ref, k: int = 5, csls_k: int | None = None) -> dict:
     return dict(k=k, skew_Nk=float(skew(nk)) if nk.std() > 0 else 0.0, max_share_1nn=float(n1.max() / n_q), refs_used_1nn=int((n1 > 0).sum()),
                 mutual_share=float((arg.numpy()[nn] == np.arange(n_q)).mean()))
 
-# %% ../nbs/07b_metric_studies.ipynb 22
+# %% ../nbs/07b_metric_studies.ipynb 20
 def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=None) -> tuple[list, str | None]:
     "Up to `n` real Sentinel-2 patches from `aras.sentinel2` (notebook 02a; the scene has a few dozen), or ([], reason)."
     try: s2 = importlib.import_module("aras.sentinel2")
@@ -269,7 +263,7 @@ def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=
     except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
     return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
 
-# %% ../nbs/07b_metric_studies.ipynb 37
+# %% ../nbs/07b_metric_studies.ipynb 35
 def plot_entropy_bias(scatter: dict, entropy_bias: pd.DataFrame, max_cols: int = 4):
     "One panel per pairwise metric: its score against the pixel entropy of each pair, one colour per pairing, Pearson r and p in the title."
     import matplotlib.pyplot as plt

@@ -308,11 +308,11 @@ class _RunsCode:
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(data16, tmp_path):
-    from aras.metric_studies import load_trained_generator
+    from aras.gan import load_generator
     marker, ck = tmp_path / "code-ran", tmp_path / "checkpoint.pt"
     torch.save(dict(kind="uncond", cfg={}, modules={}, extra=_RunsCode(marker)), ck)
     for load in (lambda: gan.train_gan("uncond", small("uncond"), data16, tmp_path, progress=False),   # resume
-                 lambda: load_trained_generator(ck), lambda: gan.read_checkpoint(ck)):            # chapter 07, the reader
+                 lambda: load_generator(ck), lambda: gan.read_checkpoint(ck)):            # chapter 07, the reader
         with pytest.raises(ArasDataError, match="checkpoint.pt: refused: it holds objects other than tensors and plain types"):
             load()
     assert not marker.exists()

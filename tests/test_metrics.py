@@ -488,10 +488,11 @@ def test_perceptual_path_length_end_is_torchmetrics_and_full_samples_the_path():
     with pytest.raises(Exception, match="'end' or 'full'"): MS.perceptual_path_length(G, "z", d, n=8, sampling="mid")
 
 
-def test_load_trained_generator_errors(tmp_path):
-    with pytest.raises(ArasDataError, match="run notebook 04"): MS.load_trained_generator(tmp_path / "x.pt")
+def test_load_generator_errors(tmp_path):
+    from aras.gan import load_generator
+    with pytest.raises(ArasDataError, match="run notebook 04"): load_generator(tmp_path / "x.pt")
     (tmp_path / "bad.pt").write_text("nope")
-    with pytest.raises(ArasDataError, match="not a readable aras checkpoint"): MS.load_trained_generator(tmp_path / "bad.pt")
+    with pytest.raises(ArasDataError, match="not a readable aras checkpoint"): load_generator(tmp_path / "bad.pt")
 
 
 def test_metrics_in_distance_blocks_equal_the_whole_matrix(monkeypatch):
