@@ -115,7 +115,7 @@ class method(NamedTuple):
 
 # %% ../nbs/00b_profiles.ipynb 17
 # The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
-# measured at 58 minutes for the whole regeneration in a fresh clone (GANs 21 min, segmentation 20: the 30-minute goal is not met). Only counts, sizes and budgets differ from `paper`, except
+# measured at 50 minutes for the whole regeneration in a fresh clone (GANs 15 min, segmentation 17: the 30-minute goal is not met). Only counts, sizes and budgets differ from `paper`, except
 # the settings wrapped in `method(...)`, which say why.
 SMALL = {
     "description": "CPU, about an hour on 2 cores (goal: 30 min): toyland, models trained to a validation plateau at small scale",
