@@ -315,7 +315,11 @@ def table_markdown(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", md_col
     "The `.md` of a table: the smoke banner, then `md_columns` of `df` (all by default; a wide table shows its main ones and says where the rest are)."
     shown = df if md_columns is None else df[[c for c in md_columns if c in df.columns]]
     note = "" if shown.shape[1] == df.shape[1] else f"\n\n{shown.shape[1]} of {df.shape[1]} columns shown; all are in `{name}.csv`."
-    return smoke_banner(run, "\n\n") + markdown_table(shown, floatfmt) + note + "\n"
+    same = {c: shown[c].iloc[0] for c in shown.columns if len(shown) > 1 and shown[c].map(repr).nunique() == 1
+            and isinstance(shown[c].iloc[0], str) and len(shown[c].iloc[0]) > 30}     # a long text every row repeats
+    if len(same) == shown.shape[1]: same = {}
+    note += "".join(f"\n\n{c} (every row): {v}" for c, v in same.items())
+    return smoke_banner(run, "\n\n") + markdown_table(shown.drop(columns=list(same)), floatfmt) + note + "\n"
 
 def save_table(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", folder: Path | None = None, md_columns=None) -> pd.DataFrame:
     "Write `df` as `<name>.csv` and `<name>.md` (its `md_columns`, default all) in the run's table folder (or `folder`), text without machine paths; return it."
