@@ -24,7 +24,7 @@ from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
 
 # %% auto 0
 __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'track_fid', 'best_generator', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir',
+           'track_fid', 'best_generator', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir', 'snapshot_file',
            'load_generator', 'trained_generator', 'sample_main', 'weights_digest', 'sample_unconditional',
            'sample_conditional']
 
@@ -270,6 +270,11 @@ def gan_dir(run, kind: str) -> Path:
     cfg = {k: v for k, v in run.profile.gan[kind].items() if k not in SPEED_KEYS or v}   # speed switches: only when on
     return run.work_dir / "gan" / f"{kind}-{settings_hash(cfg)}"
 
+def snapshot_file(run, kind: str) -> Path | None:
+    "The file `trained_generator` samples from: the run's `best.pt` (lowest training FID), else its final `checkpoint.pt`; None untrained."
+    d = gan_dir(run, kind)
+    return next((f for f in (d / "best.pt", d / "checkpoint.pt") if f.exists()), None)
+
 # %% ../nbs/04b_gan_training.ipynb 28
 def load_generator(checkpoint, device="cpu") -> nn.Module:
     "G_ema of a checkpoint of this chapter, built from the settings the checkpoint stores (chapter 07 reads them too)."
@@ -284,10 +289,10 @@ def load_generator(checkpoint, device="cpu") -> nn.Module:
 
 def trained_generator(run, kind: str, device="cpu") -> nn.Module:
     "What the chapter samples with, read from the run's training folder: G_ema of `best.pt`, else of the final `checkpoint.pt`."
-    d = gan_dir(run, kind)
-    for f in (d / "best.pt", d / "checkpoint.pt"):
-        if f.exists(): return load_generator(f, device)
-    raise ArasError(f"{d}: no best.pt or checkpoint.pt: train the {kind} GAN first (chapter 04, or python -m aras.gan --kind {kind})")
+    f = snapshot_file(run, kind)
+    if f is None: raise ArasError(f"{gan_dir(run, kind)}: no best.pt or checkpoint.pt: train the {kind} GAN first "
+                                  f"(chapter 04, or python -m aras.gan --kind {kind})")
+    return load_generator(f, device)
 
 def sample_main(argv=None) -> int:
     """Make this process's share of the run's synthetic sets (section 8) from its trained GANs, under torchrun (RANK,

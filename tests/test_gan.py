@@ -518,3 +518,22 @@ def test_gpu_practice_switches_train_and_leave_default_folders_alone(kind, data1
     cfg0 = {k: v for k, v in R.profile.gan[kind].items() if k not in ("amp", "channels_last", "compile")}
     assert gan.gan_dir(R, kind).name == f"{kind}-{settings_hash(cfg0)}"   # switches off: the folder of a profile without them
     R.profile = get_profile("smoke", {**over, **fast}); assert gan.gan_dir(R, kind).name != f"{kind}-{settings_hash(cfg0)}"
+
+
+def test_snapshot_file_is_what_trained_generator_loads(tmp_path):
+    "best.pt, else checkpoint.pt, else None (and trained_generator says to train first); chapter 07b asks the same function."
+    class R: work_dir = tmp_path
+    R.profile = get_profile("smoke", SMALL_U)
+    d = gan.gan_dir(R, "uncond")
+    assert gan.snapshot_file(R, "uncond") is None
+    with pytest.raises(ArasError, match="no best.pt or checkpoint.pt: train the uncond GAN first"): gan.trained_generator(R, "uncond")
+    def save(name, seed):
+        torch.manual_seed(seed); G = tasks.uncond_generator(R.profile.gan.uncond); d.mkdir(parents=True, exist_ok=True)
+        torch.save(dict(kind="uncond", cfg=gan.plain_cfg(R.profile.gan.uncond), modules=dict(G_ema=G.state_dict())), d / name)
+        return G
+    G_last = save("checkpoint.pt", 1)
+    assert gan.snapshot_file(R, "uncond") == d / "checkpoint.pt"
+    assert gan.weights_digest(gan.trained_generator(R, "uncond")) == gan.weights_digest(G_last)
+    G_best = save("best.pt", 2)
+    assert gan.snapshot_file(R, "uncond") == d / "best.pt"
+    assert gan.weights_digest(gan.trained_generator(R, "uncond")) == gan.weights_digest(G_best) != gan.weights_digest(G_last)

@@ -290,6 +290,28 @@ def test_tiny_random_clip_and_dinov2_load_from_folders(tmp_path):
     assert clip.id.startswith("clip-clip-tiny-") and dino.id.startswith("dinov2-dino-tiny-")
 
 
+
+def test_domain_space_id_names_its_resize_and_same_size_batches_skip_the_round_trip(tmp_path):
+    "The id keys the cache, so it names the resize (PIL at the model's size); a uint8 batch at that size goes in as it is."
+    import hashlib
+    from aras.segmentation import LITE_NORM, build_model, image_batch, normalize, save_checkpoint
+    torch.manual_seed(0); model = build_model("Unet", "tu-efficientnet_lite0").eval()
+    ck = tmp_path / "Unet-0" / "best.pt"
+    save_checkpoint(ck, model, dict(arch="Unet", encoder="tu-efficientnet_lite0"))
+    sha = hashlib.sha256(ck.read_bytes()).hexdigest()
+    ext = M.domain_extractor(dict(arch="Unet", encoder="tu-efficientnet_lite0", image_size=32, checkpoint=str(ck), checkpoint_sha256=sha))
+    assert ext.id == f"domain-Unet-{sha[:12]}-pil32" and ext.input_size == 32 and "PIL bilinear to 32 px" in ext.resize
+    def round_trip(x):                                     # what every batch went through before: numpy, PIL, tensor
+        x = image_batch(x.permute(0, 2, 3, 1).numpy(), 32)
+        return torch.nn.functional.adaptive_avg_pool2d(model.encoder(normalize(x, *LITE_NORM))[-1], 1).flatten(1)
+    with torch.inference_mode():
+        for size in (32, 48):                              # at the model's size (skipped) and resized by PIL
+            x = M.to_tensor(_images(3, size))
+            assert torch.equal(ext(x), round_trip(x))
+        assert torch.equal(ext(M.to_tensor(_images(2, 32)).float()), ext(M.to_tensor(_images(2, 32))))   # float 0..255 too
+        with mock.patch("aras.seg_tables.image_batch", side_effect=AssertionError("numpy/PIL round trip at the model's size")):
+            ext(M.to_tensor(_images(2, 32)))
+
 def test_random_inception_weights_load(tmp_path):
     save_random_inception(tmp_path)
     ext = M.inception_extractor(weights=tmp_path)
