@@ -311,6 +311,7 @@ def portable_text(s: str) -> str:
         s = s.replace(str(folder), name)
     return s
 
+# %% ../nbs/00_core.ipynb 36
 def table_markdown(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", md_columns=None) -> str:
     "The `.md` of a table: the smoke banner, then `md_columns` of `df` (all by default; a wide table shows its main ones and says where the rest are)."
     shown = df if md_columns is None else df[[c for c in md_columns if c in df.columns]]
@@ -337,12 +338,12 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 40
+# %% ../nbs/00_core.ipynb 41
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 43
+# %% ../nbs/00_core.ipynb 44
 SPEED_KEYS = ("amp", "channels_last", "compile")   # GPU practice: in a model's settings hash only when on
 
 def speed_settings(cfg) -> dict:
@@ -361,7 +362,7 @@ def compiled(module, how=False):
     return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
 
 
-# %% ../nbs/00_core.ipynb 44
+# %% ../nbs/00_core.ipynb 45
 def dist_on() -> bool:
     "Is this process in a process group (launched by torchrun and joined)?"
     import torch.distributed as dist
