@@ -296,6 +296,113 @@ def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, 
     return losses
 
 # %% ../nbs/05_segmentation.ipynb 35
+def _optimisation(model, cfg: dict):
+    "The authors' optimiser, schedule and loss: AdamW, ReduceLROnPlateau on validation macro F1, multiclass Dice."
+    import segmentation_models_pytorch as smp
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=float(cfg["lr_factor"]), patience=int(cfg["lr_patience"]))
+    return opt, sched, smp.losses.DiceLoss("multiclass")
+
+def _validate(model, sets: dict, cfg: dict, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
+    "Macro scores on the validation set; a set with no pixels to score is an error, not a zero."
+    cm, _ = evaluate(model, sets["val"], cfg["norm"], eval_batch_size, device, num_workers=num_workers, amp=cfg.get("amp"))
+    val = metrics_from_cm(cm)
+    if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
+    return val
+
+# %% ../nbs/05_segmentation.ipynb 37
+class Callback:
+    "A hook into `fit`: any of `before_fit`, `before_epoch`, `after_validate`, `after_epoch`, `after_fit`, each given the `FitState`; lower `order` runs first."
+    order = 0
+
+def callback_event(callbacks, event: str, f):
+    "Call `event` on every callback that has it, in `order`."
+    for cb in sorted(callbacks, key=lambda c: c.order):
+        if (hook := getattr(cb, event, None)) is not None: hook(f)
+
+@dataclass
+class FitState:
+    "What `fit` and its callbacks share: the model and its optimisation, the sets, and the record so far (all of it resumes)."
+    cfg: dict; out: Path                  # the cell's settings and folder (best.pt, last.pt, result.json)
+    model: torch.nn.Module; net: torch.nn.Module   # net: what training calls (`model`, maybe in DDP and compiled)
+    opt: torch.optim.Optimizer; sched: object; loss_fn: object
+    sets: dict; weights_source: str       # train, val, test; where the encoder's weights came from
+    history: list = field(default_factory=list)   # one dict per epoch
+    best: float = -math.inf; best_epoch: int = -1; bad: int = 0   # best validation F1, its epoch, epochs since
+    start: int = 0; epoch: int = 0        # the first epoch of this call (after a resume: the next one), the current one
+    batches: list = field(default_factory=list); val: dict | None = None; improved: bool = False   # this epoch's
+    stop: str | None = None               # set by a callback to end training, with the reason
+
+# %% ../nbs/05_segmentation.ipynb 38
+def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_workers: int = 0) -> FitState:
+    "Epochs of `train_epoch` and validation from `f.start` to the epoch limit, batches and augmentation seeded by (seed, epoch); the callbacks do the rest."
+    seed, (rank, world) = int(f.cfg["seed"]), rank_world()
+    callback_event(callbacks, "before_fit", f)
+    for f.epoch in range(f.start, int(f.cfg["epochs"])):
+        te = time.time(); torch.manual_seed(seed * 1009 + f.epoch)
+        f.batches = epoch_batches(len(f.sets["train"]), int(f.cfg["batch_size"]), seed, f.epoch, f.cfg["steps_per_epoch"], rank, world)
+        callback_event(callbacks, "before_epoch", f)
+        losses = train_epoch(f.net, f.model, f.opt, f.loss_fn, f.sets["train"], f.batches, f.cfg,
+                             torch.Generator().manual_seed(seed * 1013 + f.epoch), device, num_workers)
+        f.val = _validate(f.model, f.sets, f.cfg, eval_batch_size, device, num_workers)
+        f.improved = f.val["f1"] > f.best
+        if f.improved: f.best, f.best_epoch = f.val["f1"], f.epoch
+        f.history.append(dict(epoch=f.epoch, steps=len(f.batches), train_loss=float(np.mean(losses)), val_f1=f.val["f1"],
+                              val_iou=f.val["iou"], lr=f.opt.param_groups[0]["lr"], seconds=round(time.time() - te, 2)))
+        callback_event(callbacks, "after_validate", f)
+        callback_event(callbacks, "after_epoch", f)
+        if f.stop: break
+    callback_event(callbacks, "after_fit", f)
+    return f
+
+# %% ../nbs/05_segmentation.ipynb 39
+class PlateauLR(Callback):
+    "The authors' schedule: `ReduceLROnPlateau` (in `f.sched`, so its state resumes) stepped on validation macro F1."
+    def after_validate(self, f): f.sched.step(f.val["f1"])
+
+class SaveBest(Callback):
+    "`best.pt` whenever validation F1 improved (process 0 writes it): the checkpoint that is tested."
+    def after_validate(self, f):
+        if f.improved and rank_world()[0] == 0: save_checkpoint(f.out / "best.pt", f.model, f.cfg, epoch=f.epoch, val_f1=f.val["f1"])
+
+class StepBudget(Callback):
+    "At most `max_steps` optimiser steps: the last epoch is cut there, validated, and training stops."
+    order = 1
+    def __init__(self, max_steps: int): self.max_steps = int(max_steps)
+    def _done(self, f): return sum(h["steps"] for h in f.history)
+    def before_epoch(self, f): f.batches = f.batches[:max(0, self.max_steps - self._done(f))]
+    def after_validate(self, f):
+        if self._done(f) >= self.max_steps: f.stop = "step budget"
+
+class EarlyStopping(Callback):
+    "Stop after `patience` epochs without a better validation F1 (the count resumes with `f.bad`); it outranks the step budget."
+    order = 2
+    def __init__(self, patience: int): self.patience = int(patience)
+    def after_validate(self, f):
+        f.bad = 0 if f.improved else f.bad + 1
+        if f.bad >= self.patience: f.stop = "early stopping"
+
+# %% ../nbs/05_segmentation.ipynb 41
+class SaveLast(Callback):
+    "`last.pt` after every epoch that training goes on from (model, optimiser, schedule, record), written atomically: an interrupted run resumes at the next epoch."
+    def after_epoch(self, f):
+        if rank_world()[0] == 0 and f.stop is None and f.epoch < int(f.cfg["epochs"]) - 1:   # the last epoch goes straight to testing
+            save_checkpoint(f.out / "last.pt", f.model, f.cfg, optimizer=f.opt.state_dict(), scheduler=f.sched.state_dict(),
+                            epoch=f.epoch, best=f.best, best_epoch=f.best_epoch, bad=f.bad, history=f.history,
+                            weights_source=f.weights_source)
+        barrier()
+
+class ProgressBar(Callback):
+    "An epoch bar with the last training loss and validation F1."
+    def __init__(self, show: bool = True): self.show = show
+    def before_fit(self, f):
+        self.bar = tqdm(total=int(f.cfg["epochs"]), initial=f.start, leave=False, disable=not self.show,
+                        desc=f"{f.cfg['mix']}/{f.cfg['arch']}/s{f.cfg['seed']}")
+    def after_epoch(self, f):
+        self.bar.update(); self.bar.set_postfix(loss=f"{f.history[-1]['train_loss']:.3f}", val_f1=f"{f.val['f1']:.3f}")
+    def after_fit(self, f): self.bar.close()
+
+# %% ../nbs/05_segmentation.ipynb 43
 def _resume(out: Path, cfg: dict, model):
     "The state saved in `last.pt` (loaded into `model`) and the encoder weights' source, or (None, source) on a fresh start."
     if not (out / "last.pt").exists(): return None, load_encoder_weights(model, cfg["encoder"], cfg["encoder_weights"])
@@ -327,114 +434,7 @@ def _finish(f: FitState, t0: float, eval_batch_size=16, device="cpu", num_worker
     barrier()
     return result
 
-# %% ../nbs/05_segmentation.ipynb 36
-def _optimisation(model, cfg: dict):
-    "The authors' optimiser, schedule and loss: AdamW, ReduceLROnPlateau on validation macro F1, multiclass Dice."
-    import segmentation_models_pytorch as smp
-    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), betas=(0.9, 0.999))
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=float(cfg["lr_factor"]), patience=int(cfg["lr_patience"]))
-    return opt, sched, smp.losses.DiceLoss("multiclass")
-
-def _validate(model, sets: dict, cfg: dict, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
-    "Macro scores on the validation set; a set with no pixels to score is an error, not a zero."
-    cm, _ = evaluate(model, sets["val"], cfg["norm"], eval_batch_size, device, num_workers=num_workers, amp=cfg.get("amp"))
-    val = metrics_from_cm(cm)
-    if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
-    return val
-
-# %% ../nbs/05_segmentation.ipynb 38
-class Callback:
-    "A hook into `fit`: any of `before_fit`, `before_epoch`, `after_validate`, `after_epoch`, `after_fit`, each given the `FitState`; lower `order` runs first."
-    order = 0
-
-def callback_event(callbacks, event: str, f):
-    "Call `event` on every callback that has it, in `order`."
-    for cb in sorted(callbacks, key=lambda c: c.order):
-        if (hook := getattr(cb, event, None)) is not None: hook(f)
-
-@dataclass
-class FitState:
-    "What `fit` and its callbacks share: the model and its optimisation, the sets, and the record so far (all of it resumes)."
-    cfg: dict; out: Path                  # the cell's settings and folder (best.pt, last.pt, result.json)
-    model: torch.nn.Module; net: torch.nn.Module   # net: what training calls (`model`, maybe in DDP and compiled)
-    opt: torch.optim.Optimizer; sched: object; loss_fn: object
-    sets: dict; weights_source: str       # train, val, test; where the encoder's weights came from
-    history: list = field(default_factory=list)   # one dict per epoch
-    best: float = -math.inf; best_epoch: int = -1; bad: int = 0   # best validation F1, its epoch, epochs since
-    start: int = 0; epoch: int = 0        # the first epoch of this call (after a resume: the next one), the current one
-    batches: list = field(default_factory=list); val: dict | None = None; improved: bool = False   # this epoch's
-    stop: str | None = None               # set by a callback to end training, with the reason
-
-# %% ../nbs/05_segmentation.ipynb 39
-def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_workers: int = 0) -> FitState:
-    "Epochs of `train_epoch` and validation from `f.start` to the epoch limit, batches and augmentation seeded by (seed, epoch); the callbacks do the rest."
-    seed, (rank, world) = int(f.cfg["seed"]), rank_world()
-    callback_event(callbacks, "before_fit", f)
-    for f.epoch in range(f.start, int(f.cfg["epochs"])):
-        te = time.time(); torch.manual_seed(seed * 1009 + f.epoch)
-        f.batches = epoch_batches(len(f.sets["train"]), int(f.cfg["batch_size"]), seed, f.epoch, f.cfg["steps_per_epoch"], rank, world)
-        callback_event(callbacks, "before_epoch", f)
-        losses = train_epoch(f.net, f.model, f.opt, f.loss_fn, f.sets["train"], f.batches, f.cfg,
-                             torch.Generator().manual_seed(seed * 1013 + f.epoch), device, num_workers)
-        f.val = _validate(f.model, f.sets, f.cfg, eval_batch_size, device, num_workers)
-        f.improved = f.val["f1"] > f.best
-        if f.improved: f.best, f.best_epoch = f.val["f1"], f.epoch
-        f.history.append(dict(epoch=f.epoch, steps=len(f.batches), train_loss=float(np.mean(losses)), val_f1=f.val["f1"],
-                              val_iou=f.val["iou"], lr=f.opt.param_groups[0]["lr"], seconds=round(time.time() - te, 2)))
-        callback_event(callbacks, "after_validate", f)
-        callback_event(callbacks, "after_epoch", f)
-        if f.stop: break
-    callback_event(callbacks, "after_fit", f)
-    return f
-
-# %% ../nbs/05_segmentation.ipynb 40
-class PlateauLR(Callback):
-    "The authors' schedule: `ReduceLROnPlateau` (in `f.sched`, so its state resumes) stepped on validation macro F1."
-    def after_validate(self, f): f.sched.step(f.val["f1"])
-
-class SaveBest(Callback):
-    "`best.pt` whenever validation F1 improved (process 0 writes it): the checkpoint that is tested."
-    def after_validate(self, f):
-        if f.improved and rank_world()[0] == 0: save_checkpoint(f.out / "best.pt", f.model, f.cfg, epoch=f.epoch, val_f1=f.val["f1"])
-
-class StepBudget(Callback):
-    "At most `max_steps` optimiser steps: the last epoch is cut there, validated, and training stops."
-    order = 1
-    def __init__(self, max_steps: int): self.max_steps = int(max_steps)
-    def _done(self, f): return sum(h["steps"] for h in f.history)
-    def before_epoch(self, f): f.batches = f.batches[:max(0, self.max_steps - self._done(f))]
-    def after_validate(self, f):
-        if self._done(f) >= self.max_steps: f.stop = "step budget"
-
-class EarlyStopping(Callback):
-    "Stop after `patience` epochs without a better validation F1 (the count resumes with `f.bad`); it outranks the step budget."
-    order = 2
-    def __init__(self, patience: int): self.patience = int(patience)
-    def after_validate(self, f):
-        f.bad = 0 if f.improved else f.bad + 1
-        if f.bad >= self.patience: f.stop = "early stopping"
-
-# %% ../nbs/05_segmentation.ipynb 42
-class SaveLast(Callback):
-    "`last.pt` after every epoch that training goes on from (model, optimiser, schedule, record), written atomically: an interrupted run resumes at the next epoch."
-    def after_epoch(self, f):
-        if rank_world()[0] == 0 and f.stop is None and f.epoch < int(f.cfg["epochs"]) - 1:   # the last epoch goes straight to testing
-            save_checkpoint(f.out / "last.pt", f.model, f.cfg, optimizer=f.opt.state_dict(), scheduler=f.sched.state_dict(),
-                            epoch=f.epoch, best=f.best, best_epoch=f.best_epoch, bad=f.bad, history=f.history,
-                            weights_source=f.weights_source)
-        barrier()
-
-class ProgressBar(Callback):
-    "An epoch bar with the last training loss and validation F1."
-    def __init__(self, show: bool = True): self.show = show
-    def before_fit(self, f):
-        self.bar = tqdm(total=int(f.cfg["epochs"]), initial=f.start, leave=False, disable=not self.show,
-                        desc=f"{f.cfg['mix']}/{f.cfg['arch']}/s{f.cfg['seed']}")
-    def after_epoch(self, f):
-        self.bar.update(); self.bar.set_postfix(loss=f"{f.history[-1]['train_loss']:.3f}", val_f1=f"{f.val['f1']:.3f}")
-    def after_fit(self, f): self.bar.close()
-
-# %% ../nbs/05_segmentation.ipynb 43
+# %% ../nbs/05_segmentation.ipynb 44
 def _setup(cfg: dict, out: Path, device, in_memory: bool, world: int) -> FitState:
     "A cell's sets, model and optimisation, resumed from `last.pt` (weights, optimiser, schedule, record) when there is one."
     sets = {k: SegmentationSet(cfg[k], cfg["image_size"], in_memory) for k in ("train", "val", "test")}
@@ -448,7 +448,7 @@ def _setup(cfg: dict, out: Path, device, in_memory: bool, world: int) -> FitStat
         f.best, f.best_epoch, f.bad, f.history, f.start = state["best"], state["best_epoch"], state["bad"], state["history"], state["epoch"] + 1
     return f
 
-# %% ../nbs/05_segmentation.ipynb 44
+# %% ../nbs/05_segmentation.ipynb 45
 def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_memory: bool = False, num_workers: int = 0,
                progress: bool = False, callbacks=()) -> dict:
     "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint. `callbacks` are added to the authors'."
@@ -463,7 +463,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
         device, eval_batch_size, num_workers)
     return _finish(f, t0, eval_batch_size, device, num_workers)
 
-# %% ../nbs/05_segmentation.ipynb 46
+# %% ../nbs/05_segmentation.ipynb 47
 def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs cut the
     validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them: chapter 04a's FID rule
@@ -472,7 +472,7 @@ def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
 
 
-# %% ../nbs/05_segmentation.ipynb 49
+# %% ../nbs/05_segmentation.ipynb 50
 if __name__ == "__main__" and "__file__" in globals():     # `python -m aras.segmentation train ...`
     from aras.seg_matrix import main
     sys.exit(main())
