@@ -283,7 +283,7 @@ def not_run_table(columns, reason: str, **fixed) -> pd.DataFrame:
 
 # %% ../nbs/08a_agreement.ipynb 35
 def mix_training_images(seg_dir: Path, mixes) -> dict:
-    "The training images of each mix, from notebook 05's set files (`<work>/segmentation/sets/<mix>.csv`)."
+    "The training images of each mix, from chapter 05's set files (`run.segmentation_dir / 'sets' / '<mix>.csv'`)."
     out = {}
     for m in mixes:
         f = Path(seg_dir) / "sets" / f"{m}.csv"
@@ -291,10 +291,12 @@ def mix_training_images(seg_dir: Path, mixes) -> dict:
     return out
 
 def segmentation_scores(table3: pd.DataFrame) -> pd.DataFrame:
-    "Per mix: the mean macro F1 of Table 3's 'Mean' rows and its gain over Real (notebook 05's table)."
-    t = table3[(table3.model == "Mean") & table3.status.eq("ok")].set_index("mix")["f1"]
-    if "Real" not in t.index: raise ArasDataError("table3_segmentation: no 'Real' Mean row: run notebook 05 first")
-    return pd.DataFrame(dict(f1=t, f1_gain=t - t["Real"])).rename_axis("mix").reset_index()
+    "Per mix key: the architecture-mean macro F1 of Table 3 (`arch == 'mean'`) and its gain over `real` (chapter 05b's keyed table)."
+    if not {"mix_key", "arch"} <= set(table3.columns):
+        raise ArasDataError("table3_segmentation has no mix_key/arch columns: it predates the keyed tables; rerun notebook 05b")
+    t = table3[(table3.arch == "mean") & table3.status.eq("ok")].set_index("mix_key")["f1"]
+    if "real" not in t.index: raise ArasDataError("table3_segmentation: no mean row of the real mix: run notebook 05b first")
+    return pd.DataFrame(dict(f1=t, f1_gain=t - t["real"])).rename_axis("mix_key").reset_index()
 
 def utility_agreement(scores: pd.DataFrame, n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
     "Spearman and Kendall of each (space, metric) score with `f1_gain` over the mixes, with exact or permutation p-values."
@@ -312,7 +314,7 @@ def utility_agreement(scores: pd.DataFrame, n_perm: int = 10_000, seed: int = 0)
                          kendall_tau=tau.statistic, kendall_p=tau.pvalue, note=""))
     return pd.DataFrame(rows)
 
-# %% ../nbs/08a_agreement.ipynb 37
+# %% ../nbs/08a_agreement.ipynb 38
 def utility_figure(utility: pd.DataFrame, agree: pd.DataFrame, metrics=("FID", "KID (poly)", "CMMD", "precision", "recall", "coverage"),
                    ncol: int = 3):
     "One panel per (space, metric): each training set's score (x, with its interval) against its segmentation F1 (y); Spearman's rho in the title."

@@ -164,11 +164,12 @@ def composition_claim(T: Tables) -> dict:
                 f"yardstick {floor.divergence:.3f} [{floor.ci_low:.3f}, {floor.ci_high:.3f}]")
 
 def mixing_claim(T: Tables) -> dict:
-    s = T["fig4_silhouette"].set_index("sets").silhouette
-    key = next((k for k in s.index if "Real (train)" in k and "Uncond" in k), None)
-    if key is None: raise NotRun("fig4_silhouette has no Real (train) vs Uncond. row")
+    t = T["fig4_silhouette"]
+    if not {"set_a", "set_b"} <= set(t.columns): raise NotRun("fig4_silhouette predates its set keys: rerun notebook 05b")
+    s = t.set_index(["set_a", "set_b"]).silhouette
+    if ("real_train", "uncond") not in s.index: raise NotRun("fig4_silhouette has no real_train vs uncond row")
+    key, floor = ("real_train", "uncond"), s.get(("real_train", "real_test"), np.nan)
     v = "holds" if s[key] <= 0.25 else "contradicted" if s[key] > 0.5 else "inconclusive (0.25-0.5)"
-    floor = next((s[k] for k in s.index if "Real (train)" in k and "Real (test)" in k), np.nan)
     return _row(ARAS, "Figure 4: synthetic features mix with real ones in the segmentation encoder's space",
                 "mixed (figure)", "silhouette of Real (train) vs Uncond. features; <= 0.25 no structure, > 0.5 separated",
                 s[key], np.nan, np.nan, v, f"Real (train) vs Real (test): {floor:.2f}")
@@ -179,9 +180,9 @@ FID_SPACES = ("inception", "lite0")
 def fid_claim(T: Tables) -> dict:
     d = T["metrics_distributional"]
     d = d[(d.metric == "FID") & d.value.notna()]
-    space = next((s for s in FID_SPACES if {"Uncond.", "Cond."} <= set(d[d.space == s]["set"])), None)
+    space = next((s for s in FID_SPACES if {"uncond", "cond"} <= set(d[d.space == s].set_key)), None)
     if space is None: raise NotRun("no FID of both synthetic sets in the Inception or Lite0 space")
-    u, c = (d[(d.space == space) & (d["set"] == k)].iloc[0] for k in ("Uncond.", "Cond."))
+    u, c = (d[(d.space == space) & (d.set_key == k)].iloc[0] for k in ("uncond", "cond"))
     v = "holds" if u.ci_high < c.ci_low else "contradicted" if u.ci_low > c.ci_high else f"inconclusive at {LEVEL:.0%}"
     return _row(ARAS, "unconditional samples have a lower FID than conditional ones", "16 vs 72 (Inception)",
                 f"FID in the {space} space, Uncond. vs Cond.; told apart when the 95% intervals do not overlap",
@@ -202,7 +203,7 @@ def redundancy_claim(T: Tables) -> dict:
 
 def clipscore_claim(T: Tables) -> dict:
     t = T["table1_caption_datasets"]
-    ours = t[t.dataset.str.contains("ARAS400k") & t.clipscore.notna() & ~t.source.astype(str).str.contains("reported")]
+    ours = t[t.source.eq("this run") & t.clipscore.notna()]       # 06a's rows of this run; the paper's rows say "reported"
     if ours.empty: raise NotRun("CLIPScore needs local CLIP weights (clip-vit-large-patch14)")
     lo, hi = 29.11, 30.25
     m = float(ours.clipscore.mean())
@@ -246,14 +247,14 @@ def rotation_claim(T: Tables) -> dict:
 def downstream_claim(T: Tables) -> dict:
     "A synthetic set that scores clearly worse than real held-out data still improves segmentation when mixed with real."
     d = T["metrics_distributional"]
-    d = d[(d.metric == "FID") & (d.space == "lite0")].set_index("set")
-    if not {"Cond.", "Real held-out"} <= set(d.index): raise NotRun("no Lite0 FID of Cond. and Real held-out")
-    worse = d.loc["Cond.", "ci_low"] > d.loc["Real held-out", "ci_high"]
+    d = d[(d.metric == "FID") & (d.space == "lite0")].set_index("set_key")
+    if not {"cond", "real_heldout"} <= set(d.index): raise NotRun("no Lite0 FID of Cond. and Real held-out")
+    worse = d.loc["cond", "ci_low"] > d.loc["real_heldout", "ci_high"]
     m, lo, hi, n = paired_gain(T["seg_runs"], "real", "real_cond")
     v = verdict(lo, hi, ">0") if worse else "not testable: the conditional set does not score worse than real here"
     return _row(COMPANION, "synthetic data that scores poorly on metrics can still help downstream", "helps when mixed with real",
                 f"Cond. FID (Lite0) above the real floor, and the Real + Cond. gain over Real ({n} runs {PAIRED})",
-                m, lo, hi, v, f"FID Cond. {d.loc['Cond.', 'value']:.1f} vs real held-out {d.loc['Real held-out', 'value']:.1f}")
+                m, lo, hi, v, f"FID Cond. {d.loc['cond', 'value']:.1f} vs real held-out {d.loc['real_heldout', 'value']:.1f}")
 
 def imagenet_claim(T: Tables) -> dict:
     "ImageNet feature-space metrics do not predict segmentation utility: FID (Lite0) vs F1 across training sets."
@@ -283,7 +284,7 @@ def entropy_claim(T: Tables) -> dict:
 
 def space_ranking_claim(T: Tables) -> dict:
     d = T["metrics_distributional"]
-    d = d[(d.metric == "FID") & (d["set"] == "Uncond.") & d.value.notna()].set_index("space").value
+    d = d[(d.metric == "FID") & (d.set_key == "uncond") & d.value.notna()].set_index("space").value
     missing = [s for s in ("clip", "inception", "dinov2") if s not in d.index]
     if missing: raise NotRun(f"needs the {', '.join(missing)} feature spaces (local weights; see the README's weights table)")
     ok = d["clip"] < d["inception"] < d["dinov2"]

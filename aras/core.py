@@ -6,14 +6,13 @@
 from __future__ import annotations
 import ast, contextlib, copy, hashlib, importlib.util, json, os, random, re, tempfile
 from pathlib import Path
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
 
-from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, method, setting_type, type_problem   # chapter 00b: the settings
+from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, GpuPractice, method, setting_type, type_problem   # chapter 00b
 
 
 # %% auto 0
@@ -210,12 +209,21 @@ class Run:
         "Synthetic sets in the ARAS400k layout: `uncond/images` (+ `masks` once labelled), `cond/images|masks`."
         return self.work_dir / "synthetic"
     @property
+    def segmentation_dir(self) -> Path:
+        "Chapter 05's work: the training-set files (`sets/<mix>.csv`, read by 08a), the runs and the labeller record."
+        return self.work_dir / "segmentation"
+    @property
     def labeller_record(self) -> Path:
         "The best Real segmentation model of notebook 05 (JSON): it pseudo-labels the unconditional samples and is the `domain` feature space of 07 and 08."
-        return self.work_dir / "segmentation" / "labeller.json"
+        return self.segmentation_dir / "labeller.json"
+    @property
+    def segmentation_table(self) -> Path:
+        "Chapter 05b's Table 3 (CSV), keyed by `mix_key` and `arch` ('mean': the architecture mean); 08a reads its scores from here."
+        return self.table_dir / "table3_segmentation.csv"
     @property
     def name(self) -> str: return self.profile.name
 
+# %% ../nbs/00_core.ipynb 28
 def profile_notes(prof) -> list[str]:
     "What a reader of this profile's outputs must know: smoke run, settings that change the method, user overrides."
     out = [f"SMOKE RUN: profile {prof.name} checks that the code runs; its numbers are not results."] if prof.get("smoke") else []
@@ -224,7 +232,7 @@ def profile_notes(prof) -> list[str]:
     out += [f"override: {k} = {_short(v)}" for k, v in prof.overrides.items()]
     return out
 
-# %% ../nbs/00_core.ipynb 27
+# %% ../nbs/00_core.ipynb 29
 def _get(prof, key):
     for part in key.split("."): prof = prof[part]
     return prof
@@ -253,7 +261,7 @@ def process_share(prog: str, description: str, argv=None) -> tuple:
     run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
     return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-# %% ../nbs/00_core.ipynb 28
+# %% ../nbs/00_core.ipynb 30
 class RankBatches:
     """Fixed batches of `files` (what each item writes), dealt over processes: process `rank` of `world` does batches
     `rank`, `rank + world`, ...; a batch is done, by whichever process, when its marker in `parts` and all its files exist,
@@ -267,7 +275,7 @@ class RankBatches:
     def finish(self, b: int): self.parts.mkdir(parents=True, exist_ok=True); (self.parts / f"{b:06d}").touch()
     def complete(self) -> bool: return all(self.done(b) for b in range(self.n))
 
-# %% ../nbs/00_core.ipynb 32
+# %% ../nbs/00_core.ipynb 34
 _UMASK = os.umask(0); os.umask(_UMASK)
 
 def file_stamp(path) -> str:
@@ -294,7 +302,7 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 35
+# %% ../nbs/00_core.ipynb 37
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
@@ -311,7 +319,7 @@ def portable_text(s: str) -> str:
         s = s.replace(str(folder), name)
     return s
 
-# %% ../nbs/00_core.ipynb 36
+# %% ../nbs/00_core.ipynb 38
 def table_markdown(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", md_columns=None) -> str:
     "The `.md` of a table: the smoke banner, then `md_columns` of `df` (all by default; a wide table shows its main ones and says where the rest are)."
     shown = df if md_columns is None else df[[c for c in md_columns if c in df.columns]]
@@ -338,13 +346,13 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 41
+# %% ../nbs/00_core.ipynb 43
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 44
-SPEED_KEYS = ("amp", "channels_last", "compile")   # GPU practice: in a model's settings hash only when on
+# %% ../nbs/00_core.ipynb 46
+SPEED_KEYS = tuple(f.name for f in fields(GpuPractice))   # amp, channels_last, compile: in a model's hash only when on
 
 def speed_settings(cfg) -> dict:
     "The GPU-practice settings of a section that are on (what a hash of its results adds; none: the hash is unchanged)."
@@ -362,7 +370,7 @@ def compiled(module, how=False):
     return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
 
 
-# %% ../nbs/00_core.ipynb 45
+# %% ../nbs/00_core.ipynb 47
 def dist_on() -> bool:
     "Is this process in a process group (launched by torchrun and joined)?"
     import torch.distributed as dist

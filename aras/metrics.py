@@ -21,12 +21,13 @@ from .data import decode_many, list_pairs, read_png, uncond_source
 from .segmentation import LITE_NORM, normalize, resize_image
 
 # %% auto 0
-__all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'load_image', 'to_tensor', 'resize_square',
-           'images_at', 'content_key', 'Extractor', 'lite0_imagenet', 'lite0_extractor', 'inception_extractor',
-           'clip_extractor', 'dinov2_extractor', 'domain_extractor', 'dihedral', 'rotation_invariant', 'get_extractor',
-           'available_spaces', 'feature_cache_dir', 'extract_features', 'distance_chunks', 'knn', 'common_size',
-           'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit', 'lpips_model', 'dreamsim_model',
-           'dreamsim_extractor', 'deep_distances', 'sample_capped', 'metric_sets', 'main']
+__all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'SET_KEY', 'load_image', 'to_tensor',
+           'resize_square', 'images_at', 'content_key', 'Extractor', 'lite0_imagenet', 'lite0_extractor',
+           'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor', 'dihedral',
+           'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir', 'extract_features',
+           'distance_chunks', 'knn', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance',
+           'uint8_to_unit', 'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'deep_distances', 'sample_capped',
+           'metric_sets', 'main']
 
 # %% ../nbs/07_metrics.ipynb 6
 def load_image(img) -> np.ndarray:
@@ -375,6 +376,8 @@ def sample_capped(paths, n: int | None, seed: int = 0) -> list:
 
 
 # %% ../nbs/07_metrics.ipynb 33
+SET_KEY = {"Real train": "real_train", "Real held-out": "real_heldout", "Uncond.": "uncond", "Cond.": "cond"}   # label: key (later chapters select on keys)
+
 def metric_sets(run, real_root) -> tuple[dict, dict, dict]:
     """The image sets this chapter compares, each capped at `metrics.n_images` (seeded) and at `metrics.image_px`: real
     train, real held-out, the unconditional (this run's or the published, `gan.synth.source`) and the conditional

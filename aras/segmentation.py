@@ -330,8 +330,10 @@ class FitState:
     history: list = field(default_factory=list)   # one dict per epoch
     best: float = -math.inf; best_epoch: int = -1; bad: int = 0   # best validation F1, its epoch, epochs since
     start: int = 0; epoch: int = 0        # the first epoch of this call (after a resume: the next one), the current one
-    batches: list = field(default_factory=list); val: dict | None = None; improved: bool = False   # this epoch's
+    batches: list = field(default_factory=list); val: dict | None = None   # this epoch's
     stop: str | None = None               # set by a callback to end training, with the reason
+    @property
+    def improved(self) -> bool: return self.best_epoch == self.epoch    # this epoch's validation set the best F1
 
 # %% ../nbs/05_segmentation.ipynb 38
 def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_workers: int = 0) -> FitState:
@@ -345,8 +347,7 @@ def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_
         losses = train_epoch(f.net, f.model, f.opt, f.loss_fn, f.sets["train"], f.batches, f.cfg,
                              torch.Generator().manual_seed(seed * 1013 + f.epoch), device, num_workers)
         f.val = _validate(f.model, f.sets, f.cfg, eval_batch_size, device, num_workers)
-        f.improved = f.val["f1"] > f.best
-        if f.improved: f.best, f.best_epoch = f.val["f1"], f.epoch
+        if f.val["f1"] > f.best: f.best, f.best_epoch = f.val["f1"], f.epoch
         f.history.append(dict(epoch=f.epoch, steps=len(f.batches), train_loss=float(np.mean(losses)), val_f1=f.val["f1"],
                               val_iou=f.val["iou"], lr=f.opt.param_groups[0]["lr"], seconds=round(time.time() - te, 2)))
         callback_event(callbacks, "after_validate", f)

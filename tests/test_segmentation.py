@@ -231,6 +231,13 @@ def test_tables_put_paper_values_beside_ours(matrix):
     assert real.loc["Mean", "f1"] == pytest.approx((real.loc["FPN", "f1"] + real.loc["Unet", "f1"]) / 2)
     fpn = matrix.runs[(matrix.runs.mix == "real") & (matrix.runs.arch == "FPN")]
     assert real.loc["FPN", "f1"] == pytest.approx(100 * fpn.f1.mean()) and real.loc["FPN", "f1_sd"] == pytest.approx(100 * fpn.f1.std())
+    keyed = t3.set_index(["mix_key", "arch"])                         # the hand-off to 08a: keys, not display labels
+    assert keyed.loc[("real", "mean"), "f1"] == real.loc["Mean", "f1"] and keyed.loc[("real", "FPN"), "model"] == "FPN"
+    from aras.agreement import segmentation_scores
+    scores = segmentation_scores(t3).set_index("mix_key")
+    assert scores.loc["real", "f1_gain"] == 0 and scores.loc["real_cond", "f1_gain"] == pytest.approx(
+        keyed.loc[("real_cond", "mean"), "f1"] - keyed.loc[("real", "mean"), "f1"])
+    with pytest.raises(ArasDataError, match="mix_key"): segmentation_scores(t3.drop(columns=["mix_key", "arch"]))
     row4 = t4[(t4.mix == "Real + Cond.") & (t4.model == "Unet")].iloc[0]
     assert row4["Tree paper"] == 91.58 and row4["Water diff"] == pytest.approx(row4["Water"] - 94.42)
     sig = matrix.sig
@@ -331,7 +338,7 @@ def test_per_class_gain_is_mix_minus_real_per_architecture_and_seed(matrix, tmp_
     assert len(gain) == 5 * 7 and (gain.pairs == 4).all()
     r = matrix.runs.set_index(["mix", "arch", "seed"])
     manual = 100 * (r.loc["real_cond"]["f1_Shrub"] - r.loc["real"]["f1_Shrub"])
-    g = gain[(gain.key == "real_cond") & (gain.cls == "Shrub")].iloc[0]
+    g = gain[(gain.mix_key == "real_cond") & (gain.cls == "Shrub")].iloc[0]
     assert g.gain == pytest.approx(manual.mean()) and g.sd == pytest.approx(manual.std())
     assert g.paper_gain == pytest.approx(48.94 - 46.82)
     T.plot_per_class_gain(gain).savefig(tmp_path / "gain.png")
@@ -567,11 +574,12 @@ def test_hierarchical_test_holds_its_level_where_the_image_level_test_does_not()
 
 def test_feature_embedding_scores_separation():
     rng = np.random.default_rng(0)
-    far = {"Real (train)": rng.normal(0, 1, (30, 8)), "Uncond.": rng.normal(6, 1, (30, 8))}
-    near = {"Real (train)": rng.normal(0, 1, (30, 8)), "Real (test)": rng.normal(0, 1, (30, 8))}
+    far = {"real_train": rng.normal(0, 1, (30, 8)), "uncond": rng.normal(6, 1, (30, 8))}
+    near = {"real_train": rng.normal(0, 1, (30, 8)), "real_test": rng.normal(0, 1, (30, 8))}
     names, emb, sil = T.embed_features(far, methods=("t-SNE",))     # UMAP's numba compilation costs ~15 s: the notebook runs it
     assert list(emb) == ["t-SNE"] and emb["t-SNE"].shape == (60, 2) and sil.silhouette.iloc[0] > 0.5
-    assert sil.sets.tolist() == ["all", "Real (train) vs Uncond."]
+    assert sil.sets.tolist() == ["all", "Real (train) vs Uncond."]                 # labels to read, keys to select on
+    assert sil.set_a.tolist() == ["all", "real_train"] and sil.set_b.tolist() == ["all", "uncond"]
     assert T.embed_features(near, methods=())[2].silhouette.iloc[0] < 0.1
     capped = T.embed_features(far, methods=(), silhouette_max=20)[2]         # paper scale: a stated random subset
     assert capped.n_silhouette.tolist() == [20, 20] and capped.n.tolist() == [60, 60] and capped.silhouette.iloc[0] > 0.5
