@@ -20,8 +20,8 @@ __all__ = ['LITE0_DEPTHS', 'SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDown
            'project_root', 'cache_dir', 'weights_dir', 'figures_root', 'ModelUnavailable', 'resolve_model_path',
            'check_model_folder', 'lite0_to_timm', 'lite0_imagenet_file', 'seed_everything', 'resolve_device', 'Run',
            'profile_notes', 'make_run', 'process_share', 'RankBatches', 'file_stamp', 'atomic_path', 'write_json',
-           'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown', 'save_table', 'save_figure',
-           'settings_hash', 'speed_settings', 'autocast', 'compiled', 'dist_on', 'rank_world', 'barrier',
+           'save_torch', 'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown', 'save_table',
+           'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled', 'dist_on', 'rank_world', 'barrier',
            'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
@@ -302,7 +302,15 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 37
+# %% ../nbs/00_core.ipynb 36
+def save_torch(obj, path) -> Path:
+    """`torch.save` of `obj`, atomically and byte for byte reproducibly: saved through a file handle, the archive inside
+    is named 'archive', not after the random temporary file, so the same weights give the same file and sha256."""
+    import torch
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh: torch.save(obj, fh)
+    return Path(path)
+
+# %% ../nbs/00_core.ipynb 39
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
@@ -319,7 +327,7 @@ def portable_text(s: str) -> str:
         s = s.replace(str(folder), name)
     return s
 
-# %% ../nbs/00_core.ipynb 38
+# %% ../nbs/00_core.ipynb 40
 def table_markdown(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", md_columns=None) -> str:
     "The `.md` of a table: the smoke banner, then `md_columns` of `df` (all by default; a wide table shows its main ones and says where the rest are)."
     shown = df if md_columns is None else df[[c for c in md_columns if c in df.columns]]
@@ -346,12 +354,12 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 43
+# %% ../nbs/00_core.ipynb 45
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 46
+# %% ../nbs/00_core.ipynb 48
 SPEED_KEYS = tuple(f.name for f in fields(GpuPractice))   # amp, channels_last, compile: in a model's hash only when on
 
 def speed_settings(cfg) -> dict:
@@ -370,7 +378,7 @@ def compiled(module, how=False):
     return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
 
 
-# %% ../nbs/00_core.ipynb 47
+# %% ../nbs/00_core.ipynb 49
 def dist_on() -> bool:
     "Is this process in a process group (launched by torchrun and joined)?"
     import torch.distributed as dist

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_world,
-                       settings_hash)
+                       save_torch, settings_hash)
 from .data import list_pairs
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
@@ -83,7 +83,7 @@ def save_checkpoint(path, task, cfg, cur_nimg, step, gen, tracker=None):
                  optimizers={k: o.state_dict() for k, o in task.optimizers().items()},
                  extra={k: v for k, v in task.extra_state().items()},
                  fid=tracker.state_dict() if tracker is not None else None)
-    with atomic_path(path) as tmp: torch.save(state, tmp)
+    save_torch(state, path)
 
 # %% ../nbs/04b_gan_training.ipynb 8
 def load_checkpoint(path, task, cfg, gen, tracker=None) -> tuple[int, int]:
@@ -117,9 +117,8 @@ def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     fid = torch.tensor(tracker.measure(task.G_ema) if rank == 0 else 0.0, dtype=torch.float64, device=task.device)
     if dist_on(): dist.broadcast(fid, 0)
     if tracker.update(kimg, float(fid)) and rank == 0:
-        with atomic_path(Path(out_dir) / "best.pt") as tmp:
-            torch.save(dict(kind=task.kind, cfg=plain_cfg(task.cfg), kimg=kimg, fid=float(fid),   # the checkpoint's layout
-                            modules=dict(G_ema=task.G_ema.state_dict())), tmp)
+        save_torch(dict(kind=task.kind, cfg=plain_cfg(task.cfg), kimg=kimg, fid=float(fid),   # the checkpoint's layout
+                        modules=dict(G_ema=task.G_ema.state_dict())), Path(out_dir) / "best.pt")
     best = tracker.best or [math.nan, math.nan]                              # none yet during the burn-in
     return dict(fid=float(fid), fid_best=best[1], fid_best_kimg=best[0])
 

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import (ArasDataError, ArasError, atomic_path, autocast, barrier, compiled, lite0_imagenet_file, lite0_to_timm,
-                       rank_world, settings_hash, weights_dir, write_json)
+                       rank_world, save_torch, settings_hash, weights_dir, write_json)
 from .data import decode_many, read_pair
 from .gan_tasks import plateau_reached
 from .stats import metrics_from_cm
@@ -236,9 +236,8 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, steps=None, ra
 def save_checkpoint(path, model, cfg: dict, **extra):
     "Model weights with the architecture, encoder and configuration hash that made them, written atomically."
     model = getattr(model, "module", model)
-    with atomic_path(path) as tmp:
-        torch.save(dict(arch=cfg["arch"], encoder=cfg["encoder"], n_classes=N_CLASSES, config_hash=config_hash(cfg),
-                        model=model.state_dict(), **extra), tmp)
+    save_torch(dict(arch=cfg["arch"], encoder=cfg["encoder"], n_classes=N_CLASSES, config_hash=config_hash(cfg),
+                    model=model.state_dict(), **extra), path)
 
 def load_checkpoint(path, arch: str | None = None, encoder: str | None = None) -> dict:
     "A checkpoint written by `save_checkpoint`, checked to be of `arch` and `encoder`."

@@ -178,7 +178,7 @@ def test_matrix_trains_every_cell_on_the_planned_sets(matrix):
     assert (matrix.runs.weights == "imagenet").all()
 
 
-def test_unconditional_samples_are_labelled_by_the_best_real_model(matrix):
+def test_unconditional_samples_are_labelled_by_the_best_real_model(matrix, tmp_path):
     lab, mx = matrix.labelled, matrix.mx
     real = matrix.runs[matrix.runs.mix == "real"]
     best = real.loc[real.best_val_f1.idxmax()]
@@ -186,6 +186,8 @@ def test_unconditional_samples_are_labelled_by_the_best_real_model(matrix):
     assert lab["val_f1"] == pytest.approx(best.best_val_f1)
     import hashlib
     assert lab["checkpoint_sha256"] == hashlib.sha256(Path(lab["checkpoint"]).read_bytes()).hexdigest()
+    from aras.core import save_torch                           # no temporary file name inside: a rerun gives the same sha256
+    assert save_torch(S.load_checkpoint(lab["checkpoint"]), tmp_path / "again.pt").read_bytes() == Path(lab["checkpoint"]).read_bytes()
     pairs = list_pairs(mx.synthetic_dir, "uncond")
     assert len(pairs) == lab["n_images"] == 2 * matrix.n_real
     img, labels = read_pair(pairs.image[0], pairs["mask"][0])                         # valid palette, same size
