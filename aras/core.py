@@ -22,7 +22,7 @@ __all__ = ['LITE0_DEPTHS', 'SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDown
            'profile_notes', 'make_run', 'process_share', 'RankBatches', 'file_stamp', 'atomic_path', 'write_json',
            'save_torch', 'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown', 'save_table',
            'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled', 'dist_on', 'rank_world', 'barrier',
-           'init_distributed']
+           'local_device', 'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -202,8 +202,11 @@ class Run:
     def table_dir(self) -> Path: return self.fig_dir / "tables"
     @property
     def work_dir(self) -> Path:
-        "Models, checkpoints, logs and synthetic sets of this profile, seed and data (in the cache)."
-        return cache_dir() / "work" / f"{self.name}-{settings_hash(str(self.data_root))}-s{self.seed}"
+        """Models, checkpoints, logs and synthetic sets of this profile, seed and data (in the cache). The data
+        root counts as its resolved absolute path (what `aras reproduce` passes), so `data/x`, `./data/x` and
+        `/abs/data/x` name one folder, whichever entry point or working directory the run started from."""
+        root = str(Path(self.data_root).expanduser().resolve()) if self.data_root else "None"   # None: toyland
+        return cache_dir() / "work" / f"{self.name}-{settings_hash(root)}-s{self.seed}"
     @property
     def synthetic_dir(self) -> Path:
         "Synthetic sets in the ARAS400k layout: `uncond/images` (+ `masks` once labelled), `cond/images|masks`."
@@ -258,7 +261,7 @@ def process_share(prog: str, description: str, argv=None) -> tuple:
     ap.add_argument("--seed", type=int, default=0); ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="profile overrides")
     a = ap.parse_args(argv)
-    run = make_run(a.profile, a.data_root, None, a.seed, a.device, a.set)
+    run = make_run(a.profile, a.data_root, None, a.seed, local_device(a.device), a.set)   # the rank's GPU
     return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 # %% ../nbs/00_core.ipynb 30
@@ -393,12 +396,19 @@ def barrier():
     import torch.distributed as dist
     if rank_world()[1] > 1: dist.barrier()
 
+def local_device(device: str = "cpu") -> str:
+    """The device this process computes on, for every entry point: `device` ('auto' resolved), except that
+    under torchrun (`LOCAL_RANK` set) a CUDA device is this process's own GPU, `cuda:<LOCAL_RANK>`, so the
+    processes of a node take one GPU each rather than all sharing `cuda:0`. 'cpu' stays 'cpu'."""
+    device, local = str(resolve_device(device)), os.environ.get("LOCAL_RANK")
+    return f"cuda:{int(local)}" if local is not None and device.startswith("cuda") else device
+
 def init_distributed(device: str = "cpu") -> str:
-    "Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA); return this rank's device."
+    "Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA); return the `local_device`."
     import torch, torch.distributed as dist
+    device = local_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return device
-    cuda = str(device).startswith("cuda")
+    cuda = device.startswith("cuda")
     if not dist.is_initialized(): dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", 0)); torch.cuda.set_device(local); return f"cuda:{local}"
+    if cuda: torch.cuda.set_device(torch.device(device).index or 0)
     return device

@@ -17,7 +17,8 @@ from .metrics import CHUNK, distance_chunks, knn
 # %% auto 0
 __all__ = ['INF', 'MAX_GRAM', 'SET_METRICS', 'ESTIMATORS', 'UNBIASED', 'PAIRED', 'BOUNDS', 'REPORTED', 'check_set_sizes',
            'fid_from_features', 'kid', 'inception_score', 'cmmd', 'prdc', 'ci_method', 'subsample_ci', 'mean_ci',
-           'SetPair', 'gram_set_metrics', 'kid_subset', 'set_metrics', 'large_set_metrics', 'real_floor']
+           'SetPair', 'gram_set_metrics', 'kid_subset', 'set_metrics', 'large_set_metrics', 'real_floor',
+           'fid_difference']
 
 # %% ../nbs/07a_distributional.ipynb 6
 def check_set_sizes(n_real: int, n_fake: int, need: int, what: str):
@@ -306,7 +307,16 @@ def real_floor(pool: np.ndarray, n_real: int, n_fake: int, metrics=SET_METRICS, 
     sizes = f"{a} vs {b}" + ("" if (a, b) == (int(n_real), int(n_fake)) else f" (real pool of {n} < {n_real} + {n_fake})")
     return {m: float(np.mean([v[m] for v in vals])) for m in vals[0]}, sizes
 
-# %% ../nbs/07a_distributional.ipynb 30
+# %% ../nbs/07a_distributional.ipynb 28
+def fid_difference(real: np.ndarray, a: np.ndarray, b: np.ndarray, n_rep: int = 200, ci: float = 0.95,
+                   seed: int = 0) -> dict:
+    "FID(real, a) - FID(real, b) with a paired half-sample interval: every replicate shares one half of `real`."
+    point = fid_from_features(real, a) - fid_from_features(real, b)
+    stat = lambda r, i, j: fid_from_features(real[r], a[i]) - fid_from_features(real[r], b[j])
+    lo, hi = subsample_ci(stat, (len(real), len(a), len(b)), point, n_rep, ci, seed)
+    return dict(diff=point, ci_low=lo, ci_high=hi, n_real=len(real), n_a=len(a), n_b=len(b))
+
+# %% ../nbs/07a_distributional.ipynb 34
 REPORTED = pd.DataFrame([
     # (source, dataset, model, metric, value)
     ("DARES'25 slides (Salditt et al.), 'Stylegan2-ada-pytorch' table", "planetary imagery", "StyleGAN2-ADA", m, v) for m, v in [

@@ -24,9 +24,9 @@ from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
 
 # %% auto 0
 __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'track_fid', 'best_generator', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir', 'snapshot_file',
-           'load_generator', 'trained_generator', 'sample_main', 'weights_digest', 'sample_unconditional',
-           'sample_conditional']
+           'track_fid', 'best_generator', 'rank_batch', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir',
+           'snapshot_file', 'load_generator', 'trained_generator', 'sample_main', 'weights_digest',
+           'sample_unconditional', 'sample_conditional']
 
 # %% ../nbs/04b_gan_training.ipynb 6
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
@@ -44,10 +44,13 @@ def _rng_state(gen: torch.Generator) -> dict:
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 
 def _set_rng_state(s: dict, gen: torch.Generator):
-    torch.set_rng_state(s["torch"]); gen.set_state(s["data"]); random.setstate(s["python"])
+    """Restore what `_rng_state` saved. A checkpoint read onto a GPU (`map_location`) holds its states there,
+    and the setters take CPU byte tensors only: every state goes through `.cpu()` (a no-op on the CPU)."""
+    torch.set_rng_state(s["torch"].cpu()); gen.set_state(s["data"].cpu()); random.setstate(s["python"])
     name, keys, pos, has_gauss, cached = s["numpy"]
     np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
-    if s.get("cuda") and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+    if s.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([c.cpu() for c in s["cuda"]])
 
 def plain_cfg(cfg) -> dict:
     "A settings section as JSON types (tuples become lists, nested sections dicts): what a checkpoint stores."
@@ -153,6 +156,13 @@ def _seed_all(seed: int, rank: int) -> torch.Generator:
     torch.manual_seed(s); np.random.seed(s); random.seed(s)
     return torch.Generator().manual_seed(s)
 
+def rank_batch(batch: int, rank: int, world: int) -> int:
+    """Process `rank`'s share of a global `batch` over `world` processes, as even as can be: the first
+    `batch % world` take one image more (50 over 16 GPUs: 4, 4, then 3 each). `GradReducer` weights each
+    process's gradients by its share."""
+    if batch < world: raise ArasError(f"batch {batch} is smaller than {world} processes: each needs an image")
+    return batch // world + int(rank < batch % world)
+
 def _mirror(reals: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     "Mirror augmentation: each image flipped left-right with probability 1/2 (drawn from `gen`), its mask with it."
     flip = torch.rand(len(reals), generator=gen) < 0.5
@@ -163,13 +173,14 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
     "Train the `kind` ('uncond' or 'cond') model on `data` to its FID plateau or `cfg.kimg`; return the task (with G_ema)."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = rank_world()
-    if cfg.batch % world: raise ArasError(f"batch {cfg.batch} does not split over {world} processes")
+    per_rank = rank_batch(cfg.batch, rank, world)                    # this process's slice of the batch
     if data.resolution != cfg.resolution: raise ArasError(f"data at {data.resolution} px, model at {cfg.resolution} px")
     gen = _seed_all(seed, rank)
     task = TASKS[kind](cfg, device)
+    task.reduce_G.weight = task.reduce_D.weight = per_rank * world / cfg.batch   # exactly 1 on an even split
     tracker = FidTracker(kind, data, cfg.fid, out_dir, device, extractor) if cfg.fid.every_kimg else None
     cur_nimg, step = _start(task, cfg, out_dir, gen, tracker, resume, rank)
-    total, per_rank, log = int(cfg.kimg * 1000), cfg.batch // world, out_dir / "log.jsonl"
+    total, log = int(cfg.kimg * 1000), out_dir / "log.jsonl"
     next_snap, next_eval = _next(cur_nimg, cfg.snap_kimg), _next(cur_nimg, cfg.fid.every_kimg if tracker else 0)
     bar = tqdm(total=total, initial=cur_nimg, unit="img", desc=f"{kind} GAN", disable=not progress or rank > 0)
     lg = read_log(out_dir) if cur_nimg else pd.DataFrame()             # a resumed run's clock goes on from its log
@@ -241,13 +252,13 @@ def gan_main(argv=None):
     "Train one GAN from the command line (also under torchrun); `sample` as the first argument makes the synthetic sets."
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sample"]: return sample_main(argv[1:])
-    from aras.core import get_profile, parse_overrides
+    from aras.core import Run, get_profile, parse_overrides
     from aras.profiles import DEFAULT_PROFILE
     from aras.data import find_layout_root
     ap = argparse.ArgumentParser(prog="python -m aras.gan", description="Train an aras GAN (works under torchrun).")
     ap.add_argument("--kind", choices=sorted(TASKS), required=True)
     ap.add_argument("--data-root", required=True, help="ARAS400k layout with train/images and train/masks")
-    ap.add_argument("--out", required=True, help="folder for checkpoint.pt and log.jsonl")
+    ap.add_argument("--out", help="folder for checkpoint.pt and log.jsonl (default: the run's `gan_dir`, where chapter 04b reads)")
     ap.add_argument("--profile", default=DEFAULT_PROFILE); ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu"); ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.kimg=2")
@@ -255,12 +266,14 @@ def gan_main(argv=None):
     prof = get_profile(args.profile, parse_overrides(args.set))
     device = init_distributed(args.device)
     cfg = prof.gan[args.kind]
+    out = Path(args.out) if args.out else gan_dir(Run(prof, Path(args.data_root).expanduser(), Path(), args.seed), args.kind)
+    if rank_world()[0] == 0: print(f"{args.kind} GAN: checkpoints and log in {out}")
     data = GanData(find_layout_root(args.data_root), "train", cfg.resolution, preload=prof.gan.preload)
-    task = train_gan(args.kind, cfg, data, args.out, args.seed, device, resume=not args.no_resume,
+    task = train_gan(args.kind, cfg, data, out, args.seed, device, resume=not args.no_resume,
                      progress=rank_world()[0] == 0)
     if dist_on():
         rank = dist.get_rank()
-        torch.save({k: v.cpu() for k, v in task.G.state_dict().items()}, Path(args.out) / f"G_rank{rank}.pt")
+        torch.save({k: v.cpu() for k, v in task.G.state_dict().items()}, out / f"G_rank{rank}.pt")
         dist.barrier(); dist.destroy_process_group()
 
 # %% ../nbs/04b_gan_training.ipynb 21

@@ -291,7 +291,8 @@ class AdaAugment(nn.Module):
         return x
     def accumulate(self, real_logits):
         "Add the signs of the discriminator's outputs on real images (summed over processes)."
-        s = torch.stack([real_logits.detach().sign().sum(), torch.tensor(float(real_logits.numel()))])
+        n = torch.tensor(float(real_logits.numel()), device=real_logits.device)   # the logits' device (CUDA)
+        s = torch.stack([real_logits.detach().sign().sum(), n])
         if dist_on(): dist.all_reduce(s)
         self.signs += s
     def adjust(self, batch_total):

@@ -28,9 +28,11 @@ class GradReducer:
     """Gradients of `module` averaged over processes while backward still runs, as DDP does (which a GAN cannot use:
     R1 and path length need double backward). Parameters go in buckets of about `bucket_mb` MB, last-registered first
     (roughly the order backward reaches them); a bucket is all-reduced asynchronously once backward has accumulated its
-    last gradient; `backward(loss)` returns when every bucket is averaged. The same numbers as one flat all-reduce."""
-    def __init__(self, module: nn.Module, bucket_mb: float = 25):
-        self.buckets, cur, size = [], [], 0
+    last gradient; `backward(loss)` returns when every bucket is averaged. The same numbers as one flat all-reduce.
+    `weight`: this process's share of the global batch times the world size (1 on an even split); its
+    gradients are scaled by it before the average, so unequal slices give the whole batch's gradient."""
+    def __init__(self, module: nn.Module, bucket_mb: float = 25, weight: float = 1.0):
+        self.buckets, cur, size, self.weight = [], [], 0, weight
         for p in reversed(list(module.parameters())):
             cur.append(p); size += p.numel() * p.element_size()
             if size >= bucket_mb * 2**20: self.buckets.append(cur); cur, size = [], 0
@@ -46,6 +48,7 @@ class GradReducer:
         if self.waiting[b] == 0: self._send(b); self.overlapped += 1
     def _send(self, b):
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in self.buckets[b]])
+        if self.weight != 1: flat *= self.weight            # an unequal slice of the batch (`rank_batch`)
         self.sent[b] = (flat, dist.all_reduce(flat, async_op=True))
     def backward(self, loss: torch.Tensor):
         "`loss.backward()`, then (several processes) wait for the averaged gradients: parameters unused by it count as zero."
@@ -259,16 +262,21 @@ class FidTracker:
         n = len(data); k = min(n, int(fcfg.n_real or n))
         self.real_idx = torch.from_numpy(np.sort(np.random.default_rng(0).choice(n, k, replace=False)))
         self.ext, self._real, self.history = extractor, None, []          # history: [kimg, fid] per evaluation
+    chunk = 64                    # images generated, decoded or featurised at once: only features outlive a chunk
     @torch.no_grad()
+    def fake_chunks(self, G, n: int | None = None):
+        "`n` uint8 samples, `chunk` at a time: seed k for sample k (and training mask k mod N for the conditional model), as the synthetic sets."
+        n = int(n or self.cfg.n_fake)
+        for k in range(0, n, self.chunk):
+            zk = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(k, min(k + self.chunk, n))])).float().to(self.device)
+            if self.kind == "cond": yield _uint8(G(one_hot(self.data.fetch(torch.arange(k, k + len(zk)) % len(self.data))[1]).to(self.device), zk))
+            else: yield _uint8(G(zk, noise_mode="const"))
     def fakes(self, G, n: int | None = None) -> torch.Tensor:
-        "`n` uint8 samples: seed k for sample k (and training mask k mod N for the conditional model), as the synthetic sets."
-        n = int(n or self.cfg.n_fake); out = []
-        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(n)])).float().to(self.device)
-        for k in range(0, n, 64):
-            zk = z[k:k + 64]
-            if self.kind == "cond": out.append(G(one_hot(self.data.fetch(torch.arange(k, k + len(zk)) % len(self.data))[1]).to(self.device), zk))
-            else: out.append(G(zk, noise_mode="const"))
-        return _uint8(torch.cat(out))
+        "All `n` samples in one tensor (for looking at them; `measure` keeps only each chunk's features)."
+        return torch.cat(list(self.fake_chunks(G, n)))
+    def real_chunks(self):
+        "The real subset as uint8, `chunk` images at a time: decoded and converted per chunk, never all at once."
+        for k in range(0, len(self.real_idx), self.chunk): yield _uint8(self.data.fetch(self.real_idx[k:k + self.chunk])[0])
     @property
     def min_kimg(self) -> float: return float(self.cfg.get("min_kimg") or 0)
     def counted(self) -> list:
@@ -287,27 +295,35 @@ class FidTracker:
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
 # %% ../nbs/04a_gan_tasks.ipynb 28
+def _sha256(chunks) -> str:
+    "sha256 of the bytes of the concatenated uint8 tensors, read one chunk at a time (the last one is not kept)."
+    h = hashlib.sha256()
+    for x in chunks: h.update(x.numpy().tobytes())
+    return h.hexdigest()
+
 @patch
-def features(self: FidTracker, images: torch.Tensor) -> np.ndarray:
-    "Features of N x 3 x H x W uint8 images (Lite0 unless another extractor was given)."
+def features(self: FidTracker, images) -> np.ndarray:
+    """Features of N x 3 x H x W uint8 images, or of an iterable of such chunks (Lite0 unless another extractor was given).
+    The extractor sees `chunk` images at a time, so chunks of `chunk` give the features of their concatenation, bit for bit."""
     if self.ext is None:
         from aras.metrics import lite0_extractor                        # forward reference: chapter 07's feature space
         self.ext = lite0_extractor(self.device)
-    return np.concatenate([self.ext(images[k:k + 64]).cpu().numpy() for k in range(0, len(images), 64)])
+    chunks, c = [images] if torch.is_tensor(images) else images, self.chunk
+    return np.concatenate([self.ext(x[k:k + c]).cpu().numpy() for x in chunks for k in range(0, len(x), c)])
 
 @patch
 def real_features(self: FidTracker) -> np.ndarray:
     "Features of the real subset at the model's resolution: computed once, cached in `out_dir/fid_reference.npz`."
     if self._real is None:
-        imgs, f = _uint8(self.data.fetch(self.real_idx)[0]), self.out_dir / "fid_reference.npz"
-        key = hashlib.sha256(imgs.numpy().tobytes()).hexdigest()[:16] + "-" + str(getattr(self.ext, "id", "lite0-imagenet"))
+        f = self.out_dir / "fid_reference.npz"
+        key = _sha256(self.real_chunks())[:16] + "-" + str(getattr(self.ext, "id", "lite0-imagenet"))
         if f.exists() and str(np.load(f)["key"]) == key: self._real = np.load(f)["features"]
         else:
-            self._real = self.features(imgs)
+            self._real = self.features(self.real_chunks())             # a second pass, only when the cache misses
             with atomic_path(f) as tmp: np.savez(tmp, features=self._real, key=key)
     return self._real
 
 @patch
 def measure(self: FidTracker, G, n: int | None = None) -> float:
     from aras.distributional import fid_from_features                   # forward reference, as above
-    return fid_from_features(self.real_features(), self.features(self.fakes(G, n)))
+    return fid_from_features(self.real_features(), self.features(self.fake_chunks(G, n)))

@@ -26,8 +26,8 @@ __all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONE
            'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor', 'dihedral',
            'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir', 'extract_features',
            'distance_chunks', 'knn', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance',
-           'uint8_to_unit', 'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'deep_distances', 'sample_capped',
-           'metric_sets', 'main']
+           'uint8_to_unit', 'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'module_device', 'deep_distances',
+           'sample_capped', 'metric_sets', 'main']
 
 # %% ../nbs/07_metrics.ipynb 6
 def load_image(img) -> np.ndarray:
@@ -354,15 +354,22 @@ def dreamsim_extractor(device="cpu", weights=None) -> Extractor:
     dim = fn(torch.zeros(1, 3, 224, 224, dtype=torch.uint8)).shape[1]
     return Extractor(f"dreamsim-{_weights_id(folder)}", fn, 224, "bicubic, antialiased, to 224 px (DreamSim)", dim, str(folder))
 
+def module_device(net, default="cpu") -> torch.device:
+    "The device of a module's first parameter or buffer (`default` for one without, or for a plain function)."
+    ts = [*net.parameters(), *net.buffers()][:1] if isinstance(net, nn.Module) else []
+    return ts[0].device if ts else torch.device(default)
+
 def deep_distances(a: torch.Tensor, b: torch.Tensor, nets: dict, batch_size: int = 32) -> dict:
-    "Each deep distance of `nets` (name -> module taking two [-1, 1] batches) for each pair of two uint8 batches."
+    """Each deep distance of `nets` (name -> module taking two [-1, 1] batches) for each pair of two uint8 batches:
+    each batch goes to its net's device as uint8 (a quarter of the bytes), the values come back to the host."""
     a, b = common_size(a, b)
     out = {}
     for name, net in nets.items():
-        vals = []
+        vals, dev = [], module_device(net, a.device)
         for s in range(0, len(a), batch_size):
             with torch.inference_mode():
-                vals.append(net(uint8_to_unit(a[s:s + batch_size]), uint8_to_unit(b[s:s + batch_size])).flatten().cpu())
+                x, y = (uint8_to_unit(t[s:s + batch_size].to(dev, non_blocking=True)) for t in (a, b))
+                vals.append(net(x, y).flatten().cpu())
         out[name] = torch.cat(vals).numpy() if vals else np.zeros(0)
     return out
 

@@ -22,7 +22,8 @@ from .stats import *
 
 
 # %% auto 0
-__all__ = ['PAPER_TABLE3', 'PAPER_TABLE4', 'FIG4_SETS', 'segmentation_tables', 'significance_table', 'compute_matched_table',
+__all__ = ['PAPER_TABLE3', 'PAPER_TABLE4', 'FAMILY', 'CONTRASTS', 'POWER_CONTRASTS', 'FIG4_SETS', 'paper_diff', 'family_variance',
+           'segmentation_tables', 'significance_table', 'contrast_table', 'power_table', 'compute_matched_table',
            'per_class_gain', 'plot_per_class_gain', 'pooled_encoder_features', 'encoder_features', 'fig4_label',
            'embed_features', 'plot_feature_embedding', 'class_pixels', 'pseudo_label_table', 'mask_fidelity',
            'fidelity_table', 'run_caveats']
@@ -87,8 +88,25 @@ PAPER_TABLE4 = {
 }
 
 # %% ../nbs/05b_seg_tables.ipynb 11
-def _cell_values(sel: pd.DataFrame, cms: dict, mix: str, arch: str, archs: list, P, seed: int = 0) -> tuple[dict, dict, tuple]:
-    "Mean and sd over seeds of each metric and class F1 of one cell (the Mean row: over the architectures' seed means), and its F1 bootstrap interval."
+FAMILY = {m: "synthetic-only" if m.startswith("uncond") else "real-containing" for m in MIX_LABEL}
+CONTRASTS = (("uncond_1x", "real"), ("uncond_3x", "real"), ("real_cond", "real"), ("real_uncond_3x", "real"),
+             ("real_uncond_3x_cond", "real"), ("uncond_3x", "uncond_1x"), ("real_uncond_3x", "real_cond"),
+             ("real_uncond_3x", "real_uncond_3x_cond"))      # (other, base): other minus base
+
+def paper_diff(other: str, base: str, archs=("Mean",)) -> float:
+    "The paper's macro F1 difference (points, Table 3), averaged over `archs`."
+    return float(np.mean([PAPER_TABLE3[other][a][0] - PAPER_TABLE3[base][a][0] for a in archs]))
+
+def family_variance(cms: dict) -> dict:
+    "Family -> (run-to-run variance of macro F1, df), pooled over the (mix, architecture) cells of its training sets."
+    f1 = {k: metrics_from_cm(np.asarray(v, np.float64).sum(1))["f1"] for k, v in cms.items()}
+    return {fam: pooled_run_variance([v for (m, _), v in f1.items() if FAMILY[m] == fam]) for fam in set(FAMILY.values())}
+
+# %% ../nbs/05b_seg_tables.ipynb 12
+def _cell_values(sel: pd.DataFrame, cms: dict, mix: str, arch: str, archs: list, P, seed: int = 0, pooled=None,
+                 blocks=None) -> tuple[dict, dict, tuple, tuple]:
+    """Mean and sd over seeds of each metric and class F1 of one cell (the Mean row: over the architectures' seed
+    means); its F1 interval with runs (pooled by family) and test images in spatial blocks; the image-only interval."""
     if arch == "Mean":
         g = sel.groupby("arch")
         agg = lambda k: (g[k].mean().mean(), g[k].mean().std())
@@ -97,11 +115,17 @@ def _cell_values(sel: pd.DataFrame, cms: dict, mix: str, arch: str, archs: list,
         cm = np.stack([x[:s] for x in stack])
     else:
         agg, cm = (lambda k: (sel[k].mean(), sel[k].std())), cms[(mix, arch)]
-    return {k: agg(k) for k in METRICS}, {c: agg(f"f1_{c}") for c in CLASSES}, bootstrap_interval(cm, int(P.bootstrap), P.ci, seed)
+    groups = [cms[(mix, a)] for a in archs if (mix, a) in cms] if arch == "Mean" else [cms[(mix, arch)]]
+    h = contrast_test(groups, None, pooled or family_variance(cms), FAMILY[mix], None, blocks, int(P.bootstrap), P.ci, seed)
+    return ({k: agg(k) for k in METRICS}, {c: agg(f"f1_{c}") for c in CLASSES}, (h["ci_low"], h["ci_high"]),
+            bootstrap_interval(cm, int(P.bootstrap), P.ci, seed))
 
-# %% ../nbs/05b_seg_tables.ipynb 12
-def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Tables 3 and 4 (values in %) for `P.mixes` x `P.archs` + Mean, beside the paper; `status[mix]` holds the not-run reason."
+# %% ../nbs/05b_seg_tables.ipynb 13
+def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=None, seed: int = 0,
+                        blocks=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tables 3 and 4 (values in %) for `P.mixes` x `P.archs` + Mean, beside the paper; `status[mix]` holds the not-run
+    reason; `blocks`: the test images' spatial blocks for the F1 interval (with runs; `f1_ci_images_*`: images only)."""
+    pooled = family_variance(cms)
     t3, t4 = [], []
     absent = [c for c, s in zip(CLASSES, support) if s == 0] if support is not None else []
     for mix in P.mixes:
@@ -116,12 +140,12 @@ def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=
             sel = runs[(runs.mix == mix) & (runs.arch.isin(archs) if arch == "Mean" else (runs.arch == arch))]
             if not len(sel):
                 t3.append({**base, "runs": 0, "status": "not run: no finished runs"}); t4.append(dict(t3[-1])); continue
-            vals, cvals, (lo, hi) = _cell_values(sel, cms, mix, arch, archs, P, seed)
+            vals, cvals, (lo, hi), (ilo, ihi) = _cell_values(sel, cms, mix, arch, archs, P, seed, pooled, blocks)
             n_runs = len(sel)
             row = {**base, "runs": n_runs, "status": "ok", "n_train": int(sel.n_train.iloc[0])}
             for k, (m, sd) in vals.items():
                 row[k], row[f"{k}_sd"] = 100 * m, 100 * sd
-                if k == "f1": row["f1_ci_low"], row["f1_ci_high"] = 100 * lo, 100 * hi
+                if k == "f1": row.update(f1_ci_low=100 * lo, f1_ci_high=100 * hi, f1_ci_images_low=100 * ilo, f1_ci_images_high=100 * ihi)
             for k, v in zip(METRICS, p3): row[f"paper_{k}"], row[f"diff_{k}"] = v, row[k] - v
             t3.append(row)
             row4 = {**base, "runs": n_runs, "status": "ok" if not absent else "no test pixels of " + ", ".join(absent) + " (F1 undefined)"}
@@ -130,48 +154,94 @@ def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=
                 row4[c], row4[f"{c} sd"] = (np.nan, np.nan) if undefined else (100 * m, 100 * sd)
                 row4[f"{c} paper"], row4[f"{c} diff"] = pv, np.nan if undefined else 100 * m - pv
             t4.append(row4)
-    cols3 = ["mix", "model", "mix_key", "arch", "runs", "n_train", "status", "f1", "f1_sd", "f1_ci_low", "f1_ci_high",
+    cols3 = ["mix", "model", "mix_key", "arch", "runs", "n_train", "status", "f1", "f1_sd", "f1_ci_low", "f1_ci_high", "f1_ci_images_low",
+             "f1_ci_images_high",
              *[f"{k}{s}" for k in METRICS[1:] for s in ("", "_sd")], *[f"{p}_{k}" for k in METRICS for p in ("paper", "diff")]]
     cols4 = ["mix", "model", "mix_key", "arch", "runs", "status", *[f"{c}{s}" for c in CLASSES for s in ("", " sd", " paper", " diff")]]
     return pd.DataFrame(t3).reindex(columns=cols3), pd.DataFrame(t4).reindex(columns=cols4)
 
-# %% ../nbs/05b_seg_tables.ipynb 13
-def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int = 0) -> pd.DataFrame:
-    "Every mix against Real per architecture (and pooled): F1 difference in points; image-level paired bootstrap interval and permutation p; hierarchical (runs + images) interval and p; BH q-values of both."
+# %% ../nbs/05b_seg_tables.ipynb 14
+def _sig_row(cms: dict, mix: str, archs: list, P, pooled: dict, blocks, seed: int) -> dict:
+    "One significance row: the headline with runs and spatial blocks, and the image-level test (models fixed)."
+    s = min(min(cms[(mix, a)].shape[0], cms[("real", a)].shape[0]) for a in archs)
+    a_ = np.concatenate([cms[(mix, a)][:s] for a in archs]); b_ = np.concatenate([cms[("real", a)][:s] for a in archs])
+    r = paired_test(a_, b_, int(P.permutations), int(P.bootstrap), P.ci, seed)
+    h = contrast_test([cms[(mix, a)] for a in archs], [cms[("real", a)] for a in archs], pooled, FAMILY[mix],
+                      FAMILY["real"], blocks, int(P.bootstrap), P.ci, seed)
+    return {"status": "ok" if np.isfinite(h["se"]) else "ok; 1 run per cell: image level only", "seeds": s,
+            "test_images": r["n_images"], "blocks": h["n_blocks"], "diff_f1": 100 * h["diff"],
+            "ci_low": 100 * h["ci_low"], "ci_high": 100 * h["ci_high"], "df": h["df"],
+            "p": min(1.0, 2 * min(h["p_greater"], h["p_less"])), "mde": 100 * h["mde"],
+            "runs_mix": sum(len(cms[(mix, a)]) for a in archs), "runs_real": sum(len(cms[("real", a)]) for a in archs),
+            "ci_low_images": 100 * r["ci_low"], "ci_high_images": 100 * r["ci_high"], "p_images": r["p"]}
+
+def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int = 0, blocks=None) -> pd.DataFrame:
+    """Every mix against Real per architecture (and over all): the F1 difference in points with its interval and p over
+    training runs (variance pooled by family) and test images in spatial blocks, the smallest difference detectable at
+    80% power, BH q-values; beside them the image-level test that holds the trained models fixed (`*_images`)."""
     from scipy.stats import false_discovery_control
-    rows = []
+    rows, pooled = [], family_variance(cms)
     for mix in [m for m in P.mixes if m != "real"]:
         for arch in [*P.archs, "All"]:
+            key = "Mean" if arch == "All" else arch
             base = dict(mix=MIX_LABEL[mix], model=PAPER_ARCH.get(arch, "all architectures"),
-                        paper_diff_f1=PAPER_TABLE3[mix]["Mean" if arch == "All" else arch][0] - PAPER_TABLE3["real"]["Mean" if arch == "All" else arch][0])
-            if status.get(mix) or status.get("real"):
-                rows.append({**base, "status": status.get(mix) or status.get("real")}); continue
+                        paper_diff_f1=PAPER_TABLE3[mix][key][0] - PAPER_TABLE3["real"][key][0])
             archs = list(P.archs) if arch == "All" else [arch]
-            if not all((mix, a) in cms and ("real", a) in cms for a in archs):
-                rows.append({**base, "status": "not run: no finished runs"}); continue
-            s = min(min(cms[(mix, a)].shape[0], cms[("real", a)].shape[0]) for a in archs)
-            a_ = np.concatenate([cms[(mix, a)][:s] for a in archs]); b_ = np.concatenate([cms[("real", a)][:s] for a in archs])
-            r = paired_test(a_, b_, int(P.permutations), int(P.bootstrap), P.ci, seed)
-            h = hierarchical_test([cms[(mix, a)] for a in archs], [cms[("real", a)] for a in archs], int(P.bootstrap), P.ci, seed)
-            rows.append({**base, "status": "ok" if np.isfinite(h["p"]) else "ok; hierarchical test needs >= 2 runs per cell",
-                         "seeds": s, "test_images": r["n_images"], "diff_f1": 100 * r["diff"],
-                         "ci_low": 100 * r["ci_low"], "ci_high": 100 * r["ci_high"], "p": r["p"],
-                         "runs_mix": h["runs_a"], "runs_real": h["runs_b"], "sd_runs_mix": 100 * h["sd_runs_a"],
-                         "sd_runs_real": 100 * h["sd_runs_b"], "ci_low_hier": 100 * h["ci_low"], "ci_high_hier": 100 * h["ci_high"],
-                         "df_hier": h["df"], "p_hier": h["p"]})
+            if status.get(mix) or status.get("real"): rows.append({**base, "status": status.get(mix) or status.get("real")})
+            elif not all((mix, a) in cms and ("real", a) in cms for a in archs): rows.append({**base, "status": "not run: no finished runs"})
+            else: rows.append({**base, **_sig_row(cms, mix, archs, P, pooled, blocks, seed)})
     df = pd.DataFrame(rows)
-    for col in ("p", "p_hier"): df[col] = df.get(col, np.nan)
-    for col, q in (("p", "q_bh"), ("p_hier", "q_bh_hier")):
-        ok = df[col].notna()
+    for col, q in (("p", "q_bh"), ("p_images", "q_bh_images")):
+        df[col] = df.get(col, np.nan); ok = df[col].notna()
         if ok.any(): df.loc[ok, q] = false_discovery_control(df.loc[ok, col].to_numpy(), method="bh")
-    df["p_text"] = [format_p(p, int(P.permutations)) for p in df.p]
-    df["p_hier_text"] = [format_p(p) for p in df.p_hier]
-    cols = ["mix", "model", "status", "seeds", "test_images", "diff_f1", "ci_low", "ci_high", "p", "q_bh", "p_text",
-            "runs_mix", "runs_real", "sd_runs_mix", "sd_runs_real", "ci_low_hier", "ci_high_hier", "df_hier", "p_hier", "q_bh_hier",
-            "p_hier_text", "paper_diff_f1"]
+    df["p_text"] = [format_p(p) for p in df.p]
+    df["p_images_text"] = [format_p(p, int(P.permutations)) for p in df.p_images]
+    cols = ["mix", "model", "status", "seeds", "runs_mix", "runs_real", "test_images", "blocks", "diff_f1", "ci_low",
+            "ci_high", "df", "p", "q_bh", "p_text", "mde", "ci_low_images", "ci_high_images", "p_images", "q_bh_images",
+            "p_images_text", "paper_diff_f1"]
     return df.reindex(columns=cols)
 
-# %% ../nbs/05b_seg_tables.ipynb 18
+# %% ../nbs/05b_seg_tables.ipynb 19
+def contrast_table(cms: dict, P, blocks, status: dict, seed: int = 0) -> pd.DataFrame:
+    """`CONTRASTS` in macro F1 points over this run's architectures: run variance pooled by `FAMILY`, test images
+    resampled in spatial `blocks`, the smallest difference detectable at 80% power, the paper's differences."""
+    pooled = family_variance(cms)
+    rows = []
+    for other, base in (c for c in CONTRASTS if set(c) <= set(P.mixes)):
+        row = dict(other=other, base=base, contrast=f"{MIX_LABEL[other]} - {MIX_LABEL[base]}",
+                   paper_diff=paper_diff(other, base), paper_diff_archs=paper_diff(other, base, P.archs))
+        archs = [a for a in P.archs if (other, a) in cms and (base, a) in cms]
+        if status.get(other) or status.get(base) or not archs:
+            rows.append({**row, "status": status.get(other) or status.get(base) or "not run: no finished runs"}); continue
+        h = contrast_test([cms[(other, a)] for a in archs], [cms[(base, a)] for a in archs], pooled, FAMILY[other],
+                          FAMILY[base], blocks, int(P.bootstrap), P.ci, seed)
+        pts = {k: 100 * h[k] for k in ("diff", "se", "se_runs", "se_images", "ci_low", "ci_high", "mde")}
+        rows.append({**row, "status": "ok" if np.isfinite(h["se"]) else "ok; no run variance (1 run per cell)",
+                     "archs": len(archs), "runs": sum(len(cms[(m, a)]) for a in archs for m in (other, base)),
+                     **pts, **{k: h[k] for k in ("df", "df_runs", "n_images", "n_blocks", "p_greater", "p_less")}})
+    return pd.DataFrame(rows)
+
+# %% ../nbs/05b_seg_tables.ipynb 23
+POWER_CONTRASTS = (("real_cond", "real"), ("real_uncond_3x", "real"))
+
+def power_table(contrasts: pd.DataFrame, runs=(2, 3, 5, 8, 12, 20), test_patches=(80, 1000)) -> pd.DataFrame:
+    """Smallest difference detectable at 80% power for `runs` per training set and `test_patches`, from a
+    `contrast_table`'s run and image standard errors (run part ~ 1/runs, image part ~ 1/patches, df scaled alike)."""
+    rows = []
+    for c in contrasts[contrasts.apply(lambda r: (r.other, r.base) in POWER_CONTRASTS, axis=1)].itertuples():
+        if not np.isfinite(getattr(c, "se", np.nan)): continue
+        r0, n0 = c.runs / 2 / c.archs, c.n_images                  # runs per training set and architecture, test patches
+        for r in runs:
+            for n in test_patches:
+                v_runs, v_img = c.se_runs**2 * r0 / r, c.se_images**2 * n0 / n
+                d_runs, d_img = c.df_runs * (r - 1) / (r0 - 1), (c.n_blocks - 1) * n / n0
+                df = (v_runs + v_img) ** 2 / (v_runs**2 / d_runs + v_img**2 / d_img)
+                mde = smallest_detectable(np.sqrt(v_runs + v_img), df)
+                rows.append(dict(contrast=c.contrast, runs_per_set=r, test_patches=n, se=np.sqrt(v_runs + v_img), mde=mde,
+                                 paper_diff_archs=c.paper_diff_archs, detects_paper=bool(mde <= abs(c.paper_diff_archs))))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/05b_seg_tables.ipynb 27
 def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, cm_cms: dict, P, seed: int = 0) -> pd.DataFrame:
     "Per compute-matched mix and architecture (and pooled): F1 (%), optimiser steps and images seen of Real, of the mix epoch-matched and compute-matched, and each mix's hierarchical difference from Real."
     rows = []
@@ -192,7 +262,7 @@ def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, 
     return pd.DataFrame(rows)
 
 
-# %% ../nbs/05b_seg_tables.ipynb 21
+# %% ../nbs/05b_seg_tables.ipynb 30
 def per_class_gain(runs: pd.DataFrame, mixes) -> pd.DataFrame:
     "F1 gain (points) of each mix over Real per class: mean and sd over (architecture, seed) pairs, and the paper's Mean-row gain."
     real = runs[runs.mix == "real"].set_index(["arch", "seed"])
@@ -228,7 +298,7 @@ def plot_per_class_gain(gain: pd.DataFrame, absent=(), note=""):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05b_seg_tables.ipynb 24
+# %% ../nbs/05b_seg_tables.ipynb 33
 def pooled_encoder_features(encoder, x: torch.Tensor, size: int, norm, device="cpu") -> torch.Tensor:
     """The deepest stage of `encoder`, average-pooled (N, D), of a uint8 (N, 3, H, W) batch normalised by `norm`: Figure 4's
     space and chapter 07's domain space. A batch of another size is resized by `image_batch` (chapter 05's one rule for
@@ -247,7 +317,7 @@ def encoder_features(model, images: list, size: int, norm, batch_size: int = 16,
         feats.append(pooled_encoder_features(enc, x, size, norm, device).cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 0))
 
-# %% ../nbs/05b_seg_tables.ipynb 25
+# %% ../nbs/05b_seg_tables.ipynb 34
 FIG4_SETS = {"real_train": ("Real (train)", "#2ca02c", "o"), "real_test": ("Real (test)", "#7f7f7f", "s"),
              "uncond": ("Uncond.", "#d62728", "x"), "cond": ("Cond.", "#1f77b4", "^")}   # set key: label, colour, marker
 def fig4_label(key: str) -> str: return FIG4_SETS.get(key, (key,))[0]
@@ -282,7 +352,7 @@ def embed_features(groups: dict, seed: int = 42, methods=("t-SNE", "UMAP"), silh
             rows.append(dict(sets=f"{fig4_label(keys[i])} vs {fig4_label(keys[j])}", set_a=keys[i], set_b=keys[j], n=int(sel.sum()), **sil(X[sel], names[sel])))
     return names, emb, pd.DataFrame(rows)
 
-# %% ../nbs/05b_seg_tables.ipynb 26
+# %% ../nbs/05b_seg_tables.ipynb 35
 def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""):
     "Paper Figure 4: t-SNE (left) and UMAP (right), one colour and marker per set."
     import matplotlib.pyplot as plt
@@ -301,7 +371,7 @@ def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05b_seg_tables.ipynb 31
+# %% ../nbs/05b_seg_tables.ipynb 40
 def class_pixels(masks) -> np.ndarray:
     "Pixels per class (N, C) of colour mask files."
     return np.stack([np.bincount(rgb_to_labels(read_png(p), str(p)).ravel(), minlength=N_CLASSES) for p in masks])
@@ -326,7 +396,7 @@ def pseudo_label_table(sets: dict, ref: np.ndarray, labeller: dict | None = None
                                           "(biased upward: near 0 the interval lies above the estimate)")
 
 
-# %% ../nbs/05b_seg_tables.ipynb 35
+# %% ../nbs/05b_seg_tables.ipynb 44
 @torch.no_grad()
 def mask_fidelity(real_results: list, pairs: pd.DataFrame, size: int, batch_size: int = 16, device="cpu") -> tuple[pd.DataFrame, dict]:
     "Each Real run's best model on (image, conditioning mask) `pairs`: one row per run (its F1 there and on real test), and per architecture the per-image confusion matrices (runs, N, C, C)."
@@ -357,7 +427,7 @@ def fidelity_table(rows: pd.DataFrame, cms: dict, n_resamples: int = 1000, ci: f
     return pd.DataFrame(out)
 
 
-# %% ../nbs/05b_seg_tables.ipynb 39
+# %% ../nbs/05b_seg_tables.ipynb 48
 def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, profile_name: str) -> list[str]:
     "Plain statements of what a run at these settings, and with these runs, can and cannot show."
     out = []
@@ -381,7 +451,7 @@ def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, 
     if profile_name != "paper" and len(miss) < len(status) - 1:
         out.append("The synthetic sets are notebook 04's samples at this profile's scale (its FID curves, and the mask fidelity above, say "
                    "how good they are), not those of the paper's generators (FID 16 unconditional, 72 conditional).")
-    out.append(f"{int(P.n_seeds)} runs per cell: the hierarchical test (chapter 00a) carries the run-to-run variation, and with so few runs "
-               "its intervals are wide by design; the image-level test beside it does not, and overstates significance.")
+    out.append(f"{int(P.n_seeds)} runs per cell: the headline intervals pool the run-to-run variance over the training sets of a "
+               "family (chapter 00a) and resample test images in spatial blocks; `mde` says which differences the run can "
+               "detect. The image-level test beside them holds the models fixed, and overstates significance.")
     return out
-

@@ -52,12 +52,18 @@ def encoder_normalization(encoder: str) -> tuple:
     return LITE_NORM if "lite" in encoder else IMAGENET_NORM
 
 def build_model(arch: str, encoder: str, n_classes: int = N_CLASSES, **arch_kwargs) -> torch.nn.Module:
-    "An smp model with a randomly initialised encoder (never downloads); see `load_encoder_weights`."
+    """An smp model with a randomly initialised encoder (never downloads); see `load_encoder_weights`. smp's
+    EfficientNet encoders (efficientnet-b0 ... b7) keep their ImageNet head (`_conv_head`, `_bn1`), which no
+    output uses: it is dropped, so every parameter gets a gradient and DDP can train the model (the same
+    outputs)."""
     if arch not in ARCHS: raise ArasError(f"unknown architecture {arch!r}: choose one of {ARCHS}")
     import segmentation_models_pytorch as smp
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=n_classes, **arch_kwargs)
+        model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=n_classes,
+                                 **arch_kwargs)
+    if hasattr(model.encoder, "_conv_head"): del model.encoder._conv_head, model.encoder._bn1
+    return model
 
 def _load_into(module: torch.nn.Module, sd: dict, source) -> int:
     "Load `sd` into `module`, requiring every tensor of `module` (extra tensors such as a classifier are ignored)."

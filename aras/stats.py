@@ -7,11 +7,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 # %% auto 0
-__all__ = ['METRICS', 'metrics_from_cm', 'percentile_ci', 'rater_bootstrap', 'bootstrap_interval', 'paired_test',
-           'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions', 'rejection_rates',
-           'composition_divergence', 'format_p']
+__all__ = ['METRICS', 'LEVEL', 'ALPHA', 'metrics_from_cm', 'percentile_ci', 'rater_bootstrap', 'bootstrap_interval',
+           'paired_test', 'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions', 'rejection_rates',
+           'image_blocks', 'block_weights', 'pooled_run_variance', 'smallest_detectable', 'contrast_test',
+           'contrast_coverage', 'direction_verdict', 'size_verdict', 'equivalence_verdict', 'class_gain_rho',
+           'critical_rho', 'grouped_rho', 'composition_divergence', 'format_p']
 
 # %% ../nbs/00a_statistics.ipynb 6
 METRICS = ("f1", "iou", "precision", "recall", "accuracy")
@@ -128,20 +131,27 @@ def hierarchical_bootstrap(cms_a: np.ndarray, cms_b: np.ndarray, n_resamples: in
     d, obs = pick(ba) - pick(bb), fa.mean() - fb.mean()
     return dict(diff=float(obs), p=float((1 + np.sum(np.abs(d - obs) >= abs(obs) - 1e-12)) / (n_resamples + 1)))
 
-def simulate_confusions(rng, runs_a: int, runs_b: int, n_images: int = 48, pixels: int = 400, effect: float = 0.0,
-                        run_sd: float = 0.15, image_sd: float = 0.5, noise_sd: float = 0.1, n_classes: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    "Per-image confusion matrices (runs, N, C, C) of two training sets that differ by `effect` (logit of a correct pixel): each run has its own offset, each image its own difficulty shared by all runs."
+def simulate_confusions(rng, *runs: int, n_images: int = 48, pixels: int = 400, effect: float = 0.0, run_sd: float = 0.15,
+                        image_sd: float = 0.5, noise_sd: float = 0.1, n_classes: int = 7, block: int = 1,
+                        block_sd: float = 0.0) -> tuple[np.ndarray, ...]:
+    """Per-image confusion matrices (runs, N, C, C) of training sets with `runs` runs each; the first differs from the
+    others by `effect` (logit of a correct pixel). Each run has its own offset, each image its own difficulty shared by all
+    runs, and consecutive images in spatial blocks of `block` share a further offset (sd `block_sd`)."""
     share = rng.dirichlet(np.full(n_classes, 0.7), size=n_images)
     truth = rng.multinomial(pixels, share)                                      # (N, C) true pixels per class
     hard = rng.normal(0, image_sd, size=(n_images, n_classes))
+    if block > 1:                                                               # neighbours alike: spatial correlation
+        hard = hard + np.repeat(rng.normal(0, block_sd, size=(-(-n_images // block), 1)), block, 0)[:n_images]
     off_diag = ~np.eye(n_classes, dtype=bool)
     out = []
-    for runs, e in ((runs_a, effect), (runs_b, 0.0)):
-        logit = 1.0 + e + rng.normal(0, run_sd, (runs, 1, 1)) + hard + rng.normal(0, noise_sd, (runs, n_images, n_classes))
+    for k, r in enumerate(runs):
+        logit = (1.0 + (effect if k == 0 else 0.0) + rng.normal(0, run_sd, (r, 1, 1)) + hard
+                 + rng.normal(0, noise_sd, (r, n_images, n_classes)))
         right = rng.binomial(np.broadcast_to(truth, logit.shape), 1 / (1 + np.exp(-logit)))
-        cm = np.zeros((runs, n_images, n_classes, n_classes))
+        cm = np.zeros((r, n_images, n_classes, n_classes))
         cm[..., range(n_classes), range(n_classes)] = right
-        cm[..., off_diag] = rng.multinomial(truth - right, np.full(n_classes - 1, 1 / (n_classes - 1))).reshape(runs, n_images, -1)
+        wrong = rng.multinomial(truth - right, np.full(n_classes - 1, 1 / (n_classes - 1)))
+        cm[..., off_diag] = wrong.reshape(r, n_images, -1)
         out.append(cm)
     return tuple(out)
 
@@ -157,6 +167,156 @@ def rejection_rates(n_reps: int = 100, runs: int = 3, alpha: float = 0.05, seed:
     return {k: v / n_reps for k, v in hits.items()}
 
 # %% ../nbs/00a_statistics.ipynb 23
+def image_blocks(names, block: int = 2) -> np.ndarray:
+    """Spatial block of each test image from ARAS-layout names `<tile>_<row>_<col>.png` (chapter 03a): blocks of
+    block x block patches of one tile. A name without row and column is a block of its own."""
+    import re
+    out = []
+    for k, name in enumerate(names):
+        m = re.match(r"(.+)_(\d+)_(\d+)\.\w+$", str(name).replace("\\", "/").rsplit("/", 1)[-1])
+        out.append(f"{m[1]}:{int(m[2]) // block}:{int(m[3]) // block}" if m else f"#{k}")
+    return np.array(out)
+
+def block_weights(blocks, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    "Bootstrap weights (B, N) that resample whole spatial blocks: each image weighs as often as its block was drawn."
+    _, inv = np.unique(np.asarray(blocks), return_inverse=True)
+    k = int(inv.max()) + 1
+    draws = np.random.default_rng(seed).multinomial(k, np.full(k, 1 / k), size=n_resamples)
+    return draws[:, inv].astype(np.float64)
+
+# %% ../nbs/00a_statistics.ipynb 25
+def pooled_run_variance(cells) -> tuple[float, int]:
+    "Run-to-run variance pooled over cells (each: the run values of one cell): squares about each cell's mean over sum(n - 1)."
+    cells = [np.asarray(c, np.float64) for c in cells]
+    df = sum(len(c) - 1 for c in cells)
+    if df <= 0: return np.nan, 0
+    return float(sum(((c - c.mean()) ** 2).sum() for c in cells) / df), df
+
+def smallest_detectable(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference a one-sided t test at `alpha` detects with probability `power` (noncentral t).
+    By hand: statsmodels' power classes derive df from sample sizes, not from pooled variances."""
+    from scipy import optimize, stats
+    if not (np.isfinite(se) and np.isfinite(df)) or se <= 0 or df <= 0: return np.nan
+    crit = stats.t.ppf(1 - alpha, df)
+    return float(se * optimize.brentq(lambda d: stats.nct.sf(crit, df, d) - power, 0.0, 1e3))
+
+# %% ../nbs/00a_statistics.ipynb 27
+def contrast_test(groups_a: list, groups_b: list, pooled: dict, family_a: str, family_b: str, blocks=None,
+                  n_resamples: int = 1000, ci: float = 0.95, seed: int = 0, stat: str = "f1", power: float = 0.8) -> dict:
+    """Training set a minus b with runs pooled by family and test images in spatial blocks. groups: per architecture,
+    per-image confusion matrices (runs, N, C, C) on the same N images (`groups_b` None: the level of a alone, an
+    interval for one training set); pooled: family -> (run variance, df) from `pooled_run_variance`; blocks: spatial
+    block per image (None: every image its own block)."""
+    from scipy import stats
+    k, n = len(groups_a), np.shape(groups_a[0])[1]
+    blocks = np.arange(n) if blocks is None else np.asarray(blocks)
+    w = block_weights(blocks, n_resamples, seed)
+    diff, boot, coef = 0.0, 0.0, {}
+    for ga, gb in zip(groups_a, groups_b if groups_b is not None else [None] * k):
+        for sign, fam, g in ((1, family_a, ga), (-1, family_b, gb)):
+            if g is None: continue
+            f, b = _run_f1(g, w, stat)
+            diff, boot = diff + sign * f.mean() / k, boot + sign * b.mean(1) / k
+            coef[fam] = coef.get(fam, 0.0) + 1 / len(g) / k**2
+    parts = [(pooled[f][0] * c, pooled[f][1]) for f, c in coef.items()] + [(boot.var(ddof=1), len(np.unique(blocks)) - 1)]
+    out = dict(diff=float(diff), n_images=n, n_blocks=len(np.unique(blocks)), se_images=math.sqrt(parts[-1][0]),
+               df_runs=int(sum(d for _, d in parts[:-1])))
+    var = sum(v for v, _ in parts)
+    if not np.isfinite(var) or any(d <= 0 for _, d in parts[:-1]):
+        return {**out, **dict.fromkeys(("se", "se_runs", "df", "ci_low", "ci_high", "p_greater", "p_less", "mde"), np.nan)}
+    df = var**2 / max(sum(v**2 / d for v, d in parts if d > 0), 1e-300)
+    se, half = math.sqrt(var), stats.t.ppf(0.5 + ci / 2, df) * math.sqrt(var)
+    t = diff / se if se > 0 else 0.0
+    return {**out, "se": se, "se_runs": math.sqrt(var - parts[-1][0]), "df": float(df), "ci_low": diff - half,
+            "ci_high": diff + half, "p_greater": float(stats.t.sf(t, df)), "p_less": float(stats.t.cdf(t, df)),
+            "mde": smallest_detectable(se, df, 1 - (0.5 + ci / 2), power)}
+
+# %% ../nbs/00a_statistics.ipynb 28
+def contrast_coverage(n_reps: int = 100, runs: int = 2, families=(4, 2), n_images: int = 80, block: int = 4,
+                      seed: int = 0, n_resamples: int = 300, **sim) -> dict:
+    """Simulated at a run's sizes with no true difference between sets: the share of 95% intervals of `contrast_test`
+    that cover 0, and of one-sided tests at 5% that reject, within a family and across families."""
+    rng, hit = np.random.default_rng(seed), {"within": [], "across": []}
+    fams = [f for f, m in enumerate(families) for _ in range(m)]
+    for r in range(n_reps):
+        sets = simulate_confusions(rng, *[runs] * len(fams), n_images=n_images, block=block, **sim)
+        f1 = [metrics_from_cm(s.sum(1))["f1"] for s in sets]
+        pooled = {f: pooled_run_variance([v for v, g in zip(f1, fams) if g == f]) for f in set(fams)}
+        blocks = np.arange(n_images) // block
+        for name, j in (("within", 1), ("across", len(fams) - 1)):
+            h = contrast_test([sets[j]], [sets[0]], pooled, fams[j], fams[0], blocks, n_resamples, seed=r)
+            hit[name].append((h["ci_low"] <= 0 <= h["ci_high"], h["p_greater"] < 0.05))
+    return {f"{k} {what}": float(np.mean([x[i] for x in v])) for k, v in hit.items()
+            for i, what in ((0, "coverage"), (1, "one-sided type I"))}
+
+# %% ../nbs/00a_statistics.ipynb 31
+LEVEL, ALPHA = 0.95, 0.05          # two-sided intervals; one-sided direction tests
+
+def direction_verdict(c, expect: str, paper: float) -> str:
+    """Verdict of a direction claim (`expect` '>0' or '<0') on a contrast `c` (diff, ci_low, ci_high, p_greater,
+    p_less, mde: a `seg_contrasts` row), with the paper's difference `paper` for the words."""
+    if not np.isfinite(c["mde"]): return "not run (1 run per cell: no run-to-run variance)"
+    up = expect == ">0"
+    p_dir, p_opp = (c["p_greater"], c["p_less"]) if up else (c["p_less"], c["p_greater"])
+    if p_dir < ALPHA: return "holds"
+    if p_opp < ALPHA: return "contradicted"
+    beyond = paper > c["ci_high"] if up else paper < c["ci_low"]
+    if (paper > 0) == up and beyond and c["mde"] <= abs(paper):
+        return f"contradicted at the paper's size ({paper:+.2f} lies beyond the interval; detectable from {c['mde']:.1f})"
+    if c["mde"] > abs(paper):
+        return f"cannot tell at this scale: smallest detectable {c['mde']:.1f} points, the paper's {paper:+.2f}"
+    return f"inconclusive: no difference shown, though the paper's {paper:+.2f} was detectable (from {c['mde']:.1f})"
+
+def size_verdict(c, expect: str, paper: float) -> str:
+    "A size claim: the direction, and the paper's value inside this run's 95% interval."
+    if np.isfinite(c["ci_low"]) and not c["ci_low"] <= paper <= c["ci_high"]:
+        return f"contradicted: the paper's {paper:+.2f} lies outside [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+    return direction_verdict(c, expect, paper)
+
+def equivalence_verdict(lo: float, hi: float, margin: float) -> str:
+    "Similar within `margin`: holds if the interval [lo, hi] lies below it, contradicted if wholly above."
+    return "holds" if hi <= margin else "contradicted" if lo > margin else \
+        f"cannot tell at this scale: the interval [{lo:.3g}, {hi:.3g}] spans the margin {margin:.3g}"
+
+# %% ../nbs/00a_statistics.ipynb 33
+def _spearman(x, y, axis=-1):
+    "Spearman's rho along `axis` (vectorised, so that scipy's permutation test can batch it)."
+    rx, ry = (stats.rankdata(v, axis=axis) for v in (x, y))
+    rx, ry = rx - rx.mean(axis, keepdims=True), ry - ry.mean(axis, keepdims=True)
+    return (rx * ry).sum(axis) / np.sqrt((rx ** 2).sum(axis) * (ry ** 2).sum(axis))
+
+def class_gain_rho(real_f1: np.ndarray, gain: np.ndarray) -> tuple[float, float]:
+    "Spearman's rho between Real's per-class F1 and the per-class gain, with its exact permutation p-value (two-sided)."
+    ok = np.isfinite(real_f1) & np.isfinite(gain)
+    x, y = real_f1[ok], gain[ok]          # permuting one variable against the other: n! pairings
+    res = stats.permutation_test((x,), lambda x, axis=-1: _spearman(x, y, axis), permutation_type="pairings",
+                                 vectorized=True, n_resamples=np.inf if ok.sum() <= 8 else 9999)
+    return float(res.statistic), float(res.pvalue)
+
+def critical_rho(n: int) -> float:
+    "The smallest |Spearman rho| whose exact two-sided permutation p is below 5% with `n` distinct ranks (NaN if none)."
+    import itertools
+    x = np.arange(n, dtype=float)
+    rhos = np.sort(np.abs([_spearman(x, np.array(p)) for p in itertools.permutations(range(n))]))
+    p = 1 - np.searchsorted(rhos, rhos - 1e-12) / len(rhos)           # share at least as extreme
+    ok = rhos[p < ALPHA]
+    return float(ok.min()) if len(ok) else np.nan
+
+def grouped_rho(metric: np.ndarray, f1: np.ndarray, groups: np.ndarray) -> tuple[float, float, float]:
+    """Spearman rho of `metric` vs `f1`, its exact two-sided p permuting the metric only within `groups`, and the
+    smallest p those permutations can give."""
+    import itertools
+    idx = [np.flatnonzero(groups == g) for g in dict.fromkeys(groups)]
+    rho = float(_spearman(metric, f1))
+    null = []
+    for perms in itertools.product(*(itertools.permutations(i) for i in idx)):
+        m = metric.copy()
+        for i, p in zip(idx, perms): m[i] = metric[list(p)]
+        null.append(_spearman(m, f1))
+    null = np.abs(null)
+    return rho, float(np.mean(null >= abs(rho) - 1e-12)), float(np.mean(null >= null.max() - 1e-12))
+
+# %% ../nbs/00a_statistics.ipynb 36
 def composition_divergence(px: np.ndarray, ref: np.ndarray, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0) -> dict:
     "Class composition (pixel shares) of a set against a reference set, from pixels per class (N, C) of each: Jensen-Shannon divergence (bits) and total variation, with percentile bootstrap intervals over the images of both."
     from scipy.spatial.distance import jensenshannon
@@ -171,7 +331,7 @@ def composition_divergence(px: np.ndarray, ref: np.ndarray, n_resamples: int = 1
                 shares=p[0], ref_shares=q[0])
 
 
-# %% ../nbs/00a_statistics.ipynb 26
+# %% ../nbs/00a_statistics.ipynb 39
 def format_p(p: float, n_resamples: int | None = None) -> str:
     "A p-value as text: `< 1/(B+1)` at the resolution of `n_resamples` resamples, else 3 significant digits."
     if p is None or not np.isfinite(p): return ""

@@ -27,3 +27,13 @@ def torchrun(module_args: list, env: dict, nodes: int = 1, procs: int = 2, timeo
     outs = [p.communicate(timeout=timeout) for p in launches]
     code = next((p.returncode for p in launches if p.returncode), 0)
     return subprocess.CompletedProcess(launches[0].args, code, "".join(o for o, _ in outs), "".join(e for _, e in outs))
+
+
+def torchrun_script(tmp_path, name: str, source: str, procs: int = 2) -> dict:
+    "Write `source` as `<name>.py` in `tmp_path`, run it on `procs` local processes, return the dict rank 0 prints after RESULT."
+    import json
+    (tmp_path / f"{name}.py").write_text(source)
+    path = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    p = torchrun([name], {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}, procs=procs)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.split("RESULT ")[1].splitlines()[0])

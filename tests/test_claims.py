@@ -1,88 +1,166 @@
-"Claims report (notebook 09): verdicts from intervals, run-level paired comparisons, not-run rows, the written report."
+"Claims report (notebook 09) and its statistics (00a): each claim's test in the shape of its words, checked by simulation at the run's sizes."
 import numpy as np
 import pandas as pd
-import pytest
+from scipy import stats
 
 from aras import claims as C
+from aras import stats as S
 from aras.core import make_run
+from aras.seg_tables import CONTRASTS, paper_diff
+
+AUG = "every augmented mix (Real + Cond., Real + Uncond. 3x, Real + Uncond. 3x + Cond.) scores above Real"
+C1 = "synthetic-only training scores slightly below Real (Uncond. 1x)"
+C2 = "more synthetic data helps: Uncond. 3x above Uncond. 1x"
 
 
-def _runs(gain=3.0, noise=0.5, seeds=3, archs=("Unet", "FPN", "PAN"), seed=0):
-    rng = np.random.default_rng(seed)
+def _contrasts(diffs: dict, se=0.5, df=6.0, default=2.0):
+    "A seg_contrasts table: other - base = diffs.get((other, base), default) points, standard error `se`, `df`."
+    t = stats.t(df)
     rows = []
-    for a in archs:
-        for s in range(seeds):
-            base = 0.70 + rng.normal(0, 0.02)                       # seed/arch effect shared by the pair
-            for mix, g in (("real", 0), ("uncond_1x", -4), ("uncond_3x", -2), ("real_cond", gain),
-                           ("real_uncond_3x", gain + 1), ("real_uncond_3x_cond", gain)):
-                f1 = base + (g + rng.normal(0, noise)) / 100
-                rows.append(dict(mix=mix, arch=a, seed=s, f1=f1, epochs_run=12, best_epoch=6,
-                                 **{f"f1_{c}": f1 for c in C.CLASSES}))
+    for o, b in CONTRASTS:
+        d = diffs.get((o, b), default)
+        rows.append(dict(other=o, base=b, status="ok", runs=4, n_images=80, n_blocks=20, diff=d,
+                         ci_low=d - t.ppf(.975) * se, ci_high=d + t.ppf(.975) * se, p_greater=t.sf(d / se),
+                         p_less=t.cdf(d / se), mde=S.smallest_detectable(se, df), paper_diff_archs=paper_diff(o, b, ("Unet",))))
     return pd.DataFrame(rows)
 
 
-def test_paired_gain_recovers_a_known_difference_and_its_interval_covers_it():
-    cover = 0
-    for k in range(300):
-        m, lo, hi, n = C.paired_gain(_runs(gain=3.0, seed=k), "real", "real_cond")
-        assert n == 9
-        cover += lo <= 3.0 <= hi
-    assert 0.92 <= cover / 300 <= 0.98      # a 95% t interval over 9 paired runs covers the truth about 95% of the time
+def test_contrast_interval_covers_and_holds_its_level_at_the_run_sizes():
+    # the small run: 2 runs per training set, 4 real-containing + 2 synthetic-only sets, 80 test images in 2x2 blocks
+    cov = S.contrast_coverage(200, runs=2, families=(4, 2), n_images=80, block=4, seed=11, block_sd=0.5)
+    for k in ("within", "across"):
+        assert 0.90 <= cov[f"{k} coverage"] <= 0.99, cov
+        assert cov[f"{k} one-sided type I"] <= 0.09, cov
 
 
-def test_verdicts_follow_the_interval_not_the_point():
-    assert C.verdict(0.1, 2.0, ">0") == "holds"
-    assert C.verdict(-0.1, 2.0, ">0").startswith("inconclusive")
-    assert C.verdict(-2.0, -0.1, ">0") == "contradicted"
+def test_smallest_detectable_effect_is_detected_80_percent_of_the_time():
+    rng, sd, runs, mixes, hits = np.random.default_rng(0), 1.0, 2, 4, 0
+    df = mixes * (runs - 1)
+    true_se = sd * np.sqrt(2 / runs)
+    delta = S.smallest_detectable(true_se, df)
+    crit = stats.t.ppf(0.95, df)
+    for _ in range(4000):
+        x = rng.normal(0, sd, (mixes, runs)); x[1] += delta            # set 1 is better by delta
+        se = np.sqrt(S.pooled_run_variance(list(x))[0] * 2 / runs)
+        hits += (x[1].mean() - x[0].mean()) / se > crit
+    assert abs(hits / 4000 - 0.80) < 0.03
 
 
-def test_claims_table_on_known_runs(tmp_path):
-    _runs(gain=3.0, noise=0.3).to_csv(tmp_path / "seg_runs.csv", index=False)
+def test_a_size_a_direction_and_a_similarity_are_three_tests():
+    far = dict(diff=-34.8, ci_low=-40.9, ci_high=-28.7, p_greater=1.0, p_less=1e-4, mde=5.0)
+    assert S.direction_verdict(far, "<0", -3.31) == "holds"                            # below: yes
+    assert S.size_verdict(far, "<0", -3.31).startswith("contradicted: the paper's -3.31 lies outside")   # slightly: no
+    near = dict(diff=-3.0, ci_low=-5.0, ci_high=-1.0, p_greater=0.99, p_less=0.005, mde=2.0)
+    assert S.size_verdict(near, "<0", -3.31) == "holds"
+    assert S.equivalence_verdict(0.10, 0.14, 0.038) == "contradicted"                   # similar: below the margin
+    assert S.equivalence_verdict(0.001, 0.03, 0.038) == "holds"
+    assert S.equivalence_verdict(0.02, 0.06, 0.038).startswith("cannot tell at this scale")
+
+
+def test_a_run_too_small_for_the_paper_says_so_with_the_smallest_detectable_effect():
+    wide = dict(diff=0.5, ci_low=-8.0, ci_high=9.0, p_greater=0.4, p_less=0.6, mde=6.1)
+    assert S.direction_verdict(wide, ">0", 1.63) == "cannot tell at this scale: smallest detectable 6.1 points, the paper's +1.63"
+    tight = dict(diff=0.1, ci_low=-0.4, ci_high=0.6, p_greater=0.4, p_less=0.6, mde=0.7)
+    assert S.direction_verdict(tight, ">0", 1.63).startswith("contradicted at the paper's size")
+
+
+def test_claims_table_on_known_contrasts(tmp_path):
+    _contrasts({("uncond_1x", "real"): -3.0, ("uncond_3x", "real"): -2.0, ("uncond_3x", "uncond_1x"): 1.0},
+               se=0.3, df=20).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     t = C.claims_table(tmp_path).set_index("claim")
     assert len(t) == len(C.CLAIMS)
-    assert t.loc["every augmented mix (Real + Cond., Real + Uncond. 3x, Real + Uncond. 3x + Cond.) scores above Real", "verdict"] == "holds"
-    assert t.loc["synthetic-only training scores slightly below Real (Uncond. 1x)", "verdict"] == "holds"
-    assert t.loc["more synthetic data helps: Uncond. 3x above Uncond. 1x", "verdict"] == "holds"
-    assert t.verdict.str.contains("not run").sum() >= 8          # the tables of 05-08 other than seg_runs are absent
+    assert t.loc[AUG, "verdict"] == "holds" and t.loc[C1, "verdict"] == "holds" and t.loc[C2, "verdict"] == "holds"
+    assert np.isclose(t.loc[AUG, "paper_value"], -0.01)        # a Unet-only run against the paper's Unet rows
+    assert "over 6 architectures" in t.loc[AUG, "paper_evidence"]
+    _contrasts({("uncond_1x", "real"): -35.0}, se=0.3, df=20).to_csv(tmp_path / "seg_contrasts.csv", index=False)
+    assert C.claims_table(tmp_path).set_index("claim").loc[C1, "verdict"].startswith("contradicted: the paper's")
 
 
 def test_contradicted_when_augmentation_hurts(tmp_path):
-    _runs(gain=-3.0, noise=0.3).to_csv(tmp_path / "seg_runs.csv", index=False)
+    _contrasts({}, se=0.3, df=20, default=-3.0).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     t = C.claims_table(tmp_path).set_index("claim")
-    assert t.loc["every augmented mix (Real + Cond., Real + Uncond. 3x, Real + Uncond. 3x + Cond.) scores above Real", "verdict"] == "contradicted"
+    assert t.loc[AUG, "verdict"] == "contradicted"
+
+
+def test_best_augmentation_reports_the_smallest_margin(tmp_path):
+    _contrasts({("real_uncond_3x", "real_cond"): -0.65, ("real_uncond_3x", "real_uncond_3x_cond"): -1.07},
+               se=2.0).to_csv(tmp_path / "seg_contrasts.csv", index=False)
+    r = C.best_augmentation_claim(C.Tables(tmp_path))
+    assert np.isclose(r["ours"], -1.07)
+
+
+def test_rare_classes_leave_out_unlearned_classes_and_split_the_real_runs(tmp_path):
+    rows = []
+    for s in (0, 1):
+        for mix in ("real", *C.AUGMENTED):
+            f1 = {c: 0.5 + 0.05 * k for k, c in enumerate(C.CLASSES)}
+            f1["Built-up"] = 0.0                                     # never learned: no gain to rank
+            if mix != "real": f1 = {c: v + (0.1 - 0.012 * k if v else 0) for k, (c, v) in enumerate(f1.items())}
+            rows.append(dict(mix=mix, arch="Unet", seed=s, f1=0.5, **{f"f1_{c}": v for c, v in f1.items()}))
+    pd.DataFrame(rows).to_csv(tmp_path / "seg_runs.csv", index=False)
+    r = C.rare_class_claim(C.Tables(tmp_path))
+    assert "Built-up" in r["note"] and np.isclose(r["ours"], -1.0) and r["verdict"] == "holds"
+    assert np.isclose(r["mde"], S.critical_rho(6))
+
+
+def test_a_metric_that_only_separates_the_groups_is_not_a_ranking():
+    metric, f1 = np.array([90., 95, 31, 33, 30, 32]), np.array([.3, .2, .7, .71, .72, .73])
+    assert stats.spearmanr(metric, f1).statistic < -0.7                 # pooled over groups it looks reliable
+    rho, p, min_p = S.grouped_rho(metric, f1, np.array(list("ssrrrr")))
+    assert p > 0.05 and np.isclose(min_p, 1 / 48)
 
 
 def test_a_changed_table_layout_is_a_not_run_row_not_a_crash(tmp_path):
-    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "seg_runs.csv", index=False)
+    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     t = C.claims_table(tmp_path)
-    assert t.verdict.str.startswith("not run").all()
+    own = t.paper_evidence.str.len().gt(0) & t.test.str.startswith(("the paper's text", "what the published"))
+    assert t[~own].verdict.str.startswith("not").all() and own.sum() == 2      # the paper's text, the referee's question
 
 
 def test_report_is_written_beside_the_figures(tmp_path):
     run = make_run("small", out_dir=tmp_path)
-    _runs().to_csv(run.table_dir / "seg_runs.csv", index=False)
+    _contrasts({}).to_csv(run.table_dir / "seg_contrasts.csv", index=False)
+    pd.DataFrame(dict(model=["uncond"], stopped_by=["FID plateau"], kimg_reached=[11.0], fid_best=[99.3],
+                      fid_real_floor=30.6)).to_csv(run.table_dir / "gan_training_summary.csv", index=False)
     C.write_claims(run)
     md = (run.fig_dir / "claims.md").read_text()
-    assert md.startswith("# Claims") and "runs ended on a validation plateau" in md and "Tests:" in md
+    assert md.startswith("# Claims") and "3.2x the real-vs-real floor 30.6: far from the real data" in md
+    assert "smallest F1 difference detectable at 80% power" in md and " detectable |" in md.split("\n|---")[0]
     assert len(pd.read_csv(run.fig_dir / "claims.csv")) == len(C.CLAIMS)
 
 
 def test_a_verdict_resting_on_an_unconverged_model_is_not_a_result(tmp_path):
-    runs = _runs(gain=3.0, noise=0.3)
+    _contrasts({("uncond_1x", "real"): -3.0, ("uncond_3x", "uncond_1x"): 1.0}, se=0.3, df=20).to_csv(
+        tmp_path / "seg_contrasts.csv", index=False)
+    runs = pd.DataFrame([dict(mix=m, arch="Unet", seed=s, f1=0.7, converged=True) for m in C.ALL_SETS for s in (0, 1)])
     runs.to_csv(tmp_path / "seg_runs.csv", index=False)
     pd.DataFrame(dict(model=["uncond", "cond"], stopped_by=["FID plateau", "kimg budget"], kimg_reached=[12.0, 8.0],
                       fid_best=[60.0, 45.5], fid_real_floor=30.6)).to_csv(tmp_path / "gan_training_summary.csv", index=False)
     t = C.claims_table(tmp_path).set_index("claim")
-    aug = "every augmented mix (Real + Cond., Real + Uncond. 3x, Real + Uncond. 3x + Cond.) scores above Real"
-    assert t.loc[aug, "verdict"] == ("inconclusive (the cond GAN stopped at its kimg budget before an FID plateau; "
+    assert t.loc[AUG, "verdict"] == ("inconclusive (the cond GAN stopped at its kimg budget before an FID plateau; "
                                      "unconverged, the run reads: holds)")          # the mix uses the conditional samples
-    assert t.loc["more synthetic data helps: Uncond. 3x above Uncond. 1x", "verdict"] == "holds"   # unconditional only
-    still = runs.index[runs.mix == "uncond_3x"][0]
-    runs.assign(converged=runs.index != still).to_csv(tmp_path / "seg_runs.csv", index=False)   # one Uncond. 3x run still learning
+    assert t.loc[C2, "verdict"] == "holds"                                            # unconditional only
+    runs.assign(converged=~((runs.mix == "uncond_3x") & (runs.seed == 0))).to_csv(tmp_path / "seg_runs.csv", index=False)
     t = C.claims_table(tmp_path).set_index("claim")
-    assert t.loc["more synthetic data helps: Uncond. 3x above Uncond. 1x", "verdict"].startswith(
-        "inconclusive (1 of 9 segmentation runs on Uncond. 3x did not reach a validation plateau")
-    before = "synthetic-only training scores slightly below Real (Uncond. 1x)"      # Real vs Uncond. 1x: not resting on it
-    assert t.loc[before, "verdict"] == "holds"
-    imagenet = "ImageNet feature-space metrics are unreliable indicators of utility for EO"   # all six sets, if it ran
-    assert "Uncond. 3x did not reach" in t.loc[imagenet, "verdict"] or t.loc[imagenet, "verdict"].startswith("not run")
+    assert t.loc[C2, "verdict"].startswith("inconclusive (1 of 2 segmentation runs on Uncond. 3x did not reach")
+    assert t.loc[C1, "verdict"] == "holds"                                            # Real vs Uncond. 1x: not resting on it
+
+
+def test_entropy_difference_interval_holds_its_level_at_the_run_sizes(tmp_path):
+    "Claim 14's interval of mean |r| pixel minus feature: 4 fixed pairings of 96, 96, 96 and 16 pairs, no true difference."
+    from aras.metric_studies import pearson_table
+    pix, feat = C.PIXEL_METRICS, ("cosine distance [lite0]", "cosine distance [domain]", "lite0_distance (uncalibrated)")
+    rng = np.random.default_rng(0)
+    for shared in (0.0, 0.5):                       # metrics of one pairing independent, or sharing half their noise
+        cover = 0
+        for k in range(40):
+            rows = []
+            for pairing, n in zip(C.PRESPECIFIED, (96, 96, 96, 16)):
+                x, common = rng.normal(size=n), rng.normal(size=n)
+                noise = {m: np.sqrt(shared) * common + np.sqrt(1 - shared) * rng.normal(size=n) for m in pix + feat}
+                scores = {m: 0.35 * x + np.sqrt(1 - 0.35**2) * e for m, e in noise.items()}
+                rows.append(pearson_table(x, scores, n_boot=50, seed=k, n_perm=10).assign(pairing=pairing, source="toyland"))
+            pd.concat(rows).to_csv(tmp_path / "metrics_entropy_bias.csv", index=False)
+            r = C.entropy_claim(C.Tables(tmp_path))
+            cover += r["ci_low"] <= 0 <= r["ci_high"]
+        assert cover / 40 >= 0.88, (shared, cover)

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aras.core import (ArasError, atomic_path, get_profile, make_run, markdown_table, save_table,
-                       settings_hash, write_json)
+from aras.core import (ArasError, atomic_path, get_profile, make_run, markdown_table, process_share,
+                       save_table, settings_hash, write_json)
 
 
 def test_profiles_hold_the_paper_settings():
@@ -99,3 +99,25 @@ def test_settings_are_typed_and_overrides_checked_against_the_types():
     ok = get_profile("smoke", **{"gan.uncond.kimg": 2, "segmentation.archs": ["Unet"], "metrics.image_px": None,
                                  "segmentation.compile": "eager", "segmentation.amp": "bf16"})
     assert ok.gan.uncond.kimg == 2 and ok.segmentation.archs == ["Unet"] and ok.metrics.image_px is None
+
+
+def test_a_bare_cuda_device_becomes_this_ranks_gpu(monkeypatch):
+    "Under torchrun (LOCAL_RANK), every entry point's 'cuda' is the rank's own GPU; cpu stays cpu."
+    from aras.core import init_distributed, local_device
+    monkeypatch.delenv("LOCAL_RANK", raising=False); monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert [local_device(d) for d in ("cuda", "cuda:1", "cpu")] == ["cuda", "cuda:1", "cpu"]
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert [local_device(d) for d in ("cuda", "cuda:0", "cpu")] == ["cuda:3", "cuda:3", "cpu"]
+    share = lambda *args: process_share("python -m aras.x", "", ["--profile", "smoke", *args])[1].device
+    assert share("--device", "cuda") == "cuda:3" and share() == "cpu"      # captioning, metrics, gan sample
+    assert init_distributed("cuda") == "cuda:3"                            # gan and segmentation training
+
+
+def test_work_dir_is_the_same_for_a_relative_and_an_absolute_data_root(tmp_path, monkeypatch):
+    "work_dir hashes the resolved data root, as `aras reproduce` passes it: torchrun's ranks find that work."
+    monkeypatch.chdir(tmp_path); (tmp_path / "data").mkdir()
+    rel, absolute = make_run("smoke", "data"), make_run("smoke", tmp_path / "data")
+    assert rel.work_dir == absolute.work_dir == make_run("smoke", "./data/../data").work_dir
+    resolved = settings_hash(str((tmp_path / "data").resolve()))
+    assert absolute.work_dir.name == f"smoke-{resolved}-s0"                    # as before for a resolved root
+    assert make_run("smoke").work_dir.name == f"smoke-{settings_hash('None')}-s0"   # the default run's folder

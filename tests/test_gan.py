@@ -133,6 +133,16 @@ def test_ada_probability_follows_the_overfitting_heuristic():
     y.sum().backward() if y.requires_grad else None                     # differentiable when x is
 
 
+def test_ada_statistics_stay_on_the_device_of_the_logits():
+    "Sign sum and count are stacked on the logits' device (`meta` shows a CPU count beside CUDA logits)."
+    aug = nets.AdaAugment().to("meta")
+    aug.accumulate(torch.randn(16, device="meta"))
+    assert aug.signs.device.type == "meta" and aug.signs.shape == (2,)
+    cpu = nets.AdaAugment()
+    cpu.accumulate(torch.tensor([1.0, -2.0, 3.0])); cpu.accumulate(torch.tensor([0.5]))
+    assert cpu.signs.tolist() == [2.0, 4.0]                            # sum of signs, number of logits
+
+
 def _ada_per_sample(x, p):
     "ADA as it was written before it was vectorised: a Python loop over the batch for rotations and shifts."
     B = x.shape[0]
@@ -229,6 +239,26 @@ def test_interrupted_and_resumed_training_ends_in_the_same_weights(kind, fid, da
         assert all(torch.equal(ga[k], gb[k]) for k in ga)
     else:
         assert resumed.tracker is None and "fid" not in log and not (tmp_path / "run" / "best.pt").exists()
+
+
+class _OnDevice:
+    """A state tensor as `torch.load(map_location='cuda:0')` returns it, to a CPU-only test:
+    `torch.set_rng_state` refuses it (as it refuses a CUDA ByteTensor); only `.cpu()` gives its bytes."""
+    def __init__(self, t): self.t = t
+    def cpu(self): return self.t
+
+
+def test_rng_states_loaded_onto_another_device_are_restored_exactly():
+    "A GPU resume reads the RNG states onto the GPU: they are set from CPU copies; the draws go on exactly."
+    gen = torch.Generator().manual_seed(7); torch.manual_seed(8); np.random.seed(9)
+    state = gan._rng_state(gen)
+    want = torch.rand(3), torch.rand(3, generator=gen), np.random.rand(3)
+    moved = {k: _OnDevice(v) if torch.is_tensor(v) else v for k, v in state.items()}
+    moved["numpy"] = [_OnDevice(v) if torch.is_tensor(v) else v for v in state["numpy"]]
+    gen2 = torch.Generator().manual_seed(0); torch.manual_seed(0); np.random.seed(0)
+    gan._set_rng_state(moved, gen2)
+    got = torch.rand(3), torch.rand(3, generator=gen2), np.random.rand(3)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and np.array_equal(got[2], want[2])
 
 
 def test_plateau_rule_on_made_up_scores():
@@ -361,6 +391,24 @@ def test_two_processes_hold_identical_weights(kind, prepared, tmp_path):
     log = gan.read_log(tmp_path)
     assert log.kimg.iloc[-1] == pytest.approx(0.032)                 # both processes' images are counted
     assert log.fid.notna().sum() == 2 and (tmp_path / "best.pt").exists()   # FID at 0.016 and 0.032 kimg
+
+
+@pytest.mark.parametrize("world", [1, 3, 8, 16])
+def test_the_paper_conditional_batch_splits_over_8_and_16_ranks(world):
+    "50 images over `world` ranks: as even as can be (some ranks one more), summing to the global batch."
+    sizes = [gan.rank_batch(50, r, world) for r in range(world)]
+    assert sum(sizes) == 50 and max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    with pytest.raises(ArasError, match="batch 4 is smaller than 8 processes"): gan.rank_batch(4, 0, 8)
+
+
+def test_a_rank_of_sixteen_trains_its_share_of_the_conditional_batch(data16, tmp_path, monkeypatch):
+    "train_gan under 16 ranks (as rank 1 sees it) takes 4 of the 50 images; its gradients weigh 4 x 16 / 50."
+    monkeypatch.setattr(gan, "rank_world", lambda: (1, 16))
+    seen, real_step = [], gan.TASKS["cond"].train_step
+    def step(self, reals, *a): seen.append(len(reals)); return real_step(self, reals, *a)
+    monkeypatch.setattr(gan.TASKS["cond"], "train_step", step)
+    task = gan.train_gan("cond", small("cond", batch=50, kimg=0.1), data16, tmp_path, progress=False)
+    assert seen == [4, 4] and task.reduce_G.weight == task.reduce_D.weight == 4 * 16 / 50
 
 
 def test_rewriting_the_same_samples_keeps_their_files_untouched(tmp_path):
@@ -503,6 +551,34 @@ def test_bucketed_overlapped_all_reduce_gives_the_flat_all_reduce_bit_for_bit(tm
     assert res["buckets"] > 4 and res["overlapped"] >= res["buckets"] - 1   # sent during backward, not after it
 
 
+UNEVEN = '''
+import json, torch, torch.distributed as dist
+from aras.core import init_distributed
+from aras.gan import rank_batch
+from aras.gan_tasks import GradReducer
+init_distributed()
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0); net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+x = torch.randn(5, 6)                                # the global batch: 3 images on rank 0, 2 on rank 1
+sizes = [rank_batch(5, r, world) for r in range(world)]
+mine = x[sum(sizes[:rank]):sum(sizes[:rank + 1])]
+def grads(): return torch.cat([p.grad.flatten() for p in net.parameters()])
+red = GradReducer(net); red.weight = sizes[rank] * world / 5
+red.backward(net(mine).square().mean()); got = grads()
+net.zero_grad(); net(x).square().mean().backward(); whole = grads()
+net.zero_grad(); red.weight = 1.0; red.backward(net(mine).square().mean()); plain = grads()
+same, plain_differs = torch.allclose(got, whole, rtol=1e-5, atol=1e-7), not torch.allclose(plain, whole, 1e-3)
+if rank == 0: print("RESULT", json.dumps(dict(sizes=sizes, same=same, plain_differs=plain_differs)))
+dist.destroy_process_group()
+'''
+
+
+def test_unequal_rank_batches_average_to_the_gradient_of_the_whole_batch(tmp_path):
+    "GradReducer weights each rank by its share: 3 + 2 images on 2 ranks give the gradient of all 5."
+    from launch import torchrun_script
+    assert torchrun_script(tmp_path, "uneven_check", UNEVEN) == dict(sizes=[3, 2], same=True, plain_differs=True)
+
+
 @pytest.mark.parametrize("kind", ["uncond", "cond"])
 def test_gpu_practice_switches_train_and_leave_default_folders_alone(kind, data16, tmp_path):
     "bf16 autocast, channels_last and torch.compile (aot_eager: double backward must stay uncompiled) train both GANs."
@@ -537,3 +613,51 @@ def test_snapshot_file_is_what_trained_generator_loads(tmp_path):
     G_best = save("best.pt", 2)
     assert gan.snapshot_file(R, "uncond") == d / "best.pt"
     assert gan.weights_digest(gan.trained_generator(R, "uncond")) == gan.weights_digest(G_best) != gan.weights_digest(G_last)
+
+
+def test_fid_tracker_holds_one_chunk_of_images_and_gives_the_all_at_once_fid(data16, tmp_path, monkeypatch):
+    "Issue 31: the tracker kept every generated image (and every real one in fp32) before featurising them."
+    from aras.distributional import fid_from_features
+    import hashlib, weakref
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 6, 4, 4)                                     # a tiny random extractor
+    live, held, made = [0], [], []              # uint8 images alive now; alive at each extractor call; sizes generated / decoded
+    def ext(x):
+        held.append(live[0])
+        with torch.no_grad(): return conv(x.float() / 127.5 - 1).mean((2, 3))
+    G = nets.Generator(16, 16, 16, 256, 32, 2).eval()
+    cfg = with_fid("uncond", n_real=10, n_fake=10).fid
+    # the default chunk: the FID of the images featurised all at once (the extractor and G see the same batches), bit for bit
+    fid = tasks.FidTracker("uncond", data16, cfg, tmp_path / "a", extractor=ext).measure(G, 10)
+    def at_once(x): return np.concatenate([ext(x[k:k + 64]).cpu().numpy() for k in range(0, len(x), 64)])
+    reals = tasks._uint8(data16.fetch(tasks.FidTracker("uncond", data16, cfg, tmp_path).real_idx)[0])
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(10)])).float()
+    with torch.no_grad(): fakes = tasks._uint8(G(z, noise_mode="const"))
+    assert fid == fid_from_features(at_once(reals), at_once(fakes))
+    key = str(np.load(tmp_path / "a" / "fid_reference.npz")["key"])       # the cache key of before: old caches stay valid
+    assert key.startswith(hashlib.sha256(reals.numpy().tobytes()).hexdigest()[:16] + "-")
+    # a chunk of 4: at most the chunk in use and the next one alive, whatever n_real and n_fake
+    uint8, fetch = tasks._uint8, data16.fetch
+    def counted_uint8(x):
+        out = uint8(x); live[0] += len(out); weakref.finalize(out, lambda n=len(out): live.__setitem__(0, live[0] - n))
+        held.append(live[0]); return out
+    class Counted(torch.nn.Module):
+        z_dim = G.z_dim
+        def forward(self, z, **kw): made.append(len(z)); return G(z, **kw)
+    monkeypatch.setattr(tasks, "_uint8", counted_uint8)
+    monkeypatch.setattr(data16, "fetch", lambda idx: (made.append(len(idx)), fetch(idx))[1])
+    tracker = tasks.FidTracker("uncond", data16, cfg, tmp_path / "b", extractor=ext)
+    tracker.chunk, held[:] = 4, []
+    tracker.measure(Counted(), 10)
+    assert max(made) <= 4 and max(held) <= 2 * 4, (made, held)
+
+
+def test_the_gan_command_without_out_trains_where_the_chapter_reads(prepared, tmp_path, monkeypatch):
+    "Issue 31: the README's `--out runs/gan-uncond` was a folder chapter 04b never reads; the default is the run's `gan_dir`."
+    from aras.core import make_run
+    monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache")); monkeypatch.chdir(tmp_path)
+    root = prepared[0]
+    sets = [f"{k}={json.dumps(v)}" for k, v in {**SMALL_U, "gan.uncond.kimg": 0.008}.items()]
+    gan.gan_main(["--kind", "uncond", "--data-root", str(root), "--profile", "smoke", "--set", *sets])
+    run = make_run("smoke", root, tmp_path / "figs", overrides=sets)
+    assert gan.snapshot_file(run, "uncond") == gan.gan_dir(run, "uncond") / "checkpoint.pt"

@@ -584,3 +584,33 @@ def test_two_torchrun_processes_compute_the_features_one_does(prepared, tmp_path
     assert all(np.array_equal(merged[k], alone[k]) for k in alone) and len(merged["Real train"]) == 10
     half = M.extract_features(ext, S["Real train"], 4, cache=tmp_path / "half", progress=False, rank=1, world=2)
     assert half is None and len(list((tmp_path / "half").rglob("*.npy"))) == 4       # rank 1 of 2: batch 1 (images 4-7) only
+
+
+def test_deep_distances_feed_each_net_on_its_own_device_and_return_host_arrays():
+    "Issue 31: chapters 07 / 07b fed CPU batches to distances built on `run.device` (a GPU run stops at the first pair)."
+    class OnMeta(torch.nn.Module):                 # parameters on `meta`, as a net on another device than the batches
+        def __init__(self):
+            super().__init__(); self.w = torch.nn.Parameter(torch.ones(1, device="meta"))
+        def forward(self, x, y):
+            assert x.device == y.device == self.w.device, f"batches on {x.device}, net on {self.w.device}"
+            return torch.zeros(len(x))             # a meta result cannot be read back: answer as a GPU's would after .cpu()
+    x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    calls = []
+    class Host(torch.nn.Module):                   # a parameter-free distance (no device of its own) is fed as before
+        def forward(self, x, y): calls.append(x.device); return (x - y).abs().mean((1, 2, 3))
+    out = M.deep_distances(x, x, {"meta": OnMeta(), "host": Host()}, batch_size=2)
+    assert out["meta"].shape == (5,) and isinstance(out["meta"], np.ndarray)
+    np.testing.assert_array_equal(out["host"], np.zeros(5)); assert set(calls) == {torch.device("cpu")}
+
+
+def test_paired_fid_difference_covers_zero_at_the_run_sizes():
+    "07a's paired FID difference at the small run's sizes (Lite0: 1280-d, 128 images a set): two synthetic sets from one distribution."
+    from aras.distributional import fid_difference
+    rng, W, cover, reps = np.random.default_rng(0), np.random.default_rng(99).normal(size=(32, 1280)) / 6, 0, 40
+    def draw(n, shift=0.0): return (rng.normal(size=(n, 32)) + shift) @ W + rng.normal(size=(n, 1280)) * 0.3
+    for r in range(reps):
+        d = fid_difference(draw(128), draw(128, 0.3), draw(128, 0.3), 60, seed=r)
+        cover += d["ci_low"] <= 0 <= d["ci_high"]
+    assert cover / reps >= 0.85                      # nominal 95%; 40 repetitions: binomial sd 0.035
+    far = fid_difference(draw(128), draw(128, 0.8), draw(128, 0.3), 60)
+    assert far["ci_low"] > 0                         # a set further from the reference is told apart
