@@ -70,7 +70,7 @@ def test_claims_table_on_known_contrasts(tmp_path):
     t = C.claims_table(tmp_path).set_index("claim")
     assert len(t) == len(C.CLAIMS)
     assert t.loc[AUG, "verdict"] == "holds" and t.loc[C1, "verdict"] == "holds" and t.loc[C2, "verdict"] == "holds"
-    assert np.isclose(t.loc[AUG, "paper_value"], -0.01)        # a Unet-only run against the paper's Unet rows
+    assert np.isclose(t.loc[AUG, "paper_value"], 1.63)         # a Unet-only run against the paper's Unet rows (mean: 1.07)
     assert "over 6 architectures" in t.loc[AUG, "paper_evidence"]
     _contrasts({("uncond_1x", "real"): -35.0}, se=0.3, df=20).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     assert C.claims_table(tmp_path).set_index("claim").loc[C1, "verdict"].startswith("contradicted: the paper's")
@@ -79,14 +79,15 @@ def test_claims_table_on_known_contrasts(tmp_path):
 def test_contradicted_when_augmentation_hurts(tmp_path):
     _contrasts({}, se=0.3, df=20, default=-3.0).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     t = C.claims_table(tmp_path).set_index("claim")
-    assert t.loc[AUG, "verdict"] == "contradicted"
+    assert t.loc[AUG, "verdict"] == "contradicted (Real + Cond.)"
 
 
 def test_best_augmentation_reports_the_smallest_margin(tmp_path):
     _contrasts({("real_uncond_3x", "real_cond"): -0.65, ("real_uncond_3x", "real_uncond_3x_cond"): -1.07},
                se=2.0).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     r = C.best_augmentation_claim(C.Tables(tmp_path))
-    assert np.isclose(r["ours"], -1.07)
+    assert np.isclose(r["ours"], -1.07) and np.isclose(r["paper_value"], paper_diff("real_uncond_3x", "real_uncond_3x_cond", ("Unet",)))
+    assert r["verdict"].endswith("(vs Real + Uncond. 3x + Cond.)")          # the shown margin's own verdict, named
 
 
 def test_rare_classes_leave_out_unlearned_classes_and_split_the_real_runs(tmp_path):
