@@ -258,7 +258,8 @@ def gan_main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m aras.gan", description="Train an aras GAN (works under torchrun).")
     ap.add_argument("--kind", choices=sorted(TASKS), required=True)
     ap.add_argument("--data-root", required=True, help="ARAS400k layout with train/images and train/masks")
-    ap.add_argument("--out", help="folder for checkpoint.pt and log.jsonl (default: the run's `gan_dir`, where chapter 04b reads)")
+    ap.add_argument("--out", help="folder for checkpoint.pt and log.jsonl (default: the run's `gan_dir`, "
+                    "where chapter 04b reads)")
     ap.add_argument("--profile", default=DEFAULT_PROFILE); ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu"); ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="profile overrides, e.g. gan.uncond.kimg=2")
@@ -266,7 +267,8 @@ def gan_main(argv=None):
     prof = get_profile(args.profile, parse_overrides(args.set))
     device = init_distributed(args.device)
     cfg = prof.gan[args.kind]
-    out = Path(args.out) if args.out else gan_dir(Run(prof, Path(args.data_root).expanduser(), Path(), args.seed), args.kind)
+    run = Run(prof, Path(args.data_root).expanduser(), Path(), args.seed)
+    out = Path(args.out) if args.out else gan_dir(run, args.kind)
     if rank_world()[0] == 0: print(f"{args.kind} GAN: checkpoints and log in {out}")
     data = GanData(find_layout_root(args.data_root), "train", cfg.resolution, preload=prof.gan.preload)
     task = train_gan(args.kind, cfg, data, out, args.seed, device, resume=not args.no_resume,

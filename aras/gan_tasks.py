@@ -265,18 +265,23 @@ class FidTracker:
     chunk = 64                    # images generated, decoded or featurised at once: only features outlive a chunk
     @torch.no_grad()
     def fake_chunks(self, G, n: int | None = None):
-        "`n` uint8 samples, `chunk` at a time: seed k for sample k (and training mask k mod N for the conditional model), as the synthetic sets."
+        """`n` uint8 samples, `chunk` at a time: seed k for sample k (and training mask k mod N for the
+        conditional model), as the synthetic sets."""
         n = int(n or self.cfg.n_fake)
         for k in range(0, n, self.chunk):
-            zk = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(k, min(k + self.chunk, n))])).float().to(self.device)
-            if self.kind == "cond": yield _uint8(G(one_hot(self.data.fetch(torch.arange(k, k + len(zk)) % len(self.data))[1]).to(self.device), zk))
+            z = [np.random.RandomState(s).randn(G.z_dim) for s in range(k, min(k + self.chunk, n))]
+            zk = torch.from_numpy(np.stack(z)).float().to(self.device)
+            if self.kind == "cond":
+                masks = self.data.fetch(torch.arange(k, k + len(zk)) % len(self.data))[1]
+                yield _uint8(G(one_hot(masks).to(self.device), zk))
             else: yield _uint8(G(zk, noise_mode="const"))
     def fakes(self, G, n: int | None = None) -> torch.Tensor:
         "All `n` samples in one tensor (for looking at them; `measure` keeps only each chunk's features)."
         return torch.cat(list(self.fake_chunks(G, n)))
     def real_chunks(self):
         "The real subset as uint8, `chunk` images at a time: decoded and converted per chunk, never all at once."
-        for k in range(0, len(self.real_idx), self.chunk): yield _uint8(self.data.fetch(self.real_idx[k:k + self.chunk])[0])
+        for k in range(0, len(self.real_idx), self.chunk):
+            yield _uint8(self.data.fetch(self.real_idx[k:k + self.chunk])[0])
     @property
     def min_kimg(self) -> float: return float(self.cfg.get("min_kimg") or 0)
     def counted(self) -> list:
@@ -303,8 +308,9 @@ def _sha256(chunks) -> str:
 
 @patch
 def features(self: FidTracker, images) -> np.ndarray:
-    """Features of N x 3 x H x W uint8 images, or of an iterable of such chunks (Lite0 unless another extractor was given).
-    The extractor sees `chunk` images at a time, so chunks of `chunk` give the features of their concatenation, bit for bit."""
+    """Features of N x 3 x H x W uint8 images, or of an iterable of such chunks (Lite0 unless another
+    extractor was given). The extractor sees `chunk` images at a time, so chunks of `chunk` give the
+    features of their concatenation, bit for bit."""
     if self.ext is None:
         from aras.metrics import lite0_extractor                        # forward reference: chapter 07's feature space
         self.ext = lite0_extractor(self.device)

@@ -22,11 +22,11 @@ from .stats import *
 
 
 # %% auto 0
-__all__ = ['PAPER_TABLE3', 'PAPER_TABLE4', 'FAMILY', 'CONTRASTS', 'POWER_CONTRASTS', 'FIG4_SETS', 'paper_diff', 'family_variance',
-           'segmentation_tables', 'significance_table', 'contrast_table', 'power_table', 'compute_matched_table',
-           'per_class_gain', 'plot_per_class_gain', 'pooled_encoder_features', 'encoder_features', 'fig4_label',
-           'embed_features', 'plot_feature_embedding', 'class_pixels', 'pseudo_label_table', 'mask_fidelity',
-           'fidelity_table', 'run_caveats']
+__all__ = ['PAPER_TABLE3', 'PAPER_TABLE4', 'FAMILY', 'CONTRASTS', 'POWER_CONTRASTS', 'FIG4_SETS', 'paper_diff', 'paper_evidence',
+           'family_variance', 'segmentation_tables', 'significance_table', 'contrast_table', 'power_table',
+           'compute_matched_table', 'per_class_gain', 'plot_per_class_gain', 'pooled_encoder_features',
+           'encoder_features', 'fig4_label', 'embed_features', 'plot_feature_embedding', 'class_pixels',
+           'pseudo_label_table', 'mask_fidelity', 'fidelity_table', 'run_caveats']
 
 # %% ../nbs/05b_seg_tables.ipynb 7
 # ARAS400k paper (arXiv 2603.09625), Table 3: F1, IoU, precision, recall, accuracy (%), one run per cell.
@@ -97,10 +97,20 @@ def paper_diff(other: str, base: str, archs=("Mean",)) -> float:
     "The paper's macro F1 difference (points, Table 3), averaged over `archs`."
     return float(np.mean([PAPER_TABLE3[other][a][0] - PAPER_TABLE3[base][a][0] for a in archs]))
 
+def paper_evidence(other: str, base: str, expect: str, col: int = 0) -> str:
+    "The one-sided test of `other` - `base` (Table 3 column `col`) over the paper's six architectures, as text."
+    d = np.array([PAPER_TABLE3[other][a][col] - PAPER_TABLE3[base][a][col] for a in ARCHS])
+    from scipy import stats
+    t = stats.ttest_1samp(d, 0.0, alternative="greater" if expect == ">0" else "less")
+    lo, hi = stats.ttest_1samp(d, 0.0).confidence_interval(LEVEL)
+    v = "holds" if t.pvalue < ALPHA else "not shown"
+    return f"{d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] over 6 architectures: {v} (p {format_p(t.pvalue)})"
+
 def family_variance(cms: dict) -> dict:
     "Family -> (run-to-run variance of macro F1, df), pooled over the (mix, architecture) cells of its training sets."
     f1 = {k: metrics_from_cm(np.asarray(v, np.float64).sum(1))["f1"] for k, v in cms.items()}
-    return {fam: pooled_run_variance([v for (m, _), v in f1.items() if FAMILY[m] == fam]) for fam in set(FAMILY.values())}
+    return {fam: pooled_run_variance([v for (m, _), v in f1.items() if FAMILY[m] == fam])
+            for fam in set(FAMILY.values())}
 
 # %% ../nbs/05b_seg_tables.ipynb 12
 def _cell_values(sel: pd.DataFrame, cms: dict, mix: str, arch: str, archs: list, P, seed: int = 0, pooled=None,
@@ -116,7 +126,8 @@ def _cell_values(sel: pd.DataFrame, cms: dict, mix: str, arch: str, archs: list,
     else:
         agg, cm = (lambda k: (sel[k].mean(), sel[k].std())), cms[(mix, arch)]
     groups = [cms[(mix, a)] for a in archs if (mix, a) in cms] if arch == "Mean" else [cms[(mix, arch)]]
-    h = contrast_test(groups, None, pooled or family_variance(cms), FAMILY[mix], None, blocks, int(P.bootstrap), P.ci, seed)
+    h = contrast_test(groups, None, pooled or family_variance(cms), FAMILY[mix], None, blocks, int(P.bootstrap),
+                      P.ci, seed)
     return ({k: agg(k) for k in METRICS}, {c: agg(f"f1_{c}") for c in CLASSES}, (h["ci_low"], h["ci_high"]),
             bootstrap_interval(cm, int(P.bootstrap), P.ci, seed))
 
@@ -145,7 +156,8 @@ def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=
             row = {**base, "runs": n_runs, "status": "ok", "n_train": int(sel.n_train.iloc[0])}
             for k, (m, sd) in vals.items():
                 row[k], row[f"{k}_sd"] = 100 * m, 100 * sd
-                if k == "f1": row.update(f1_ci_low=100 * lo, f1_ci_high=100 * hi, f1_ci_images_low=100 * ilo, f1_ci_images_high=100 * ihi)
+                if k == "f1": row.update(f1_ci_low=100 * lo, f1_ci_high=100 * hi,
+                                         f1_ci_images_low=100 * ilo, f1_ci_images_high=100 * ihi)
             for k, v in zip(METRICS, p3): row[f"paper_{k}"], row[f"diff_{k}"] = v, row[k] - v
             t3.append(row)
             row4 = {**base, "runs": n_runs, "status": "ok" if not absent else "no test pixels of " + ", ".join(absent) + " (F1 undefined)"}
@@ -154,8 +166,8 @@ def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=
                 row4[c], row4[f"{c} sd"] = (np.nan, np.nan) if undefined else (100 * m, 100 * sd)
                 row4[f"{c} paper"], row4[f"{c} diff"] = pv, np.nan if undefined else 100 * m - pv
             t4.append(row4)
-    cols3 = ["mix", "model", "mix_key", "arch", "runs", "n_train", "status", "f1", "f1_sd", "f1_ci_low", "f1_ci_high", "f1_ci_images_low",
-             "f1_ci_images_high",
+    cols3 = ["mix", "model", "mix_key", "arch", "runs", "n_train", "status", "f1", "f1_sd", "f1_ci_low", "f1_ci_high",
+             "f1_ci_images_low", "f1_ci_images_high",
              *[f"{k}{s}" for k in METRICS[1:] for s in ("", "_sd")], *[f"{p}_{k}" for k in METRICS for p in ("paper", "diff")]]
     cols4 = ["mix", "model", "mix_key", "arch", "runs", "status", *[f"{c}{s}" for c in CLASSES for s in ("", " sd", " paper", " diff")]]
     return pd.DataFrame(t3).reindex(columns=cols3), pd.DataFrame(t4).reindex(columns=cols4)
@@ -187,9 +199,9 @@ def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int
             base = dict(mix=MIX_LABEL[mix], model=PAPER_ARCH.get(arch, "all architectures"),
                         paper_diff_f1=PAPER_TABLE3[mix][key][0] - PAPER_TABLE3["real"][key][0])
             archs = list(P.archs) if arch == "All" else [arch]
-            if status.get(mix) or status.get("real"): rows.append({**base, "status": status.get(mix) or status.get("real")})
-            elif not all((mix, a) in cms and ("real", a) in cms for a in archs): rows.append({**base, "status": "not run: no finished runs"})
-            else: rows.append({**base, **_sig_row(cms, mix, archs, P, pooled, blocks, seed)})
+            why = status.get(mix) or status.get("real")
+            if not why and not all((mix, a) in cms and ("real", a) in cms for a in archs): why = "not run: no finished runs"
+            rows.append({**base, "status": why} if why else {**base, **_sig_row(cms, mix, archs, P, pooled, blocks, seed)})
     df = pd.DataFrame(rows)
     for col, q in (("p", "q_bh"), ("p_images", "q_bh_images")):
         df[col] = df.get(col, np.nan); ok = df[col].notna()
@@ -212,7 +224,8 @@ def contrast_table(cms: dict, P, blocks, status: dict, seed: int = 0) -> pd.Data
                    paper_diff=paper_diff(other, base), paper_diff_archs=paper_diff(other, base, P.archs))
         archs = [a for a in P.archs if (other, a) in cms and (base, a) in cms]
         if status.get(other) or status.get(base) or not archs:
-            rows.append({**row, "status": status.get(other) or status.get(base) or "not run: no finished runs"}); continue
+            rows.append({**row, "status": status.get(other) or status.get(base) or "not run: no finished runs"})
+            continue
         h = contrast_test([cms[(other, a)] for a in archs], [cms[(base, a)] for a in archs], pooled, FAMILY[other],
                           FAMILY[base], blocks, int(P.bootstrap), P.ci, seed)
         pts = {k: 100 * h[k] for k in ("diff", "se", "se_runs", "se_images", "ci_low", "ci_high", "mde")}
@@ -230,15 +243,16 @@ def power_table(contrasts: pd.DataFrame, runs=(2, 3, 5, 8, 12, 20), test_patches
     rows = []
     for c in contrasts[contrasts.apply(lambda r: (r.other, r.base) in POWER_CONTRASTS, axis=1)].itertuples():
         if not np.isfinite(getattr(c, "se", np.nan)): continue
-        r0, n0 = c.runs / 2 / c.archs, c.n_images                  # runs per training set and architecture, test patches
+        r0, n0 = c.runs / 2 / c.archs, c.n_images          # runs per set and architecture; test patches
         for r in runs:
             for n in test_patches:
                 v_runs, v_img = c.se_runs**2 * r0 / r, c.se_images**2 * n0 / n
                 d_runs, d_img = c.df_runs * (r - 1) / (r0 - 1), (c.n_blocks - 1) * n / n0
                 df = (v_runs + v_img) ** 2 / (v_runs**2 / d_runs + v_img**2 / d_img)
                 mde = smallest_detectable(np.sqrt(v_runs + v_img), df)
-                rows.append(dict(contrast=c.contrast, runs_per_set=r, test_patches=n, se=np.sqrt(v_runs + v_img), mde=mde,
-                                 paper_diff_archs=c.paper_diff_archs, detects_paper=bool(mde <= abs(c.paper_diff_archs))))
+                rows.append(dict(contrast=c.contrast, runs_per_set=r, test_patches=n, se=np.sqrt(v_runs + v_img),
+                                 mde=mde, paper_diff_archs=c.paper_diff_archs,
+                                 detects_paper=bool(mde <= abs(c.paper_diff_archs))))
     return pd.DataFrame(rows)
 
 # %% ../nbs/05b_seg_tables.ipynb 27
@@ -451,7 +465,8 @@ def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, 
     if profile_name != "paper" and len(miss) < len(status) - 1:
         out.append("The synthetic sets are notebook 04's samples at this profile's scale (its FID curves, and the mask fidelity above, say "
                    "how good they are), not those of the paper's generators (FID 16 unconditional, 72 conditional).")
-    out.append(f"{int(P.n_seeds)} runs per cell: the headline intervals pool the run-to-run variance over the training sets of a "
-               "family (chapter 00a) and resample test images in spatial blocks; `mde` says which differences the run can "
-               "detect. The image-level test beside them holds the models fixed, and overstates significance.")
+    out.append(f"{int(P.n_seeds)} runs per cell: the headline intervals pool the run-to-run variance over the "
+               "training sets of a family (chapter 00a) and resample test images in spatial blocks; `mde` says "
+               "which differences the run can detect. The image-level test beside them holds the models fixed, "
+               "and overstates significance.")
     return out

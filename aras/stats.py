@@ -131,12 +131,13 @@ def hierarchical_bootstrap(cms_a: np.ndarray, cms_b: np.ndarray, n_resamples: in
     d, obs = pick(ba) - pick(bb), fa.mean() - fb.mean()
     return dict(diff=float(obs), p=float((1 + np.sum(np.abs(d - obs) >= abs(obs) - 1e-12)) / (n_resamples + 1)))
 
-def simulate_confusions(rng, *runs: int, n_images: int = 48, pixels: int = 400, effect: float = 0.0, run_sd: float = 0.15,
-                        image_sd: float = 0.5, noise_sd: float = 0.1, n_classes: int = 7, block: int = 1,
-                        block_sd: float = 0.0) -> tuple[np.ndarray, ...]:
-    """Per-image confusion matrices (runs, N, C, C) of training sets with `runs` runs each; the first differs from the
-    others by `effect` (logit of a correct pixel). Each run has its own offset, each image its own difficulty shared by all
-    runs, and consecutive images in spatial blocks of `block` share a further offset (sd `block_sd`)."""
+def simulate_confusions(rng, *runs: int, n_images: int = 48, pixels: int = 400, effect: float = 0.0,
+                        run_sd: float = 0.15, image_sd: float = 0.5, noise_sd: float = 0.1, n_classes: int = 7,
+                        block: int = 1, block_sd: float = 0.0) -> tuple[np.ndarray, ...]:
+    """Per-image confusion matrices (runs, N, C, C) of training sets with `runs` runs each; the first
+    differs from the others by `effect` (logit of a correct pixel). Each run has its own offset, each image
+    its own difficulty shared by all runs, and consecutive images in spatial blocks of `block` share a
+    further offset (sd `block_sd`)."""
     share = rng.dirichlet(np.full(n_classes, 0.7), size=n_images)
     truth = rng.multinomial(pixels, share)                                      # (N, C) true pixels per class
     hard = rng.normal(0, image_sd, size=(n_images, n_classes))
@@ -186,7 +187,7 @@ def block_weights(blocks, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
 
 # %% ../nbs/00a_statistics.ipynb 25
 def pooled_run_variance(cells) -> tuple[float, int]:
-    "Run-to-run variance pooled over cells (each: the run values of one cell): squares about each cell's mean over sum(n - 1)."
+    "Run-to-run variance pooled over cells (each: one cell's run values): squares about each mean over sum(n - 1)."
     cells = [np.asarray(c, np.float64) for c in cells]
     df = sum(len(c) - 1 for c in cells)
     if df <= 0: return np.nan, 0
@@ -202,7 +203,8 @@ def smallest_detectable(se: float, df: float, alpha: float = 0.05, power: float 
 
 # %% ../nbs/00a_statistics.ipynb 27
 def contrast_test(groups_a: list, groups_b: list, pooled: dict, family_a: str, family_b: str, blocks=None,
-                  n_resamples: int = 1000, ci: float = 0.95, seed: int = 0, stat: str = "f1", power: float = 0.8) -> dict:
+                  n_resamples: int = 1000, ci: float = 0.95, seed: int = 0, stat: str = "f1",
+                  power: float = 0.8) -> dict:
     """Training set a minus b with runs pooled by family and test images in spatial blocks. groups: per architecture,
     per-image confusion matrices (runs, N, C, C) on the same N images (`groups_b` None: the level of a alone, an
     interval for one training set); pooled: family -> (run variance, df) from `pooled_run_variance`; blocks: spatial
@@ -218,12 +220,14 @@ def contrast_test(groups_a: list, groups_b: list, pooled: dict, family_a: str, f
             f, b = _run_f1(g, w, stat)
             diff, boot = diff + sign * f.mean() / k, boot + sign * b.mean(1) / k
             coef[fam] = coef.get(fam, 0.0) + 1 / len(g) / k**2
-    parts = [(pooled[f][0] * c, pooled[f][1]) for f, c in coef.items()] + [(boot.var(ddof=1), len(np.unique(blocks)) - 1)]
+    parts = [(pooled[f][0] * c, pooled[f][1]) for f, c in coef.items()]
+    parts.append((boot.var(ddof=1), len(np.unique(blocks)) - 1))                # the image part
     out = dict(diff=float(diff), n_images=n, n_blocks=len(np.unique(blocks)), se_images=math.sqrt(parts[-1][0]),
                df_runs=int(sum(d for _, d in parts[:-1])))
     var = sum(v for v, _ in parts)
     if not np.isfinite(var) or any(d <= 0 for _, d in parts[:-1]):
-        return {**out, **dict.fromkeys(("se", "se_runs", "df", "ci_low", "ci_high", "p_greater", "p_less", "mde"), np.nan)}
+        none = ("se", "se_runs", "df", "ci_low", "ci_high", "p_greater", "p_less", "mde")
+        return {**out, **dict.fromkeys(none, np.nan)}
     df = var**2 / max(sum(v**2 / d for v, d in parts if d > 0), 1e-300)
     se, half = math.sqrt(var), stats.t.ppf(0.5 + ci / 2, df) * math.sqrt(var)
     t = diff / se if se > 0 else 0.0
@@ -262,7 +266,8 @@ def direction_verdict(c, expect: str, paper: float) -> str:
     if p_opp < ALPHA: return "contradicted"
     beyond = paper > c["ci_high"] if up else paper < c["ci_low"]
     if (paper > 0) == up and beyond and c["mde"] <= abs(paper):
-        return f"contradicted at the paper's size ({paper:+.2f} lies beyond the interval; detectable from {c['mde']:.1f})"
+        return (f"contradicted at the paper's size ({paper:+.2f} lies beyond the interval; "
+                f"detectable from {c['mde']:.1f})")
     if c["mde"] > abs(paper):
         return f"cannot tell at this scale: smallest detectable {c['mde']:.1f} points, the paper's {paper:+.2f}"
     return f"inconclusive: no difference shown, though the paper's {paper:+.2f} was detectable (from {c['mde']:.1f})"
