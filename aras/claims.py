@@ -229,7 +229,7 @@ def volume_redundancy_claim(T: Tables) -> dict:
     o = ours.iloc[0]
     rep = {"NWPU": (157_500, 72.65), "RSICD": (54_605, 67.02), "UCMC": (10_500, 80.88)}   # paper Table 1: captions, %
     v = ("holds" if o.redundancy_pct < min(r for _, r in rep.values()) else "contradicted") if o.captions >= 10_500 \
-        else f"cannot tell at this scale: {int(o.captions)} captions against 10,500-157,500 (more, more repeats)"
+        else f"cannot tell at this scale: {int(o.captions)} captions vs 10,500-157,500 (redundancy grows with volume)"
     return _row(ARAS, "captions far less redundant than NWPU / RSICD / UCMC (Table 1)", "12.85 % vs 67-81 %",
                 "redundancy (%) of this run's captions against the reported datasets, at a comparable volume",
                 o.redundancy_pct, verdict_=v, evidence="12.85 % over 2,001,200 captions (reported)",
