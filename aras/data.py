@@ -22,9 +22,9 @@ from .landcover import CLASSES, NODATA, WATER, rgb_to_labels
 
 # %% auto 0
 __all__ = ['TILE_RE', 'SCALINGS', 'SPLITS', 'ALL_SPLITS', 'UNCOND_SOURCES', 'TilePair', 'discover_tiles', 'AlignedPair',
-           'nir_water_agreement', 'alignment_check', 'patch_status', 'scale_rgb', 'list_pairs', 'read_png',
-           'decode_many', 'read_pair', 'ArasSplit', 'read_class_percentages', 'uncond_source', 'uncond_pool',
-           'data_settings', 'default_data_root', 'dataset_root', 'find_layout_root', 'require_data_root']
+           'nir_water_agreement', 'alignment_check', 'patch_status', 'scale_rgb', 'list_pairs', 'train_subset',
+           'read_png', 'decode_many', 'read_pair', 'ArasSplit', 'read_class_percentages', 'uncond_source',
+           'uncond_pool', 'data_settings', 'default_data_root', 'dataset_root', 'find_layout_root', 'require_data_root']
 
 # %% ../nbs/03_data.ipynb 6
 TILE_RE = re.compile(r"^ESA_WorldCover_10m_2021_v200_(?P<tile>[NS]\d{2}[EW]\d{3})_(?P<kind>Map|S2RGBNIR)\.tif$")
@@ -192,6 +192,12 @@ def list_pairs(root, split: str) -> pd.DataFrame:
     names = sorted(images)
     return pd.DataFrame({"filename": names, "image": [images[n] for n in names], "mask": [masks[n] for n in names]})
 
+def train_subset(pairs: pd.DataFrame, n_max: int | None, seed: int) -> pd.DataFrame:
+    """The real training patches a run learns from: `n_max` of `pairs` drawn with the run's `seed` (all of them when
+    `n_max` is None or larger). The GANs and segmentation both call it, so they see the same real images."""
+    if not n_max or len(pairs) <= int(n_max): return pairs
+    return pairs.sample(int(n_max), random_state=seed).sort_values("filename").reset_index(drop=True)
+
 _8BIT = ("RGB", "RGBA", "P", "L")
 
 def read_png(path) -> np.ndarray:
@@ -209,7 +215,7 @@ def _write_png(array: np.ndarray, path: Path):
 
 _DECODERS: dict = {}          # per process id: a forked data-loader worker gets its own threads, not its parent's dead ones
 
-# %% ../nbs/03_data.ipynb 26
+# %% ../nbs/03_data.ipynb 27
 def decode_many(fn, items) -> list:
     """`[fn(x) for x in items]` on one shared pool of decoding threads. Pillow and zlib release the GIL while they decode
     a PNG, so threads scale with cores without the start-up and copying of worker processes (benchmarks/bench_decode.py)."""
@@ -226,7 +232,7 @@ def read_pair(image_path, mask_path) -> tuple[np.ndarray, np.ndarray]:
         raise ArasDataError(f"{image_path}: image is {img.shape[1]}x{img.shape[0]} px but its mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}")
     return img, mask
 
-# %% ../nbs/03_data.ipynb 27
+# %% ../nbs/03_data.ipynb 28
 class ArasSplit:
     "One split of an ARAS400k-layout folder as a sequence of (image, labels); usable as a PyTorch Dataset."
     def __init__(self, root, split: str):
@@ -254,7 +260,7 @@ def read_class_percentages(root, split: str) -> pd.DataFrame:
     if missing: raise ArasDataError(f"{path}: missing columns {missing} (has {list(df.columns)})")
     return df[["filename", *CLASSES]]
 
-# %% ../nbs/03_data.ipynb 30
+# %% ../nbs/03_data.ipynb 31
 UNCOND_SOURCES = ("own", "published")
 
 def uncond_source(run, root) -> Path:
@@ -276,7 +282,7 @@ def uncond_pool(folder, seed: int) -> pd.DataFrame:
     folder = Path(folder); pairs = list_pairs(folder.parent, folder.name)
     return pairs if folder.name != "synth" else pairs.sample(frac=1, random_state=seed).reset_index(drop=True)
 
-# %% ../nbs/03_data.ipynb 33
+# %% ../nbs/03_data.ipynb 34
 def data_settings(p) -> dict:
     "The settings that determine a prepared dataset (a profile's `data` section)."
     keys = ("patch_size", "class_merge", "scaling", "reflectance_max", "water_max", "split_fractions", "split_block", "max_patches")

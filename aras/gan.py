@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_world,
                        save_torch, settings_hash)
-from .data import list_pairs
+from .data import list_pairs, train_subset
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
 from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
@@ -217,9 +217,10 @@ def read_log(out_dir) -> pd.DataFrame:
     return pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
 
 # %% ../nbs/04b_gan_training.ipynb 17
-def _train_job(kind: str, cfg, root: str, out_dir: str, seed: int, device: str, resume: bool, preload: bool):
+def _train_job(kind: str, cfg, root: str, out_dir: str, seed: int, device: str, resume: bool, preload: bool, n_max):
     "One model in a worker process; its result is what it leaves in `out_dir`."
-    train_gan(kind, cfg, GanData(root, "train", cfg.resolution, preload=preload), out_dir, seed, device, resume, progress=False)
+    data = GanData(root, "train", cfg.resolution, preload, n_max, seed)
+    train_gan(kind, cfg, data, out_dir, seed, device, resume, progress=False)
 
 def _show_logs(bars: dict, jobs: dict):
     for kind, bar in bars.items():
@@ -229,13 +230,16 @@ def _show_logs(bars: dict, jobs: dict):
         if "fid" in lg and lg.fid.notna().any(): bar.set_postfix(fid=f"{lg.fid.dropna().iloc[-1]:.1f}", refresh=False)
         bar.refresh()
 
-def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True, workers=2, threads=1, poll=5.0, progress=True) -> dict:
-    "Train `jobs` ({kind: (cfg, out_dir)}) in `workers` processes at once, with progress from their logs; {kind: trained task}."
+def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True, workers=2, threads=1, poll=5.0,
+               progress=True, n_max=None) -> dict:
+    """Train `jobs` ({kind: (cfg, out_dir)}) in `workers` processes at once, with progress from their logs, on the
+    `n_max` real training patches of `seed` (`train_subset`); {kind: trained task}."""
     from aras.seg_matrix import close_pools, worker_pool        # forward reference: chapter 05's process pool
     from aras.gan import _train_job as job                        # by module name: the workers are spawned
     if workers > 1 and len(jobs) > 1:
         pool = worker_pool(workers, threads)
-        futs = {k: pool.submit(job, k, cfg, str(root), str(out), seed, device, resume, preload) for k, (cfg, out) in jobs.items()}
+        futs = {k: pool.submit(job, k, cfg, str(root), str(out), seed, device, resume, preload, n_max)
+                for k, (cfg, out) in jobs.items()}
         bars = {k: tqdm(total=int(cfg.kimg * 1000), unit="img", desc=f"{k} GAN", disable=not progress) for k, (cfg, _) in jobs.items()}
         while not all(f.done() for f in futs.values()): time.sleep(poll); _show_logs(bars, jobs)
         _show_logs(bars, jobs); [b.close() for b in bars.values()]
@@ -244,8 +248,8 @@ def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True
             if (e := f.exception()) is not None:
                 raise ArasError(f"training the {k} GAN failed ({jobs[k][1]}): {type(e).__name__}: {e}") from e
         resume = True                                              # below: reload what the workers trained
-    return {k: train_gan(k, cfg, GanData(root, "train", cfg.resolution, preload=preload), out, seed, device, resume, progress)
-            for k, (cfg, out) in jobs.items()}
+    return {k: train_gan(k, cfg, GanData(root, "train", cfg.resolution, preload, n_max, seed), out, seed, device, resume,
+                         progress) for k, (cfg, out) in jobs.items()}
 
 # %% ../nbs/04b_gan_training.ipynb 19
 def gan_main(argv=None):
@@ -270,7 +274,8 @@ def gan_main(argv=None):
     run = Run(prof, Path(args.data_root).expanduser(), Path(), args.seed)
     out = Path(args.out) if args.out else gan_dir(run, args.kind)
     if rank_world()[0] == 0: print(f"{args.kind} GAN: checkpoints and log in {out}")
-    data = GanData(find_layout_root(args.data_root), "train", cfg.resolution, preload=prof.gan.preload)
+    data = GanData(find_layout_root(args.data_root), "train", cfg.resolution, prof.gan.preload, prof.data.real_train_max,
+                   args.seed)                                 # the real patches segmentation trains on
     task = train_gan(args.kind, cfg, data, out, args.seed, device, resume=not args.no_resume,
                      progress=rank_world()[0] == 0)
     if dist_on():
@@ -282,6 +287,7 @@ def gan_main(argv=None):
 def gan_dir(run, kind: str) -> Path:
     "Where a run trains its `kind` GAN (checkpoints, log, best snapshot): one folder per settings of that model."
     cfg = {k: v for k, v in run.profile.gan[kind].items() if k not in SPEED_KEYS or v}   # speed switches: only when on
+    if run.profile.data.get("real_train_max"): cfg["real_train_max"] = run.profile.data.real_train_max   # what it saw
     return run.work_dir / "gan" / f"{kind}-{settings_hash(cfg)}"
 
 def snapshot_file(run, kind: str) -> Path | None:
@@ -316,10 +322,12 @@ def sample_main(argv=None) -> int:
     a, run, rank, world = process_share("python -m aras.gan sample", sample_main.__doc__, argv)
     G_CFG, root, syn = run.profile.gan, dataset_root(run), run.synthetic_dir
     if G_CFG.synth.source != "published":
-        n = int(round(G_CFG.synth.uncond_ratio * len(list_pairs(root, "train"))))
+        n_max = run.profile.data.real_train_max
+        n = int(round(G_CFG.synth.uncond_ratio * len(train_subset(list_pairs(root, "train"), n_max, run.seed))))
         sample_unconditional(trained_generator(run, "uncond", run.device), n, syn / "uncond", psi=G_CFG.synth.truncation_psi,
                              device=run.device, progress=rank == 0, rank=rank, world=world)
-    sample_conditional(trained_generator(run, "cond", run.device), GanData(root, "train", G_CFG.cond.resolution, preload=False),
+    masks = GanData(root, "train", G_CFG.cond.resolution, False, run.profile.data.real_train_max, run.seed)
+    sample_conditional(trained_generator(run, "cond", run.device), masks,
                        syn / "cond", device=run.device, progress=rank == 0, rank=rank, world=world)
     print(f"rank {rank} of {world}: samples done; run the GAN chapter (aras reproduce --only 04) to merge them")
     return 0

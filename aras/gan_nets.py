@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import ArasError, dist_on
-from .data import decode_many, list_pairs, read_pair
+from .data import decode_many, list_pairs, read_pair, train_subset
 from .landcover import CLASSES
 
 # %% auto 0
@@ -39,10 +39,12 @@ def _to_tensors(img: np.ndarray, lab: np.ndarray, resolution: int) -> tuple[torc
 
 # %% ../nbs/04_gan.ipynb 7
 class GanData:
-    "Training images (uint8, N x 3 x R x R) and label masks (N x R x R) of one split, resized to `resolution`."
-    def __init__(self, root, split: str = "train", resolution: int = 64, preload: bool = True):
+    """Training images (uint8, N x 3 x R x R) and label masks (N x R x R) of one split, resized to `resolution`;
+    `n_max` keeps the seeded subset segmentation trains on too (`train_subset`, `data.real_train_max`)."""
+    def __init__(self, root, split: str = "train", resolution: int = 64, preload: bool = True, n_max: int | None = None,
+                 seed: int = 0):
         check_resolution(resolution)
-        self.pairs, self.resolution = list_pairs(root, split), int(resolution)
+        self.pairs, self.resolution = train_subset(list_pairs(root, split), n_max, seed), int(resolution)
         self.names = self.pairs.filename.tolist()
         self._cache, self._ahead = None, None
         if preload:

@@ -8,6 +8,7 @@ import copy, hashlib
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -21,7 +22,8 @@ from .gan_nets import (AdaAugment, Discriminator, GanData, Generator, PatchDiscr
 
 # %% auto 0
 __all__ = ['GradReducer', 'broadcast_params', 'speed_up_gan', 'as_layout', 'update_ema', 'ema_beta', 'uncond_generator',
-           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'FidTracker']
+           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'fid_plateau', 'simulate_stops',
+           'FidTracker']
 
 # %% ../nbs/04a_gan_tasks.ipynb 6
 class GradReducer:
@@ -245,16 +247,45 @@ def load_vgg_features(path, device="cpu"):
 
 # %% ../nbs/04a_gan_tasks.ipynb 22
 def plateau_reached(scores, patience: int, min_delta: float) -> bool:
-    "True when the best of the last `patience` scores (lower is better) is not `min_delta` (relative) below the best before them."
+    """Early stopping's rule (segmentation's validation curve): True when the best of the last `patience` scores
+    (lower is better) is not `min_delta` (relative) below the best before them."""
     if not patience or len(scores) <= patience: return False
     return min(scores[-patience:]) >= (1 - min_delta) * min(scores[:-patience])
 
+def fid_plateau(scores, patience: int, min_delta: float, alpha: float = 0.05) -> bool:
+    """The GANs' stop: True when the last `patience` scores (lower is better) are, at one-sided level `alpha`, less
+    than `min_delta` (relative) better than the `patience` before them (a t bound on the difference of the two
+    windows' mean log score). Noise widens the bound, so it delays a stop and cannot trigger one."""
+    if not patience: return False
+    if patience < 2: raise ArasError(f"the FID plateau test needs patience >= 2 evaluations a window, got {patience}")
+    if len(scores) < 2 * patience: return False
+    s = np.log(np.maximum(np.asarray(scores[-2 * patience:], float), 1e-12))
+    a, b = s[:patience], s[patience:]
+    gain, se = a.mean() - b.mean(), np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / patience)
+    margin = -np.log1p(-min_delta) if min_delta < 1 else np.inf          # min_delta as a log gain (1: any gain)
+    return bool(gain + scipy.stats.t.ppf(1 - alpha, 2 * patience - 2) * se < margin)
+
 # %% ../nbs/04a_gan_tasks.ipynb 25
+def simulate_stops(rule, sigma: float, tau: float, n: int = 40, patience: int = 4, min_delta: float = 0.05,
+                   reps: int = 500, seed: int = 0) -> dict:
+    """How `rule(scores, patience, min_delta)` stops on FID curves `30 + 150 exp(-k / tau)` (k = 1..n evaluations)
+    with log-normal noise `sigma`: where the noise-free curve reaches its plateau (it gained less than `min_delta`
+    over the last `patience` evaluations), the share of `reps` noisy curves stopped before it, and the median
+    stop (n + 1: none)."""
+    curve = 30 + 150 * np.exp(-np.arange(1, n + 1) / tau)
+    flat = [i for i in range(patience + 1, n + 1) if curve[i - 1] >= (1 - min_delta) * curve[i - 1 - patience]]
+    plateau = flat[0] if flat else n + 1
+    stop = lambda c: next((i for i in range(1, n + 1) if rule(list(c[:i]), patience, min_delta)), n + 1)
+    stops = np.array([stop(c) for c in curve * np.exp(np.random.default_rng(seed).normal(0, sigma, (reps, n)))])
+    return dict(sigma=sigma, tau=tau, plateau_at=plateau, false_stop=float(np.mean(stops < plateau)),
+                median_stop=float(np.median(stops)))
+
+# %% ../nbs/04a_gan_tasks.ipynb 28
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     "N x 3 x H x W images in [-1, 1] -> uint8 in the same layout (what the feature extractors take)."
     return (x.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
-# %% ../nbs/04a_gan_tasks.ipynb 26
+# %% ../nbs/04a_gan_tasks.ipynb 29
 class FidTracker:
     "Training FID of a generator against a fixed real subset in the ImageNet Lite0 space, with fixed latents; its history."
     def __init__(self, kind: str, data: GanData, fcfg, out_dir, device="cpu", extractor=None):
@@ -295,11 +326,12 @@ class FidTracker:
     @property
     def best(self): return min(self.counted(), key=lambda h: h[1]) if self.counted() else None
     @property
-    def stopped(self) -> bool: return plateau_reached([f for _, f in self.counted()], self.cfg.patience, self.cfg.min_delta)
+    def stopped(self) -> bool:
+        return fid_plateau([f for _, f in self.counted()], self.cfg.patience, self.cfg.min_delta, self.cfg.get("alpha", 0.05))
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
-# %% ../nbs/04a_gan_tasks.ipynb 28
+# %% ../nbs/04a_gan_tasks.ipynb 31
 def _sha256(chunks) -> str:
     "sha256 of the bytes of the concatenated uint8 tensors, read one chunk at a time (the last one is not kept)."
     h = hashlib.sha256()

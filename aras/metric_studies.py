@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .core import ArasDataError, ArasError
 from .stats import format_p
 from .metrics import deep_distances, distance_chunks, extract_features, knn, load_image, pixel_pairwise, to_tensor
+from .segmentation import resize_image
 from .distributional import UNBIASED, ci_method, mean_ci, set_metrics, subsample_ci
 
 
@@ -71,8 +72,8 @@ def perceptual_path_length(G, space: str, sim_net: nn.Module, n: int = 64, batch
 
 # %% ../nbs/07b_metric_studies.ipynb 10
 def _shift(a, s, rng=None):
-    "Translate by s pixels right and down, reflecting the image at its border (no black band)."
-    s = int(s); h, w = a.shape[:2]
+    "Translate right and down by the fraction `s` of the side, reflecting the image at its border (no black band)."
+    h, w = a.shape[:2]; s = int(round(float(s) * h))
     return np.pad(a, ((s, 0), (s, 0), (0, 0)), mode="reflect")[:h, :w]
 
 def _jpeg(a, q, rng=None):
@@ -85,8 +86,9 @@ PERTURBATIONS = {   # name -> (preserves semantics?, unit of strength, fn(image,
     "rot270": (True, "", lambda a, s, r: np.rot90(a, 3).copy()),
     "hflip": (True, "", lambda a, s, r: a[:, ::-1].copy()),
     "vflip": (True, "", lambda a, s, r: a[::-1].copy()),
-    "shift": (True, "px", _shift),
-    "blur": (False, "Gaussian sigma px", lambda a, s, r: np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(float(s))))),
+    "shift": (True, "fraction of the side", _shift),           # shift and blur scale with the patch: the same at 32 and 256 px
+    "blur": (False, "Gaussian sigma, fraction of the side",
+             lambda a, s, r: np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(float(s) * a.shape[0])))),
     "noise": (False, "sigma of 255", lambda a, s, r: np.clip(a + r.normal(0, float(s), a.shape), 0, 255).round().astype(np.uint8)),
     "jpeg": (False, "quality", _jpeg),
     "colour": (False, "red +, blue - (of 255)", lambda a, s, r: np.clip(a.astype(int) + np.array([s, 0, -s]), 0, 255).astype(np.uint8)),
@@ -152,11 +154,15 @@ PERT_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "precision", "re
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
 
 def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: dict, seed: int = 0,
-                       batch_size: int = 32, progress=True, pair_scores: dict | None = None) -> pd.DataFrame:
+                       batch_size: int = 32, progress=True, pair_scores: dict | None = None, px: int | None = None) -> pd.DataFrame:
     """A seeded half of `images` against its perturbed copies and, as the reference, against the other half (as many
     *other* real images): same set sizes, pairs row by row in both. Set metrics in every space (paired half-sample
-    intervals), pairwise metrics, and each score's sensitivity. Per-pair scores go to `pair_scores` if given."""
-    imgs = [load_image(p) for p in images]; order, h = np.random.default_rng(seed).permutation(len(imgs)), len(imgs) // 2
+    intervals), pairwise metrics, and each score's sensitivity. Images are first brought to `px` (the resolution the
+    sets are compared at, `metrics.image_px`), so a perturbation is applied where the features see it. Per-pair
+    scores go to `pair_scores` if given."""
+    imgs = [load_image(p) for p in images]
+    if px: imgs = [resize_image(x, int(px)) for x in imgs]             # the one resizing rule (chapter 05)
+    order, h = np.random.default_rng(seed).permutation(len(imgs)), len(imgs) // 2
     base, other = [imgs[i] for i in order[:h]], [imgs[i] for i in order[h:2 * h]]
     f0 = {n: extract_features(e, base, batch_size, progress=False) for n, e in spaces.items()}
     rows, B = [], int(settings.n_boot)
@@ -177,11 +183,20 @@ def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: d
     return add_sensitivity(pd.DataFrame(rows))
 
 def add_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
-    "Each score's distance form over the reference's (same space and metric); NaN where the reference's is not > 0."
-    ref = df[df["transform"] == REFERENCE].set_index(["space", "metric"])["value"]
-    den = np.array([float(distance_form(m, ref.get((sp, m), np.nan))) for sp, m in zip(df.space, df.metric)])
-    num = np.array([float(distance_form(m, v)) for m, v in zip(df.metric, df.value)])
-    with np.errstate(divide="ignore", invalid="ignore"): df["sensitivity"] = np.where(den > 0, num / den, np.nan)
+    """Two ratios of each score's distance form. `sensitivity`: over the reference's (other real images, same space
+    and metric), only where the reference's interval lies above 0 (a denominator estimated well enough to divide by;
+    else NaN). `vs_degradation`: over the mean of the degrading transforms' (same space and metric), where the
+    finite-sample floor both carry cancels."""
+    dist = lambda col: np.array([float(distance_form(m, v)) for m, v in zip(df.metric, df[col])])
+    d = df[["space", "metric"]].assign(num=dist("value"), low=np.fmin(dist("ci_low"), dist("ci_high")))  # a similarity's
+    ref = df["transform"].eq(REFERENCE)                                                         # upper bound: a low distance
+    floor = d[ref].assign(num=lambda x: x.num.where(x.low > 0)).groupby(["space", "metric"]).num.first()
+    deg = d[~ref & df.preserves_semantics.eq(False)].groupby(["space", "metric"]).num.mean()
+    at = pd.MultiIndex.from_frame(d[["space", "metric"]])
+    den, g = floor.reindex(at).to_numpy(float), deg.reindex(at).to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["sensitivity"] = np.where(den > 0, d.num / den, np.nan)
+        df["vs_degradation"] = np.where(g > 0, d.num / g, np.nan)
     return df
 
 # %% ../nbs/07b_metric_studies.ipynb 18

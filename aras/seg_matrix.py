@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .core import (ArasDataError, ArasError, RankBatches, atomic_path, barrier, file_stamp, init_distributed, make_run,
                        rank_world, settings_hash, speed_settings, write_json)
 from .profiles import DEFAULT_PROFILE
-from .data import dataset_root, decode_many, list_pairs, read_png, uncond_pool, uncond_source
+from .data import dataset_root, decode_many, list_pairs, read_png, train_subset, uncond_pool, uncond_source
 from .landcover import CLASSES, class_legend, labels_to_rgb
 from .segmentation import *
 from .stats import METRICS
@@ -92,9 +92,7 @@ class SegmentationMatrix:
         self.synthetic_dir = run.synthetic_dir
         self.uncond_dir, self.cond_dir = uncond_source(run, root), self.synthetic_dir / "cond"
         self.published = self.uncond_dir != self.synthetic_dir / "uncond"    # gan.synth.source: masks come with the set
-        real = list_pairs(root, "train")
-        if self.P.real_train_max and len(real) > self.P.real_train_max:
-            real = real.sample(int(self.P.real_train_max), random_state=run.seed).sort_values("filename")
+        real = train_subset(list_pairs(root, "train"), run.profile.data.real_train_max, run.seed)   # the GANs' too
         self.real = real.assign(source="real")
         self.val, self.test = list_pairs(root, "val").assign(source="real"), list_pairs(root, "test").assign(source="real")
         self.uncond_images = sorted((self.uncond_dir / "images").glob("*.png")) if (self.uncond_dir / "images").is_dir() else []

@@ -47,7 +47,7 @@ def train_real(profile: str, root: Path, difficulty: float, train_max: int, seed
     view = root.parent / f"train{train_max}" / "ARAS400k"     # its own work folder: runs may go in parallel
     if not view.exists(): view.parent.mkdir(parents=True, exist_ok=True); view.symlink_to(root, target_is_directory=True)
     run = make_run(profile, data_root=view, seed=seed, overrides={**SEG, "toyland.difficulty": difficulty,
-                                                                  "segmentation.real_train_max": train_max or None})
+                                                                  "data.real_train_max": train_max or None})
     m = SegmentationMatrix(run, view)
     cell = m.cells(["real"], archs=["Unet"], seeds=[m.seeds[run_seed]])[0]
     r = m.train([cell], progress=False)[0]

@@ -365,8 +365,13 @@ def test_perturbations():
     a = _images(1, 32)[0]
     assert np.array_equal(MS.perturb(MS.perturb(a, "rot90"), "rot270"), a)
     assert np.array_equal(MS.perturb(a, "hflip"), a[:, ::-1])
-    s = MS.perturb(a, "shift", 4)
+    s = MS.perturb(a, "shift", 1 / 8)                                         # 1/8 of 32 px: 4 px
     assert np.array_equal(s[4:, 4:], a[:-4, :-4]) and np.array_equal(s[:4, 4:], a[4:0:-1, :-4])   # reflected border
+    big = np.kron(a, np.ones((8, 8, 1), np.uint8))                              # the same picture at 256 px
+    assert np.array_equal(MS.perturb(big, "shift", 1 / 8)[32:, 32:], big[:-32, :-32])   # 1/8 of 256 px: 32 px
+    from aras.segmentation import resize_image
+    blur_small, blur_big = MS.perturb(a, "blur", 1 / 32), resize_image(MS.perturb(big, "blur", 1 / 32), 32)
+    assert np.abs(blur_small.astype(int) - blur_big.astype(int)).mean() < np.abs(blur_small.astype(int) - a.astype(int)).mean()
     assert np.array_equal(MS.perturb(a, "noise", 8, seed=3), MS.perturb(a, "noise", 8, seed=3))
     assert not np.array_equal(MS.perturb(a, "noise", 8, seed=3), MS.perturb(a, "noise", 8, seed=4))
     assert MS.perturb(a, "jpeg", 30).shape == a.shape
@@ -433,6 +438,30 @@ def test_perturbation_reference_matches_sizes_and_pairing_and_keeps_signs(tmp_pa
     assert inv.loc[("noise", "FID"), "sensitivity"] > 0 and inv.loc[("noise", "KID (poly)"), "value"] > 0
     ok = df.value.isna() | df.ci_low.isna() | ((df.ci_low <= df.value + 1e-12) & (df.value <= df.ci_high + 1e-12))
     assert ok.all()
+
+
+def test_perturbations_run_at_the_comparison_resolution(tmp_path, monkeypatch):
+    from fastcore.basics import AttrDict
+    monkeypatch.setattr(M, "feature_cache_dir", lambda: tmp_path)
+    r = np.random.default_rng(4)
+    imgs = [np.clip(r.normal(r.uniform(40, 200), 30, (64, 64, 3)), 0, 255).astype(np.uint8) for _ in range(8)]
+    S = AttrDict(kid_subset_size=4, kid_subsets=2, k=2, n_boot=10, is_splits=2)
+    seen = {}
+    MS.perturbation_study(imgs, {"inv": StatsExtractor()}, {"noise": (8,)}, S, {}, progress=False, pair_scores=seen, px=16)
+    assert {x.shape for x in seen[("noise", 8)][0]} == {(16, 16, 3)}           # shrunk before perturbing, not after
+
+
+def test_sensitivity_divides_only_by_a_floor_clear_of_zero():
+    rows = [dict(transform=MS.REFERENCE, strength=0, preserves_semantics=True, space="s", metric=m, value=v, ci_low=lo, ci_high=hi)
+            for m, v, lo, hi in (("FID", 2.0, 1.0, 3.0), ("KID (poly)", 0.001, -0.004, 0.006))]
+    rows += [dict(transform=t, strength=1, preserves_semantics=keep, space="s", metric=m, value=v, ci_low=v, ci_high=v)
+             for t, keep, m, v in (("rot90", True, "FID", 4.0), ("rot90", True, "KID (poly)", 0.01),
+                                   ("blur", False, "FID", 8.0), ("noise", False, "FID", 24.0), ("blur", False, "KID (poly)", 0.05))]
+    d = MS.add_sensitivity(pd.DataFrame(rows)).set_index(["transform", "metric"])
+    assert d.loc[("rot90", "FID"), "sensitivity"] == pytest.approx(2.0)         # 4 / 2: the floor's interval is above 0
+    assert np.isnan(d.loc[("rot90", "KID (poly)"), "sensitivity"])              # its interval reaches 0: no ratio
+    assert d.loc[("rot90", "FID"), "vs_degradation"] == pytest.approx(4 / 16)   # over the mean of blur and noise
+    assert d.loc[("rot90", "KID (poly)"), "vs_degradation"] == pytest.approx(0.2)
 
 
 def test_pearson_table_permutation_p_and_format():
