@@ -113,7 +113,7 @@ def family_variance(cms: dict) -> dict:
             for fam in set(FAMILY.values())}
 
 # %% ../nbs/05b_seg_tables.ipynb 12
-def _cell_values(sel: pd.DataFrame, cms: dict, mix: str, arch: str, archs: list, P, seed: int = 0, pooled=None,
+def _cell_values(sel: pd.DataFrame, cms: dict, mix: str, arch: str, archs: list, P, seed: int, pooled: dict,
                  blocks=None) -> tuple[dict, dict, tuple, tuple]:
     """Mean and sd over seeds of each metric and class F1 of one cell (the Mean row: over the architectures' seed
     means); its F1 interval with runs (pooled by family) and test images in spatial blocks; the image-only interval."""
@@ -126,17 +126,17 @@ def _cell_values(sel: pd.DataFrame, cms: dict, mix: str, arch: str, archs: list,
     else:
         agg, cm = (lambda k: (sel[k].mean(), sel[k].std())), cms[(mix, arch)]
     groups = [cms[(mix, a)] for a in archs if (mix, a) in cms] if arch == "Mean" else [cms[(mix, arch)]]
-    h = contrast_test(groups, None, pooled or family_variance(cms), FAMILY[mix], None, blocks, int(P.bootstrap),
-                      P.ci, seed)
+    h = contrast_test(groups, None, pooled, FAMILY[mix], None, blocks, int(P.bootstrap), P.ci, seed)
     return ({k: agg(k) for k in METRICS}, {c: agg(f"f1_{c}") for c in CLASSES}, (h["ci_low"], h["ci_high"]),
             bootstrap_interval(cm, int(P.bootstrap), P.ci, seed))
 
 # %% ../nbs/05b_seg_tables.ipynb 13
 def segmentation_tables(runs: pd.DataFrame, cms: dict, P, status: dict, support=None, seed: int = 0,
-                        blocks=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        blocks=None, pooled: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tables 3 and 4 (values in %) for `P.mixes` x `P.archs` + Mean, beside the paper; `status[mix]` holds the not-run
-    reason; `blocks`: the test images' spatial blocks for the F1 interval (with runs; `f1_ci_images_*`: images only)."""
-    pooled = family_variance(cms)
+    reason; `blocks`: the test images' spatial blocks for the F1 interval (with runs; `f1_ci_images_*`: images only);
+    `pooled`: `family_variance(cms)`, computed once by the caller for all tables."""
+    pooled = pooled or family_variance(cms)
     t3, t4 = [], []
     absent = [c for c, s in zip(CLASSES, support) if s == 0] if support is not None else []
     for mix in P.mixes:
@@ -183,16 +183,17 @@ def _sig_row(cms: dict, mix: str, archs: list, P, pooled: dict, blocks, seed: in
     return {"status": "ok" if np.isfinite(h["se"]) else "ok; 1 run per cell: image level only", "seeds": s,
             "test_images": r["n_images"], "blocks": h["n_blocks"], "diff_f1": 100 * h["diff"],
             "ci_low": 100 * h["ci_low"], "ci_high": 100 * h["ci_high"], "df": h["df"],
-            "p": min(1.0, 2 * min(h["p_greater"], h["p_less"])), "mde": 100 * h["mde"],
+            "p": h["p"], "mde": 100 * h["mde"],
             "runs_mix": sum(len(cms[(mix, a)]) for a in archs), "runs_real": sum(len(cms[("real", a)]) for a in archs),
             "ci_low_images": 100 * r["ci_low"], "ci_high_images": 100 * r["ci_high"], "p_images": r["p"]}
 
-def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int = 0, blocks=None) -> pd.DataFrame:
+def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int = 0, blocks=None,
+                       pooled: dict | None = None) -> pd.DataFrame:
     """Every mix against Real per architecture (and over all): the F1 difference in points with its interval and p over
     training runs (variance pooled by family) and test images in spatial blocks, the smallest difference detectable at
     80% power, BH q-values; beside them the image-level test that holds the trained models fixed (`*_images`)."""
     from scipy.stats import false_discovery_control
-    rows, pooled = [], family_variance(cms)
+    rows, pooled = [], pooled or family_variance(cms)
     for mix in [m for m in P.mixes if m != "real"]:
         for arch in [*P.archs, "All"]:
             key = "Mean" if arch == "All" else arch
@@ -214,11 +215,10 @@ def significance_table(runs: pd.DataFrame, cms: dict, P, status: dict, seed: int
     return df.reindex(columns=cols)
 
 # %% ../nbs/05b_seg_tables.ipynb 19
-def contrast_table(cms: dict, P, blocks, status: dict, seed: int = 0) -> pd.DataFrame:
+def contrast_table(cms: dict, P, blocks, status: dict, seed: int = 0, pooled: dict | None = None) -> pd.DataFrame:
     """`CONTRASTS` in macro F1 points over this run's architectures: run variance pooled by `FAMILY`, test images
     resampled in spatial `blocks`, the smallest difference detectable at 80% power, the paper's differences."""
-    pooled = family_variance(cms)
-    rows = []
+    pooled, rows = pooled or family_variance(cms), []
     for other, base in (c for c in CONTRASTS if set(c) <= set(P.mixes)):
         row = dict(other=other, base=base, contrast=f"{MIX_LABEL[other]} - {MIX_LABEL[base]}",
                    paper_diff=paper_diff(other, base), paper_diff_archs=paper_diff(other, base, P.archs))
@@ -231,6 +231,7 @@ def contrast_table(cms: dict, P, blocks, status: dict, seed: int = 0) -> pd.Data
         pts = {k: 100 * h[k] for k in ("diff", "se", "se_runs", "se_images", "ci_low", "ci_high", "mde")}
         rows.append({**row, "status": "ok" if np.isfinite(h["se"]) else "ok; no run variance (1 run per cell)",
                      "archs": len(archs), "runs": sum(len(cms[(m, a)]) for a in archs for m in (other, base)),
+                     "runs_per_set": min(len(cms[(m, a)]) for a in archs for m in (other, base)),
                      **pts, **{k: h[k] for k in ("df", "df_runs", "n_images", "n_blocks", "p_greater", "p_less")}})
     return pd.DataFrame(rows)
 
@@ -243,7 +244,7 @@ def power_table(contrasts: pd.DataFrame, runs=(2, 3, 5, 8, 12, 20), test_patches
     rows = []
     for c in contrasts[contrasts.apply(lambda r: (r.other, r.base) in POWER_CONTRASTS, axis=1)].itertuples():
         if not np.isfinite(getattr(c, "se", np.nan)): continue
-        r0, n0 = c.runs / 2 / c.archs, c.n_images          # runs per set and architecture; test patches
+        r0, n0 = c.runs_per_set, c.n_images                 # runs per set and architecture; test patches
         for r in runs:
             for n in test_patches:
                 v_runs, v_img = c.se_runs**2 * r0 / r, c.se_images**2 * n0 / n
@@ -256,8 +257,12 @@ def power_table(contrasts: pd.DataFrame, runs=(2, 3, 5, 8, 12, 20), test_patches
     return pd.DataFrame(rows)
 
 # %% ../nbs/05b_seg_tables.ipynb 27
-def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, cm_cms: dict, P, seed: int = 0) -> pd.DataFrame:
-    "Per compute-matched mix and architecture (and pooled): F1 (%), optimiser steps and images seen of Real, of the mix epoch-matched and compute-matched, and each mix's hierarchical difference from Real."
+def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, cm_cms: dict, P, seed: int = 0,
+                          blocks=None, pooled: dict | None = None) -> pd.DataFrame:
+    """Per compute-matched mix and architecture (and pooled): F1 (%), optimiser steps and images seen of Real, of the
+    mix epoch-matched and compute-matched, and each mix's difference from Real by `contrast_test` (run variance
+    pooled by family, test images in spatial `blocks`), as in every other table of this chapter."""
+    pooled = pooled or family_variance(cms)
     rows = []
     for mix in dict.fromkeys(cm_runs.mix if len(cm_runs) else []):
         archs = [a for a in P.archs if a in set(cm_runs[cm_runs.mix == mix].arch)]
@@ -269,12 +274,12 @@ def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, 
                         f"steps_{key}": d.steps.mean(), f"images_{key}": d.images_seen.mean()}
             for key, c in (("epochs", cms), ("steps", cm_cms)):
                 if not all((mix, a) in c and ("real", a) in cms for a in sel): continue
-                h = hierarchical_test([c[(mix, a)] for a in sel], [cms[("real", a)] for a in sel], int(P.bootstrap), P.ci, seed)
+                h = contrast_test([c[(mix, a)] for a in sel], [cms[("real", a)] for a in sel], pooled, FAMILY[mix],
+                                  FAMILY["real"], blocks, int(P.bootstrap), P.ci, seed)
                 row |= {f"diff_{key}": 100 * h["diff"], f"ci_low_{key}": 100 * h["ci_low"], f"ci_high_{key}": 100 * h["ci_high"],
                         f"p_{key}": h["p"], f"p_{key}_text": format_p(h["p"])}
             rows.append(row)
     return pd.DataFrame(rows)
-
 
 # %% ../nbs/05b_seg_tables.ipynb 30
 def per_class_gain(runs: pd.DataFrame, mixes) -> pd.DataFrame:

@@ -12,9 +12,9 @@ from scipy import stats
 # %% auto 0
 __all__ = ['METRICS', 'LEVEL', 'ALPHA', 'metrics_from_cm', 'percentile_ci', 'rater_bootstrap', 'bootstrap_interval',
            'paired_test', 'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions', 'rejection_rates',
-           'image_blocks', 'block_weights', 'pooled_run_variance', 'smallest_detectable', 'contrast_test',
-           'contrast_coverage', 'direction_verdict', 'size_verdict', 'equivalence_verdict', 'class_gain_rho',
-           'critical_rho', 'grouped_rho', 'composition_divergence', 'format_p']
+           'image_blocks', 'block_weights', 'pooled_run_variance', 'smallest_detectable', 'interval_mde',
+           'contrast_test', 'contrast_coverage', 'direction_verdict', 'size_verdict', 'equivalence_verdict',
+           'class_gain_rho', 'critical_rho', 'grouped_rho', 'composition_divergence', 'format_p']
 
 # %% ../nbs/00a_statistics.ipynb 6
 METRICS = ("f1", "iou", "precision", "recall", "accuracy")
@@ -201,7 +201,14 @@ def smallest_detectable(se: float, df: float, alpha: float = 0.05, power: float 
     crit = stats.t.ppf(1 - alpha, df)
     return float(se * optimize.brentq(lambda d: stats.nct.sf(crit, df, d) - power, 0.0, 1e3))
 
-# %% ../nbs/00a_statistics.ipynb 27
+def interval_mde(lo: float, hi: float, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest effect detectable at `power` (one-sided, alpha (1 - `level`) / 2) by a test whose `level` interval
+    is [lo, hi], taken as normal: for a claim whose interval comes from a bootstrap or half-samples (NaN without one)."""
+    from scipy import stats
+    if not np.isfinite([lo, hi]).all() or hi <= lo: return np.nan
+    return float((hi - lo) / 2 / stats.norm.ppf(0.5 + level / 2) * (stats.norm.ppf(0.5 + level / 2) + stats.norm.ppf(power)))
+
+# %% ../nbs/00a_statistics.ipynb 28
 def contrast_test(groups_a: list, groups_b: list, pooled: dict, family_a: str, family_b: str, blocks=None,
                   n_resamples: int = 1000, ci: float = 0.95, seed: int = 0, stat: str = "f1",
                   power: float = 0.8) -> dict:
@@ -226,16 +233,16 @@ def contrast_test(groups_a: list, groups_b: list, pooled: dict, family_a: str, f
                df_runs=int(sum(d for _, d in parts[:-1])))
     var = sum(v for v, _ in parts)
     if not np.isfinite(var) or any(d <= 0 for _, d in parts[:-1]):
-        none = ("se", "se_runs", "df", "ci_low", "ci_high", "p_greater", "p_less", "mde")
+        none = ("se", "se_runs", "df", "ci_low", "ci_high", "p_greater", "p_less", "p", "mde")
         return {**out, **dict.fromkeys(none, np.nan)}
     df = var**2 / max(sum(v**2 / d for v, d in parts if d > 0), 1e-300)
     se, half = math.sqrt(var), stats.t.ppf(0.5 + ci / 2, df) * math.sqrt(var)
     t = diff / se if se > 0 else 0.0
     return {**out, "se": se, "se_runs": math.sqrt(var - parts[-1][0]), "df": float(df), "ci_low": diff - half,
             "ci_high": diff + half, "p_greater": float(stats.t.sf(t, df)), "p_less": float(stats.t.cdf(t, df)),
-            "mde": smallest_detectable(se, df, 1 - (0.5 + ci / 2), power)}
+            "p": float(2 * stats.t.sf(abs(t), df)), "mde": smallest_detectable(se, df, 1 - (0.5 + ci / 2), power)}
 
-# %% ../nbs/00a_statistics.ipynb 28
+# %% ../nbs/00a_statistics.ipynb 29
 def contrast_coverage(n_reps: int = 100, runs: int = 2, families=(4, 2), n_images: int = 80, block: int = 4,
                       seed: int = 0, n_resamples: int = 300, **sim) -> dict:
     """Simulated at a run's sizes with no true difference between sets: the share of 95% intervals of `contrast_test`
@@ -253,7 +260,7 @@ def contrast_coverage(n_reps: int = 100, runs: int = 2, families=(4, 2), n_image
     return {f"{k} {what}": float(np.mean([x[i] for x in v])) for k, v in hit.items()
             for i, what in ((0, "coverage"), (1, "one-sided type I"))}
 
-# %% ../nbs/00a_statistics.ipynb 31
+# %% ../nbs/00a_statistics.ipynb 32
 LEVEL, ALPHA = 0.95, 0.05          # two-sided intervals; one-sided direction tests
 
 def direction_verdict(c, expect: str, paper: float) -> str:
@@ -283,7 +290,7 @@ def equivalence_verdict(lo: float, hi: float, margin: float) -> str:
     return "holds" if hi <= margin else "contradicted" if lo > margin else \
         f"cannot tell at this scale: the interval [{lo:.3g}, {hi:.3g}] spans the margin {margin:.3g}"
 
-# %% ../nbs/00a_statistics.ipynb 33
+# %% ../nbs/00a_statistics.ipynb 34
 def _spearman(x, y, axis=-1):
     "Spearman's rho along `axis` (vectorised, so that scipy's permutation test can batch it)."
     rx, ry = (stats.rankdata(v, axis=axis) for v in (x, y))
@@ -321,7 +328,7 @@ def grouped_rho(metric: np.ndarray, f1: np.ndarray, groups: np.ndarray) -> tuple
     null = np.abs(null)
     return rho, float(np.mean(null >= abs(rho) - 1e-12)), float(np.mean(null >= null.max() - 1e-12))
 
-# %% ../nbs/00a_statistics.ipynb 36
+# %% ../nbs/00a_statistics.ipynb 37
 def composition_divergence(px: np.ndarray, ref: np.ndarray, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0) -> dict:
     "Class composition (pixel shares) of a set against a reference set, from pixels per class (N, C) of each: Jensen-Shannon divergence (bits) and total variation, with percentile bootstrap intervals over the images of both."
     from scipy.spatial.distance import jensenshannon
@@ -336,7 +343,7 @@ def composition_divergence(px: np.ndarray, ref: np.ndarray, n_resamples: int = 1
                 shares=p[0], ref_shares=q[0])
 
 
-# %% ../nbs/00a_statistics.ipynb 39
+# %% ../nbs/00a_statistics.ipynb 40
 def format_p(p: float, n_resamples: int | None = None) -> str:
     "A p-value as text: `< 1/(B+1)` at the resolution of `n_resamples` resamples, else 3 significant digits."
     if p is None or not np.isfinite(p): return ""
