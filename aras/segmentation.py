@@ -25,10 +25,11 @@ from .landcover import CLASSES
 # %% auto 0
 __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'IMAGENET_NORM', 'LITE_NORM',
            'encoder_normalization', 'build_model', 'load_encoder_weights', 'resize_image', 'image_batch', 'read_set',
-           'SegmentationSet', 'iterate_batches', 'augment_batch', 'normalize', 'confusion_per_image', 'confusion_meter',
-           'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint', 'load_checkpoint', 'load_weights',
-           'load_trained', 'config_hash', 'train_epoch', 'Callback', 'callback_event', 'FitState', 'fit', 'PlateauLR',
-           'SaveBest', 'StepBudget', 'EarlyStopping', 'SaveLast', 'ProgressBar', 'train_cell', 'run_converged']
+           'SegmentationSet', 'iterate_batches', 'augment_generator', 'augment_batch', 'normalize',
+           'confusion_per_image', 'confusion_meter', 'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint',
+           'load_checkpoint', 'load_weights', 'load_trained', 'config_hash', 'train_epoch', 'Callback',
+           'callback_event', 'FitState', 'fit', 'PlateauLR', 'SaveBest', 'StepBudget', 'EarlyStopping', 'SaveLast',
+           'ProgressBar', 'train_cell', 'run_converged']
 
 # %% ../nbs/05_segmentation.ipynb 7
 ARCHS = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")    # smp class names
@@ -160,10 +161,17 @@ class SegmentationSet(torch.utils.data.Dataset):
         return torch.stack(xs), torch.stack(ys)
     def __repr__(self): return f"SegmentationSet({len(self)} pairs at {self.size} px)"
 
-def iterate_batches(dataset: SegmentationSet, batches: list, num_workers: int = 0):
-    "Stacked (images, labels) of each index batch; decoded by `num_workers` DataLoader processes when the set is not in memory."
-    if dataset.tensors is not None or not num_workers: return (dataset.batch(b) for b in batches)
-    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers))
+def iterate_batches(dataset: SegmentationSet, batches: list, num_workers: int = 0, pin: bool = False):
+    """Stacked (images, labels) of each index batch; decoded by `num_workers` DataLoader processes when the set is not
+    in memory. `pin`: page-locked batches, so a copy to a GPU with `non_blocking=True` overlaps the next step."""
+    if dataset.tensors is not None or not num_workers:
+        return ((x.pin_memory(), y.pin_memory()) if pin else (x, y) for x, y in map(dataset.batch, batches))
+    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin))
+
+def augment_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    """The augmentation random stream of one epoch on one process: seeded by (seed, epoch), and apart for every rank
+    (rank 0 keeps the single-process stream, so one process reproduces earlier runs)."""
+    return torch.Generator().manual_seed(seed * 1013 + epoch + 1_000_003 * rank)
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, limit: float = 0.2):
     "Flips (p 0.5 each), a 90-degree rotation (p 0.5) and brightness-contrast (p 0.3, image only) per sample, in place; x in [0, 1]."
@@ -287,18 +295,19 @@ def config_hash(cfg: dict) -> str:
     return settings_hash({k: v for k, v in cfg.items() if k not in ("run_dir",)})
 
 def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, cfg: dict, gen, device="cpu", num_workers=0) -> list:
-    "One pass over the index `batches` as the authors train: augmentation, Dice loss, gradient clipping, AdamW step; the batch losses."
-    net.train(); losses = []
-    for x, y in iterate_batches(data, batches, num_workers):
-        x, y = x.to(device).float().div_(255), y.to(device).long()
+    """One pass over the index `batches` as the authors train: augmentation, Dice loss, gradient clipping, AdamW step;
+    the batch losses, read from the device once at the end of the epoch (a `.item()` per step would wait for the GPU)."""
+    net.train(); losses, cuda = [], torch.device(device).type == "cuda"
+    for x, y in iterate_batches(data, batches, num_workers, pin=cuda):
+        x, y = x.to(device, non_blocking=cuda).float().div_(255), y.to(device, non_blocking=cuda).long()
         if cfg["augment"]: x, y = augment_batch(x, y, gen)
         if cfg.get("channels_last"): x = x.contiguous(memory_format=torch.channels_last)
         opt.zero_grad(set_to_none=True)
         with autocast(device, cfg.get("amp")): loss = loss_fn(net(normalize(x, *cfg["norm"])).float(), y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
-        opt.step(); losses.append(loss.item())
-    return losses
+        opt.step(); losses.append(loss.detach())
+    return torch.stack(losses).tolist() if losses else []
 
 # %% ../nbs/05_segmentation.ipynb 35
 def _optimisation(model, cfg: dict):
@@ -350,7 +359,7 @@ def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_
         f.batches = epoch_batches(len(f.sets["train"]), int(f.cfg["batch_size"]), seed, f.epoch, f.cfg["steps_per_epoch"], rank, world)
         callback_event(callbacks, "before_epoch", f)
         losses = train_epoch(f.net, f.model, f.opt, f.loss_fn, f.sets["train"], f.batches, f.cfg,
-                             torch.Generator().manual_seed(seed * 1013 + f.epoch), device, num_workers)
+                             augment_generator(seed, f.epoch, rank), device, num_workers)
         f.val = _validate(f.model, f.sets, f.cfg, eval_batch_size, device, num_workers)
         if f.val["f1"] > f.best: f.best, f.best_epoch = f.val["f1"], f.epoch
         f.history.append(dict(epoch=f.epoch, steps=len(f.batches), train_loss=float(np.mean(losses)), val_f1=f.val["f1"],

@@ -541,6 +541,28 @@ def test_augmentation_moves_image_and_mask_together():
     assert torch.equal(torch.bincount(ya.view(-1), minlength=7), torch.bincount(y.view(-1), minlength=7))
 
 
+def test_each_rank_augments_with_its_own_stream_and_rank_0_keeps_the_single_process_one():
+    y = torch.randint(0, 7, (16, 16, 16)); x = torch.rand(16, 3, 16, 16)
+    a0, a1 = (S.augment_batch(x.clone(), y.clone(), S.augment_generator(5, 2, r))[1] for r in (0, 1))
+    assert not torch.equal(a0, a1)                                          # two ranks: two augmentations
+    old = S.augment_batch(x.clone(), y.clone(), torch.Generator().manual_seed(5 * 1013 + 2))[1]
+    assert torch.equal(a0, old)                                             # one process: the runs of before
+
+
+def test_an_epoch_reads_its_losses_from_the_device_once(monkeypatch):
+    model = S.build_model("Unet", "tu-efficientnet_lite0")
+    data = S.SegmentationSet(pd.DataFrame({"image": [], "mask": []}), 32)
+    data.tensors = (torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 7, (8, 32, 32)))
+    opt, _, loss_fn = S._optimisation(model, dict(lr=1e-3, lr_factor=0.1, lr_patience=1))
+    cfg = dict(augment=True, grad_clip=1.0, norm=S.LITE_NORM)
+    calls, item = [0], torch.Tensor.item
+    def counted(t):                              # a loss read with .item(): a graph-carrying tensor, a wait on a GPU
+        calls[0] += t.grad_fn is not None; return item(t)
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    losses = S.train_epoch(model, model, opt, loss_fn, data, [[0, 1, 2, 3], [4, 5, 6, 7]], cfg, torch.Generator())
+    assert calls[0] == 0 and len(losses) == 2 and all(isinstance(v, float) and v > 0 for v in losses)
+
+
 # --- statistics -----------------------------------------------------------------------------------------
 
 def test_bootstrap_and_permutation_test_agree_with_scipy():
