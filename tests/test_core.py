@@ -68,6 +68,9 @@ def test_profiles_are_paper_plus_scale_overrides_and_name_method_changes():
     assert get_profile("smoke").smoke and not small.smoke and not get_profile("paper").smoke
     with pytest.raises(ArasError, match="is now 'smoke'"):
         get_profile("tiny")
+    referee = get_profile("referee")                                   # the small run, sized to decide (issue 26)
+    assert referee.method_changes == small.method_changes and referee.data.real_train_max == small.data.real_train_max
+    assert referee.segmentation.n_seeds == 40 and referee.data.split_fractions[2] > small.data.split_fractions[2]
 
 
 def test_one_override_parser_for_every_command_line():
