@@ -343,7 +343,7 @@ SMALL |= {
                             "rather than the authors' script (gan.cond.arch=authors, the paper profile)"),
     "gan.cond.spade_hidden": 64, "gan.cond.nf_max": 512, "gan.cond.mirror": True, "gan.synth.uncond_ratio": 3,
     "gan.cond.resolution": 32, "gan.cond.z_dim": 32, "gan.cond.nf": 32, "gan.cond.d_nf": 16, "gan.cond.batch": 8,
-    "gan.cond.kimg": 16, "gan.cond.snap_kimg": 1, "gan.cond.log_every": 10,    # budget caps, measured in notebook 04
+    "gan.cond.kimg": 24, "gan.cond.snap_kimg": 1, "gan.cond.log_every": 10,    # budget caps, measured in notebook 04b
     "gan.cond.betas": (0.0, 0.999),
     "gan.cond.vgg_weight": method(0.0, "no VGG19 weights ship offline: the perceptual loss is left out"),
     "gan.cond.ema_kimg": 0.5,
