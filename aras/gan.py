@@ -248,8 +248,8 @@ def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True
             if (e := f.exception()) is not None:
                 raise ArasError(f"training the {k} GAN failed ({jobs[k][1]}): {type(e).__name__}: {e}") from e
         resume = True                                              # below: reload what the workers trained
-    return {k: train_gan(k, cfg, GanData(root, "train", cfg.resolution, preload, n_max, seed), out, seed, device, resume,
-                         progress) for k, (cfg, out) in jobs.items()}
+    data = lambda cfg: GanData(root, "train", cfg.resolution, preload, n_max, seed)
+    return {k: train_gan(k, cfg, data(cfg), out, seed, device, resume, progress) for k, (cfg, out) in jobs.items()}
 
 # %% ../nbs/04b_gan_training.ipynb 19
 def gan_main(argv=None):
@@ -274,8 +274,8 @@ def gan_main(argv=None):
     run = Run(prof, Path(args.data_root).expanduser(), Path(), args.seed)
     out = Path(args.out) if args.out else gan_dir(run, args.kind)
     if rank_world()[0] == 0: print(f"{args.kind} GAN: checkpoints and log in {out}")
-    data = GanData(find_layout_root(args.data_root), "train", cfg.resolution, prof.gan.preload, prof.data.real_train_max,
-                   args.seed)                                 # the real patches segmentation trains on
+    root, n_max = find_layout_root(args.data_root), prof.data.real_train_max   # the real patches segmentation trains on
+    data = GanData(root, "train", cfg.resolution, prof.gan.preload, n_max, args.seed)
     task = train_gan(args.kind, cfg, data, out, args.seed, device, resume=not args.no_resume,
                      progress=rank_world()[0] == 0)
     if dist_on():

@@ -327,7 +327,8 @@ class FidTracker:
     def best(self): return min(self.counted(), key=lambda h: h[1]) if self.counted() else None
     @property
     def stopped(self) -> bool:
-        return fid_plateau([f for _, f in self.counted()], self.cfg.patience, self.cfg.min_delta, self.cfg.get("alpha", 0.05))
+        c = self.cfg
+        return fid_plateau([f for _, f in self.counted()], c.patience, c.min_delta, c.get("alpha", 0.05))
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 

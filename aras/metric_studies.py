@@ -86,7 +86,7 @@ PERTURBATIONS = {   # name -> (preserves semantics?, unit of strength, fn(image,
     "rot270": (True, "", lambda a, s, r: np.rot90(a, 3).copy()),
     "hflip": (True, "", lambda a, s, r: a[:, ::-1].copy()),
     "vflip": (True, "", lambda a, s, r: a[::-1].copy()),
-    "shift": (True, "fraction of the side", _shift),           # shift and blur scale with the patch: the same at 32 and 256 px
+    "shift": (True, "fraction of the side", _shift),           # shift and blur scale with the patch size
     "blur": (False, "Gaussian sigma, fraction of the side",
              lambda a, s, r: np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(float(s) * a.shape[0])))),
     "noise": (False, "sigma of 255", lambda a, s, r: np.clip(a + r.normal(0, float(s), a.shape), 0, 255).round().astype(np.uint8)),
@@ -154,7 +154,8 @@ PERT_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "precision", "re
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
 
 def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: dict, seed: int = 0,
-                       batch_size: int = 32, progress=True, pair_scores: dict | None = None, px: int | None = None) -> pd.DataFrame:
+                       batch_size: int = 32, progress=True, pair_scores: dict | None = None,
+                       px: int | None = None) -> pd.DataFrame:
     """A seeded half of `images` against its perturbed copies and, as the reference, against the other half (as many
     *other* real images): same set sizes, pairs row by row in both. Set metrics in every space (paired half-sample
     intervals), pairwise metrics, and each score's sensitivity. Images are first brought to `px` (the resolution the
@@ -188,8 +189,9 @@ def add_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
     else NaN). `vs_degradation`: over the mean of the degrading transforms' (same space and metric), where the
     finite-sample floor both carry cancels."""
     dist = lambda col: np.array([float(distance_form(m, v)) for m, v in zip(df.metric, df[col])])
-    d = df[["space", "metric"]].assign(num=dist("value"), low=np.fmin(dist("ci_low"), dist("ci_high")))  # a similarity's
-    ref = df["transform"].eq(REFERENCE)                                                         # upper bound: a low distance
+    low = np.fmin(dist("ci_low"), dist("ci_high"))           # a similarity's upper bound is its distance's lower bound
+    d = df[["space", "metric"]].assign(num=dist("value"), low=low)
+    ref = df["transform"].eq(REFERENCE)
     floor = d[ref].assign(num=lambda x: x.num.where(x.low > 0)).groupby(["space", "metric"]).num.first()
     deg = d[~ref & df.preserves_semantics.eq(False)].groupby(["space", "metric"]).num.mean()
     at = pd.MultiIndex.from_frame(d[["space", "metric"]])

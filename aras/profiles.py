@@ -43,7 +43,7 @@ class Data:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)   # train, validation, test
     split_block: int = 8                  # splits are drawn by spatial blocks of block x block patches
     max_patches: int | None = None        # cap on patches (None: all)
-    real_train_max: int | None = None     # real training patches the GANs and segmentation learn from (None: all of the split)
+    real_train_max: int | None = None     # real training patches the GANs and segmentation learn from (None: all)
     workers: int | None = None            # tiles prepared at once, one process each (None: every core); results do not depend on it
 
 # %% ../nbs/00b_profiles.ipynb 11
@@ -218,7 +218,7 @@ class Perturbations:
     spaces: tuple[str, ...] = ("inception", "clip", "dinov2", "lite0", "lite0+rot8", "domain")
     transforms: dict = field(default_factory=lambda: dict(
         rot90=(1,), rot180=(1,), rot270=(1,), hflip=(1,), vflip=(1,),
-        shift=(1 / 16, 1 / 4), blur=(1 / 64, 1 / 32, 1 / 16),      # fractions of the patch side (2-8 and 0.5-2 px at 32 px)
+        shift=(1 / 16, 1 / 4), blur=(1 / 64, 1 / 32, 1 / 16),      # fractions of the side (2-8, 0.5-2 px at 32)
         noise=(4, 8, 16), jpeg=(90, 60, 30), colour=(5, 10, 20)))
 
 @dataclass
@@ -434,13 +434,13 @@ SMOKE = {
 # set, if the run's own `seg_power` asks for them. Extra toyland tiles only grow the test split (segmentation still
 # trains on `data.real_train_max` = 150); the GANs get a budget long enough for the window test of chapter 04a.
 REFEREE = {
-    "description": "CPU, hours on 2 cores: the small profile sized to decide Real + Cond. and Real + Uncond. 3x against Real",
+    "description": "CPU, hours on 2 cores: the small profile sized to decide two augmentation gains against Real",
     "toyland.n_tiles": 70, "data.split_fractions": (0.3, 0.1, 0.6),   # ~6,500 patches: ~3,900 test (inference only)
     "segmentation.mixes": ("real", "real_cond", "real_uncond_3x"), "segmentation.n_seeds": 40,
     "segmentation.compute_matched_mixes": (),   # the decision needs the paper's epoch-matched runs only
     "gan.uncond.kimg": 40, "gan.cond.kimg": 40,
 }
 
-PROFILES = dict(paper=[], small=[SMALL], smoke=[SMALL, SMOKE], referee=[SMALL, REFEREE])   # overrides of PAPER, in order
+PROFILES = dict(paper=[], small=[SMALL], smoke=[SMALL, SMOKE], referee=[SMALL, REFEREE])   # PAPER's overrides, in order
 
 DEFAULT_PROFILE = "small"

@@ -296,7 +296,8 @@ def config_hash(cfg: dict) -> str:
 
 def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, cfg: dict, gen, device="cpu", num_workers=0) -> list:
     """One pass over the index `batches` as the authors train: augmentation, Dice loss, gradient clipping, AdamW step;
-    the batch losses, read from the device once at the end of the epoch (a `.item()` per step would wait for the GPU)."""
+    the batch losses, read from the device once at the end of the epoch (an `.item()` per step would wait for
+    the GPU)."""
     net.train(); losses, cuda = [], torch.device(device).type == "cuda"
     for x, y in iterate_batches(data, batches, num_workers, pin=cuda):
         x, y = x.to(device, non_blocking=cuda).float().div_(255), y.to(device, non_blocking=cuda).long()

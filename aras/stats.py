@@ -202,11 +202,13 @@ def smallest_detectable(se: float, df: float, alpha: float = 0.05, power: float 
     return float(se * optimize.brentq(lambda d: stats.nct.sf(crit, df, d) - power, 0.0, 1e3))
 
 def interval_mde(lo: float, hi: float, level: float = 0.95, power: float = 0.8) -> float:
-    """The smallest effect detectable at `power` (one-sided, alpha (1 - `level`) / 2) by a test whose `level` interval
-    is [lo, hi], taken as normal: for a claim whose interval comes from a bootstrap or half-samples (NaN without one)."""
+    """The smallest effect detectable at `power` (one-sided, alpha (1 - `level`) / 2) by a test whose `level`
+    interval is [lo, hi], taken as normal: for a claim whose interval comes from a bootstrap or half-samples
+    (NaN without one)."""
     from scipy import stats
     if not np.isfinite([lo, hi]).all() or hi <= lo: return np.nan
-    return float((hi - lo) / 2 / stats.norm.ppf(0.5 + level / 2) * (stats.norm.ppf(0.5 + level / 2) + stats.norm.ppf(power)))
+    z = stats.norm.ppf(0.5 + level / 2)
+    return float((hi - lo) / 2 / z * (z + stats.norm.ppf(power)))
 
 # %% ../nbs/00a_statistics.ipynb 28
 def contrast_test(groups_a: list, groups_b: list, pooled: dict, family_a: str, family_b: str, blocks=None,
