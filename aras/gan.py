@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_world,
                        save_torch, settings_hash)
-from .data import list_pairs, train_subset
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
 from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
@@ -321,12 +320,11 @@ def sample_main(argv=None) -> int:
     from aras.data import dataset_root
     a, run, rank, world = process_share("python -m aras.gan sample", sample_main.__doc__, argv)
     G_CFG, root, syn = run.profile.gan, dataset_root(run), run.synthetic_dir
+    masks = GanData(root, "train", G_CFG.cond.resolution, False, run.profile.data.real_train_max, run.seed)  # the subset
     if G_CFG.synth.source != "published":
-        n_max = run.profile.data.real_train_max
-        n = int(round(G_CFG.synth.uncond_ratio * len(train_subset(list_pairs(root, "train"), n_max, run.seed))))
-        sample_unconditional(trained_generator(run, "uncond", run.device), n, syn / "uncond", psi=G_CFG.synth.truncation_psi,
-                             device=run.device, progress=rank == 0, rank=rank, world=world)
-    masks = GanData(root, "train", G_CFG.cond.resolution, False, run.profile.data.real_train_max, run.seed)
+        n = int(round(G_CFG.synth.uncond_ratio * len(masks)))                # 1x, 3x: of the real set the GANs saw
+        sample_unconditional(trained_generator(run, "uncond", run.device), n, syn / "uncond",
+                             psi=G_CFG.synth.truncation_psi, device=run.device, progress=rank == 0, rank=rank, world=world)
     sample_conditional(trained_generator(run, "cond", run.device), masks,
                        syn / "cond", device=run.device, progress=rank == 0, rank=rank, world=world)
     print(f"rank {rank} of {world}: samples done; run the GAN chapter (aras reproduce --only 04) to merge them")

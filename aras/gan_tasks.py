@@ -328,7 +328,7 @@ class FidTracker:
     @property
     def stopped(self) -> bool:
         c = self.cfg
-        return fid_plateau([f for _, f in self.counted()], c.patience, c.min_delta, c.get("alpha", 0.05))
+        return fid_plateau([f for _, f in self.counted()], c.patience, c.min_delta, c.alpha)
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
