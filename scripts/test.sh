@@ -16,7 +16,7 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 VENV="${ARAS_VENV:-.venv}"
 # notebook checks write their figures to a temporary folder, never over the committed figures/
-export ARAS_FIGURES="${ARAS_FIGURES:-$(mktemp -d)}"
+if [ -z "${ARAS_FIGURES:-}" ]; then export ARAS_FIGURES="$(mktemp -d)"; trap 'rm -rf "$ARAS_FIGURES"' EXIT; fi
 "$VENV/bin/python" -m pytest -q --durations=5 tests "$@"   # the 5 slowest tests and their times
 # serially and in order: each chapter reads what the earlier ones wrote (data, GAN samples, labels)
 "$VENV/bin/nbdev_test" --n_workers 0 --do_print
