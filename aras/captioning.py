@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import (ArasDataError, ArasError, ModelUnavailable, atomic_path, cache_dir, check_model_folder,
+from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
+                       ArasDataError, ArasError, ModelUnavailable, atomic_path, cache_dir, check_model_folder,
                        resolve_model_path, settings_hash)
 from .data import SPLITS, list_pairs, read_class_percentages, read_png
 from .landcover import CLASSES, composition_row, rgb_to_labels
@@ -381,6 +382,7 @@ def save_caption_files(captions: pd.DataFrame, out_dir) -> list[Path]:
     return paths
 
 # %% ../nbs/06_captioning.ipynb 39
+@one_line_errors("python -m aras.captioning")
 def main(argv=None) -> int:
     "Caption this process's share of every captioner's batches (RANK and WORLD_SIZE from torchrun; one process without)."
     from aras.core import process_share

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb 3
 from __future__ import annotations
-import ast, contextlib, copy, hashlib, importlib.util, json, os, random, re, tempfile
+import ast, contextlib, copy, functools, hashlib, importlib.util, json, os, random, re, sys, tempfile
 from pathlib import Path
 from dataclasses import dataclass, fields
 
@@ -12,17 +12,18 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
 
-from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, GpuPractice, method, setting_type, type_problem   # chapter 00b
+from .profiles import (DEFAULT_PROFILE, PAPER, PROFILES, GpuPractice, method, range_problems,   # chapter 00b
+                           setting_type, type_problem)
 
 
 # %% auto 0
 __all__ = ['LITE0_DEPTHS', 'SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'get_profile', 'parse_overrides',
            'project_root', 'cache_dir', 'weights_dir', 'figures_root', 'ModelUnavailable', 'resolve_model_path',
            'check_model_folder', 'lite0_to_timm', 'lite0_imagenet_file', 'seed_everything', 'resolve_device', 'Run',
-           'profile_notes', 'make_run', 'process_share', 'RankBatches', 'file_stamp', 'atomic_path', 'write_json',
-           'save_torch', 'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown', 'save_table',
-           'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled', 'dist_on', 'rank_world', 'barrier',
-           'local_device', 'init_distributed']
+           'profile_notes', 'make_run', 'process_share', 'one_line_errors', 'RankBatches', 'file_stamp', 'atomic_path',
+           'write_json', 'save_torch', 'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown',
+           'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled', 'dist_on',
+           'rank_world', 'barrier', 'local_device', 'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -61,6 +62,7 @@ def get_profile(name: str = DEFAULT_PROFILE, overrides: dict | None = None, **kw
             _set(prof, key, copy.deepcopy(value), name)
     user = {**(overrides or {}), **kw}
     for key, value in user.items(): _set(prof, key, value, name)
+    if bad := range_problems(prof): raise ArasError(f"profile {name!r}: " + "; ".join(bad))
     prof.update(name=name, method_changes=changes, overrides=user)
     return _as_attrdict(prof)
 
@@ -264,7 +266,20 @@ def process_share(prog: str, description: str, argv=None) -> tuple:
     run = make_run(a.profile, a.data_root, None, a.seed, local_device(a.device), a.set)   # the rank's GPU
     return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-# %% ../nbs/00_core.ipynb 30
+def one_line_errors(prog: str):
+    """Decorate a command line's `main`: an `ArasError` (a setting out of range or of the wrong type, a missing or bad
+    file) ends it with one line on stderr naming the cause, and exit code 2, as `aras` itself does; a bug still shows
+    its traceback."""
+    def deco(f):
+        @functools.wraps(f)
+        def main(*args, **kw):
+            try: return f(*args, **kw)
+            except ArasError as e:
+                print(f"{prog}: error: {e}", file=sys.stderr); return 2
+        return main
+    return deco
+
+# %% ../nbs/00_core.ipynb 31
 class RankBatches:
     """Fixed batches of `files` (what each item writes), dealt over processes: process `rank` of `world` does batches
     `rank`, `rank + world`, ...; a batch is done, by whichever process, when its marker in `parts` and all its files exist,
@@ -278,7 +293,7 @@ class RankBatches:
     def finish(self, b: int): self.parts.mkdir(parents=True, exist_ok=True); (self.parts / f"{b:06d}").touch()
     def complete(self) -> bool: return all(self.done(b) for b in range(self.n))
 
-# %% ../nbs/00_core.ipynb 34
+# %% ../nbs/00_core.ipynb 35
 _UMASK = os.umask(0); os.umask(_UMASK)
 
 def file_stamp(path) -> str:
@@ -305,7 +320,7 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 36
+# %% ../nbs/00_core.ipynb 37
 def save_torch(obj, path) -> Path:
     """`torch.save` of `obj`, atomically and byte for byte reproducibly: saved through a file handle, the archive inside
     is named 'archive', not after the random temporary file, so the same weights give the same file and sha256."""
@@ -313,7 +328,7 @@ def save_torch(obj, path) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh: torch.save(obj, fh)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb 39
+# %% ../nbs/00_core.ipynb 40
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
@@ -330,7 +345,7 @@ def portable_text(s: str) -> str:
         s = s.replace(str(folder), name)
     return s
 
-# %% ../nbs/00_core.ipynb 40
+# %% ../nbs/00_core.ipynb 41
 def table_markdown(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", md_columns=None) -> str:
     "The `.md` of a table: the smoke banner, then `md_columns` of `df` (all by default; a wide table shows its main ones and says where the rest are)."
     shown = df if md_columns is None else df[[c for c in md_columns if c in df.columns]]
@@ -357,12 +372,12 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 45
+# %% ../nbs/00_core.ipynb 46
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 48
+# %% ../nbs/00_core.ipynb 49
 SPEED_KEYS = tuple(f.name for f in fields(GpuPractice))   # amp, channels_last, compile: in a model's hash only when on
 
 def speed_settings(cfg) -> dict:
@@ -381,7 +396,7 @@ def compiled(module, how=False):
     return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
 
 
-# %% ../nbs/00_core.ipynb 49
+# %% ../nbs/00_core.ipynb 50
 def dist_on() -> bool:
     "Is this process in a process group (launched by torchrun and joined)?"
     import torch.distributed as dist

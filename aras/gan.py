@@ -15,7 +15,8 @@ import torch.nn as nn
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_world,
+from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
+                       SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_world,
                        save_torch, settings_hash)
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
@@ -251,6 +252,7 @@ def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True
     return {k: train_gan(k, cfg, data(cfg), out, seed, device, resume, progress) for k, (cfg, out) in jobs.items()}
 
 # %% ../nbs/04b_gan_training.ipynb 19
+@one_line_errors("python -m aras.gan")
 def gan_main(argv=None):
     "Train one GAN from the command line (also under torchrun); `sample` as the first argument makes the synthetic sets."
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (ArasDataError, ArasError, ModelUnavailable, atomic_path, cache_dir, check_model_folder, settings_hash,
+from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
+                       ArasDataError, ArasError, ModelUnavailable, atomic_path, cache_dir, check_model_folder, settings_hash,
                        weights_dir)
 from .data import decode_many, list_pairs, read_png, uncond_source
 from .segmentation import LITE_NORM, normalize, resize_image
@@ -404,6 +405,7 @@ def metric_sets(run, real_root) -> tuple[dict, dict, dict]:
     return sets, native, missing
 
 # %% ../nbs/07_metrics.ipynb 40
+@one_line_errors("python -m aras.metrics")
 def main(argv=None) -> int:
     "Compute this process's share of the chapter's features into the cache (RANK and WORLD_SIZE from torchrun)."
     from aras.core import process_share

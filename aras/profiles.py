@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 # %% auto 0
-__all__ = ['PAPER_CAPTIONERS', 'PAPER', 'SMALL', 'SMOKE', 'REFEREE', 'PROFILES', 'DEFAULT_PROFILE', 'GpuPractice', 'Toyland',
-           'Data', 'TrainingFid', 'StyleGAN2', 'Spade', 'SyntheticSets', 'Gan', 'SegmentationMatrix', 'Segmentation',
-           'Captioning', 'Perturbations', 'PathLength', 'HumanStudy', 'Metrics', 'Settings', 'setting_type',
-           'type_problem', 'method']
+__all__ = ['PAPER_CAPTIONERS', 'PAPER', 'RANGES', 'SMALL', 'SMOKE', 'REFEREE', 'PROFILES', 'DEFAULT_PROFILE', 'GpuPractice',
+           'Toyland', 'Data', 'TrainingFid', 'StyleGAN2', 'Spade', 'SyntheticSets', 'Gan', 'SegmentationMatrix',
+           'Segmentation', 'Captioning', 'Perturbations', 'PathLength', 'HumanStudy', 'Metrics', 'Settings',
+           'setting_type', 'type_problem', 'range_problems', 'method']
 
 # %% ../nbs/00b_profiles.ipynb 5
 @dataclass
@@ -305,12 +305,64 @@ def type_problem(value, hint) -> str | None:
 def _name(hint) -> str: return getattr(hint, "__name__", None) or str(hint).replace("NoneType", "None")
 
 # %% ../nbs/00b_profiles.ipynb 34
+def _at_least(n): return (lambda v: v >= n), f"at least {n}"
+def _one_of(*xs): return (lambda v: v in xs), "one of " + ", ".join(map(repr, xs))
+def _between(lo, hi, closed=True):
+    return ((lambda v: lo <= v <= hi), f"in [{lo}, {hi}]") if closed else ((lambda v: lo < v < hi), f"strictly between {lo} and {hi}")
+_ABOVE0, _NONNEG = ((lambda v: v > 0), "above 0"), _at_least(0)
+_BETAS = (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)), "two values in [0, 1)"
+_POW2 = (lambda v: v >= 8 and not v & (v - 1)), "a power of two, at least 8"
+_SPLITS = ((lambda v: len(v) == 3 and min(v) >= 0 and v[0] > 0 and v[2] > 0 and abs(sum(v) - 1) < 1e-6),
+           "three fractions (train, validation, test) adding up to 1, train and test above 0")
+_AMP = (lambda v: v in (None, "bf16")), "None or 'bf16' (fp16 would need a gradient scaler)"
+_GAN = dict(resolution=_POW2, batch=_at_least(1), kimg=_ABOVE0, snap_kimg=_ABOVE0, log_every=_at_least(1),
+            betas=_BETAS, ema_kimg=_NONNEG, ema_rampup=_NONNEG, amp=_AMP, **{
+            f"fid.{k}": r for k, r in dict(every_kimg=_NONNEG, n_real=_at_least(2), n_fake=_at_least(2), patience=_at_least(1),
+                                         min_delta=_NONNEG, alpha=_between(0, 1, False), min_kimg=_NONNEG).items()})
+RANGES = {   # dotted setting -> (rule, what it must be); None, where the type allows it, means "all" or "off"
+    "toyland.n_tiles": _at_least(1), "toyland.tile_px": _ABOVE0, "toyland.difficulty": _NONNEG,
+    "toyland.label_noise_px": _NONNEG,
+    "data.patch_size": _ABOVE0, "data.scaling": _one_of("patch_max", "fixed"), "data.reflectance_max": _ABOVE0,
+    "data.water_max": _between(0, 1), "data.split_fractions": _SPLITS, "data.split_block": _at_least(1),
+    "data.max_patches": _at_least(1), "data.real_train_max": _at_least(1), "data.workers": _at_least(1),
+    "gan.parallel_runs": _at_least(1), "gan.synth.uncond_ratio": _ABOVE0, "gan.synth.source": _one_of("own", "published"),
+    **{f"gan.{m}.{k}": r for m in ("uncond", "cond") for k, r in _GAN.items()},
+    "gan.uncond.lr": _ABOVE0, "gan.uncond.gamma": _NONNEG, "gan.uncond.pl_weight": _NONNEG,
+    "gan.uncond.r1_interval": _at_least(1), "gan.uncond.pl_interval": _at_least(1), "gan.uncond.z_dim": _at_least(1),
+    "gan.uncond.w_dim": _at_least(1), "gan.uncond.mapping_layers": _at_least(1), "gan.uncond.style_mixing": _between(0, 1),
+    "gan.uncond.aug": _one_of("ada", "none"), "gan.uncond.ada_target": _between(0, 1, False),
+    "gan.uncond.ada_kimg": _ABOVE0, "gan.uncond.ada_interval": _at_least(1),
+    "gan.cond.arch": _one_of("authors", "oasis"), "gan.cond.lr_g": _ABOVE0, "gan.cond.lr_d": _ABOVE0,
+    "gan.cond.vgg_weight": _NONNEG, "gan.cond.nf": _at_least(1), "gan.cond.d_nf": _at_least(1),
+    **{f"segmentation.{k}": _at_least(1) for k in ("n_seeds", "epochs", "batch_size", "eval_batch_size", "patience",
+                                                   "steps_per_epoch", "parallel_runs", "threads_per_run", "bootstrap",
+                                                   "permutations", "fig4_max_per_set", "silhouette_max")},
+    "segmentation.image_size": ((lambda v: v > 0 and v % 32 == 0), "a multiple of 32 (five 2x downsamplings)"),
+    "segmentation.lr": _ABOVE0, "segmentation.grad_clip": _ABOVE0, "segmentation.lr_patience": _NONNEG,
+    "segmentation.lr_factor": _between(0, 1, False), "segmentation.num_workers": _NONNEG,
+    "segmentation.ci": _between(0, 1, False), "segmentation.amp": _AMP,
+    "captioning.n_images": _at_least(1), "captioning.batch_size": _at_least(1),
+    "metrics.n_images": _at_least(2), "metrics.batch_size": _at_least(1), "metrics.image_px": _ABOVE0,
+}
+
+def range_problems(prof: dict) -> list[str]:
+    "Every setting of the nested profile `prof` outside its range, as 'key must be ..., got value' (None: allowed by type)."
+    out = []
+    for key, (ok, must) in RANGES.items():
+        v = functools.reduce(lambda d, k: d[k], key.split("."), prof)
+        if v is None and type_problem(None, setting_type(key)) is None: continue
+        try: good = bool(ok(v))
+        except TypeError: good = False          # a wrong type is `type_problem`'s to name; here it only fails
+        if not good: out.append(f"{key} must be {must}, got {v!r}")
+    return out
+
+# %% ../nbs/00b_profiles.ipynb 37
 class method(NamedTuple):
     "An override that changes the method, not only the scale: every output of a profile that uses it says so."
     value: object
     why: str
 
-# %% ../nbs/00b_profiles.ipynb 36
+# %% ../nbs/00b_profiles.ipynb 39
 # The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
 # measured at 50 minutes for the whole regeneration in a fresh clone (GANs 15 min, segmentation 17: the 30-minute goal is not met). Only counts, sizes and budgets differ from `paper`, except
 # the settings wrapped in `method(...)`, which say why.
@@ -326,7 +378,7 @@ SMALL = {
                                   "section 10)"),
 }
 
-# %% ../nbs/00b_profiles.ipynb 38
+# %% ../nbs/00b_profiles.ipynb 41
 SMALL |= {
     "gan.preload": True,                        # the small sets fit in memory
     "gan.parallel_runs": 2,                     # both models at once, one core each (chapter 04b, section 6)
@@ -360,7 +412,7 @@ SMALL |= {
     "gan.uncond.fid.min_kimg": 4, "gan.cond.fid.min_kimg": 2,
 }
 
-# %% ../nbs/00b_profiles.ipynb 40
+# %% ../nbs/00b_profiles.ipynb 43
 SMALL |= {
     # segmentation: the ImageNet encoder that ships offline, at the GANs' 32 px (real and synthetic images at one
     # resolution, as in the paper, where all are 256 px), trained as the authors do: epochs over each whole set (paper:
@@ -383,7 +435,7 @@ SMALL |= {
     "segmentation.fig4_max_per_set": 200,
 }
 
-# %% ../nbs/00b_profiles.ipynb 42
+# %% ../nbs/00b_profiles.ipynb 45
 SMALL |= {
     # captioning: SmolLM2-135M (ships offline) stands in for Qwen3-4B; the paper's models run from local weights
     # 16 images per subset in one batch each: 48 SmolLM2 captions (16 real, 32 synthetic), ~1 of the ~25 minutes
@@ -399,7 +451,7 @@ SMALL |= {
        "the paper's captioners run where their local weights are; 60 new tokens instead of 100"),
 }
 
-# %% ../nbs/00b_profiles.ipynb 44
+# %% ../nbs/00b_profiles.ipynb 47
 SMALL |= {
     # metrics: the offline feature spaces first; sets capped at 128 images
     "metrics.spaces": ("lite0", "lite0+rot8", "domain", "inception", "clip", "dinov2"),
@@ -416,7 +468,7 @@ SMALL |= {
                                        "raters judge less context than a whole 256 px patch"),
 }
 
-# %% ../nbs/00b_profiles.ipynb 46
+# %% ../nbs/00b_profiles.ipynb 49
 # CI and the notebooks' own checks: every code path of `small` in minutes. Its numbers are not results,
 # and every table and figure of a smoke run says so.
 SMOKE = {

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from aras.core import get_profile
+from aras.core import autocast, get_profile, parse_overrides
 from aras.gan_tasks import SpadeTask, StyleGANTask
 from aras.segmentation import build_model
 
@@ -36,8 +36,12 @@ def seg_step(P):
     m = build_model(P.archs[0], P.encoder); opt = torch.optim.AdamW(m.parameters(), lr=float(P.lr))
     loss, b, s = smp.losses.DiceLoss("multiclass"), int(P.batch_size), int(P.image_size)
     x, y = torch.randn(b, 3, s, s), torch.randint(0, 7, (b, s, s))
+    if P.get("channels_last"):      # the profile's layout and precision, as `train_epoch` applies them
+        m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     def step():
-        opt.zero_grad(); loss(m(x), y).backward(); opt.step()
+        opt.zero_grad()
+        with autocast("cpu", P.get("amp")): out = m(x)
+        loss(out.float(), y).backward(); opt.step()
     return step, b
 
 
@@ -55,9 +59,10 @@ def main(argv=None):
     ap.add_argument("--tables", default="figures/small/tables")
     ap.add_argument("--budget-min", type=float, default=30.0)
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides (e.g. the switches off)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1); torch.manual_seed(0)
-    P = get_profile("small")
+    P = get_profile("small", parse_overrides(a.set))
     cost = {"segmentation (Unet, Lite0, 32 px)": per_image_seconds(*seg_step(P.segmentation)),
             "uncond GAN (StyleGAN2, 32 px)": per_image_seconds(*gan_step(StyleGANTask, P.gan.uncond)),
             "cond GAN (SPADE, 32 px)": per_image_seconds(*gan_step(SpadeTask, P.gan.cond))}

@@ -1,4 +1,8 @@
 import json
+import os
+import re
+import subprocess
+import sys
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +25,36 @@ def test_profile_overrides_are_copies_and_checked():
         get_profile("smoke", **{"data.bogus": 1})
     with pytest.raises(ArasError, match="unknown profile 'big'"):
         get_profile("big")
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("gan.uncond.kimg", -5, "gan.uncond.kimg must be above 0, got -5"),            # trained nothing, exit 0, before
+    ("data.water_max", 7, "data.water_max must be in [0, 1], got 7"),               # kept all-water patches, before
+    ("data.patch_size", 0, "data.patch_size must be above 0, got 0"),               # ZeroDivisionError, before
+    ("data.patch_size", -256, "data.patch_size must be above 0, got -256"),         # a bare AssertionError, before
+    ("data.split_fractions", (0.5, 0.5), "data.split_fractions must be three fractions"),   # IndexError, before
+    ("segmentation.epochs", -3, "segmentation.epochs must be at least 1, got -3"),
+    ("gan.cond.fid.alpha", 1.5, "gan.cond.fid.alpha must be strictly between 0 and 1, got 1.5"),
+])
+def test_a_setting_out_of_range_is_refused_naming_it(key, value, words):
+    with pytest.raises(ArasError, match=re.escape(f"profile 'small': {words}")):
+        get_profile("small", **{key: value})
+    assert get_profile("small", **{"data.water_max": 1.0, "data.real_train_max": None}).data.water_max == 1.0   # edges pass
+
+
+@pytest.mark.parametrize("argv", [
+    ["aras.gan", "--kind", "uncond", "--data-root", "nowhere", "--set", "gan.uncond.kimg=-5"],
+    ["aras.gan", "--kind", "uncond", "--data-root", "nowhere", "--set", "gan.uncond.kimg=abc"],
+    ["aras.segmentation", "train", "--set", "segmentation.epochs=-3"],
+    ["aras.metrics", "--set", "metrics.n_images=0"],
+    ["aras.captioning", "--set", "captioning.batch_size=0"],
+])
+def test_every_command_line_refuses_a_bad_setting_in_one_line_with_exit_2(argv, tmp_path):
+    p = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "ARAS_CACHE": str(tmp_path / "cache")})
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"python -m {argv[0]}: error: profile"), p.stderr
+    assert argv[-1].split("=")[0] in lines[0]
 
 
 def test_run_writes_under_the_figures_root_from_the_environment(tmp_path, monkeypatch):
