@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb 3
 from __future__ import annotations
-import functools, os, re
+import functools, os, re, sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ __all__ = ['TILE_RE', 'SCALINGS', 'SPLITS', 'ALL_SPLITS', 'UNCOND_SOURCES', 'Til
            'uncond_pool', 'data_settings', 'default_data_root', 'dataset_root', 'find_layout_root', 'require_data_root']
 
 # %% ../nbs/03_data.ipynb 6
-TILE_RE = re.compile(r"^ESA_WorldCover_10m_2021_v200_(?P<tile>[NS]\d{2}[EW]\d{3})_(?P<kind>Map|S2RGBNIR)\.tif$")
+TILE_RE = re.compile(r"^ESA_WorldCover_10m_2021_v200_(?P<tile>[NS]\d{2}[EW]\d{3})_(?P<kind>Map|S2RGBNIR)(?i:\.tiff?)$")
 
 @dataclass(frozen=True)
 class TilePair:
@@ -37,13 +37,14 @@ class TilePair:
     s2_path: Path
 
 def discover_tiles(raw_dir) -> list[TilePair]:
-    "All tile pairs below `raw_dir`, sorted by tile id."
+    """All tile pairs below `raw_dir`, sorted by tile id (`.tif`, `.TIF` or `.tiff`); GeoTIFFs named otherwise, such as a
+    browser's second download `... (1).tif`, are listed on stderr as left out, never dropped without a word."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir(): raise ArasDataError(f"{raw_dir}: raw tile folder does not exist")
-    found: dict[str, dict[str, Path]] = {}
-    for p in sorted(raw_dir.rglob("*.tif")):
+    found, odd = {}, []
+    for p in sorted(q for q in raw_dir.rglob("*") if q.suffix.lower() in (".tif", ".tiff") and q.is_file()):
         m = TILE_RE.match(p.name)
-        if not m: continue
+        if not m: odd.append(p.name); continue
         kinds = found.setdefault(m["tile"], {})
         if m["kind"] in kinds: raise ArasDataError(f"{p}: tile {m['tile']} {m['kind']} found twice (also {kinds[m['kind']]})")
         kinds[m["kind"]] = p
@@ -53,6 +54,8 @@ def discover_tiles(raw_dir) -> list[TilePair]:
     if unpaired:
         desc = "; ".join(f"{t} has only {next(iter(k.values())).name}" for t, k in unpaired.items())
         raise ArasDataError(f"{raw_dir}: tiles without their partner raster: {desc}")
+    if odd: print(f"{raw_dir}: {len(odd)} GeoTIFF(s) not named as ESA's tiles, left out: {', '.join(odd[:5])}"
+                  + (f" and {len(odd) - 5} more" if len(odd) > 5 else ""), file=sys.stderr)
     return [TilePair(t, k["Map"], k["S2RGBNIR"]) for t, k in sorted(found.items())]
 
 # %% ../nbs/03_data.ipynb 9
@@ -177,19 +180,20 @@ def scale_rgb(s2: np.ndarray, rule: str = "fixed", reflectance_max: float = 3000
 SPLITS = ("train", "val", "test")          # the real splits; `synth` is the published synthetic set
 ALL_SPLITS = ("train", "val", "test", "synth")
 
-def list_pairs(root, split: str) -> pd.DataFrame:
-    "Image and mask paths of one split, paired by file name; an unpaired file is an error."
+def list_pairs(root, split: str, unpaired: list | None = None) -> pd.DataFrame:
+    """Image and mask paths of one split, paired by file name. An unpaired file is an error naming every such file;
+    given a list `unpaired`, they are added to it instead (one line each) and the pairs that are whole are returned."""
     d = Path(root) / split
     if not d.is_dir(): raise ArasDataError(f"{d}: split folder does not exist")
     images = {p.name: p for p in (d / "images").glob("*.png")}
     masks = {p.name: p for p in (d / "masks").glob("*.png")}
     if not images and not masks: raise ArasDataError(f"{d}: no PNG files in images/ or masks/")
-    if images.keys() != masks.keys():
-        lonely = sorted(images.keys() - masks.keys())
-        if lonely: raise ArasDataError(f"{d / 'images' / lonely[0]}: image without its mask ({len(lonely)} such files)")
-        lonely = sorted(masks.keys() - images.keys())
-        raise ArasDataError(f"{d / 'masks' / lonely[0]}: mask without its image ({len(lonely)} such files)")
-    names = sorted(images)
+    lonely = ([f"{d / 'images' / n}: image without its mask" for n in sorted(images.keys() - masks.keys())] +
+              [f"{d / 'masks' / n}: mask without its image" for n in sorted(masks.keys() - images.keys())])
+    if lonely and unpaired is None:
+        raise ArasDataError(f"{len(lonely)} unpaired file(s) in {d}: " + "; ".join(lonely[:10]) + ("; ..." * (len(lonely) > 10)))
+    if unpaired is not None: unpaired += lonely
+    names = sorted(images.keys() & masks.keys())
     return pd.DataFrame({"filename": names, "image": [images[n] for n in names], "mask": [masks[n] for n in names]})
 
 def train_subset(pairs: pd.DataFrame, n_max: int | None, seed: int) -> pd.DataFrame:

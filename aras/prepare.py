@@ -173,7 +173,8 @@ def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) ->
     if not splits: raise ArasDataError(f"{root}: no split folder ({', '.join(ALL_SPLITS)})")
     if missing := [s for s in need if s not in splits]:
         raise ArasDataError(f"{root}: no {', '.join(missing)} split (has {', '.join(splits)}); the chapters need {', '.join(need)}")
-    pairs = pd.concat([list_pairs(root, s).assign(split=s) for s in splits], ignore_index=True)
+    unpaired = []                                                 # files without a partner, every split, listed below
+    pairs = pd.concat([list_pairs(root, s, unpaired).assign(split=s) for s in splits], ignore_index=True)
     pairs["stamp"] = [f"{file_stamp(i)}/{file_stamp(m)}" for i, m in zip(pairs.image, pairs["mask"])]
     cache_file = cache_dir() / "layout_checks" / f"{settings_hash(str(root.resolve()))}.json"
     seen = json.loads(cache_file.read_text()) if cache_file.exists() else {}
@@ -188,10 +189,13 @@ def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) ->
     if len(good) and good.nunique() > 1:                          # one patch size in a layout
         size = int(good.mode()[0]); odd = (pairs.px > 0) & (pairs.px != size)
         pairs.loc[odd, "problem"] = [f"{i}: {p} px, the layout's patches are {size} px" for i, p in zip(pairs.image[odd], pairs.px[odd])]
-    bad = pairs[pairs.problem != ""]
+    bad = pd.concat([pd.DataFrame(dict(split=[Path(u.split(": ")[0]).parts[-3] for u in unpaired], problem=unpaired)),
+                     pairs[pairs.problem != ""]], ignore_index=True)
     if len(bad):
-        report = cache_file.with_suffix(".bad.csv"); bad[["split", "image", "mask", "problem"]].to_csv(report, index=False)
-        raise ArasDataError(f"{root}: {len(bad)} of {len(pairs)} pairs are bad (all listed in {report}):\n  " +
+        report = cache_file.with_suffix(".bad.csv")
+        bad.reindex(columns=["split", "image", "mask", "problem"]).to_csv(report, index=False)
+        raise ArasDataError(f"{root}: {len(bad)} bad files or pairs ({len(unpaired)} unpaired, {len(bad) - len(unpaired)} of "
+                            f"{len(pairs)} pairs unreadable or inconsistent; all listed in {report}):\n  " +
                             "\n  ".join(bad.problem.head(10)) + ("\n  ..." if len(bad) > 10 else ""))
     return pairs[["split", "filename", "px"]]
 
@@ -215,13 +219,14 @@ def verify_archives(folder, expected: dict = ARCHIVE_MD5) -> pd.DataFrame:
     folder, rows = Path(folder), []
     for name, md5 in expected.items():
         p = folder / name
-        actual = md5sum(p) if p.exists() else None
-        rows.append(dict(file=name, expected=md5, actual=actual or "missing", ok=actual == md5))
+        actual = "a folder" if p.is_dir() else md5sum(p) if p.exists() else "missing"
+        rows.append(dict(file=name, expected=md5, actual=actual, ok=actual == md5))
     df = pd.DataFrame(rows)
     bad = df[~df.ok]
     if len(bad):
-        raise ArasDataError("; ".join(f"{folder / r.file}: " + ("missing" if r.actual == "missing" else
-                            f"MD5 {r.actual} does not match the published {r.expected}") for r in bad.itertuples()))
+        raise ArasDataError("; ".join(f"{folder / r.file}: " + (
+            "missing" if r.actual == "missing" else "a folder, not the archive (extracted already? use --data-root)"
+            if r.actual == "a folder" else f"MD5 {r.actual} does not match the published {r.expected}") for r in bad.itertuples()))
     return df
 
 # %% ../nbs/03a_prepare.ipynb 19

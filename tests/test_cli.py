@@ -73,6 +73,12 @@ def _one_line(capsys):
     return err
 
 
+def test_an_archive_that_is_a_folder_is_one_line_and_exit_status_2(tmp_path, capsys):
+    (tmp_path / "train.zip").mkdir()                          # was an IsADirectoryError traceback
+    assert main(["verify", str(tmp_path), "--files", "train.zip"]) == 2
+    assert "train.zip: a folder, not the archive" in _one_line(capsys)
+
+
 def test_unknown_archive_is_one_line_and_exit_status_2(tmp_path, capsys):
     assert main(["verify", str(tmp_path), "--files", "bogus.zip"]) == 2
     err = _one_line(capsys)

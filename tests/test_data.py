@@ -42,6 +42,16 @@ def test_discover_tiles_pairs_by_tile_id(toy_raw):
     assert all(p.map_path.name.endswith("_Map.tif") and p.s2_path.name.endswith("_S2RGBNIR.tif") for p in pairs)
 
 
+def test_tiles_with_upper_case_suffixes_count_and_misnamed_ones_are_listed(tmp_path, toy_raw, capsys):
+    for kind in ("Map", "S2RGBNIR"):
+        src = next(toy_raw.rglob(tile_name("N39E027", kind)))
+        shutil.copy(src, tmp_path / src.name.replace(".tif", ".TIF"))           # renamed by another system
+        shutil.copy(src, tmp_path / src.name.replace(".tif", " (1).tif"))       # a browser's second download
+    assert [p.tile for p in D.discover_tiles(tmp_path)] == ["N39E027"]
+    err = capsys.readouterr().err
+    assert "2 GeoTIFF(s) not named as ESA's tiles, left out" in err and "_Map (1).tif" in err and "_S2RGBNIR (1).tif" in err
+
+
 def test_discover_tiles_reports_missing_partner_empty_and_missing_folders(tmp_path, toy_raw):
     shutil.copy(toy_raw / "worldcover_2021" / tile_name("N39E027", "Map"), tmp_path)
     with pytest.raises(ArasDataError, match="N39E027 has only ESA_WorldCover_10m_2021_v200_N39E027_Map.tif"):
@@ -301,8 +311,14 @@ def test_reader_reads_pairs(layout):
 
 def test_image_without_mask_and_mask_without_image(layout):
     (layout / "train" / "masks" / "p1.png").unlink()
-    with pytest.raises(ArasDataError, match=r"images/p1.png: image without its mask \(1 such files\)"):
+    with pytest.raises(ArasDataError, match=r"1 unpaired file\(s\) in .*train: .*images/p1.png: image without its mask$"):
         D.list_pairs(layout, "train")
+    (layout / "train" / "masks" / "q.png").write_bytes(b"")
+    with pytest.raises(ArasDataError, match=r"2 unpaired .*p1.png: image without its mask; .*masks/q.png: mask without"):
+        D.list_pairs(layout, "train")                                      # every unpaired file, in one pass
+    lonely = []
+    assert D.list_pairs(layout, "train", lonely).filename.tolist() == ["p0.png"] and len(lonely) == 2
+    (layout / "train" / "masks" / "q.png").unlink()
     (layout / "train" / "images" / "p1.png").unlink(); (layout / "train" / "images" / "p0.png").unlink()
     with pytest.raises(ArasDataError, match="masks/p0.png: mask without its image"):
         D.list_pairs(layout, "train")
@@ -360,12 +376,15 @@ def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tm
     Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(t / "images" / "p4.png")                 # 16-bit
     Image.fromarray(np.full((32, 32, 3), 80, np.uint8)).save(t / "images" / "p5.png")                  # other size
     Image.fromarray(labels_to_rgb(np.zeros((32, 32), np.uint8))).save(t / "masks" / "p5.png")
-    with pytest.raises(ArasDataError, match="4 of 6 pairs are bad") as e:
-        PR.check_layout(layout, progress=False)
+    shutil.copy(t / "images" / "p0.png", t / "images" / "p6.png")                                      # no mask
+    with pytest.raises(ArasDataError, match=r"5 bad files or pairs \(1 unpaired, 4 of 6 pairs") as e:
+        PR.check_layout(layout, progress=False)                          # pairing and decoding, in one pass
     msg = str(e.value)
-    for what in ("p2.png: unreadable or truncated PNG", "p3.png: 1 mask colour(s)", "p4.png: a I;16 PNG", "p5.png: 32 px, the layout's patches are 16 px"):
+    for what in ("p6.png: image without its mask", "p2.png: unreadable or truncated PNG", "p3.png: 1 mask colour(s)",
+                 "p4.png: a I;16 PNG", "p5.png: 32 px, the layout's patches are 16 px"):
         assert what in msg, what
-    report = pd.read_csv(next((tmp_path / "cache" / "layout_checks").glob("*.bad.csv")))
+    report = pd.read_csv(next((tmp_path / "cache" / "layout_checks").glob("*.bad.csv"))).dropna(subset=["image"])
+    (t / "images" / "p6.png").unlink()
     with pytest.raises(ArasDataError, match="no val, test split \\(has train\\); the chapters need train, val, test"):
         PR.check_layout(layout, need=D.SPLITS, progress=False)             # a partial layout fails first, not late
     assert sorted(report.image.map(lambda p: p.split("/")[-1])) == ["p2.png", "p3.png", "p4.png", "p5.png"]
