@@ -66,6 +66,10 @@ class AlignedPair:
         self.lc = _open_raster(pair.map_path)
         try: self.s2 = _open_raster(pair.s2_path)
         except Exception: self.lc.close(); raise
+        for path, ds, other in ((pair.map_path, self.lc, self.s2), (pair.s2_path, self.s2, self.lc)):
+            if ds.crs is None and other.crs is not None:    # a cut-off header loses its geokeys: this file is the broken one
+                self.close(); raise ArasDataError(f"{path}: no coordinate reference system or geotransform (a truncated "
+                                                  f"download, or not a GeoTIFF); its partner has {other.crs}")
         if self.lc.crs != self.s2.crs:
             self.close()
             raise ArasDataError(f"{pair.s2_path}: CRS {self.s2.crs} differs from {self.lc.crs} of {pair.map_path.name}; reproject first")

@@ -52,6 +52,21 @@ def test_tiles_with_upper_case_suffixes_count_and_misnamed_ones_are_listed(tmp_p
     assert "2 GeoTIFF(s) not named as ESA's tiles, left out" in err and "_Map (1).tif" in err and "_S2RGBNIR (1).tif" in err
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_a_truncated_map_is_named_as_the_broken_file(tmp_path, toy_raw):
+    for kind in ("Map", "S2RGBNIR"): shutil.copy(next(toy_raw.rglob(tile_name("N39E027", kind))), tmp_path)
+    m = tmp_path / tile_name("N39E027", "Map"); whole = m.read_bytes()
+    for n in range(200, 8000, 100):                      # cut the header after its directory, before its geokeys
+        m.write_bytes(whole[:n])
+        try:
+            with rasterio.open(m) as ds:
+                if ds.crs is None: break
+        except rasterio.errors.RasterioIOError: pass
+    else: raise AssertionError("no cut of the first 8 kB keeps the TIFF directory and loses the geokeys")
+    with pytest.raises(ArasDataError, match=r"_Map.tif: no coordinate reference system .*\(a truncated download"):
+        D.AlignedPair(D.discover_tiles(tmp_path)[0])        # was: the intact S2RGBNIR file's "CRS differs"
+
+
 def test_discover_tiles_reports_missing_partner_empty_and_missing_folders(tmp_path, toy_raw):
     shutil.copy(toy_raw / "worldcover_2021" / tile_name("N39E027", "Map"), tmp_path)
     with pytest.raises(ArasDataError, match="N39E027 has only ESA_WorldCover_10m_2021_v200_N39E027_Map.tif"):
