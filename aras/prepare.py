@@ -18,9 +18,10 @@ from .data import (ALL_SPLITS, SPLITS, AlignedPair, TilePair, _write_png, discov
                        patch_status, read_class_percentages, read_pair, scale_rgb)
 
 # %% auto 0
-__all__ = ['ZENODO_RECORD', 'ZENODO_URL', 'ARCHIVE_MD5', 'PAPER_COUNTS', 'EARTH_AUTHALIC_KM', 'assign_splits', 'raw_inputs',
-           'prepare_dataset', 'check_layout', 'md5sum', 'verify_archives', 'download_file', 'extract_archive',
-           'download_aras400k', 'geodesic_area_km2', 'dataset_summary', 'composition_frame', 'plot_class_composition']
+__all__ = ['PERCENT_TOL', 'ZENODO_RECORD', 'ZENODO_URL', 'ARCHIVE_MD5', 'PAPER_COUNTS', 'EARTH_AUTHALIC_KM', 'assign_splits',
+           'raw_inputs', 'prepare_dataset', 'percentage_problems', 'check_layout', 'md5sum', 'verify_archives',
+           'download_file', 'extract_archive', 'download_aras400k', 'geodesic_area_km2', 'dataset_summary',
+           'composition_frame', 'plot_class_composition']
 
 # %% ../nbs/03a_prepare.ipynb 6
 def assign_splits(kept: pd.DataFrame, fractions=(0.8, 0.1, 0.1), block: int = 2, seed: int = 0) -> pd.Series:
@@ -158,16 +159,39 @@ def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=
     return patches
 
 # %% ../nbs/03a_prepare.ipynb 15
-def _check_pair(image, mask) -> tuple[int, str]:
-    "(patch px, '') for a good pair, (0, why) for a bad one: fully decoded, 8-bit, known mask colours, matching sizes."
-    try: return read_pair(image, mask)[0].shape[0], ""
-    except ArasDataError as e: return 0, str(e)
+PERCENT_TOL = 0.5   # percentage points a class-percentage row may differ from its mask (rounding in a published CSV)
+
+def _check_pair(image, mask) -> tuple[int, str, list]:
+    """(patch px, '', the mask's class percentages) for a good pair, (0, why, []) for a bad one: fully decoded, 8-bit,
+    known mask colours, matching sizes."""
+    try: img, lab = read_pair(image, mask)
+    except ArasDataError as e: return 0, str(e), []
+    return img.shape[0], "", (100 * np.bincount(lab.ravel(), minlength=len(CLASSES)) / lab.size).round(4).tolist()
+
+def percentage_problems(root, split: str, comp: pd.DataFrame, tol: float = PERCENT_TOL) -> list[str]:
+    """What is wrong in `class_percentages/<split>.csv` against `comp`, the masks' own percentages (filename + CLASSES,
+    one row per good pair): rows for no pair, pairs without a row, repeated rows, and rows off by more than `tol`
+    points in some class; each names the file, its line and the class. A split without the CSV has none."""
+    path = Path(root) / "class_percentages" / f"{split}.csv"
+    if not path.exists(): return []
+    csv = read_class_percentages(root, split).assign(line=lambda d: d.index + 2)      # line 1 is the header
+    out = [f"{path}, line {r.line}: {r.filename} repeated" for r in csv[csv.filename.duplicated()].itertuples()]
+    out += [f"{path}, line {r.line}: {r.filename} is no pair of {split}/" for r in csv[~csv.filename.isin(comp.filename)].itertuples()]
+    out += [f"{path}: no row for {split}/images/{n}" for n in sorted(set(comp.filename) - set(csv.filename))]
+    both = csv.drop_duplicates("filename").merge(comp, on="filename", suffixes=("", "_mask"))
+    off = (both[list(CLASSES)].to_numpy(float) - both[[f"{c}_mask" for c in CLASSES]].to_numpy(float))
+    for k in np.flatnonzero(np.nan_to_num(np.abs(off), nan=np.inf).max(1) > tol):
+        c = int(np.nan_to_num(np.abs(off[k]), nan=np.inf).argmax()); r = both.iloc[k]
+        out.append(f"{path}, line {r.line}: {r.filename} has {r[CLASSES[c]]}% {CLASSES[c]}, its mask "
+                   f"{r[CLASSES[c] + '_mask']:.2f}% (tolerance {tol:g} points)")
+    return out
 
 def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) -> pd.DataFrame:
     """Check every pair of an ARAS400k layout, not a sample: pairing per split, then each image and mask decoded
-    (`read_pair`) on `workers` threads, and one patch size throughout. Results are cached per file (size and mtime), so
-    an unchanged layout checks again in seconds. Every bad file is listed (`check_layout.csv` in the cache), not only
-    the first; returns one row per pair (split, filename, px). Splits in `need` must be there (before any decoding)."""
+    (`read_pair`) on `workers` threads, one patch size throughout, and each split's class-percentage CSV against its
+    masks (`percentage_problems`). Results are cached per file (size and mtime), so an unchanged layout checks again in
+    seconds. Every bad file is listed (`<hash>.bad.csv` in the cache), not only the first; returns one row per pair
+    (split, filename, px). Splits in `need` must be there (before any decoding)."""
     root = Path(root)
     splits = [s for s in (splits or ALL_SPLITS) if (root / s).is_dir()]
     if not splits: raise ArasDataError(f"{root}: no split folder ({', '.join(ALL_SPLITS)})")
@@ -178,24 +202,29 @@ def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) ->
     pairs["stamp"] = [f"{file_stamp(i)}/{file_stamp(m)}" for i, m in zip(pairs.image, pairs["mask"])]
     cache_file = cache_dir() / "layout_checks" / f"{settings_hash(str(root.resolve()))}.json"
     seen = json.loads(cache_file.read_text()) if cache_file.exists() else {}
-    todo = [k for k, r in enumerate(pairs.itertuples()) if seen.get(str(r.image), [None])[0] != r.stamp]
+    todo = [k for k, r in enumerate(pairs.itertuples()) if seen.get(str(r.image), [None])[0] != r.stamp
+            or len(seen[str(r.image)]) < 4]                    # entries from before compositions were kept
     with ThreadPoolExecutor(workers) as ex:                      # PNG decoding releases the GIL
         done = list(tqdm(ex.map(lambda k: _check_pair(pairs.image[k], pairs["mask"][k]), todo), total=len(todo),
                          desc=f"checking {root.name}", disable=not progress or not todo))
-    for k, (px, why) in zip(todo, done): seen[str(pairs.image[k])] = [pairs.stamp[k], px, why]
+    for k, (px, why, comp) in zip(todo, done): seen[str(pairs.image[k])] = [pairs.stamp[k], px, why, comp]
     with atomic_path(cache_file) as tmp: tmp.write_text(json.dumps(seen))
     pairs["px"] = [seen[str(p)][1] for p in pairs.image]; pairs["problem"] = [seen[str(p)][2] for p in pairs.image]
     good = pairs.px[pairs.px > 0]
     if len(good) and good.nunique() > 1:                          # one patch size in a layout
         size = int(good.mode()[0]); odd = (pairs.px > 0) & (pairs.px != size)
         pairs.loc[odd, "problem"] = [f"{i}: {p} px, the layout's patches are {size} px" for i, p in zip(pairs.image[odd], pairs.px[odd])]
+    comps = pd.DataFrame([seen[str(p)][3] or [np.nan] * len(CLASSES) for p in pairs.image], columns=list(CLASSES))
+    pct = [(s, q) for s in splits for q in percentage_problems(
+        root, s, pd.concat([pairs.filename, comps], axis=1)[(pairs.split == s) & (pairs.px > 0)])]
     bad = pd.concat([pd.DataFrame(dict(split=[Path(u.split(": ")[0]).parts[-3] for u in unpaired], problem=unpaired)),
-                     pairs[pairs.problem != ""]], ignore_index=True)
+                     pairs[pairs.problem != ""], pd.DataFrame(pct, columns=["split", "problem"])], ignore_index=True)
     if len(bad):
         report = cache_file.with_suffix(".bad.csv")
         bad.reindex(columns=["split", "image", "mask", "problem"]).to_csv(report, index=False)
-        raise ArasDataError(f"{root}: {len(bad)} bad files or pairs ({len(unpaired)} unpaired, {len(bad) - len(unpaired)} of "
-                            f"{len(pairs)} pairs unreadable or inconsistent; all listed in {report}):\n  " +
+        raise ArasDataError(f"{root}: {len(bad)} problems ({len(unpaired)} unpaired files, {len(bad) - len(unpaired) - len(pct)} "
+                            f"of {len(pairs)} pairs unreadable or inconsistent, {len(pct)} in the class-percentage CSVs; "
+                            f"all listed in {report}):\n  " +
                             "\n  ".join(bad.problem.head(10)) + ("\n  ..." if len(bad) > 10 else ""))
     return pairs[["split", "filename", "px"]]
 

@@ -373,6 +373,27 @@ def test_class_percentage_csv_columns_are_checked(layout):
 
 # --- input that cannot corrupt a run (issue 12) ----------------------------------------------------------
 
+def test_class_percentages_are_checked_against_the_masks_row_by_row(layout, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
+    (layout / "class_percentages").mkdir()
+    csv = layout / "class_percentages" / "train.csv"
+    right = pd.DataFrame([dict(filename=f"p{k}.png", **{c: 100.0 * (j == k) for j, c in enumerate(CLASSES)}) for k in range(2)])
+    right.to_csv(csv, index=False)
+    assert len(PR.check_layout(layout, progress=False)) == 2                 # p0 all Tree, p1 all Shrub: agrees
+    wrong = right.copy(); wrong.loc[1, "Water"] = 50.0                       # the second row sums to 150%
+    pd.concat([wrong, wrong.iloc[[0]].assign(filename="gone.png")]).to_csv(csv, index=False)
+    with pytest.raises(ArasDataError, match=r"2 problems \(0 unpaired files, 0 of 2 pairs .*, 2 in the class-percentage") as e:
+        PR.check_layout(layout, progress=False)
+    assert "train.csv, line 3: p1.png has 50.0% Water, its mask 0.00% (tolerance 0.5 points)" in str(e.value)
+    assert "train.csv, line 4: gone.png is no pair of train/" in str(e.value)
+    first = right.copy(); first.loc[0, CLASSES[0]] = 60.0; first.to_csv(csv, index=False)   # was a bare AssertionError
+    with pytest.raises(ArasDataError, match=rf"train.csv, line 2: p0.png has 60.0% {CLASSES[0]}, its mask 100.00%"):
+        PR.check_layout(layout, progress=False)
+    right.iloc[[1]].to_csv(csv, index=False)                                 # a pair without its row
+    with pytest.raises(ArasDataError, match=r"train.csv: no row for train/images/p0.png"):
+        PR.check_layout(layout, progress=False)
+
+
 def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tmp_path, monkeypatch):
     monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
     for k in range(2, 6):                                                # six pairs, four of them about to go bad
@@ -381,7 +402,7 @@ def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tm
     checked = PR.check_layout(layout, progress=False)
     assert len(checked) == 6 and (checked.px == 16).all()
     calls = []
-    monkeypatch.setattr(PR, "_check_pair", lambda i, m: (calls.append(i), (16, ""))[1])
+    monkeypatch.setattr(PR, "_check_pair", lambda i, m: (calls.append(i), (16, "", [100.0] + [0.0] * 6))[1])
     PR.check_layout(layout, progress=False)
     assert calls == []                                                   # unchanged files: read from the cache
     monkeypatch.undo(); monkeypatch.setenv("ARAS_CACHE", str(tmp_path / "cache"))
@@ -392,7 +413,7 @@ def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tm
     Image.fromarray(np.full((32, 32, 3), 80, np.uint8)).save(t / "images" / "p5.png")                  # other size
     Image.fromarray(labels_to_rgb(np.zeros((32, 32), np.uint8))).save(t / "masks" / "p5.png")
     shutil.copy(t / "images" / "p0.png", t / "images" / "p6.png")                                      # no mask
-    with pytest.raises(ArasDataError, match=r"5 bad files or pairs \(1 unpaired, 4 of 6 pairs") as e:
+    with pytest.raises(ArasDataError, match=r"5 problems \(1 unpaired files, 4 of 6 pairs") as e:
         PR.check_layout(layout, progress=False)                          # pairing and decoding, in one pass
     msg = str(e.value)
     for what in ("p6.png: image without its mask", "p2.png: unreadable or truncated PNG", "p3.png: 1 mask colour(s)",
