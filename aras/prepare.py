@@ -131,7 +131,8 @@ def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=
                     workers: int = 1) -> pd.DataFrame:
     """Cut, filter, split and write ARAS400k-layout patches from raw tiles, `workers` tiles at once; return the patch
     records (the same for any `workers`). A finished preparation of other settings or raw files is an error, or, with
-    `replace` (aras's own cache folder), prepared again."""
+    `replace` (aras's own cache folder), prepared again; an interrupted one of the same settings and files resumes, even
+    halfway through moving patches into the layout (`_publish` moves what is still in the staging folder)."""
     data_root, s, tiles = Path(data_root), settings, discover_tiles(raw_dir)
     manifest, inputs = data_root / "manifest.json", raw_inputs(tiles)
     key = settings_hash(s, seed, inputs)
@@ -144,9 +145,9 @@ def prepare_dataset(raw_dir, data_root, settings: dict, seed: int = 0, progress=
             return prepare_dataset(raw_dir, data_root, settings, seed, progress, workers=workers)
         raise ArasDataError(f"{data_root}: holds a dataset prepared {_what_differs(made, s, seed, inputs)}; "
                             "choose another data_root, or delete this one to prepare it again")
-    if any((data_root / sp).exists() for sp in SPLITS):
+    staging = data_root / f".staging-{key[:12]}"          # kept until the layout is complete: its presence means "ours"
+    if any((data_root / sp).exists() for sp in SPLITS) and not staging.exists():
         raise ArasDataError(f"{data_root}: already holds train/val/test folders not made by this preparation; choose another data_root")
-    staging = data_root / f".staging-{key[:12]}"
     for old in data_root.glob(".staging*"):              # an interrupted preparation of other settings or inputs: start over
         if old != staging: shutil.rmtree(old)
     (staging / "records").mkdir(parents=True, exist_ok=True)

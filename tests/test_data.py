@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -282,6 +283,25 @@ def test_prepare_resumes_after_an_interrupt(toy_raw, tmp_path, monkeypatch, prep
     assert patches.equals(ref)
     for sp in D.SPLITS:
         assert D.read_class_percentages(root, sp).equals(D.read_class_percentages(ref_root, sp))
+
+
+def test_prepare_resumes_an_interrupt_while_it_moves_patches_into_the_layout(toy_raw, tmp_path, monkeypatch, prepared):
+    moved, real = [], Path.replace
+    def flaky(self, target):
+        if "images" in str(target) and len(moved) == 5: raise KeyboardInterrupt    # the sixth image moved
+        if "images" in str(target): moved.append(target)
+        return real(self, target)
+    monkeypatch.setattr(Path, "replace", flaky)
+    root = tmp_path / "ARAS400k"
+    with pytest.raises(KeyboardInterrupt):
+        PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)
+    monkeypatch.undo()
+    assert not (root / "manifest.json").exists() and any((root / sp).exists() for sp in D.SPLITS)   # halfway published
+    patches = PR.prepare_dataset(toy_raw, root, small_settings(), seed=0, progress=False)   # was: refused
+    ref_root, ref = prepared
+    assert patches.equals(ref)
+    for sp in D.SPLITS:
+        assert D.list_pairs(root, sp).filename.tolist() == D.list_pairs(ref_root, sp).filename.tolist()
 
 
 def test_merge_rule_and_scaling_reach_the_written_files(toy_raw, tmp_path, prepared):
