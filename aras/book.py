@@ -12,7 +12,7 @@ import nbformat
 from .core import ArasDataError, atomic_path, project_root
 
 # %% auto 0
-__all__ = ['NAV_CSS', 'index_markdown', 'write_readme', 'chapter_title', 'nav_html', 'add_nav', 'build_book']
+__all__ = ['NAV_CSS', 'index_markdown', 'write_readme', 'chapter_title', 'nav_html', 'add_nav', 'reader_view', 'build_book']
 
 # %% ../nbs/91_book.ipynb 7
 def index_markdown(index_nb) -> str:
@@ -59,7 +59,25 @@ def add_nav(page: str, nav: str) -> str:
     if not (n_head and n_body): raise ArasDataError("not a whole HTML page (no </head> or <body>): cannot add the sidebar")
     return page
 
-# %% ../nbs/91_book.ipynb 15
+# %% ../nbs/91_book.ipynb 16
+_HIDDEN_TAGS = {"parameters", "injected-parameters", "remove_cell", "remove-cell"}
+
+def reader_view(nb):
+    "A copy of notebook `nb` as the book shows it: `#|` directive lines dropped, `#| hide`, `default_exp` and parameter cells left out."
+    out = nbformat.from_dict(nb)
+    keep = []
+    for c in out.cells:
+        lines = c.source.splitlines()
+        directives = {l[2:].strip().split(":")[0].split()[0] for l in lines if l.startswith("#|") and l[2:].strip()}
+        if _HIDDEN_TAGS & set(c.get("metadata", {}).get("tags", [])) or {"hide", "default_exp"} & directives: continue
+        if c.cell_type == "code":
+            c.source = "\n".join(l for l in lines if not l.startswith("#|")).lstrip("\n")
+            if not c.source.strip() and not c.get("outputs"): continue
+        keep.append(c)
+    out.cells = keep
+    return out
+
+# %% ../nbs/91_book.ipynb 18
 def build_book(runs_dir, out_dir, book: str = "aras", front=None) -> Path:
     """Render the executed notebooks in `runs_dir` as HTML pages with a sidebar, plus `index.html` (the `front` notebook,
     `nbs/index.ipynb`, followed by the list of chapters, when given), into `out_dir`; return the index."""
@@ -74,7 +92,7 @@ def build_book(runs_dir, out_dir, book: str = "aras", front=None) -> Path:
     chapters = [(f.stem + ".html", chapter_title(nb) or f.stem) for f, nb in nbs.items()]
     exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
     for (f, nb), (page_name, title) in zip(nbs.items(), chapters):
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+        body, _ = exporter.from_notebook_node(reader_view(nb), resources={"metadata": {"name": title}})
         with atomic_path(out_dir / page_name) as tmp: tmp.write_text(add_nav(body, nav_html(chapters, page_name, book)))
     if front is not None:
         listing = "\n".join(f"{k}. [{t}]({p}) ({p[:-5]})" for k, (p, t) in enumerate(chapters, 1))

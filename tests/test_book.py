@@ -67,3 +67,18 @@ def test_the_front_page_is_the_index_notebook_then_the_chapters(tmp_path):
     assert "Two commands" in page and "scripts/reproduce.sh" in page and 'class="aras-nav"' in page
     i = page.index("The chapters of this run")                                     # after the front text, in order
     assert i > page.index("Two commands") and page.index('href="03_data.html"', i) < page.index('href="05_segmentation.html"', i)
+
+
+def test_pages_hide_directives_hidden_cells_and_parameters(tmp_path):
+    "As nbdev renders docs: no `#|` lines, no `#| hide` or `default_exp` cell, no parameters cell, prose first."
+    runs = tmp_path / "runs"; runs.mkdir()
+    cells = [nbformat.v4.new_markdown_cell("# Data\n\nWhy these patches."),
+             nbformat.v4.new_code_cell("profile = 'smoke'  # PARAM_DEFAULT", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("profile = 'small'  # PARAM_INJECTED", metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("#| default_exp data"), nbformat.v4.new_code_cell("#| hide\nHIDDEN_CELL = 1"),
+             nbformat.v4.new_code_cell("#| export\ndef shown_function(): return 1")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), runs / "03_data.ipynb")
+    page = (build_book(runs, tmp_path / "book").parent / "03_data.html").read_text()
+    for gone in ("#| export", "#| default_exp", "default_exp", "HIDDEN_CELL", "PARAM_DEFAULT", "PARAM_INJECTED"):
+        assert gone not in page, gone
+    assert "shown_function" in page and page.index("Why these patches") < page.index("shown_function")
