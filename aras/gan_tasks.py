@@ -8,7 +8,6 @@ import copy, hashlib
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -17,13 +16,13 @@ from fastcore.basics import patch
 
 from .core import ArasError, atomic_path, autocast, compiled, dist_on, weights_dir
 from .landcover import CLASSES
+from .stats import fid_plateau, plateau_reached   # the stopping rules (chapter 00a, section 7)
 from .gan_nets import (AdaAugment, Discriminator, GanData, Generator, PatchDiscriminator, UNetDiscriminator,
                            class_balanced_ce, cond_generator, mixed_ws, one_hot, path_length_penalty, r1_penalty)
 
 # %% auto 0
 __all__ = ['GradReducer', 'broadcast_params', 'speed_up_gan', 'as_layout', 'update_ema', 'ema_beta', 'uncond_generator',
-           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'plateau_reached', 'fid_plateau', 'simulate_stops',
-           'FidTracker']
+           'StyleGANTask', 'SpadeTask', 'load_vgg_features', 'simulate_stops', 'FidTracker']
 
 # %% ../nbs/04a_gan_tasks.ipynb 6
 class GradReducer:
@@ -245,27 +244,7 @@ def load_vgg_features(path, device="cpu"):
     except Exception as e: raise ArasError(f"{path}: not a torchvision VGG19 state dict ({e})") from e
     return vgg.features[:16].to(device).eval().requires_grad_(False)
 
-# %% ../nbs/04a_gan_tasks.ipynb 22
-def plateau_reached(scores, patience: int, min_delta: float) -> bool:
-    """Early stopping's rule (segmentation's validation curve): True when the best of the last `patience` scores
-    (lower is better) is not `min_delta` (relative) below the best before them."""
-    if not patience or len(scores) <= patience: return False
-    return min(scores[-patience:]) >= (1 - min_delta) * min(scores[:-patience])
-
-def fid_plateau(scores, patience: int, min_delta: float, alpha: float = 0.05) -> bool:
-    """The GANs' stop: True when the last `patience` scores (lower is better) are, at one-sided level `alpha`, less
-    than `min_delta` (relative) better than the `patience` before them (a t bound on the difference of the two
-    windows' mean log score). Noise widens the bound, so it delays a stop and cannot trigger one."""
-    if not patience: return False
-    if patience < 2: raise ArasError(f"the FID plateau test needs patience >= 2 evaluations a window, got {patience}")
-    if len(scores) < 2 * patience: return False
-    s = np.log(np.maximum(np.asarray(scores[-2 * patience:], float), 1e-12))
-    a, b = s[:patience], s[patience:]
-    gain, se = a.mean() - b.mean(), np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / patience)
-    margin = -np.log1p(-min_delta) if min_delta < 1 else np.inf          # min_delta as a log gain (1: any gain)
-    return bool(gain + scipy.stats.t.ppf(1 - alpha, 2 * patience - 2) * se < margin)
-
-# %% ../nbs/04a_gan_tasks.ipynb 25
+# %% ../nbs/04a_gan_tasks.ipynb 23
 def simulate_stops(rule, sigma: float, tau: float, n: int = 40, patience: int = 4, min_delta: float = 0.05,
                    reps: int = 500, seed: int = 0) -> dict:
     """How `rule(scores, patience, min_delta)` stops on FID curves `30 + 150 exp(-k / tau)` (k = 1..n evaluations)
@@ -280,12 +259,12 @@ def simulate_stops(rule, sigma: float, tau: float, n: int = 40, patience: int = 
     return dict(sigma=sigma, tau=tau, plateau_at=plateau, false_stop=float(np.mean(stops < plateau)),
                 median_stop=float(np.median(stops)))
 
-# %% ../nbs/04a_gan_tasks.ipynb 28
+# %% ../nbs/04a_gan_tasks.ipynb 26
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     "N x 3 x H x W images in [-1, 1] -> uint8 in the same layout (what the feature extractors take)."
     return (x.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
-# %% ../nbs/04a_gan_tasks.ipynb 29
+# %% ../nbs/04a_gan_tasks.ipynb 27
 class FidTracker:
     "Training FID of a generator against a fixed real subset in the ImageNet Lite0 space, with fixed latents; its history."
     def __init__(self, kind: str, data: GanData, fcfg, out_dir, device="cpu", extractor=None):
@@ -332,7 +311,7 @@ class FidTracker:
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 
-# %% ../nbs/04a_gan_tasks.ipynb 31
+# %% ../nbs/04a_gan_tasks.ipynb 29
 def _sha256(chunks) -> str:
     "sha256 of the bytes of the concatenated uint8 tensors, read one chunk at a time (the last one is not kept)."
     h = hashlib.sha256()

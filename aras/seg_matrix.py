@@ -342,10 +342,10 @@ def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     return fig
 
 # %% ../nbs/05a_seg_matrix.ipynb 33
-@one_line_errors("python -m aras.segmentation")
+@one_line_errors("python -m aras.seg_matrix")
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."
-    ap = argparse.ArgumentParser(prog="python -m aras.segmentation", description="Train cells of the segmentation matrix (paper Table 3).")
+    ap = argparse.ArgumentParser(prog="python -m aras.seg_matrix", description="Train cells of the segmentation matrix (paper Table 3).")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train (architecture, mix, seed) cells; finished cells are skipped")
     t.add_argument("--profile", default=DEFAULT_PROFILE, help=f"settings profile (default: {DEFAULT_PROFILE})")

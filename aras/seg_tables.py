@@ -17,7 +17,6 @@ from .core import ArasError, make_run
 from .data import dataset_root, read_png
 from .landcover import CLASSES, rgb_to_labels
 from .segmentation import *
-from .seg_matrix import *
 from .stats import *
 
 

@@ -9,12 +9,15 @@ import math
 import numpy as np
 from scipy import stats
 
+from .core import ArasError
+
 # %% auto 0
 __all__ = ['METRICS', 'LEVEL', 'ALPHA', 'metrics_from_cm', 'percentile_ci', 'rater_bootstrap', 'bootstrap_interval',
            'paired_test', 'hierarchical_test', 'hierarchical_bootstrap', 'simulate_confusions', 'rejection_rates',
            'image_blocks', 'block_weights', 'pooled_run_variance', 'smallest_detectable', 'interval_mde',
            'contrast_test', 'contrast_coverage', 'direction_verdict', 'size_verdict', 'equivalence_verdict',
-           'class_gain_rho', 'critical_rho', 'grouped_rho', 'composition_divergence', 'format_p']
+           'class_gain_rho', 'critical_rho', 'grouped_rho', 'composition_divergence', 'format_p', 'plateau_reached',
+           'fid_plateau']
 
 # %% ../nbs/00a_statistics.ipynb 6
 METRICS = ("f1", "iou", "precision", "recall", "accuracy")
@@ -351,3 +354,23 @@ def format_p(p: float, n_resamples: int | None = None) -> str:
     if p is None or not np.isfinite(p): return ""
     if n_resamples and p <= 1 / (n_resamples + 1) + 1e-12: return f"< {1 / (n_resamples + 1):.2g}"
     return f"{p:.3g}"
+
+# %% ../nbs/00a_statistics.ipynb 43
+def plateau_reached(scores, patience: int, min_delta: float) -> bool:
+    """Early stopping's rule (segmentation's validation curve): True when the best of the last `patience` scores
+    (lower is better) is not `min_delta` (relative) below the best before them."""
+    if not patience or len(scores) <= patience: return False
+    return min(scores[-patience:]) >= (1 - min_delta) * min(scores[:-patience])
+
+def fid_plateau(scores, patience: int, min_delta: float, alpha: float = 0.05) -> bool:
+    """The GANs' stop: True when the last `patience` scores (lower is better) are, at one-sided level `alpha`, less
+    than `min_delta` (relative) better than the `patience` before them (a t bound on the difference of the two
+    windows' mean log score). Noise widens the bound, so it delays a stop and cannot trigger one."""
+    if not patience: return False
+    if patience < 2: raise ArasError(f"the FID plateau test needs patience >= 2 evaluations a window, got {patience}")
+    if len(scores) < 2 * patience: return False
+    s = np.log(np.maximum(np.asarray(scores[-2 * patience:], float), 1e-12))
+    a, b = s[:patience], s[patience:]
+    gain, se = a.mean() - b.mean(), np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / patience)
+    margin = -np.log1p(-min_delta) if min_delta < 1 else np.inf          # min_delta as a log gain (1: any gain)
+    return bool(gain + stats.t.ppf(1 - alpha, 2 * patience - 2) * se < margin)

@@ -6,7 +6,8 @@
 #   sbatch --nodes 2 --gpus-per-node 8 scripts/slurm.sh gan --kind uncond --profile paper --device cuda --data-root data/ARAS400k
 #   sbatch --nodes 1 --gpus-per-node 8 scripts/slurm.sh segmentation train --mix real --profile paper --device cuda --data-root data/ARAS400k
 #
-# Stages: gan, segmentation, captioning, metrics (python -m aras.<stage>); the arguments after the stage are its own.
+# Stages: gan, segmentation, captioning, metrics (python -m aras.<stage>; segmentation: aras.seg_matrix); the arguments
+# after the stage are its own.
 # Afterwards, `aras reproduce --profile paper ...` on one machine merges the parts into the chapters' tables and figures.
 # ARAS_CACHE (default ~/.cache/aras) must be on a filesystem every node shares (and the merging machine sees): the
 # stages write their parts, checkpoints and synthetic sets there, and the merge reads them back.
@@ -22,6 +23,7 @@ set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: sbatch scripts/slurm.sh STAGE [its arguments]  (STAGE: gan, segmentation, captioning, metrics)" >&2; exit 2; }
 stage="$1"; shift
 case "$stage" in gan|segmentation|captioning|metrics) ;; *) echo "slurm.sh: unknown stage $stage (gan, segmentation, captioning, metrics)" >&2; exit 2;; esac
+module="aras.$stage"; [ "$stage" = segmentation ] && module=aras.seg_matrix   # the module that defines each command line
 cd "${SLURM_SUBMIT_DIR:-.}"
 mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")   # not `| head -1`: with pipefail, SIGPIPE would end the job
 head_node="${nodes[0]}"
@@ -40,4 +42,4 @@ echo "aras $stage: ARAS_CACHE=${ARAS_CACHE:-$HOME/.cache/aras} must be on a file
 srun --kill-on-bad-exit=1 "${ARAS_VENV:-.venv}/bin/python" -m torch.distributed.run \
   --nnodes "$SLURM_NNODES" --nproc_per_node "$procs" \
   --rdzv_backend c10d --rdzv_endpoint "$head_node:$port" --rdzv_id "aras-$SLURM_JOB_ID" \
-  -m "aras.$stage" "$@"
+  -m "$module" "$@"

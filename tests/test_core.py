@@ -45,7 +45,7 @@ def test_a_setting_out_of_range_is_refused_naming_it(key, value, words):
 @pytest.mark.parametrize("argv", [
     ["aras.gan", "--kind", "uncond", "--data-root", "nowhere", "--set", "gan.uncond.kimg=-5"],
     ["aras.gan", "--kind", "uncond", "--data-root", "nowhere", "--set", "gan.uncond.kimg=abc"],
-    ["aras.segmentation", "train", "--set", "segmentation.epochs=-3"],
+    ["aras.seg_matrix", "train", "--set", "segmentation.epochs=-3"],
     ["aras.metrics", "--set", "metrics.n_images=0"],
     ["aras.captioning", "--set", "captioning.batch_size=0"],
 ])

@@ -14,6 +14,7 @@ from PIL import Image
 import aras.gan as gan
 import aras.gan_nets as nets
 import aras.gan_tasks as tasks
+import aras.stats as stats
 from aras.core import ArasDataError, ArasError, get_profile, settings_hash
 from aras.data import list_pairs, read_png
 from aras.landcover import labels_to_rgb, rgb_to_labels
@@ -263,29 +264,29 @@ def test_rng_states_loaded_onto_another_device_are_restored_exactly():
 
 def test_plateau_rule_on_made_up_scores():
     fids = [90, 60, 45, 40, 39, 39.5, 38.8, 39.2, 37]
-    stops = [tasks.plateau_reached(fids[:k], patience=3, min_delta=0.05) for k in range(1, len(fids) + 1)]
+    stops = [stats.plateau_reached(fids[:k], patience=3, min_delta=0.05) for k in range(1, len(fids) + 1)]
     assert stops.index(True) == 6                                      # 7th evaluation: 38.8 is < 5% below 40
-    assert not any(tasks.plateau_reached(list(range(100, 0, -10))[:k], 3, 0.05) for k in range(1, 11))   # steady progress
-    assert tasks.plateau_reached([50, 50, 50, 50], 3, 0.0)                # a flat curve is a plateau even at min_delta 0
-    assert not tasks.plateau_reached([9] * 9, 0, 0.1)                      # patience 0: FID tracked, never stops
+    assert not any(stats.plateau_reached(list(range(100, 0, -10))[:k], 3, 0.05) for k in range(1, 11))   # steady progress
+    assert stats.plateau_reached([50, 50, 50, 50], 3, 0.0)                # a flat curve is a plateau even at min_delta 0
+    assert not stats.plateau_reached([9] * 9, 0, 0.1)                      # patience 0: FID tracked, never stops
 
 
 def test_the_gan_stop_is_a_one_sided_test_of_two_windows():
     flat = [100, 101, 99, 100, 100.5, 99.5, 100, 101]
-    assert [tasks.fid_plateau(flat[:k], 4, 0.05) for k in (7, 8)] == [False, True]   # 2 full windows, no gain: stop
-    assert not tasks.fid_plateau([100, 95, 90, 86, 82, 78, 74, 70], 4, 0.05)           # 5% an evaluation: go on
-    assert not tasks.fid_plateau([100, 80, 120, 90, 110, 70, 130, 100], 4, 0.05)      # too noisy to tell: go on
-    assert tasks.fid_plateau([100, 100, 100, 100, 99, 99, 99, 99.1], 4, 0.05)         # a 1% gain, tightly: stop
-    assert not tasks.fid_plateau([9] * 9, 0, 0.1)                                       # patience 0: never stops
-    with pytest.raises(ArasError, match="patience >= 2"): tasks.fid_plateau([9] * 9, 1, 0.1)
+    assert [stats.fid_plateau(flat[:k], 4, 0.05) for k in (7, 8)] == [False, True]   # 2 full windows, no gain: stop
+    assert not stats.fid_plateau([100, 95, 90, 86, 82, 78, 74, 70], 4, 0.05)           # 5% an evaluation: go on
+    assert not stats.fid_plateau([100, 80, 120, 90, 110, 70, 130, 100], 4, 0.05)      # too noisy to tell: go on
+    assert stats.fid_plateau([100, 100, 100, 100, 99, 99, 99, 99.1], 4, 0.05)         # a 1% gain, tightly: stop
+    assert not stats.fid_plateau([9] * 9, 0, 0.1)                                       # patience 0: never stops
+    with pytest.raises(ArasError, match="patience >= 2"): stats.fid_plateau([9] * 9, 1, 0.1)
 
 
 @pytest.mark.parametrize("sigma", [0.02, 0.05, 0.08])
 def test_noise_rarely_stops_a_gan_before_its_plateau(sigma):
     "At the small profile's patience 4 and 5%, with the 2-8% evaluation noise FID curves show."
     for tau in (5, 15):
-        new = tasks.simulate_stops(tasks.fid_plateau, sigma, tau, reps=300)
-        old = tasks.simulate_stops(tasks.plateau_reached, sigma, tau, reps=300)
+        new = tasks.simulate_stops(stats.fid_plateau, sigma, tau, reps=300)
+        old = tasks.simulate_stops(stats.plateau_reached, sigma, tau, reps=300)
         assert new["false_stop"] <= 0.1 and new["median_stop"] >= new["plateau_at"]
         assert old["false_stop"] >= 0.3                            # the rule it replaces: noise stopped it early
 

@@ -623,7 +623,7 @@ def test_torchrun_two_cpu_processes(prepared, tmp_path, nodes):
     env = {**os.environ, "ARAS_CACHE": str(tmp_path / "cache"), "ARAS_FIGURES": str(tmp_path / "fig"), "OMP_NUM_THREADS": "1"}
     sets = ["segmentation.archs=('FPN',)", "segmentation.image_size=64", "segmentation.epochs=1", "segmentation.steps_per_epoch=1",
             "segmentation.batch_size=2", "segmentation.eval_batch_size=1", "segmentation.threads_per_run=1"]
-    p = torchrun(["aras.segmentation", "train", "--data-root", str(root), "--mix", "real", "--seeds", "0", "--set", *sets], env, nodes)
+    p = torchrun(["aras.seg_matrix", "train", "--data-root", str(root), "--mix", "real", "--seeds", "0", "--set", *sets], env, nodes)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(next((tmp_path / "cache").rglob("result.json")).read_text())
     assert res["world_size"] == 2 and res["arch"] == "FPN" and "test F1" in p.stdout
