@@ -22,8 +22,8 @@ from .stats import *
 
 # %% auto 0
 __all__ = ['PAPER_TABLE3', 'PAPER_TABLE4', 'FAMILY', 'CONTRASTS', 'POWER_CONTRASTS', 'FIG4_SETS', 'paper_diff', 'paper_evidence',
-           'family_variance', 'segmentation_tables', 'significance_table', 'contrast_table', 'power_table',
-           'compute_matched_table', 'per_class_gain', 'plot_per_class_gain', 'pooled_encoder_features',
+           'family_variance', 'segmentation_tables', 'significance_table', 'contrast_table', 'contrasts_at',
+           'power_table', 'compute_matched_table', 'per_class_gain', 'plot_per_class_gain', 'pooled_encoder_features',
            'encoder_features', 'fig4_label', 'embed_features', 'plot_feature_embedding', 'class_pixels',
            'pseudo_label_table', 'mask_fidelity', 'fidelity_table', 'run_caveats']
 
@@ -234,7 +234,20 @@ def contrast_table(cms: dict, P, blocks, status: dict, seed: int = 0, pooled: di
                      **pts, **{k: h[k] for k in ("df", "df_runs", "n_images", "n_blocks", "p_greater", "p_less")}})
     return pd.DataFrame(rows)
 
-# %% ../nbs/05b_seg_tables.ipynb 23
+# %% ../nbs/05b_seg_tables.ipynb 21
+def contrasts_at(diffs, se: float = 0.5, df: float = 6.0, default: float = 2.0) -> pd.DataFrame:
+    """A `seg_contrasts` table whose comparisons have the given differences in points (a dict by (other, base), else
+    `default`; or one number for all), standard error `se` and `df`: what the claims' checks and tests read."""
+    from scipy import stats as st
+    t, rows = st.t(df), []
+    for o, b in CONTRASTS:
+        d = diffs.get((o, b), default) if isinstance(diffs, dict) else diffs
+        rows.append(dict(other=o, base=b, status="ok", runs=4, n_images=80, n_blocks=20, diff=d,
+                         ci_low=d - t.ppf(.975) * se, ci_high=d + t.ppf(.975) * se, p_greater=t.sf(d / se),
+                         p_less=t.cdf(d / se), mde=smallest_detectable(se, df), paper_diff_archs=paper_diff(o, b, ("Unet",))))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/05b_seg_tables.ipynb 25
 POWER_CONTRASTS = (("real_cond", "real"), ("real_uncond_3x", "real"))
 
 def power_table(contrasts: pd.DataFrame, runs=(2, 3, 5, 8, 12, 20), test_patches=(80, 1000)) -> pd.DataFrame:
@@ -255,7 +268,7 @@ def power_table(contrasts: pd.DataFrame, runs=(2, 3, 5, 8, 12, 20), test_patches
                                  detects_paper=bool(mde <= abs(c.paper_diff_archs))))
     return pd.DataFrame(rows)
 
-# %% ../nbs/05b_seg_tables.ipynb 27
+# %% ../nbs/05b_seg_tables.ipynb 29
 def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, cm_cms: dict, P, seed: int = 0,
                           blocks=None, pooled: dict | None = None) -> pd.DataFrame:
     """Per compute-matched mix and architecture (and pooled): F1 (%), optimiser steps and images seen of Real, of the
@@ -280,7 +293,7 @@ def compute_matched_table(runs: pd.DataFrame, cm_runs: pd.DataFrame, cms: dict, 
             rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/05b_seg_tables.ipynb 30
+# %% ../nbs/05b_seg_tables.ipynb 32
 def per_class_gain(runs: pd.DataFrame, mixes) -> pd.DataFrame:
     "F1 gain (points) of each mix over Real per class: mean and sd over (architecture, seed) pairs, and the paper's Mean-row gain."
     real = runs[runs.mix == "real"].set_index(["arch", "seed"])
@@ -316,7 +329,7 @@ def plot_per_class_gain(gain: pd.DataFrame, absent=(), note=""):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05b_seg_tables.ipynb 33
+# %% ../nbs/05b_seg_tables.ipynb 35
 def pooled_encoder_features(encoder, x: torch.Tensor, size: int, norm, device="cpu") -> torch.Tensor:
     """The deepest stage of `encoder`, average-pooled (N, D), of a uint8 (N, 3, H, W) batch normalised by `norm`: Figure 4's
     space and chapter 07's domain space. A batch of another size is resized by `image_batch` (chapter 05's one rule for
@@ -335,7 +348,7 @@ def encoder_features(model, images: list, size: int, norm, batch_size: int = 16,
         feats.append(pooled_encoder_features(enc, x, size, norm, device).cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 0))
 
-# %% ../nbs/05b_seg_tables.ipynb 34
+# %% ../nbs/05b_seg_tables.ipynb 36
 FIG4_SETS = {"real_train": ("Real (train)", "#2ca02c", "o"), "real_test": ("Real (test)", "#7f7f7f", "s"),
              "uncond": ("Uncond.", "#d62728", "x"), "cond": ("Cond.", "#1f77b4", "^")}   # set key: label, colour, marker
 def fig4_label(key: str) -> str: return FIG4_SETS.get(key, (key,))[0]
@@ -370,7 +383,7 @@ def embed_features(groups: dict, seed: int = 42, methods=("t-SNE", "UMAP"), silh
             rows.append(dict(sets=f"{fig4_label(keys[i])} vs {fig4_label(keys[j])}", set_a=keys[i], set_b=keys[j], n=int(sel.sum()), **sil(X[sel], names[sel])))
     return names, emb, pd.DataFrame(rows)
 
-# %% ../nbs/05b_seg_tables.ipynb 35
+# %% ../nbs/05b_seg_tables.ipynb 37
 def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""):
     "Paper Figure 4: t-SNE (left) and UMAP (right), one colour and marker per set."
     import matplotlib.pyplot as plt
@@ -389,7 +402,7 @@ def plot_feature_embedding(names, emb: dict, scores: pd.DataFrame, title_note=""
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05b_seg_tables.ipynb 40
+# %% ../nbs/05b_seg_tables.ipynb 42
 def class_pixels(masks) -> np.ndarray:
     "Pixels per class (N, C) of colour mask files."
     return np.stack([np.bincount(rgb_to_labels(read_png(p), str(p)).ravel(), minlength=N_CLASSES) for p in masks])
@@ -414,7 +427,7 @@ def pseudo_label_table(sets: dict, ref: np.ndarray, labeller: dict | None = None
                                           "(biased upward: near 0 the interval lies above the estimate)")
 
 
-# %% ../nbs/05b_seg_tables.ipynb 44
+# %% ../nbs/05b_seg_tables.ipynb 46
 @torch.no_grad()
 def mask_fidelity(real_results: list, pairs: pd.DataFrame, size: int, batch_size: int = 16, device="cpu") -> tuple[pd.DataFrame, dict]:
     "Each Real run's best model on (image, conditioning mask) `pairs`: one row per run (its F1 there and on real test), and per architecture the per-image confusion matrices (runs, N, C, C)."
@@ -445,7 +458,7 @@ def fidelity_table(rows: pd.DataFrame, cms: dict, n_resamples: int = 1000, ci: f
     return pd.DataFrame(out)
 
 
-# %% ../nbs/05b_seg_tables.ipynb 48
+# %% ../nbs/05b_seg_tables.ipynb 50
 def run_caveats(P, runs: pd.DataFrame, n_train: int, n_test: int, status: dict, profile_name: str) -> list[str]:
     "Plain statements of what a run at these settings, and with these runs, can and cannot show."
     out = []

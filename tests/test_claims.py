@@ -6,23 +6,11 @@ from scipy import stats
 from aras import claims as C
 from aras import stats as S
 from aras.core import make_run
-from aras.seg_tables import CONTRASTS, paper_diff
+from aras.seg_tables import contrasts_at, paper_diff
 
 AUG = "every augmented mix (Real + Cond., Real + Uncond. 3x, Real + Uncond. 3x + Cond.) scores above Real"
 C1 = "synthetic-only training scores slightly below Real (Uncond. 1x)"
 C2 = "more synthetic data helps: Uncond. 3x above Uncond. 1x"
-
-
-def _contrasts(diffs: dict, se=0.5, df=6.0, default=2.0):
-    "A seg_contrasts table: other - base = diffs.get((other, base), default) points, standard error `se`, `df`."
-    t = stats.t(df)
-    rows = []
-    for o, b in CONTRASTS:
-        d = diffs.get((o, b), default)
-        rows.append(dict(other=o, base=b, status="ok", runs=4, n_images=80, n_blocks=20, diff=d,
-                         ci_low=d - t.ppf(.975) * se, ci_high=d + t.ppf(.975) * se, p_greater=t.sf(d / se),
-                         p_less=t.cdf(d / se), mde=S.smallest_detectable(se, df), paper_diff_archs=paper_diff(o, b, ("Unet",))))
-    return pd.DataFrame(rows)
 
 
 def test_contrast_interval_covers_and_holds_its_level_at_the_run_sizes():
@@ -65,25 +53,25 @@ def test_a_run_too_small_for_the_paper_says_so_with_the_smallest_detectable_effe
 
 
 def test_claims_table_on_known_contrasts(tmp_path):
-    _contrasts({("uncond_1x", "real"): -3.0, ("uncond_3x", "real"): -2.0, ("uncond_3x", "uncond_1x"): 1.0},
+    contrasts_at({("uncond_1x", "real"): -3.0, ("uncond_3x", "real"): -2.0, ("uncond_3x", "uncond_1x"): 1.0},
                se=0.3, df=20).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     t = C.claims_table(tmp_path).set_index("claim")
     assert len(t) == len(C.CLAIMS)
     assert t.loc[AUG, "verdict"] == "holds" and t.loc[C1, "verdict"] == "holds" and t.loc[C2, "verdict"] == "holds"
     assert np.isclose(t.loc[AUG, "paper_value"], 1.63)         # a Unet-only run against the paper's Unet rows (mean: 1.07)
     assert "over 6 architectures" in t.loc[AUG, "paper_evidence"]
-    _contrasts({("uncond_1x", "real"): -35.0}, se=0.3, df=20).to_csv(tmp_path / "seg_contrasts.csv", index=False)
+    contrasts_at({("uncond_1x", "real"): -35.0}, se=0.3, df=20).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     assert C.claims_table(tmp_path).set_index("claim").loc[C1, "verdict"].startswith("contradicted: the paper's")
 
 
 def test_contradicted_when_augmentation_hurts(tmp_path):
-    _contrasts({}, se=0.3, df=20, default=-3.0).to_csv(tmp_path / "seg_contrasts.csv", index=False)
+    contrasts_at({}, se=0.3, df=20, default=-3.0).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     t = C.claims_table(tmp_path).set_index("claim")
     assert t.loc[AUG, "verdict"] == "contradicted (Real + Cond.)"
 
 
 def test_best_augmentation_reports_the_smallest_margin(tmp_path):
-    _contrasts({("real_uncond_3x", "real_cond"): -0.65, ("real_uncond_3x", "real_uncond_3x_cond"): -1.07},
+    contrasts_at({("real_uncond_3x", "real_cond"): -0.65, ("real_uncond_3x", "real_uncond_3x_cond"): -1.07},
                se=2.0).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     r = C.best_augmentation_claim(C.Tables(tmp_path))
     assert np.isclose(r["ours"], -1.07) and np.isclose(r["paper_value"], paper_diff("real_uncond_3x", "real_uncond_3x_cond", ("Unet",)))
@@ -120,7 +108,7 @@ def test_a_changed_table_layout_is_a_not_run_row_not_a_crash(tmp_path):
 
 def test_report_is_written_beside_the_figures(tmp_path):
     run = make_run("small", out_dir=tmp_path)
-    _contrasts({}).to_csv(run.table_dir / "seg_contrasts.csv", index=False)
+    contrasts_at({}).to_csv(run.table_dir / "seg_contrasts.csv", index=False)
     pd.DataFrame(dict(model=["uncond"], stopped_by=["FID plateau"], kimg_reached=[11.0], fid_best=[99.3],
                       fid_real_floor=30.6)).to_csv(run.table_dir / "gan_training_summary.csv", index=False)
     C.write_claims(run)
@@ -131,7 +119,7 @@ def test_report_is_written_beside_the_figures(tmp_path):
 
 
 def test_a_verdict_resting_on_an_unconverged_model_is_not_a_result(tmp_path):
-    _contrasts({("uncond_1x", "real"): -3.0, ("uncond_3x", "uncond_1x"): 1.0}, se=0.3, df=20).to_csv(
+    contrasts_at({("uncond_1x", "real"): -3.0, ("uncond_3x", "uncond_1x"): 1.0}, se=0.3, df=20).to_csv(
         tmp_path / "seg_contrasts.csv", index=False)
     runs = pd.DataFrame([dict(mix=m, arch="Unet", seed=s, f1=0.7, converged=True) for m in C.ALL_SETS for s in (0, 1)])
     runs.to_csv(tmp_path / "seg_runs.csv", index=False)
