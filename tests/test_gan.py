@@ -680,11 +680,14 @@ def test_fid_tracker_holds_one_chunk_of_images_and_gives_the_all_at_once_fid(dat
         z_dim = G.z_dim
         def forward(self, z, **kw): made.append(len(z)); return G(z, **kw)
     monkeypatch.setattr(tasks, "_uint8", counted_uint8)
-    monkeypatch.setattr(data16, "fetch", lambda idx: (made.append(len(idx)), fetch(idx))[1])
+    fetched = []
+    monkeypatch.setattr(data16, "fetch", lambda idx: (made.append(len(idx)), fetched.append(len(idx)), fetch(idx))[2])
     tracker = tasks.FidTracker("uncond", data16, cfg, tmp_path / "b", extractor=ext)
     tracker.chunk, held[:] = 4, []
     tracker.measure(Counted(), 10)
     assert max(made) <= 4 and max(held) <= 2 * 4, (made, held)
+    assert sum(fetched) == 10                                  # no cache yet: the real images decoded once, not twice
+    assert str(np.load(tmp_path / "b" / "fid_reference.npz")["key"]) == key    # hashed as they were featurised
 
 
 def test_the_gan_command_without_out_trains_where_the_chapter_reads(prepared, tmp_path, monkeypatch):
