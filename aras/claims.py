@@ -68,8 +68,8 @@ def _row(paper, claim, paper_value, test, ours=np.nan, lo=np.nan, hi=np.nan, ver
 
 # %% ../nbs/09_claims.ipynb 12
 ARAS = "ARAS400k"
-TEST = ("macro F1 difference (points), {runs} runs of each set; run variance pooled by family, "
-        "test images in {blocks} spatial blocks")
+TEST = ("p {up:.3g} (above 0), {down:.3g} (below 0); macro F1 difference (points), {runs} runs of each set; "
+        "run variance pooled by family, test images in {blocks} spatial blocks")
 
 def gain_claim(T: Tables, claim: str, other: str, base: str, expect: str, size: bool = False) -> dict:
     "Table 3: `other` above (expect '>0') or below ('<0') `base`; `size`: also by about the paper's value."
@@ -77,7 +77,7 @@ def gain_claim(T: Tables, claim: str, other: str, base: str, expect: str, size: 
     paper = float(c.paper_diff_archs)
     v = (size_verdict if size else direction_verdict)(c, expect, paper)
     test = ("size (the paper's value inside the 95% interval) and " if size else "") + "one-sided 5%, " + \
-        TEST.format(runs=int(c.runs) // 2, blocks=int(c.n_blocks))
+        TEST.format(up=c.p_greater, down=c.p_less, runs=int(c.runs) // 2, blocks=int(c.n_blocks))
     return _row(ARAS, claim, round(paper, 2), test, c["diff"], c.ci_low, c.ci_high, v, mde=c.mde,
                 evidence=paper_evidence(other, base, expect))
 
