@@ -223,7 +223,7 @@ def check_layout(root, splits=None, need=(), workers: int = 4, progress=True) ->
     if len(bad):
         report = cache_file.with_suffix(".bad.csv")
         bad.reindex(columns=["split", "image", "mask", "problem"]).to_csv(report, index=False)
-        raise ArasDataError(f"{root}: {len(bad)} problems ({len(unpaired)} unpaired files, {len(bad) - len(unpaired) - len(pct)} "
+        raise ArasDataError(f"{root}: {len(bad)} problem(s) ({len(unpaired)} unpaired file(s), {len(bad) - len(unpaired) - len(pct)} "
                             f"of {len(pairs)} pairs unreadable or inconsistent, {len(pct)} in the class-percentage CSVs; "
                             f"all listed in {report}):\n  " +
                             "\n  ".join(bad.problem.head(10)) + ("\n  ..." if len(bad) > 10 else ""))

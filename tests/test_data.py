@@ -402,7 +402,7 @@ def test_class_percentages_are_checked_against_the_masks_row_by_row(layout, tmp_
     assert len(PR.check_layout(layout, progress=False)) == 2                 # p0 all Tree, p1 all Shrub: agrees
     wrong = right.copy(); wrong.loc[1, "Water"] = 50.0                       # the second row sums to 150%
     pd.concat([wrong, wrong.iloc[[0]].assign(filename="gone.png")]).to_csv(csv, index=False)
-    with pytest.raises(ArasDataError, match=r"2 problems \(0 unpaired files, 0 of 2 pairs .*, 2 in the class-percentage") as e:
+    with pytest.raises(ArasDataError, match=r"2 problem\(s\) \(0 unpaired file\(s\), 0 of 2 pairs .*, 2 in the class-percentage") as e:
         PR.check_layout(layout, progress=False)
     assert "train.csv, line 3: p1.png has 50.0% Water, its mask 0.00% (tolerance 0.5 points)" in str(e.value)
     assert "train.csv, line 4: gone.png is no pair of train/" in str(e.value)
@@ -433,7 +433,7 @@ def test_check_layout_reports_every_bad_file_and_caches_the_good_ones(layout, tm
     Image.fromarray(np.full((32, 32, 3), 80, np.uint8)).save(t / "images" / "p5.png")                  # other size
     Image.fromarray(labels_to_rgb(np.zeros((32, 32), np.uint8))).save(t / "masks" / "p5.png")
     shutil.copy(t / "images" / "p0.png", t / "images" / "p6.png")                                      # no mask
-    with pytest.raises(ArasDataError, match=r"5 problems \(1 unpaired files, 4 of 6 pairs") as e:
+    with pytest.raises(ArasDataError, match=r"5 problem\(s\) \(1 unpaired file\(s\), 4 of 6 pairs") as e:
         PR.check_layout(layout, progress=False)                          # pairing and decoding, in one pass
     msg = str(e.value)
     for what in ("p6.png: image without its mask", "p2.png: unreadable or truncated PNG", "p3.png: 1 mask colour(s)",
