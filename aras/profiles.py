@@ -365,11 +365,11 @@ class method(NamedTuple):
 
 # %% ../nbs/00b_profiles.ipynb 39
 # The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
-# measured at 33 minutes for the whole regeneration in a fresh clone on 7 December (GANs 10.9 min, segmentation
-# 10.2: the 30-minute goal is not met yet). Only counts, sizes and budgets differ from `paper`, except
+# measured on 7 December at 63 minutes for the whole regeneration in a fresh clone on a machine shared with CI
+# (33 minutes idle with segmentation at batch 16, reverted: the 30-minute goal is not met yet). Only counts, sizes and budgets differ from `paper`, except
 # the settings wrapped in `method(...)`, which say why.
 SMALL = {
-    "description": "CPU, about 35 minutes on 2 cores (goal: 30): toyland, models trained to a validation plateau at small scale",
+    "description": "CPU, under an hour on 2 cores (goal: 30 min): toyland, models trained to a validation plateau at small scale",
     "toyland.n_tiles": 10, "toyland.tile_px": 2600,   # 10 tiles of 10 x 10 patches: a test split of 64+ patches
     "data.scaling": method("fixed", "toyland tiles have one radiometry; a fixed 0-0.3 reflectance stretch keeps "
                            "tile-to-tile brightness differences that per-patch max scaling would erase"),
