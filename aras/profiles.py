@@ -321,8 +321,7 @@ _GAN = dict(resolution=_POW2, batch=_at_least(1), kimg=_ABOVE0, snap_kimg=_ABOVE
                                          min_delta=_NONNEG, alpha=_between(0, 1, False), min_kimg=_NONNEG).items()})
 RANGES = {   # dotted setting -> (rule, what it must be); None, where the type allows it, means "all" or "off"
     "toyland.n_tiles": _between(1, 12),   # toyland's 2 x 6 tile ids inside the paper's extent (02, `tile_ids`)
-    "toyland.tile_px": _ABOVE0, "toyland.difficulty": _NONNEG,
-    "toyland.label_noise_px": _NONNEG,
+    "toyland.tile_px": _ABOVE0, "toyland.difficulty": _NONNEG, "toyland.label_noise_px": _NONNEG,
     "data.patch_size": _ABOVE0, "data.scaling": _one_of("patch_max", "fixed"), "data.reflectance_max": _ABOVE0,
     "data.water_max": _between(0, 1), "data.split_fractions": _SPLITS, "data.split_block": _at_least(1),
     "data.max_patches": _at_least(1), "data.real_train_max": _at_least(1), "data.workers": _at_least(1),
@@ -352,9 +351,9 @@ def range_problems(prof: dict) -> list[str]:
     for key, (ok, must) in RANGES.items():
         v = functools.reduce(lambda d, k: d[k], key.split("."), prof)
         if v is None and type_problem(None, setting_type(key)) is None: continue
-        try: good = bool(ok(v))
-        except TypeError: good = False          # a wrong type is `type_problem`'s to name; here it only fails
-        if not good: out.append(f"{key} must be {must}, got {v!r}")
+        try: bad = not ok(v)
+        except TypeError: bad = True            # a wrong type is `type_problem`'s to name; here it only fails
+        if bad: out.append(f"{key} must be {must}, got {v!r}")
     return out
 
 # %% ../nbs/00b_profiles.ipynb 37
@@ -364,10 +363,8 @@ class method(NamedTuple):
     why: str
 
 # %% ../nbs/00b_profiles.ipynb 39
-# The README's default: a small but converged reproduction on the embedded data (toyland), 2 CPU cores,
-# measured on 7 December at 63 minutes for the whole regeneration in a fresh clone on a machine shared with CI
-# (33 minutes idle with segmentation at batch 16, reverted: the 30-minute goal is not met yet). Only counts, sizes and budgets differ from `paper`, except
-# the settings wrapped in `method(...)`, which say why.
+# The README's default, converged on toyland and 2 CPU cores (timings: the README). Only counts, sizes and budgets
+# differ from `paper`, except the settings wrapped in `method(...)`, which say why.
 SMALL = {
     "description": "CPU, under an hour on 2 cores (goal: 30 min): toyland, models trained to a validation plateau at small scale",
     "toyland.n_tiles": 10, "toyland.tile_px": 2600,   # 10 tiles of 10 x 10 patches: a test split of 64+ patches
@@ -401,9 +398,8 @@ SMALL |= {
     "gan.cond.betas": (0.0, 0.999),
     "gan.cond.vgg_weight": method(0.0, "no VGG19 weights ship offline: the perceptual loss is left out"),
     "gan.cond.ema_kimg": 0.5,
-    # bf16 autocast and the channels-last layout (R1 stays fp32, chapter 04a): on this project's CPUs (AMX, oneDNN)
-    # 1.93x (StyleGAN2) and 1.69x (SPADE) the fp32 kimg rate at 32 px (`benchmarks/bench_gan.py --speed --resolutions
-    # 32`, 7 Dec). Without bf16 units a CPU runs bf16 slower than fp32: `--set gan.uncond.amp=None gan.cond.amp=None`
+    # bf16 + channels-last (R1 stays fp32): 1.93x / 1.69x at 32 px on AMX (`bench_gan.py --speed`, 7 Dec); slower
+    # than fp32 on CPUs without bf16 units: `--set gan.uncond.amp=None gan.cond.amp=None`
     **{f"gan.{m}.{k}": v for m in ("uncond", "cond") for k, v in dict(amp="bf16", channels_last=True).items()},
     # training FID (Lite0) every kimg on 256 real training images and 128 fixed samples; stop when the last 4
     # evaluations are, at one-sided 5%, less than 5% better than the 4 before them, else at the kimg budget. The
@@ -424,12 +420,9 @@ SMALL |= {
                                    "offline; EfficientNet-Lite0's are (PyPI)"),
     "segmentation.archs": ("Unet",),          # 1 of the paper's 6 (the budget); PAN needs >= 128 px
     "segmentation.image_size": 32, "segmentation.eval_batch_size": 32,
-    # batch 8, channels-last (the layout only: 1.18x to a converged Real run, `benchmarks/bench_seg_switches.py`). Batch 16
-    # at the square-root learning rate was 1.56x and kept Real's test F1 (71.0 vs 70.9), but early stopping counts
-    # epochs, and half the steps an epoch cost Real + Cond. 12 points (68.1 vs 80.3, the same samples, 2 seeds, 7 Dec):
-    # a speed-up checked on Real alone is not checked. bf16 gains nothing at 32 px
-    "segmentation.batch_size": 8, "segmentation.channels_last": True,
-    "segmentation.epochs": 60,                  # a cap, not a budget: at 20, 3 of 12 runs ended still learning
+    # batch 8, channels-last (1.18x, `benchmarks/bench_seg_switches.py`): batch 16 kept Real's F1 but cost Real + Cond.
+    # 12 points (early stopping counts epochs; `seg_switches.csv`, 7 Dec); bf16 gains nothing at 32 px
+    "segmentation.batch_size": 8, "segmentation.channels_last": True, "segmentation.epochs": 60,   # a cap (20 cut 3 of 12)
     "segmentation.n_seeds": 2,                  # runs per cell: the hierarchical test's run level
     "segmentation.patience": 3, "segmentation.lr_patience": 1,   # paper 5 and 3 epochs of 3,340 steps; here ~15-60
     "segmentation.uncond_ratios": (1.0, 3.0),   # 1x and 3x the real train set (the paper: 100k and 300k for 80k)
@@ -473,8 +466,7 @@ SMALL |= {
 }
 
 # %% ../nbs/00b_profiles.ipynb 49
-# CI and the notebooks' own checks: every code path of `small` in minutes. Its numbers are not results,
-# and every table and figure of a smoke run says so.
+# CI and the notebooks' checks: every code path of `small` in minutes; its tables and figures say they are not results.
 SMOKE = {
     "description": "CPU, minutes: every chapter end to end on toyland; a smoke test, its numbers are not results",
     "smoke": True,
@@ -491,22 +483,15 @@ SMOKE = {
     "captioning.n_images": 6,                  # 6 images per subset: every captioning code path
 }
 
-# The referee's run (issue 26): the small profile with the power to decide the two augmentation gains of the paper's
-# Unet row, Real + Cond. (+1.63 macro F1 points) and Real + Uncond. 3x (+1.03), one-sided at 5% with 80% power. Sized
-# from the small run's own variances (05b, `seg_power`), which two runs a set estimate loosely (run sd of a contrast
-# 1.31 points on 5 Dec, 1.98 on 6 Dec). With the larger: 40 runs a set and ~4,000 test patches detect 1.32 and 1.21
-# points, 60 runs 1.15 and 1.03. The test split is fixed before the run (more tiles is new data, and every model would
-# train again); runs are not: a first stage of 40, then `--set segmentation.n_seeds=60` trains only the 20 new runs a
-# set, if the run's own `seg_power` asks for them. Larger toyland tiles (all 12 of toyland's, at 6,200 px) only grow
-# the test split (segmentation still trains on `data.real_train_max` = 150); the GANs get a budget long enough for the
-# window test of chapter 04a. (A first version asked for 70 tiles; toyland has 12, which the range check now says.)
+# The referee's run (issue 26): the small profile sized, from its own variances (05b `seg_power`), to decide the two
+# augmentation gains of the paper's Unet row (+1.63 and +1.03 F1 points) one-sided at 5% with 80% power; a first
+# stage of 40 runs a set, then `--set segmentation.n_seeds=60` trains only the new runs if its `seg_power` asks.
+# Larger toyland tiles only grow the test split; the GANs get budgets long enough for chapter 04a's window test.
 REFEREE = {
     "description": "CPU, hours on 2 cores: the small profile sized to decide two augmentation gains against Real",
-    "toyland.n_tiles": 12, "toyland.tile_px": 6200,    # 12 x 24 x 24 = 6,912 patches before the filters
-    "data.split_fractions": (0.3, 0.1, 0.6),          # ~60% of the kept patches test (inference only): ~3,900
+    "toyland.n_tiles": 12, "toyland.tile_px": 6200, "data.split_fractions": (0.3, 0.1, 0.6),   # 6,912 patches: ~3,900 test
     "segmentation.mixes": ("real", "real_cond", "real_uncond_3x"), "segmentation.n_seeds": 40,
-    "segmentation.compute_matched_mixes": (),   # the decision needs the paper's epoch-matched runs only
-    "gan.uncond.kimg": 40, "gan.cond.kimg": 40,
+    "segmentation.compute_matched_mixes": (), "gan.uncond.kimg": 40, "gan.cond.kimg": 40,   # epoch-matched runs only
 }
 
 PROFILES = dict(paper=[], small=[SMALL], smoke=[SMALL, SMOKE], referee=[SMALL, REFEREE])   # PAPER's overrides, in order
