@@ -18,12 +18,12 @@ from .landcover import CLASSES, composition_row, rgb_to_labels
 
 # %% auto 0
 __all__ = ['SYNTHETIC_SUBSETS', 'ITEM_COLUMNS', 'SYSTEM_PROMPT', 'TEXT_PROMPT', 'VISION_PROMPT', 'HYBRID_PROMPT', 'MODALITIES',
-           'PLAIN_NAMES', 'BACKENDS', 'KEY_COLUMNS', 'CAPTION_COLUMNS', 'SubsetMissing', 'mask_items', 'subset_folder',
-           'subset_items', 'caption_inputs', 'sample_items', 'class_info', 'prompt_text', 'chat_messages',
-           'torch_threads', 'TemplateCaptioner', 'caption_seed', 'RowSampler', 'seeded_generate', 'row_seeds',
-           'gguf_to_folder', 'load_causal_lm', 'CausalLMCaptioner', 'load_vlm', 'VisionLanguageCaptioner',
-           'make_captioner', 'write_captions', 'read_captions', 'work_list', 'parts_folder', 'caption_items',
-           'save_caption_files', 'main']
+           'PLAIN_NAMES', 'BACKENDS', 'KEY_COLUMNS', 'CAPTION_COLUMNS', 'SubsetMissing', 'with_composition',
+           'mask_items', 'subset_folder', 'subset_items', 'caption_inputs', 'sample_items', 'class_info', 'prompt_text',
+           'chat_messages', 'torch_threads', 'TemplateCaptioner', 'caption_seed', 'row_generators', 'RowSampler',
+           'seeded_generate', 'row_seeds', 'gguf_to_folder', 'load_causal_lm', 'CausalLMCaptioner', 'load_vlm',
+           'VisionLanguageCaptioner', 'make_captioner', 'write_captions', 'read_captions', 'work_list', 'parts_folder',
+           'caption_items', 'save_caption_files', 'main']
 
 # %% ../nbs/06_captioning.ipynb 6
 SYNTHETIC_SUBSETS = ("synth", "cond", "uncond")
@@ -42,24 +42,35 @@ def _csv_items(root: Path, split: str) -> pd.DataFrame:
                             f"of {root / split / 'images'} (first: {missing[0]})")
     return pairs.merge(comp, on="filename", how="left").assign(split=split)
 
-def mask_items(folder, split: str) -> pd.DataFrame:
-    "Pairs of a split whose composition is computed from its masks, as rows of the class-percentage format."
+def with_composition(items: pd.DataFrame) -> pd.DataFrame:
+    "`items` with the composition of each row that has none yet, from its mask (decoded when it is needed)."
+    todo = items[list(CLASSES)].isna().any(axis=1)
+    if not todo.any(): return items
+    masks = dict(zip(items["mask"][todo], items.filename[todo]))      # each mask once (an image may repeat)
+    comp = {m: composition_row(n, rgb_to_labels(read_png(m), str(m))) for m, n in masks.items()}
+    out = items.copy()
+    out.loc[todo, list(CLASSES)] = [[comp[m][c] for c in CLASSES] for m in items["mask"][todo]]
+    return out
+
+def mask_items(folder, split: str, decode: bool = True) -> pd.DataFrame:
+    """Pairs of a split whose composition is computed from its masks, as rows of the class-percentage format;
+    `decode` False leaves it empty (NaN) for `with_composition` to fill batch by batch (a rank: its share)."""
     folder = Path(folder)
     masks = folder / split / "masks"
     if (folder / split / "images").is_dir() and not (masks.is_dir() and any(masks.glob("*.png"))):
         raise SubsetMissing(f"no masks at {masks}, so no composition "
                             "(unconditional samples are labelled by the segmentation chapter, notebook 05)")
-    pairs = list_pairs(folder, split)
-    comp = pd.DataFrame([composition_row(n, rgb_to_labels(read_png(m), str(m))) for n, m in zip(pairs.filename, pairs["mask"])])
-    return pairs.merge(comp, on="filename").assign(split=split)
+    items = list_pairs(folder, split).assign(**dict.fromkeys(CLASSES, math.nan), split=split)
+    return with_composition(items) if decode else items
 
 def subset_folder(subset: str, root, synthetic_dir) -> Path:
     "Where a subset's split folder lives: the dataset root (real, synth) or the run's synthetic folder (cond, uncond)."
     return Path(synthetic_dir if subset in ("cond", "uncond") else root)
 
 # %% ../nbs/06_captioning.ipynb 7
-def subset_items(subset: str, root, synthetic_dir, real_splits=SPLITS) -> pd.DataFrame:
-    "Every image of `subset` with its split, paths and composition (columns `ITEM_COLUMNS`)."
+def subset_items(subset: str, root, synthetic_dir, real_splits=SPLITS, decode: bool = True) -> pd.DataFrame:
+    """Every image of `subset` with its split, paths and composition (columns `ITEM_COLUMNS`); `decode`
+    False: a composition that comes from masks is left to `with_composition` (see `mask_items`)."""
     root, folder = Path(root), subset_folder(subset, root, synthetic_dir)
     if subset == "real":
         splits = [s for s in real_splits if (root / s).is_dir()]
@@ -69,16 +80,16 @@ def subset_items(subset: str, root, synthetic_dir, real_splits=SPLITS) -> pd.Dat
         if not (folder / subset / "images").is_dir():
             raise SubsetMissing(f"no synthetic set at {folder / subset}")
         has_csv = subset == "synth" and (root / "class_percentages" / "synth.csv").exists()
-        df = _csv_items(root, subset) if has_csv else mask_items(folder, subset)
+        df = _csv_items(root, subset) if has_csv else mask_items(folder, subset, decode)
     else:
         raise ArasError(f"unknown subset {subset!r}: choose from real, {', '.join(SYNTHETIC_SUBSETS)}")
     return df.assign(subset=subset)[list(ITEM_COLUMNS)]
 
-def caption_inputs(root, synthetic_dir, subsets, real_splits=SPLITS) -> tuple[dict, dict]:
+def caption_inputs(root, synthetic_dir, subsets, real_splits=SPLITS, decode=True) -> tuple[dict, dict]:
     "The subsets there are ({subset: items}) and those not made yet ({subset: why}); `real` must be there."
     available, missing = {}, {}
     for s in subsets:
-        try: available[s] = subset_items(s, root, synthetic_dir, real_splits)
+        try: available[s] = subset_items(s, root, synthetic_dir, real_splits, decode)
         except SubsetMissing as e: missing[s] = str(e)
     return available, missing
 
@@ -160,16 +171,24 @@ def caption_seed(seed: int, name: str, modality: str, key) -> int:
     "The sampling seed of one caption: from the run seed, the captioner's name and modality and the image key only."
     return int(settings_hash(int(seed), str(name), str(modality), [str(k) for k in key]), 16)
 
+def row_generators(seeds, device) -> list:
+    """One generator per row, seeded, on the logits' device: a GPU draws where its logits are (no copy of
+    batch x vocabulary probabilities to the host per token); on the CPU and `meta` (a test's GPU): CPU."""
+    import torch
+    dev = torch.device(device)
+    on = dev if dev.type not in ("cpu", "meta") else torch.device("cpu")
+    return [torch.Generator(on).manual_seed(int(s)) for s in seeds]
+
 class RowSampler:
     "Logits processor: warp, then draw each row's token from that row's own generator (one-hot scores for greedy)."
     def __init__(self, seeds, warpers=()):
-        import torch
-        self.gens, self.warpers = [torch.Generator().manual_seed(int(s)) for s in seeds], list(warpers)
+        self.seeds, self.warpers, self.gens = [int(s) for s in seeds], list(warpers), None
     def __call__(self, input_ids, scores):
         import torch
         for w in self.warpers: scores = w(input_ids, scores)
-        probs = scores.float().softmax(-1).cpu()
-        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.gens)]).to(scores.device)
+        probs = scores.float().softmax(-1)                          # where the logits are
+        if self.gens is None: self.gens = row_generators(self.seeds, probs.device)   # at the first token
+        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.gens)])
         return torch.full_like(scores, -math.inf).scatter_(1, picks[:, None], 0.0)
 
 _WARPERS = ("temperature", "top_k", "top_p", "min_p")
@@ -352,14 +371,15 @@ def caption_items(captioner, items: pd.DataFrame, out_dir, seed: int = 0, batch_
     captions are those of one process, each written once; a later one-process call merges them in order, captioning
     nothing (`attrs['complete']` says whether every batch is there)."""
     work = work_list(items, per_image)
-    work["seed"] = [caption_seed(seed, captioner.name, captioner.modality, k) for k in work[list(KEY_COLUMNS)].itertuples(index=False)]
     parts = parts_folder(captioner, work, out_dir, seed, batch_size)
     n = math.ceil(len(work) / batch_size)
     todo = [b for b in range(rank, n, world) if not (parts / f"batch{b:06d}.csv").exists()]
     if max_batches is not None: todo = todo[:max_batches]
     for b in tqdm(todo, desc=f"{captioner.name} ({captioner.modality})" + (f" rank {rank}/{world}" if world > 1 else ""),
                   disable=not progress or not todo):
-        chunk = work.iloc[b * batch_size:(b + 1) * batch_size]
+        chunk = with_composition(work.iloc[b * batch_size:(b + 1) * batch_size])     # this batch's masks only
+        keys = chunk[list(KEY_COLUMNS)].itertuples(index=False)
+        chunk = chunk.assign(seed=[caption_seed(seed, captioner.name, captioner.modality, k) for k in keys])
         texts = captioner.caption(chunk)
         if len(texts) != len(chunk): raise ArasError(f"{captioner.name}: {len(texts)} captions for a batch of {len(chunk)}")
         part = chunk[list(KEY_COLUMNS)].assign(model=captioner.name, modality=captioner.modality, caption=list(texts))
@@ -389,7 +409,8 @@ def main(argv=None) -> int:
     from aras.data import dataset_root
     a, run, rank, world = process_share("python -m aras.captioning", main.__doc__, argv)
     C, root = run.profile.captioning, dataset_root(run)
-    available, _ = caption_inputs(root, run.synthetic_dir, C.subsets, C.real_splits)
+    # masks are decoded batch by batch, by the process that captions the batch (`with_composition`)
+    available, _ = caption_inputs(root, run.synthetic_dir, C.subsets, C.real_splits, decode=False)
     items = {s: sample_items(d, C.n_images, run.seed) for s, d in available.items()}
     for spec in C.captioners:
         try: cap = make_captioner(spec, a.weights, run.device, C.threads)

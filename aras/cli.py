@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from .core import ArasError, get_profile, parse_overrides, project_root
+from .core import ArasError, get_profile, one_line_errors, parse_overrides, project_root
 from .profiles import DEFAULT_PROFILE, PROFILES
 
 # %% auto 0
@@ -167,6 +167,24 @@ def _reproduce_args(r: argparse.ArgumentParser):
 
 
 # %% ../nbs/90_reproduce.ipynb 21
+def _score_args(s: argparse.ArgumentParser):
+    s.add_argument("real", help="folder of real patches (PNG, JPEG, GeoTIFF; an ARAS400k split reads its images/)")
+    s.add_argument("fake", help="folder of generated patches")
+    s.add_argument("--held-out", nargs="+", help="more real folders, for the floor at full size")
+    s.add_argument("--out", default="aras-score", help="report folder (default: ./aras-score)")
+    s.add_argument("--spaces", nargs="+", default=["lite0", "lite0+rot8"],
+                   help="feature spaces: lite0, lite0+rot8, domain (with --domain-record), inception, clip, dinov2")
+    s.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help="metric settings of this profile")
+    s.add_argument("--range", dest="real_range", nargs=2, type=float, metavar=("LO", "HI"),
+                   help="stored values mapped to 0 and 255 (default: 8-bit as stored, else read from the data)")
+    s.add_argument("--fake-range", nargs=2, type=float, metavar=("LO", "HI"), help="the same for the generated images")
+    s.add_argument("--bands", nargs=3, type=int, help="GeoTIFF bands (1-based) read as R G B (default: 1 2 3)")
+    s.add_argument("--domain-record", help="a segmentation model record for the domain space (chapter 05)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--weights", help="folder of Inception / CLIP / DINOv2 weights (default: $ARAS_WEIGHTS)")
+
+# %% ../nbs/90_reproduce.ipynb 22
 def _parser() -> argparse.ArgumentParser:
     from aras import __version__
     ap = argparse.ArgumentParser(prog="aras", description="Reproduce ARAS400k: data, models, tables and figures.")
@@ -191,51 +209,75 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", dest="runs_dir", help="its executed notebooks (default: <project>/runs/<profile>)")
     b.add_argument("--out", dest="out_dir", help="where the book goes (default: <project>/docs/<profile>)")
     sub.add_parser("readme", help="write README.md from nbs/index.ipynb (what nbdev_readme does where Quarto is installed)")
+    _score_args(sub.add_parser("score", help="score a folder of generated images against a folder of real ones (chapter 10)",
+                               description="Set metrics with intervals and the real-vs-real floor, orientation "
+                                           "sensitivity, memorisation, and a reading in words (chapter 10)."))
     return ap
 
-# %% ../nbs/90_reproduce.ipynb 22
+# %% ../nbs/90_reproduce.ipynb 23
 def _archives(files, published: dict) -> dict:
     "The published MD5 sums of `files` (all archives if none); a name not published is an error, not an empty check."
     if bad := [f for f in files or () if f not in published]:
         raise ArasError(f"{', '.join(bad)} is not one of the published archives ({', '.join(published)})")
     return {k: v for k, v in published.items() if not files or k in files}
 
-# %% ../nbs/90_reproduce.ipynb 23
-def main(argv=None) -> int:
-    "Entry point of the `aras` command."
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "reproduce":
-            opts = {k: v for k, v in vars(args).items() if k != "command"}
-            df = reproduce(**opts)
-            if args.dry_run: print(df[["notebook", "output"]].to_string(index=False)); return 0
-            _print_report(df, args.profile, args.out_dir)
-            return 0 if (df.status == "ok").all() else 1
-        if args.command == "docs":
-            from aras.book import build_book
-            root = project_root()
-            front = root / "nbs" / "index.ipynb"
-            index = build_book(args.runs_dir or root / "runs" / args.profile, args.out_dir or root / "docs" / args.profile,
-                               f"aras: {Path(args.runs_dir).name}" if args.runs_dir else f"aras: the {args.profile} run",
-                               front if front.exists() else None)
-            print(f"the book: {index}"); return 0
-        if args.command == "readme":
-            from aras.book import write_readme
-            print(f"written: {write_readme()}"); return 0
-        from aras import prepare
-        if args.command == "download":
-            names = tuple(_archives(args.files, prepare.ARCHIVE_MD5))
-            root = prepare.download_aras400k(args.dest, names, extract=not args.no_extract)
-            print(f"ARAS400k ready at {root}: use --data-root {root}")
-        elif args.command == "verify":
-            exp = _archives(args.files, prepare.ARCHIVE_MD5)
-            print(prepare.verify_archives(args.folder, exp).to_string(index=False))
-        elif args.command == "toyland":
-            from aras.toyland import generate_toyland
-            ts = dict(get_profile(args.profile).toyland)
-            ts.update({k: v for k, v in (("n_tiles", args.tiles), ("tile_px", args.px)) if v})
-            print(generate_toyland(args.dest, seed=args.seed, **ts))
+# %% ../nbs/90_reproduce.ipynb 24
+def _reproduce_cmd(args) -> int:
+    df = reproduce(**{k: v for k, v in vars(args).items() if k != "command"})
+    if args.dry_run:
+        print(df[["notebook", "output"]].to_string(index=False))
         return 0
-    except ArasError as e:
-        print(f"aras {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    _print_report(df, args.profile, args.out_dir)
+    return 0 if (df.status == "ok").all() else 1
+
+def _docs_cmd(args) -> int:
+    from aras.book import build_book
+    root = project_root()
+    front = root / "nbs" / "index.ipynb"
+    title = f"aras: {Path(args.runs_dir).name}" if args.runs_dir else f"aras: the {args.profile} run"
+    index = build_book(args.runs_dir or root / "runs" / args.profile, args.out_dir or root / "docs" / args.profile,
+                       title, front if front.exists() else None)
+    print(f"the book: {index}")
+    return 0
+
+def _readme_cmd(args) -> int:
+    from aras.book import write_readme
+    print(f"written: {write_readme()}")
+    return 0
+
+def _download_cmd(args) -> int:
+    from aras import prepare
+    names = tuple(_archives(args.files, prepare.ARCHIVE_MD5))
+    root = prepare.download_aras400k(args.dest, names, extract=not args.no_extract)
+    print(f"ARAS400k ready at {root}: use --data-root {root}")
+    return 0
+
+def _verify_cmd(args) -> int:
+    from aras import prepare
+    print(prepare.verify_archives(args.folder, _archives(args.files, prepare.ARCHIVE_MD5)).to_string(index=False))
+    return 0
+
+def _toyland_cmd(args) -> int:
+    from aras.toyland import generate_toyland
+    ts = dict(get_profile(args.profile).toyland)
+    ts.update({k: v for k, v in (("n_tiles", args.tiles), ("tile_px", args.px)) if v})
+    print(generate_toyland(args.dest, seed=args.seed, **ts))
+    return 0
+
+def _score_cmd(args) -> int:
+    from aras.score import score, write_report
+    kw = {k: getattr(args, k) for k in ("held_out", "spaces", "profile", "seed", "device", "weights", "real_range",
+                                        "fake_range", "bands", "domain_record")}
+    path = write_report(score(args.real, args.fake, **kw), args.out)
+    print(path.read_text().split("## ")[0].strip())
+    print(f"the report: {path}")
+    return 0
+
+_COMMANDS = dict(score=_score_cmd, reproduce=_reproduce_cmd, docs=_docs_cmd, readme=_readme_cmd, download=_download_cmd,
+                 verify=_verify_cmd, toyland=_toyland_cmd)
+
+def main(argv=None) -> int:
+    """Entry point of the `aras` command: each subcommand's function, with the errors of every aras command line
+    (`one_line_errors`: a bad setting or file ends it in one line on stderr, exit 2)."""
+    args = _parser().parse_args(argv)
+    return one_line_errors(f"aras {args.command}")(_COMMANDS[args.command])(args)

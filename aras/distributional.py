@@ -11,14 +11,14 @@ import pandas as pd
 import torch
 
 from .core import ArasDataError, ArasError
-from .metrics import CHUNK, distance_chunks, knn
+from .metrics import CHUNK, as_float64, block_diagonal, distance_chunks, features_device, knn_tensors
 
 
 # %% auto 0
 __all__ = ['INF', 'MAX_GRAM', 'SET_METRICS', 'ESTIMATORS', 'UNBIASED', 'PAIRED', 'BOUNDS', 'REPORTED', 'check_set_sizes',
            'fid_from_features', 'kid', 'inception_score', 'cmmd', 'prdc', 'ci_method', 'subsample_ci', 'mean_ci',
            'SetPair', 'gram_set_metrics', 'kid_subset', 'set_metrics', 'large_set_metrics', 'real_floor',
-           'fid_difference']
+           'distributional_rows', 'fid_difference']
 
 # %% ../nbs/07a_distributional.ipynb 6
 def check_set_sizes(n_real: int, n_fake: int, need: int, what: str):
@@ -26,19 +26,27 @@ def check_set_sizes(n_real: int, n_fake: int, need: int, what: str):
     if min(n_real, n_fake) < need:
         raise ArasDataError(f"{what} needs at least {need} images in each set; got {n_real} real and {n_fake} synthetic")
 
+_LINALG = {   # FID's linear algebra: NumPy for arrays (the CPU reference), torch for tensors (their device)
+    "numpy": (lambda m: np.linalg.svd(m, compute_uv=False), np.linalg.eigvals,
+              lambda v: np.sqrt(np.clip(v, 0, None))),
+    "torch": (torch.linalg.svdvals, torch.linalg.eigvals, lambda v: v.clamp_min(0).sqrt())}
+
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
-    "Frechet distance of the Gaussians fitted to two feature sets (exact; low-rank form when a set is smaller than the dimension)."
+    """Frechet distance of the Gaussians fitted to two feature sets (exact; low-rank form when a set is
+    smaller than the dimension). Arrays: NumPy float64; tensors: the same formula in torch float64 on
+    their device."""
     check_set_sizes(len(real), len(fake), 2, "FID")
-    r, f = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    dev = features_device(real, fake)
+    r, f = (np.asarray(v, np.float64) if dev is None else as_float64(v, dev) for v in (real, fake))
+    svdvals, eigvals, sqrt_pos = _LINALG["numpy" if dev is None else "torch"]
     mu_r, mu_f = r.mean(0), f.mean(0)
     ar, af = (r - mu_r) / math.sqrt(len(r) - 1), (f - mu_f) / math.sqrt(len(f) - 1)    # Sigma = a.T @ a
     tr = (ar * ar).sum() + (af * af).sum()
     if min(len(r), len(f)) < r.shape[1]:
-        cross = np.linalg.svd(ar @ af.T, compute_uv=False).sum()                       # tr sqrt(S_r S_f)
+        cross = svdvals(ar @ af.T).sum()                                                # tr sqrt(S_r S_f)
     else:
         s_r, s_f = ar.T @ ar, af.T @ af
-        ev = np.linalg.eigvals(s_r @ s_f)
-        cross = np.sqrt(np.clip(ev.real, 0, None)).sum()
+        cross = sqrt_pos(eigvals(s_r @ s_f).real).sum()
     return float(((mu_r - mu_f) ** 2).sum() + tr - 2 * cross)
 
 def _kid_kernel(x: torch.Tensor, y: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
@@ -57,7 +65,8 @@ def kid(real: np.ndarray, fake: np.ndarray, kernel: str = "poly", subset_size: i
     check_set_sizes(len(real), len(fake), subset_size, f"KID with subsets of {subset_size} (setting kid_subset_size)")
     rng, m = np.random.RandomState(seed), subset_size
     idx = [(rng.choice(len(real), m, replace=False), rng.choice(len(fake), m, replace=False)) for _ in range(subsets)]
-    r, f = torch.as_tensor(np.asarray(real, np.float64)), torch.as_tensor(np.asarray(fake, np.float64))
+    dev = features_device(real, fake)
+    r, f = as_float64(real, dev), as_float64(fake, dev)                 # on the features' device
     off = lambda k: k.sum((1, 2)) - k.diagonal(dim1=1, dim2=2).sum(1)
     mmd = []
     for i, j in idx:                              # one subset at a time: 3 m x m kernels in memory, not 3 x subsets of them
@@ -71,7 +80,7 @@ def inception_score(logits: np.ndarray, splits: int = 10, seed: int = 0) -> tupl
     "Inception Score (mean, std over splits) from classifier logits (torch-fidelity)."
     from torch_fidelity.metric_isc import isc_features_to_metric
     if len(logits) < splits: raise ArasDataError(f"Inception Score with {splits} splits needs at least {splits} images; got {len(logits)}")
-    out = isc_features_to_metric(torch.from_numpy(np.asarray(logits, np.float64)), splits=splits, shuffle=True, rng_seed=seed)
+    out = isc_features_to_metric(as_float64(logits), splits=splits, shuffle=True, rng_seed=seed)
     return out["inception_score_mean"], out["inception_score_std"]
 
 # %% ../nbs/07a_distributional.ipynb 8
@@ -79,13 +88,15 @@ def cmmd(real: np.ndarray, fake: np.ndarray, sigma: float = 10.0, scale: float =
     """CMMD: MMD^2 with a Gaussian RBF kernel (sigma 10) on unit-normalised embeddings, x 1000; all pairs (biased, the
     authors' code and default) or, if `unbiased`, the U-statistic of the paper's text (no k(x, x) terms)."""
     check_set_sizes(len(real), len(fake), 2 if unbiased else 1, "CMMD" + (" (unbiased)" if unbiased else ""))
-    x, y = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(a, np.float64)), dim=1).numpy() for a in (real, fake))
+    dev = features_device(real, fake)
+    x, y = (torch.nn.functional.normalize(as_float64(a, dev), dim=1) for a in (real, fake))
     g = 1 / (2 * sigma ** 2)
     def k(a, b, same):                            # kernel mean over the distance blocks, never the whole matrix
-        tot = diag = 0.0
+        tot = diag = 0.0                          # sums stay on the blocks' device: no host read per block
         for s, d in distance_chunks(a, b):
-            kk = torch.exp(-g * d.pow(2)); tot += float(kk.sum())
-            if same: diag += float(kk[torch.arange(len(d)), torch.arange(s, s + len(d))].sum())
+            kk = torch.exp(-g * d.pow(2))
+            tot = tot + kk.sum()
+            if same: diag = diag + kk[block_diagonal(kk, s)].sum()
         return (tot - diag) / (len(a) * (len(a) - 1)) if unbiased and same else tot / (len(a) * len(b))
     return float(scale * (k(x, x, True) + k(y, y, True) - 2 * k(x, y, False)))
 
@@ -93,8 +104,10 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict:
     "Precision, recall, density and coverage with k nearest neighbours (Naeem et al.'s formulas, as their `prdc` package; one distance pass)."
     check_set_sizes(len(real), len(fake), k + 1, f"precision/recall with k={k} neighbours (setting k)")
     # written out because `prdc` runs scikit-learn's pairwise distances in 8 worker processes per call: seconds per bootstrap replicate
-    r_rad, f_rad = (torch.as_tensor(knn(a, a, k + 1)[1][:, k]) for a in (real, fake))   # k-th neighbour, self excluded
-    hit, count, recall, coverage = torch.zeros(len(fake), dtype=torch.bool), torch.zeros(len(fake), dtype=torch.float64), [], []
+    r_rad, f_rad = (knn_tensors(a, a, k + 1)[1][:, k] for a in (real, fake))   # k-th neighbour, self excluded
+    dev, recall, coverage = r_rad.device, [], []                               # the features' device
+    hit = torch.zeros(len(fake), dtype=torch.bool, device=dev)
+    count = torch.zeros(len(fake), dtype=torch.float64, device=dev)
     for s, d in distance_chunks(real, fake):                       # blocks of real rows x all fakes
         rad = r_rad[s:s + len(d), None]; inside = d < rad
         hit |= inside.any(0); count += inside.sum(0)
@@ -146,13 +159,13 @@ MAX_GRAM = 8000              # rows up to which a Gram matrix is kept whole (800
 class SetPair:
     "Two feature sets (or one `pool`, when `fake` is None) and the Gram matrix of their rows, computed once."
     def __init__(self, real, fake=None, max_gram: int = MAX_GRAM):
-        parts = [np.asarray(real, np.float64)] + ([] if fake is None else [np.asarray(fake, np.float64)])
-        self.x = torch.as_tensor(np.concatenate(parts))
+        dev = features_device(real, fake)                          # a tensor's device; arrays: the CPU
+        self.x = torch.cat([as_float64(v, dev) for v in (real, fake) if v is not None])
         self.off, self.d = (0 if fake is None else len(real)), self.x.shape[1]
         self.G = self.x @ self.x.T if len(self.x) <= max_gram else None      # larger: Gram blocks per subsample
     def blocks(self, i, j):
         "Gram blocks (real-real, fake-fake, real-fake) of real rows `i` and fake rows `j`."
-        i, j = torch.as_tensor(i), torch.as_tensor(j) + self.off
+        i, j = torch.as_tensor(i, device=self.x.device), torch.as_tensor(j, device=self.x.device) + self.off
         if self.G is not None: return self.G[i][:, i], self.G[j][:, j], self.G[i][:, j]
         a, b = self.x[i], self.x[j]
         return a @ a.T, b @ b.T, a @ b.T
@@ -256,7 +269,8 @@ def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.nd
                  note=kid_note if m.startswith("KID") else "" if m in cis else f"half-samples too small for k={k} neighbours: no interval")
             for m, v in point.items()]
     if logits_fake is not None:
-        lg, splits = np.asarray(logits_fake), int(min(S.is_splits, len(logits_fake)))
+        lg = logits_fake if torch.is_tensor(logits_fake) else np.asarray(logits_fake)
+        splits = int(min(S.is_splits, len(logits_fake)))
         m, s = inception_score(lg, splits, seed)
         lo, hi = subsample_ci(lambda i: inception_score(lg[i], min(splits, len(i)), seed)[0], (len(lg),), m, B, seed=seed,
                               bounds=BOUNDS["IS"])
@@ -267,12 +281,13 @@ def set_metrics(real: np.ndarray, fake: np.ndarray, settings, logits_fake: np.nd
 # %% ../nbs/07a_distributional.ipynb 19
 def _kernel_mean(a, b, kernel: str, sigma: float, same: bool) -> float:
     "Mean of KID's kernel over all row pairs of `a` and `b` (i != j when `same`), in blocks of `CHUNK` rows."
-    x, y = (torch.as_tensor(np.asarray(v, np.float64)) for v in (a, b)); tot = 0.0
+    dev = features_device(a, b)
+    x, y, tot = as_float64(a, dev), as_float64(b, dev), 0.0
     for s in range(0, len(x), CHUNK):
         kk = _kid_kernel(x[None, s:s + CHUNK], y[None], kernel, sigma)[0]
-        if same: kk[torch.arange(len(kk)), torch.arange(s, s + len(kk))] = 0
-        tot += float(kk.sum())
-    return tot / (len(x) * (len(y) - int(same)))
+        if same: kk[block_diagonal(kk, s)] = 0
+        tot = tot + kk.sum()                      # on the device: one host read at the end
+    return float(tot) / (len(x) * (len(y) - int(same)))
 
 def large_set_metrics(real, fake, want, k: int = 3, sigma: float = 10.0) -> dict:
     "`gram_set_metrics` of two whole sets too large for Gram blocks: the chunked estimators (KID as one U-statistic)."
@@ -298,7 +313,9 @@ def real_floor(pool: np.ndarray, n_real: int, n_fake: int, metrics=SET_METRICS, 
     if a + b > n: a = max(k + 1, round(n * a / (a + b))); b = n - a
     rng, vals, want = np.random.default_rng(seed), [], [m for m in metrics if m in SET_METRICS]
     if a + b <= MAX_GRAM: pair = SetPair(pool); fn = lambda i, j: pair.metrics(i, j, want, k)
-    else: pool = np.asarray(pool); fn = lambda i, j: large_set_metrics(pool[i], pool[j], want, k)   # paper scale: no Gram blocks
+    else:                                                              # paper scale: no Gram blocks
+        pool = pool if torch.is_tensor(pool) else np.asarray(pool)
+        fn = lambda i, j: large_set_metrics(pool[i], pool[j], want, k)
     try:
         for _ in range(reps):
             p = rng.permutation(n)
@@ -307,7 +324,15 @@ def real_floor(pool: np.ndarray, n_real: int, n_fake: int, metrics=SET_METRICS, 
     sizes = f"{a} vs {b}" + ("" if (a, b) == (int(n_real), int(n_fake)) else f" (real pool of {n} < {n_real} + {n_fake})")
     return {m: float(np.mean([v[m] for v in vals])) for m in vals[0]}, sizes
 
-# %% ../nbs/07a_distributional.ipynb 28
+# %% ../nbs/07a_distributional.ipynb 21
+def distributional_rows(real, fake, pool, settings, seed: int = 0, logits_fake=None) -> list[dict]:
+    """One comparison of the chapter: every set metric of `fake` against `real` with its interval, and the
+    real-vs-real floor at the same sizes from `pool` (chapter 10's `aras score` makes the same one)."""
+    fl, sizes = real_floor(pool, len(real), len(fake), k=int(settings.k), seed=seed)
+    return [dict(n_real=len(real), n_fake=len(fake), **r, floor=fl.get(r["metric"], np.nan), floor_sizes=sizes)
+            for r in set_metrics(real, fake, settings, logits_fake=logits_fake, seed=seed)]
+
+# %% ../nbs/07a_distributional.ipynb 29
 def fid_difference(real: np.ndarray, a: np.ndarray, b: np.ndarray, n_rep: int = 200, ci: float = 0.95,
                    seed: int = 0) -> dict:
     "FID(real, a) - FID(real, b) with a paired half-sample interval: every replicate shares one half of `real`."
@@ -316,7 +341,7 @@ def fid_difference(real: np.ndarray, a: np.ndarray, b: np.ndarray, n_rep: int = 
     lo, hi = subsample_ci(stat, (len(real), len(a), len(b)), point, n_rep, ci, seed)
     return dict(diff=point, ci_low=lo, ci_high=hi, n_real=len(real), n_a=len(a), n_b=len(b))
 
-# %% ../nbs/07a_distributional.ipynb 34
+# %% ../nbs/07a_distributional.ipynb 35
 REPORTED = pd.DataFrame([
     # (source, dataset, model, metric, value)
     ("DARES'25 slides (Salditt et al.), 'Stylegan2-ada-pytorch' table", "planetary imagery", "StyleGAN2-ADA", m, v) for m, v in [

@@ -16,15 +16,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
-                       SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_world,
-                       save_torch, settings_hash)
+                       SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_batch,
+                       rank_world, save_torch, settings_hash)
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
 from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
 
 # %% auto 0
 __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'track_fid', 'best_generator', 'rank_batch', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir',
+           'track_fid', 'best_generator', 'batch_to', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir',
            'snapshot_file', 'load_generator', 'trained_generator', 'sample_main', 'weights_digest',
            'sample_unconditional', 'sample_conditional']
 
@@ -156,12 +156,12 @@ def _seed_all(seed: int, rank: int) -> torch.Generator:
     torch.manual_seed(s); np.random.seed(s); random.seed(s)
     return torch.Generator().manual_seed(s)
 
-def rank_batch(batch: int, rank: int, world: int) -> int:
-    """Process `rank`'s share of a global `batch` over `world` processes, as even as can be: the first
-    `batch % world` take one image more (50 over 16 GPUs: 4, 4, then 3 each). `GradReducer` weights each
-    process's gradients by its share."""
-    if batch < world: raise ArasError(f"batch {batch} is smaller than {world} processes: each needs an image")
-    return batch // world + int(rank < batch % world)
+def batch_to(t: torch.Tensor, device) -> torch.Tensor:
+    """A host batch on `device`. On a GPU a plain copy from pageable memory waits for every queued kernel
+    (a host sync per step): the batch is pinned and copied without blocking. On the CPU: the batch itself."""
+    dev = torch.device(device)
+    if dev.type == "cpu": return t
+    return (t.pin_memory() if dev.type == "cuda" else t).to(dev, non_blocking=True)   # meta: a test's GPU
 
 def _mirror(reals: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     "Mirror augmentation: each image flipped left-right with probability 1/2 (drawn from `gen`), its mask with it."
@@ -192,7 +192,7 @@ def train_gan(kind: str, cfg, data: GanData, out_dir, seed=0, device="cpu", resu
         if cfg.mirror: reals, labels = _mirror(reals, labels, gen)
         at_step = torch.Generator().set_state(gen.get_state())   # the data RNG a checkpoint of this step holds: before the next draw
         ahead = data.fetch_ahead(torch.randint(len(data), (per_rank,), generator=gen))   # same draws, in the same order, as before
-        stats = task.train_step(reals.to(device), labels.to(device), step, cfg.batch, cur_nimg)
+        stats = task.train_step(batch_to(reals, device), batch_to(labels, device), step, cfg.batch, cur_nimg)
         cur_nimg += cfg.batch; step += 1
         evaluated = tracker is not None and (cur_nimg >= next_eval or cur_nimg >= total)
         if evaluated: stats.update(track_fid(tracker, task, cur_nimg / 1000, out_dir)); next_eval = _next(cur_nimg, cfg.fid.every_kimg)

@@ -293,14 +293,20 @@ class AdaAugment(nn.Module):
         return x
     def accumulate(self, real_logits):
         "Add the signs of the discriminator's outputs on real images (summed over processes)."
-        n = torch.tensor(float(real_logits.numel()), device=real_logits.device)   # the logits' device (CUDA)
+        n = torch.full((), float(real_logits.numel()), device=real_logits.device)   # made there: no copy
         s = torch.stack([real_logits.detach().sign().sum(), n])
         if dist_on(): dist.all_reduce(s)
         self.signs += s
     def adjust(self, batch_total):
-        "ADA's update: move p by sign(r_t - target) at a speed that could go 0 -> 1 in `ada_kimg` kimg."
-        r_t = float(self.signs[0] / self.signs[1].clamp(min=1))
-        self.p.copy_((self.p + np.sign(r_t - self.target) * batch_total * self.interval / (self.ada_kimg * 1000)).clamp(0, 1))
+        """ADA's update: move p by sign(r_t - target) at a speed that could go 0 -> 1 in `ada_kimg` kimg.
+        It reads the device once (the signs); the new p is computed on the host in float32, as the buffer's
+        own arithmetic was, and filled in, so the next augmentation knows it without a second read."""
+        signs = self.signs.cpu()                                # the adjustment's one read of the device
+        r_t = float(signs[0] / signs[1].clamp(min=1))
+        step = np.sign(r_t - self.target) * batch_total * self.interval / (self.ada_kimg * 1000)
+        p = float(np.clip(np.float32(self.p_value()) + np.float32(step), 0, 1))
+        self.p.fill_(p)
+        self._p_read = (self.p._version, p)
         self.signs.zero_()
         return r_t
 

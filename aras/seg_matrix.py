@@ -18,18 +18,20 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
-                       ArasDataError, ArasError, RankBatches, atomic_path, barrier, file_stamp, init_distributed, make_run,
-                       rank_world, settings_hash, speed_settings, write_json)
+                       ArasDataError, ArasError, RankBatches, atomic_path, barrier, file_stamp,
+                       init_distributed, local_device, make_run, rank_world, settings_hash, speed_settings,
+                       write_json)
 from .profiles import DEFAULT_PROFILE
 from .data import dataset_root, decode_many, list_pairs, read_png, train_subset, uncond_pool, uncond_source
 from .landcover import CLASSES, class_legend, labels_to_rgb
 from .segmentation import *
-from .stats import METRICS
+from .stats import METRICS, plateau_reached
 
 
 # %% auto 0
-__all__ = ['TRAIN_KEYS', 'NOT_RUN', 'mix_recipes', 'check_settings', 'file_stamps', 'SegmentationMatrix', 'set_threads',
-           'worker_pool', 'close_pools', 'predict_masks', 'plot_one_model', 'main']
+__all__ = ['TRAIN_KEYS', 'NOT_RUN', 'mix_recipes', 'check_settings', 'file_stamps', 'SegmentationMatrix', 'cell_cost',
+           'spread_cells', 'deal_cells', 'run_converged', 'set_threads', 'worker_pool', 'close_pools', 'predict_masks',
+           'plot_one_model', 'load_weights', 'main']
 
 # %% ../nbs/05a_seg_matrix.ipynb 7
 TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
@@ -170,7 +172,8 @@ def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[
                            train=str(files[mix]), val=str(files["val"]), test=str(files["test"]),
                            sets_digest=[_file_digest(files[k]) for k in (mix, "val", "test")],
                            labeller=self.labeller_id() if "uncond" in mix else None,
-                           **_plain(speed_settings(P)))   # only when on: default hashes unchanged
+                           **_plain(speed_settings(P)),   # only when on: default hashes unchanged
+                           **({"tf32": True} if P.tf32 else {}))   # TF32 on GPUs, likewise
                 cfg["run_dir"] = str(self.dir / "runs" / mix / arch / f"seed{s}-{config_hash(cfg)}")
                 out.append(cfg)
     return out
@@ -191,14 +194,44 @@ def compute_matched_cells(self: SegmentationMatrix, archs=None, seeds=None) -> l
     return out
 
 # %% ../nbs/05a_seg_matrix.ipynb 17
+def cell_cost(c: dict) -> float:
+    "A cell's optimiser steps (its step budget, or batches per epoch x epochs): it orders and deals cells."
+    return c.get("max_steps") or len(read_set(c["train"])) / int(c["batch_size"]) * int(c["epochs"])
+
+def spread_cells(distribute: str, n_cells: int, world: int) -> bool:
+    "Do ranks train whole cells each (no DDP)? `distribute` 'cells', or 'auto' with no fewer cells than ranks."
+    return world > 1 and (distribute == "cells" or (distribute == "auto" and n_cells >= world))
+
+def deal_cells(costs: list, world: int) -> list[list[int]]:
+    "Cell indices per rank: each cell, longest first, to the rank with the least work so far (the LPT rule)."
+    # by hand: the longest-processing-time rule is five lines; no scheduler needed for a few hundred cells
+    load, out = [0.0] * world, [[] for _ in range(world)]
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        r = load.index(min(load))
+        out[r].append(i)
+        load[r] += costs[i]
+    return out
+
+# %% ../nbs/05a_seg_matrix.ipynb 19
 @patch
 def train(self: SegmentationMatrix, cells: list, progress=True, desc="training") -> list[dict]:
-    "Train `cells` (skipping finished ones): `parallel_runs` processes with `threads_per_run` threads, or in-process under torchrun."
-    P, todo = self.P, [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
-    todo.sort(key=lambda c: -(c.get("max_steps") or len(read_set(c["train"])) / int(c["batch_size"]) * int(c["epochs"])))  # longest first
+    """Train `cells` (skipping finished ones): `parallel_runs` processes of `threads_per_run` threads on a CPU;
+    under torchrun, whole cells dealt to the ranks (`distribute`), each trained alone on its rank's GPU, or
+    every cell by all ranks together. Every rank returns every cell's result."""
+    P, (rank, world) = self.P, rank_world()
+    barrier()                                    # all ranks list the unfinished cells before one finishes
+    todo = [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
+    todo.sort(key=lambda c: -cell_cost(c))       # longest first
     kw = dict(device=self.device, eval_batch_size=int(P.eval_batch_size), in_memory=bool(P.in_memory), num_workers=int(P.num_workers or 0))
-    workers = int(P.parallel_runs or 1) if rank_world()[1] == 1 and str(self.device) == "cpu" else 1
-    if todo and workers > 1 and len(todo) > 1:
+    workers = int(P.parallel_runs or 1) if world == 1 and str(self.device) == "cpu" else 1
+    if spread_cells(P.distribute, len(todo), world):
+        mine = [todo[i] for i in deal_cells([cell_cost(c) for c in todo], world)[rank]]
+        kw["device"] = local_device(self.device)                              # this rank's own GPU
+        print(f"rank {rank}: {len(mine)} of {len(todo)} cells, each alone on {kw['device']}", file=sys.stderr)
+        for c in tqdm(mine, desc=desc, disable=not progress or rank != 0):
+            train_cell(c, progress=False, alone=True, **kw)
+        barrier()                                # every cell finished before any rank reads the results
+    elif todo and workers > 1 and len(todo) > 1:
         from aras.segmentation import train_cell as job         # by module name: the workers are spawned
         ex = worker_pool(workers, P.threads_per_run)
         futures = {ex.submit(job, c, **kw): c for c in todo}
@@ -208,11 +241,11 @@ def train(self: SegmentationMatrix, cells: list, progress=True, desc="training")
                 c = futures[f]
                 raise ArasError(f"training {c['mix']}/{c['arch']}/seed {c['seed']} failed ({c['run_dir']}): {type(e).__name__}: {e}") from e
     else:
-        for c in tqdm(todo, desc=desc, disable=not progress or rank_world()[0] != 0):
+        for c in tqdm(todo, desc=desc, disable=not progress or rank != 0):
             train_cell(c, progress=False, **kw)
     return [json.loads((Path(c["run_dir"]) / "result.json").read_text()) for c in cells]
 
-# %% ../nbs/05a_seg_matrix.ipynb 19
+# %% ../nbs/05a_seg_matrix.ipynb 21
 @patch
 def choose_labeller(self: SegmentationMatrix) -> dict:
     """The Real-data result whose model labels the unconditional samples (`labeller` setting), with its `record`
@@ -227,7 +260,7 @@ def choose_labeller(self: SegmentationMatrix) -> dict:
     if rank_world()[0] == 0 and (not f.exists() or json.loads(f.read_text()) != rec): write_json(rec, f)
     return r | {"record": rec}
 
-# %% ../nbs/05a_seg_matrix.ipynb 20
+# %% ../nbs/05a_seg_matrix.ipynb 22
 @patch
 def label_uncond(self: SegmentationMatrix, progress=True) -> dict:
     "Write pseudo-label masks of this run's unconditional samples with the labeller (once per labeller and image list); the published set keeps its own masks."
@@ -256,7 +289,16 @@ def label_uncond(self: SegmentationMatrix, progress=True) -> dict:
     if not f.exists(): raise ArasDataError(f"{stage}: pseudo-labels unfinished (some ranks' batches are missing); run again to finish them")
     return json.loads(f.read_text())
 
-# %% ../nbs/05a_seg_matrix.ipynb 22
+# %% ../nbs/05a_seg_matrix.ipynb 24
+def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
+    """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs
+    cut the validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them:
+    chapter 04a's FID rule (`plateau_reached`), for a run that ends at the epoch limit while gaining tenths of
+    a point per epoch."""
+    if result.get("stop_reason") == "early stopping": return True
+    return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
+
+# %% ../nbs/05a_seg_matrix.ipynb 26
 @patch
 def results(self: SegmentationMatrix, cells=None) -> tuple[pd.DataFrame, dict]:
     "One row per finished run (with its budget, steps and images seen), and per (mix, arch) the stacked per-image test confusion matrices (seeds, images, C, C)."
@@ -274,7 +316,7 @@ def results(self: SegmentationMatrix, cells=None) -> tuple[pd.DataFrame, dict]:
         cms.setdefault((r["mix"], r["arch"]), []).append(np.load(Path(r["run_dir"]) / "test_cm.npy"))
     return pd.DataFrame(rows), {k: np.stack(v) for k, v in cms.items()}
 
-# %% ../nbs/05a_seg_matrix.ipynb 23
+# %% ../nbs/05a_seg_matrix.ipynb 27
 def set_threads(n):
     "Limit torch's intra-op threads (None: leave the default)."
     if n: torch.set_num_threads(int(n))
@@ -293,7 +335,7 @@ def close_pools():
     "Stop the worker processes of `worker_pool`."
     while _POOLS: _POOLS.popitem()[1].shutdown(wait=True)
 
-# %% ../nbs/05a_seg_matrix.ipynb 24
+# %% ../nbs/05a_seg_matrix.ipynb 28
 @torch.no_grad()
 def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int = 16, device="cpu", progress=True,
                   rank: int = 0, world: int = 1, parts=None) -> bool:
@@ -312,7 +354,7 @@ def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int
         jobs.finish(b)
     return jobs.complete()
 
-# %% ../nbs/05a_seg_matrix.ipynb 30
+# %% ../nbs/05a_seg_matrix.ipynb 34
 @torch.no_grad()
 def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     "One finished cell: its loss and validation F1 per epoch, and image / true mask / prediction of the first `n` `pairs`."
@@ -341,7 +383,27 @@ def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     class_legend(right, ncol=4)
     return fig
 
-# %% ../nbs/05a_seg_matrix.ipynb 33
+# %% ../nbs/05a_seg_matrix.ipynb 37
+def load_weights(model, path):
+    """Load a checkpoint or a plain state dict (such as the authors' `best_ARAS400k_<arch>_<encoder>.pth`) into
+    `model`, or say why it does not fit."""
+    path = Path(path)
+    try: sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ArasDataError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if isinstance(sd, dict) and "model" in sd and "arch" in sd:
+        sd = load_checkpoint(path, type(model).__name__, None)["model"]
+    target = model.state_dict()
+    missing, unexpected = [k for k in target if k not in sd], [k for k in sd if k not in target]
+    wrong = [k for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
+    if missing or unexpected or wrong:
+        raise ArasDataError(f"{path}: does not fit a {type(model).__name__}: {len(missing)} missing "
+                            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+                            f"{len(wrong)} of another shape (e.g. {wrong[:2]})")
+    model.load_state_dict(sd)
+    return model
+
+# %% ../nbs/05a_seg_matrix.ipynb 40
 @one_line_errors("python -m aras.seg_matrix")
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."

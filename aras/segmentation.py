@@ -16,9 +16,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import (ArasDataError, ArasError, atomic_path, autocast, barrier, compiled, lite0_imagenet_file, lite0_to_timm,
-                       rank_world, save_torch, settings_hash, weights_dir, write_json)
+                       rank_batch, rank_world, save_torch, settings_hash, weights_dir, write_json)
 from .data import decode_many, read_pair
-from .stats import metrics_from_cm, plateau_reached
+from .stats import metrics_from_cm
 from .landcover import CLASSES
 
 # %% auto 0
@@ -26,9 +26,9 @@ __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES'
            'encoder_normalization', 'build_model', 'load_encoder_weights', 'resize_image', 'image_batch', 'read_set',
            'SegmentationSet', 'iterate_batches', 'augment_generator', 'augment_batch', 'normalize',
            'confusion_per_image', 'confusion_meter', 'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint',
-           'load_checkpoint', 'load_weights', 'load_trained', 'config_hash', 'train_epoch', 'Callback',
-           'callback_event', 'FitState', 'fit', 'PlateauLR', 'SaveBest', 'StepBudget', 'EarlyStopping', 'SaveLast',
-           'ProgressBar', 'train_cell', 'run_converged']
+           'load_checkpoint', 'load_trained', 'config_hash', 'train_epoch', 'RanksDice', 'Callback', 'callback_event',
+           'FitState', 'fit', 'PlateauLR', 'SaveBest', 'StepBudget', 'EarlyStopping', 'SaveLast', 'ProgressBar',
+           'train_cell']
 
 # %% ../nbs/05_segmentation.ipynb 7
 ARCHS = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")    # smp class names
@@ -75,7 +75,6 @@ def _load_into(module: torch.nn.Module, sd: dict, source) -> int:
     module.load_state_dict({k: sd[k] for k in target}, strict=True)
     return len(target)
 
-# %% ../nbs/05_segmentation.ipynb 13
 def load_encoder_weights(model, encoder: str, weights: str | None = "imagenet") -> str:
     "Load the encoder's pretrained weights from local files only; return where they came from."
     if weights is None: return "none (random init by setting)"
@@ -107,7 +106,7 @@ def load_encoder_weights(model, encoder: str, weights: str | None = "imagenet") 
     raise ArasError(f"no {weights} weights for encoder {encoder} (looked in {'; '.join(looked)}): put them there, or set "
                     "segmentation.encoder_weights=None to train from random initialisation (a change of method, never made quietly)")
 
-# %% ../nbs/05_segmentation.ipynb 17
+# %% ../nbs/05_segmentation.ipynb 16
 def resize_image(img: np.ndarray, size: int) -> np.ndarray:
     "An (H, W, 3) uint8 image at `size` x `size`, PIL bilinear (antialiased): the one rule for every input of a segmentation model."
     return img if img.shape[:2] == (size, size) else np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
@@ -123,7 +122,7 @@ def _resize_pair(img: np.ndarray, lab: np.ndarray, size: int):
 def _to_tensors(img, lab):
     return torch.from_numpy(np.array(img.transpose(2, 0, 1))), torch.from_numpy(np.array(lab))
 
-# %% ../nbs/05_segmentation.ipynb 19
+# %% ../nbs/05_segmentation.ipynb 18
 _DECODED: dict = {}
 
 def _decoded(images: tuple, masks: tuple, size: int):
@@ -142,13 +141,13 @@ def read_set(path) -> pd.DataFrame:
     if not len(df): raise ArasDataError(f"{path}: the set is empty")
     return df
 
-# %% ../nbs/05_segmentation.ipynb 20
 class SegmentationSet(torch.utils.data.Dataset):
     "(image uint8 (3, S, S), labels uint8 (S, S)) pairs at `size` px; `in_memory` decodes them all once."
     def __init__(self, pairs: pd.DataFrame | str | Path, size: int, in_memory: bool = False):
         pairs = read_set(pairs) if isinstance(pairs, (str, Path)) else pairs
         self.images, self.masks, self.size = tuple(map(str, pairs["image"])), tuple(map(str, pairs["mask"])), int(size)
         self.tensors = _decoded(self.images, self.masks, self.size) if in_memory else None
+        self.loaders = {}                   # kept by `iterate_batches` until `close`
     def __len__(self): return len(self.images)
     def __getitem__(self, k):
         if self.tensors is not None: return self.tensors[0][k], self.tensors[1][k]
@@ -158,14 +157,22 @@ class SegmentationSet(torch.utils.data.Dataset):
         if self.tensors is not None: return self.tensors[0][idx], self.tensors[1][idx]
         xs, ys = zip(*(self[int(i)] for i in idx))
         return torch.stack(xs), torch.stack(ys)
+    def close(self): self.loaders.clear()                   # the loaders' iterators end their workers
+    def __getstate__(self): return {**self.__dict__, "loaders": {}}   # workers get the pairs, not the loaders
     def __repr__(self): return f"SegmentationSet({len(self)} pairs at {self.size} px)"
 
 def iterate_batches(dataset: SegmentationSet, batches: list, num_workers: int = 0, pin: bool = False):
     """Stacked (images, labels) of each index batch; decoded by `num_workers` DataLoader processes when the set is not
-    in memory. `pin`: page-locked batches, so a copy to a GPU with `non_blocking=True` overlaps the next step."""
+    in memory, kept from one pass to the next (`dataset.close()` ends them). `pin`: page-locked batches, so a
+    copy to a GPU with `non_blocking=True` overlaps the next step."""
     if dataset.tensors is not None or not num_workers:
         return ((x.pin_memory(), y.pin_memory()) if pin else (x, y) for x, y in map(dataset.batch, batches))
-    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin))
+    if (num_workers, pin) not in dataset.loaders:               # one DataLoader for every pass
+        dataset.loaders[num_workers, pin] = torch.utils.data.DataLoader(
+            dataset, batch_sampler=[], num_workers=num_workers, pin_memory=pin, persistent_workers=True)
+    loader = dataset.loaders[num_workers, pin]
+    loader.batch_sampler[:] = batches                           # its sampler, refilled for this pass
+    return iter(loader)
 
 def augment_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     """The augmentation random stream of one epoch on one process: seeded by (seed, epoch), and apart for every rank
@@ -185,34 +192,34 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, limit:
             x[i] = (x[i] * (1 + (2 * r[5] - 1) * limit) + (2 * r[6] - 1) * limit).clamp_(0, 1)
     return x, y
 
-# %% ../nbs/05_segmentation.ipynb 21
+# %% ../nbs/05_segmentation.ipynb 19
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     "uint8 or [0, 1] images to the encoder's input scale."
     if x.dtype == torch.uint8: x = x.float().div_(255)
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1); s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
 
-# %% ../nbs/05_segmentation.ipynb 25
+# %% ../nbs/05_segmentation.ipynb 23
 def confusion_per_image(pred: torch.Tensor, target: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
     "One confusion matrix per image of a batch: (B, C, C) from predictions and labels (B, H, W)."
     b = pred.shape[0]
     idx = (torch.arange(b, device=pred.device).view(b, 1) * n_classes**2 + target.reshape(b, -1) * n_classes + pred.reshape(b, -1))
     return torch.bincount(idx.reshape(-1), minlength=b * n_classes**2).view(b, n_classes, n_classes)
 
-def confusion_meter(device="cpu", n_classes: int = N_CLASSES):
-    "A streaming confusion matrix on `device` (torchmetrics; summed across ranks by `compute()` under DDP)."
+def confusion_meter(device="cpu", n_classes: int = N_CLASSES, sync: bool = True):
+    "A streaming confusion matrix on `device` (torchmetrics; `sync`: `compute()` sums it over the ranks)."
     from torchmetrics.classification import MulticlassConfusionMatrix
-    return MulticlassConfusionMatrix(n_classes, validate_args=False).to(device)
+    return MulticlassConfusionMatrix(n_classes, validate_args=False, sync_on_compute=sync).to(device)
 
-# %% ../nbs/05_segmentation.ipynb 28
+# %% ../nbs/05_segmentation.ipynb 26
 @torch.no_grad()
 def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device="cpu", per_image=False, progress=False, num_workers=0,
-             amp=None):
+             amp=None, ranks=None):
     "Confusion matrix (C, C) of `model` on `dataset` (summed over ranks) and, with `per_image`, one per image (N, C, C)."
-    rank, world = rank_world()
+    rank, world = ranks or rank_world()               # `ranks`: (0, 1) for a process that evaluates alone
     model = getattr(model, "module", model).eval()
     mine = list(range(rank, len(dataset), world))
-    meter, per = confusion_meter(device), []
+    meter, per = confusion_meter(device, sync=world > 1), []
     batches = [mine[s:s + batch_size] for s in range(0, len(mine), batch_size)]
     for x, y in tqdm(iterate_batches(dataset, batches, num_workers), total=len(batches), desc="evaluate", leave=False, disable=not progress):
         with autocast(device, amp): pred = model(normalize(x.to(device), *norm)).argmax(1)
@@ -231,20 +238,27 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
     assert (per.sum(0) == cm).all(), "per-image confusion matrices do not add up to the streamed one"
     return cm, per
 
-# %% ../nbs/05_segmentation.ipynb 32
+# %% ../nbs/05_segmentation.ipynb 30
 def speed_up(model, cfg: dict, world: int = 1):
     """The module training calls: `model` in `channels_last` layout if the cell asks (in place, before DDP builds its
-    buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a backend name)."""
+    buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a backend name).
+    GPUs: TF32 if asked, batch norm over the whole batch (gloo on CPUs has no SyncBatchNorm)."""
+    cuda = next(model.parameters()).is_cuda
+    if cuda and cfg.get("tf32"):                                # process-wide switches
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if cuda and world > 1: model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.get("channels_last"): model.to(memory_format=torch.channels_last)
     return compiled(torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model, cfg.get("compile"))
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, steps=None, rank: int = 0, world: int = 1) -> list:
-    "This rank's index batches for one epoch: a permutation seeded by (seed, epoch), full batches (wrapping at the end), equal counts on every rank, at most `steps`."
+    "This rank's share of each full batch (seeded by (seed, epoch), wrapping) of an epoch, at most `steps`."
     # by hand: DistributedSampler pads ranks to equal length but cannot cap an epoch at `steps` batches
     perm = np.random.default_rng([seed, epoch]).permutation(n)
-    nb = math.ceil(n / (batch_size * world))
+    nb = math.ceil(n / batch_size)
     if steps: nb = min(nb, int(steps))
-    return np.resize(perm, nb * world * batch_size).reshape(nb, world, batch_size)[:, rank].tolist()
+    start = sum(rank_batch(batch_size, r, world) for r in range(rank))     # shares as the GANs'
+    share = slice(start, start + rank_batch(batch_size, rank, world))
+    return np.resize(perm, nb * batch_size).reshape(nb, batch_size)[:, share].tolist()
 
 def save_checkpoint(path, model, cfg: dict, **extra):
     "Model weights with the architecture, encoder and configuration hash that made them, written atomically."
@@ -264,23 +278,7 @@ def load_checkpoint(path, arch: str | None = None, encoder: str | None = None) -
         raise ArasDataError(f"{path}: checkpoint of a {ck['arch']} with encoder {ck['encoder']}, not of a {arch} with encoder {encoder or ck['encoder']}")
     return ck
 
-# %% ../nbs/05_segmentation.ipynb 33
-def load_weights(model, path):
-    "Load a checkpoint or a plain state dict (such as the authors' `best_ARAS400k_<arch>_<encoder>.pth`) into `model`, or say why it does not fit."
-    path = Path(path)
-    try: sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ArasDataError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
-    if isinstance(sd, dict) and "model" in sd and "arch" in sd:
-        sd = load_checkpoint(path, type(model).__name__, None)["model"]
-    target = model.state_dict()
-    missing, unexpected = [k for k in target if k not in sd], [k for k in sd if k not in target]
-    wrong = [k for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
-    if missing or unexpected or wrong:
-        raise ArasDataError(f"{path}: does not fit a {type(model).__name__}: {len(missing)} missing (e.g. {missing[:2]}), "
-                            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})")
-    model.load_state_dict(sd)
-    return model
-
+# %% ../nbs/05_segmentation.ipynb 31
 def load_trained(result: dict, device="cpu") -> torch.nn.Module:
     "The best model of a finished cell `result` (or of a `labelled_by.json` record), on `device`, in eval mode."
     cfg = result.get("config", result)
@@ -289,7 +287,7 @@ def load_trained(result: dict, device="cpu") -> torch.nn.Module:
     model.load_state_dict(load_checkpoint(path, result["arch"], cfg["encoder"])["model"])
     return model.to(device).eval()
 
-# %% ../nbs/05_segmentation.ipynb 34
+# %% ../nbs/05_segmentation.ipynb 32
 def config_hash(cfg: dict) -> str:
     return settings_hash({k: v for k, v in cfg.items() if k not in ("run_dir",)})
 
@@ -309,22 +307,33 @@ def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, 
         opt.step(); losses.append(loss.detach())
     return torch.stack(losses).tolist() if losses else []
 
-# %% ../nbs/05_segmentation.ipynb 35
-def _optimisation(model, cfg: dict):
+# %% ../nbs/05_segmentation.ipynb 33
+class RanksDice(torch.nn.Module):
+    """smp's multiclass Dice loss of a batch split over `world` ranks: per class, the sums over pixels are
+    added over the ranks (the others' as constants), so every rank has the whole batch's loss."""
+    # by hand: smp's DiceLoss sums over one process's batch; over ranks the sums come before the ratio
+    def __init__(self, world: int):
+        super().__init__()
+        self.world = world
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = logits.log_softmax(1).exp().flatten(2)                      # (B, C, H*W), as smp computes it
+        t = torch.nn.functional.one_hot(y.flatten(1), p.shape[1]).permute(0, 2, 1).type_as(p)
+        mine = torch.stack([(p * t).sum((0, 2)), p.sum((0, 2)), t.sum((0, 2))])   # overlap, predicted, true
+        total = mine.detach().clone()
+        dist.all_reduce(total)
+        # this rank's sums weigh `world` in its gradient (GradReducer's `weight`): DDP's mean is the sum
+        overlap, pred, true = self.world * mine + (total - self.world * mine).detach()
+        dice = overlap / (0.5 * (pred + true)).clamp_min(1e-7)
+        return ((1 - dice) * (true > 0)).mean()
+
+def _optimisation(model, cfg: dict, world: int = 1):
     "The authors' optimiser, schedule and loss: AdamW, ReduceLROnPlateau on validation macro F1, multiclass Dice."
     import segmentation_models_pytorch as smp
     opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=float(cfg["lr_factor"]), patience=int(cfg["lr_patience"]))
-    return opt, sched, smp.losses.DiceLoss("multiclass")
+    return opt, sched, smp.losses.DiceLoss("multiclass") if world == 1 else RanksDice(world)
 
-def _validate(model, sets: dict, cfg: dict, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
-    "Macro scores on the validation set; a set with no pixels to score is an error, not a zero."
-    cm, _ = evaluate(model, sets["val"], cfg["norm"], eval_batch_size, device, num_workers=num_workers, amp=cfg.get("amp"))
-    val = metrics_from_cm(cm)
-    if not np.isfinite(val["f1"]): raise ArasDataError(f"{cfg['val']}: validation set gave no pixels to score")
-    return val
-
-# %% ../nbs/05_segmentation.ipynb 37
+# %% ../nbs/05_segmentation.ipynb 35
 class Callback:
     "A hook into `fit`: any of `before_fit`, `before_epoch`, `after_validate`, `after_epoch`, `after_fit`, each given the `FitState`; lower `order` runs first."
     order = 0
@@ -346,21 +355,25 @@ class FitState:
     start: int = 0; epoch: int = 0        # the first epoch of this call (after a resume: the next one), the current one
     batches: list = field(default_factory=list); val: dict | None = None   # this epoch's
     stop: str | None = None               # set by a callback to end training, with the reason
+    ranks: tuple = (0, 1)                 # (rank, world) the cell trains over; (0, 1): alone
     @property
     def improved(self) -> bool: return self.best_epoch == self.epoch    # this epoch's validation set the best F1
 
-# %% ../nbs/05_segmentation.ipynb 38
 def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_workers: int = 0) -> FitState:
     "Epochs of `train_epoch` and validation from `f.start` to the epoch limit, batches and augmentation seeded by (seed, epoch); the callbacks do the rest."
-    seed, (rank, world) = int(f.cfg["seed"]), rank_world()
+    seed, (rank, world) = int(f.cfg["seed"]), f.ranks
     callback_event(callbacks, "before_fit", f)
     for f.epoch in range(f.start, int(f.cfg["epochs"])):
-        te = time.time(); torch.manual_seed(seed * 1009 + f.epoch)
+        te = time.time(); torch.manual_seed(seed * 1009 + f.epoch + 1_000_003 * rank)   # dropout, per rank
         f.batches = epoch_batches(len(f.sets["train"]), int(f.cfg["batch_size"]), seed, f.epoch, f.cfg["steps_per_epoch"], rank, world)
         callback_event(callbacks, "before_epoch", f)
         losses = train_epoch(f.net, f.model, f.opt, f.loss_fn, f.sets["train"], f.batches, f.cfg,
                              augment_generator(seed, f.epoch, rank), device, num_workers)
-        f.val = _validate(f.model, f.sets, f.cfg, eval_batch_size, device, num_workers)
+        cm, _ = evaluate(f.model, f.sets["val"], f.cfg["norm"], eval_batch_size, device,
+                         num_workers=num_workers, amp=f.cfg.get("amp"), ranks=f.ranks)
+        f.val = metrics_from_cm(cm)
+        if not np.isfinite(f.val["f1"]):                            # no pixels to score: an error, not a zero
+            raise ArasDataError(f"{f.cfg['val']}: validation set gave no pixels to score")
         if f.val["f1"] > f.best: f.best, f.best_epoch = f.val["f1"], f.epoch
         f.history.append(dict(epoch=f.epoch, steps=len(f.batches), train_loss=float(np.mean(losses)), val_f1=f.val["f1"],
                               val_iou=f.val["iou"], lr=f.opt.param_groups[0]["lr"], seconds=round(time.time() - te, 2)))
@@ -370,7 +383,7 @@ def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_
     callback_event(callbacks, "after_fit", f)
     return f
 
-# %% ../nbs/05_segmentation.ipynb 39
+# %% ../nbs/05_segmentation.ipynb 36
 class PlateauLR(Callback):
     "The authors' schedule: `ReduceLROnPlateau` (in `f.sched`, so its state resumes) stepped on validation macro F1."
     def after_validate(self, f): f.sched.step(f.val["f1"])
@@ -378,7 +391,8 @@ class PlateauLR(Callback):
 class SaveBest(Callback):
     "`best.pt` whenever validation F1 improved (process 0 writes it): the checkpoint that is tested."
     def after_validate(self, f):
-        if f.improved and rank_world()[0] == 0: save_checkpoint(f.out / "best.pt", f.model, f.cfg, epoch=f.epoch, val_f1=f.val["f1"])
+        if f.improved and f.ranks[0] == 0:
+            save_checkpoint(f.out / "best.pt", f.model, f.cfg, epoch=f.epoch, val_f1=f.val["f1"])
 
 class StepBudget(Callback):
     "At most `max_steps` optimiser steps: the last epoch is cut there, validated, and training stops."
@@ -397,15 +411,15 @@ class EarlyStopping(Callback):
         f.bad = 0 if f.improved else f.bad + 1
         if f.bad >= self.patience: f.stop = "early stopping"
 
-# %% ../nbs/05_segmentation.ipynb 41
+# %% ../nbs/05_segmentation.ipynb 38
 class SaveLast(Callback):
     "`last.pt` after every epoch that training goes on from (model, optimiser, schedule, record), written atomically: an interrupted run resumes at the next epoch."
     def after_epoch(self, f):
-        if rank_world()[0] == 0 and f.stop is None and f.epoch < int(f.cfg["epochs"]) - 1:   # the last epoch goes straight to testing
+        if f.ranks[0] == 0 and f.stop is None and f.epoch < int(f.cfg["epochs"]) - 1:   # the last one is tested
             save_checkpoint(f.out / "last.pt", f.model, f.cfg, optimizer=f.opt.state_dict(), scheduler=f.sched.state_dict(),
                             epoch=f.epoch, best=f.best, best_epoch=f.best_epoch, bad=f.bad, history=f.history,
                             weights_source=f.weights_source)
-        barrier()
+        if f.ranks[1] > 1: barrier()
 
 class ProgressBar(Callback):
     "An epoch bar with the last training loss and validation F1."
@@ -417,7 +431,7 @@ class ProgressBar(Callback):
         self.bar.update(); self.bar.set_postfix(loss=f"{f.history[-1]['train_loss']:.3f}", val_f1=f"{f.val['f1']:.3f}")
     def after_fit(self, f): self.bar.close()
 
-# %% ../nbs/05_segmentation.ipynb 43
+# %% ../nbs/05_segmentation.ipynb 40
 def _resume(out: Path, cfg: dict, model):
     "The state saved in `last.pt` (loaded into `model`) and the encoder weights' source, or (None, source) on a fresh start."
     if not (out / "last.pt").exists(): return None, load_encoder_weights(model, cfg["encoder"], cfg["encoder_weights"])
@@ -429,14 +443,15 @@ def _resume(out: Path, cfg: dict, model):
 
 def _finish(f: FitState, t0: float, eval_batch_size=16, device="cpu", num_workers=0) -> dict:
     "Test the best checkpoint, write `result.json` (with steps and images seen) and the per-image test confusion matrices, drop `last.pt`."
-    (rank, world), cfg, out, stop_reason = rank_world(), f.cfg, f.out, f.stop or "epoch limit"
+    (rank, world), cfg, out, stop_reason = f.ranks, f.cfg, f.out, f.stop or "epoch limit"
     f.model.load_state_dict(load_checkpoint(out / "best.pt", cfg["arch"], cfg["encoder"])["model"])
-    cm, per = evaluate(f.model, f.sets["test"], cfg["norm"], eval_batch_size, device, per_image=True, num_workers=num_workers, amp=cfg.get("amp"))
+    cm, per = evaluate(f.model, f.sets["test"], cfg["norm"], eval_batch_size, device, per_image=True,
+                       num_workers=num_workers, amp=cfg.get("amp"), ranks=f.ranks)
     test, steps = metrics_from_cm(cm), sum(h.get("steps", 0) for h in f.history)
     result = dict(arch=cfg["arch"], mix=cfg["mix"], seed=int(cfg["seed"]), config_hash=config_hash(cfg), run_dir=str(out),
                   n_train=len(f.sets["train"]), n_val=len(f.sets["val"]), n_test=len(f.sets["test"]), world_size=world,
                   budget="steps" if cfg.get("max_steps") else "epochs", max_steps=cfg.get("max_steps"), steps=steps,
-                  images_seen=steps * int(cfg["batch_size"]) * world, epochs_run=len(f.history), best_epoch=f.best_epoch,
+                  images_seen=steps * int(cfg["batch_size"]), epochs_run=len(f.history), best_epoch=f.best_epoch,
                   best_val_f1=f.best, stopped_early=stop_reason == "early stopping", stop_reason=stop_reason,
                   weights_source=f.weights_source, seconds=round(time.time() - t0, 1),
                   test={k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in test.items()},
@@ -446,48 +461,38 @@ def _finish(f: FitState, t0: float, eval_batch_size=16, device="cpu", num_worker
             with open(tmp, "wb") as fh: np.save(fh, per)
         write_json(result, out / "result.json")
         (out / "last.pt").unlink(missing_ok=True)           # only needed to resume; best.pt stays
-    barrier()
+    if world > 1: barrier()
+    for s in f.sets.values(): s.close()
     return result
 
-# %% ../nbs/05_segmentation.ipynb 44
-def _setup(cfg: dict, out: Path, device, in_memory: bool, world: int) -> FitState:
+def _setup(cfg: dict, out: Path, device, in_memory: bool, ranks: tuple) -> FitState:
     "A cell's sets, model and optimisation, resumed from `last.pt` (weights, optimiser, schedule, record) when there is one."
     sets = {k: SegmentationSet(cfg[k], cfg["image_size"], in_memory) for k in ("train", "val", "test")}
     model = build_model(cfg["arch"], cfg["encoder"], **cfg["arch_kwargs"])
     state, weights_source = _resume(out, cfg, model)
     model.to(device)
-    net = speed_up(model, cfg, world)
-    f = FitState(cfg, out, model, net, *_optimisation(model, cfg), sets, weights_source)
+    net = speed_up(model, cfg, ranks[1])
+    f = FitState(cfg, out, model, net, *_optimisation(model, cfg, ranks[1]), sets, weights_source, ranks=ranks)
     if state is not None:
         f.opt.load_state_dict(state["optimizer"]); f.sched.load_state_dict(state["scheduler"])
         f.best, f.best_epoch, f.bad, f.history, f.start = state["best"], state["best_epoch"], state["bad"], state["history"], state["epoch"] + 1
     return f
 
-# %% ../nbs/05_segmentation.ipynb 45
 def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_memory: bool = False, num_workers: int = 0,
-               progress: bool = False, callbacks=()) -> dict:
+               progress: bool = False, callbacks=(), alone: bool = False) -> dict:
     "Train one matrix cell as the authors did (epochs over its set, or up to `max_steps` optimiser steps; ReduceLROnPlateau on val F1, early stopping, best checkpoint), resuming from `last.pt`; test the best checkpoint. `callbacks` are added to the authors'."
     out = Path(cfg["run_dir"])
     if (out / "result.json").exists(): return json.loads((out / "result.json").read_text())
     t0, seed = time.time(), int(cfg["seed"])
     torch.manual_seed(seed); np.random.seed(seed)
-    f = _setup(cfg, out, device, in_memory, rank_world()[1])
+    f = _setup(cfg, out, device, in_memory, (0, 1) if alone else rank_world())
     t0 -= sum(h["seconds"] for h in f.history)                  # the seconds of a run include those before an interrupt
     budget = [StepBudget(cfg["max_steps"])] if cfg.get("max_steps") else []
     fit(f, [PlateauLR(), SaveBest(), *budget, EarlyStopping(cfg["patience"]), SaveLast(), ProgressBar(progress), *callbacks],
         device, eval_batch_size, num_workers)
     return _finish(f, t0, eval_batch_size, device, num_workers)
 
-# %% ../nbs/05_segmentation.ipynb 47
-def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
-    """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs cut the
-    validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them: chapter 04a's FID rule
-    (`plateau_reached`), for a run that ends at the epoch limit while gaining tenths of a point per epoch."""
-    if result.get("stop_reason") == "early stopping": return True
-    return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
-
-
-# %% ../nbs/05_segmentation.ipynb 50
+# %% ../nbs/05_segmentation.ipynb 43
 if __name__ == "__main__" and "__file__" in globals():     # the matrix's command line lives with the matrix (05a)
     print("python -m aras.segmentation: the command line is `python -m aras.seg_matrix train ...` (chapter 05a)", file=sys.stderr)
     sys.exit(2)

@@ -80,6 +80,26 @@ def test_synthetic_composition_comes_from_the_masks(prepared, tmp_path):
         K.subset_items("uncond", root, syn)
 
 
+def test_a_rank_decodes_and_seeds_only_the_images_of_its_batches(prepared, tmp_path, monkeypatch):
+    """Issue 31: every rank decoded every synthetic mask and hashed every image's seed before its first batch.
+    Rank 1 of 2 decodes and seeds only the images of its own batches and captions them as one process does."""
+    root, _ = prepared
+    syn = tmp_path / "synthetic"
+    _stand_in(syn, root, "cond", split="train")
+    decoded, seeded, decode, seed = [], [], K.rgb_to_labels, K.caption_seed
+    monkeypatch.setattr(K, "rgb_to_labels", lambda rgb, at="mask": decoded.append(at) or decode(rgb, at))
+    monkeypatch.setattr(K, "caption_seed", lambda *a: seeded.append(a[3].filename) or seed(*a))
+    items = K.sample_items(K.caption_inputs(root, syn, ("cond",), decode=False)[0]["cond"], None)
+    assert decoded == [] and items[list(CLASSES)].isna().all().all() and len(items) > 4
+    tc = K.TemplateCaptioner()
+    mine = K.caption_items(tc, items, tmp_path / "ranks", batch_size=2, progress=False, rank=1, world=2)
+    rows = items.iloc[[i for i in range(len(items)) if i // 2 % 2 == 1]]          # batches 1, 3, ... of 2
+    assert sorted(decoded) == sorted(map(str, rows["mask"])) and sorted(seeded) == sorted(rows.filename)
+    eager = K.subset_items("cond", root, syn)                                     # every mask decoded now
+    one = K.caption_items(tc, eager, tmp_path / "one", batch_size=2, progress=False)
+    assert mine.caption.tolist() == one.set_index("filename").loc[mine.filename, "caption"].tolist()
+
+
 def test_bad_composition_inputs_name_what_is_missing(prepared, tmp_path):
     root, _ = prepared
     bad = tmp_path / "ARAS400k"
@@ -164,6 +184,18 @@ def test_sampled_captions_are_seeded_per_image(lm_dir, real, tmp_path):
     one = K.caption_items(greedy, few, tmp_path / "g1", batch_size=1, progress=False)
     five = K.caption_items(greedy, few, tmp_path / "g5", batch_size=5, progress=False)
     assert one.caption.tolist() == five.caption.tolist()               # left padding is right
+
+
+def test_row_sampler_draws_on_the_device_of_the_logits():
+    """Issue 31: the sampler copied the batch x vocabulary probabilities to the host at every token. On `meta`
+    (a GPU without data) it draws where the logits are; on the CPU each row draws what its seed always gave.
+    """
+    out = K.RowSampler([1, 2])(None, torch.randn(2, 50, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 50)
+    p = torch.softmax(torch.randn(3, 20, generator=torch.Generator().manual_seed(0)), -1)
+    own = lambda s: torch.Generator().manual_seed(s)
+    want = [int(torch.multinomial(q, 1, generator=own(s))) for q, s in zip(p, (5, 6, 7))]
+    assert K.RowSampler([5, 6, 7])(None, p.log()).argmax(-1).tolist() == want
 
 
 def test_seeded_sampling_draws_from_the_warped_distribution(lm_dir):

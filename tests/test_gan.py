@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from PIL import Image
 
 import aras.gan as gan
@@ -142,6 +144,43 @@ def test_ada_statistics_stay_on_the_device_of_the_logits():
     cpu = nets.AdaAugment()
     cpu.accumulate(torch.tensor([1.0, -2.0, 3.0])); cpu.accumulate(torch.tensor([0.5]))
     assert cpu.signs.tolist() == [2.0, 4.0]                            # sum of signs, number of logits
+
+
+class DeviceTraffic(TorchDispatchMode):
+    "Counts reads of a tensor's value to the host (a sync on a GPU) and tensors made from host data (copies)."
+    def __init__(self):
+        super().__init__(); self.reads = self.copies = 0
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.reads += func is torch.ops.aten._local_scalar_dense.default
+        self.copies += func is torch.ops.aten.lift_fresh.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_ada_reads_the_device_once_per_adjustment_and_copies_nothing_to_it():
+    """Issue 31: each step copied a count from the host (a blocking copy on a GPU) and each adjustment read
+    the device twice (the signs, then p at the next augmentation). Now one read per adjustment, no copies."""
+    aug, x = nets.AdaAugment(target=0.6, ada_kimg=1, interval=4), torch.randn(4, 3, 8, 8)
+    aug.p.fill_(0.5); aug(x)                                          # p read once after it was set here
+    with DeviceTraffic() as traffic:
+        for step in range(8):
+            aug(x); aug.accumulate(torch.randn(16))
+            if step % 4 == 3: aug.adjust(16)
+    assert (traffic.reads, traffic.copies) == (2, 0)
+    assert aug.p_value() == float(aug.p) and 0 < float(aug.p) < 1
+
+
+def test_a_batch_goes_to_a_gpu_without_blocking_and_stays_as_it_is_on_the_cpu():
+    "Issue 31: `reals.to(device)` from pageable memory made the host wait for the GPU each step (meta: GPU)."
+    class Copies(TorchFunctionMode):
+        def __init__(self):
+            super().__init__(); self.blocking = []
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.Tensor.to: self.blocking.append(not (kwargs or {}).get("non_blocking", False))
+            return func(*args, **(kwargs or {}))
+    x = torch.randn(2, 3)
+    assert gan.batch_to(x, "cpu") is x
+    with Copies() as copies: y = gan.batch_to(x, "meta")
+    assert y.device.type == "meta" and copies.blocking == [False]
 
 
 def _ada_per_sample(x, p):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 from aras import metrics as M                  # images, feature spaces, cache, distance blocks, pairwise metrics, CLI
 from aras import distributional as DM          # set metrics, intervals, floor
@@ -241,6 +242,16 @@ def test_feature_cache_hits_and_content_keys(tmp_path):
     M.extract_features(ext, [g], cache=tmp_path, progress=False)
     assert ext.calls == n                                                          # same bytes, other name: cached
     with pytest.raises(ArasDataError, match="does not exist"): M.extract_features(ext, [tmp_path / "nope.png"], cache=tmp_path)
+
+
+def test_a_rank_hashes_only_the_images_of_its_batches(tmp_path, monkeypatch):
+    "Issue 31: every rank read and hashed every image (per space) before its first batch; now only its own."
+    ext, imgs, hashed, key = CountingExtractor(), _images(10), [], M.content_key
+    which = lambda im: next(i for i, x in enumerate(imgs) if x is im)
+    monkeypatch.setattr(M, "content_key", lambda im: hashed.append(which(im)) or key(im))
+    got = M.extract_features(ext, imgs, batch_size=3, cache=tmp_path, progress=False, rank=1, world=2)
+    assert got is None and sorted(hashed) == [3, 4, 5, 9]                        # rank 1 of 2: batch 1, 3
+    assert ext.calls == 4 and len(list(tmp_path.rglob("*.npy"))) == 4
 
 
 def test_mixed_sizes_and_bad_images(tmp_path):
@@ -583,6 +594,52 @@ def test_whole_set_metrics_without_a_gram_matrix_equal_the_gram_ones(monkeypatch
     monkeypatch.setattr(DM, "MAX_GRAM", 50)                                            # the same floor by the other path
     big_floor = DM.real_floor(pool, 40, 30, reps=3)
     assert big_floor[1] == small_floor[1] and all(big_floor[0][m] == pytest.approx(v, rel=1e-9, abs=1e-12) for m, v in small_floor[0].items())
+
+
+class HostCopies(TorchFunctionMode):
+    "Records each copy of a tensor to the host or to NumPy: what a GPU's features would go through."
+    def __init__(self):
+        super().__init__(); self.calls = []
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        if name in ("__array__", "numpy", "cpu", "tolist"): self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("max_gram", [8000, 40], ids=["gram-matrix", "gram-blocks"])
+def test_set_metrics_of_tensors_stay_on_their_device_and_equal_the_arrays(monkeypatch, max_gram):
+    """Issue 31: every set metric, floor and interval replicate went through NumPy on the CPU, whatever the
+    features' device. Tensors (a GPU's features; CPU ones here) never go to the host, and give the arrays'
+    values."""
+    from fastcore.basics import AttrDict
+    monkeypatch.setattr(DM, "MAX_GRAM", max_gram)                     # 40: the paper-scale path (no Gram)
+    r = np.random.default_rng(5)
+    a, b, c = r.normal(size=(50, 6)), r.normal(0.4, 1.1, size=(40, 6)), r.normal(0.2, 1, size=(40, 6))
+    lg = r.normal(size=(40, 9))
+    S = AttrDict(kid_subset_size=20, kid_subsets=5, k=3, n_boot=20, is_splits=4, ci_max_rows=15)
+    def numbers(real, fake, other, logits, pool):
+        rows = DM.set_metrics(real, fake, S, logits_fake=logits, seed=1)
+        return dict(rows=[[q["value"], q["ci_low"], q["ci_high"]] for q in rows],
+                    floor=list(DM.real_floor(pool, 30, 20, reps=3)[0].values()),
+                    diff=list(DM.fid_difference(real, fake, other, 10, seed=2).values())[:3],   # diff, CI
+                    fid_eig=DM.fid_from_features(real[:, :3], fake[:, :3]))    # more rows than dimensions
+    arrays = numbers(a, b, c, lg, np.concatenate([a, b]))
+    with HostCopies() as copies:
+        tensors = numbers(*map(torch.as_tensor, (a, b, c, lg, np.concatenate([a, b]))))
+    assert copies.calls == []
+    for k in arrays: np.testing.assert_allclose(tensors[k], arrays[k], rtol=1e-6, atol=1e-12, err_msg=k)
+
+
+def test_distance_blocks_neighbours_and_gram_blocks_stay_on_a_gpu_stand_in():
+    "`meta` stands in for a GPU (no data): the blocks of its features are made there; an array joins them."
+    q, f = torch.zeros(5, 3, device="meta"), torch.zeros(4, 3, device="meta")
+    assert {d.device.type for _, d in M.distance_chunks(q, np.zeros((4, 3)), 2)} == {"meta"}
+    idx, dist = M.knn_tensors(q, q, 2, exclude_self=True, chunk=2)
+    assert idx.device.type == dist.device.type == "meta" and idx.shape == (5, 2)
+    for max_gram in (100, 2):                                         # the whole Gram matrix, or blocks
+        blocks = DM.SetPair(q, f, max_gram).blocks(np.arange(3), np.arange(2))
+        assert [g.device.type for g in blocks] == ["meta"] * 3
+        assert [g.shape for g in blocks] == [(3, 3), (2, 2), (3, 2)]
 
 
 @pytest.mark.parametrize("nodes", [1, 2], ids=["one-node", "two-nodes"])

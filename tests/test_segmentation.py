@@ -282,7 +282,7 @@ def test_a_step_budget_cuts_the_last_epoch(matrix, tmp_path):
 def test_gpu_practice_options_train_and_enter_the_cell_hash(matrix, tmp_path):
     "bf16 autocast, channels_last and torch.compile (eager backend here) train a cell; off, the cell and its hash are as before."
     base = _cfg(matrix, tmp_path / "fp32", epochs=1, steps_per_epoch=1)
-    assert not {"amp", "channels_last", "compile"} & set(base)                       # default hashes unchanged
+    assert not {"amp", "channels_last", "compile", "tf32"} & set(base)     # default hashes unchanged
     fast = _cfg(matrix, tmp_path / "fast", epochs=1, steps_per_epoch=1, amp="bf16", channels_last=True, compile="eager")
     assert S.config_hash(fast) != S.config_hash(base)
     a, b = S.train_cell(base, in_memory=True), S.train_cell(fast, in_memory=True)
@@ -475,14 +475,14 @@ def test_a_checkpoint_of_another_architecture_is_refused(matrix, tmp_path):
     with pytest.raises(ArasDataError, match=f"{fpn_best}: checkpoint of a FPN"):
         S.load_checkpoint(fpn_best, "Unet")
     with pytest.raises(ArasDataError, match="checkpoint of a FPN"):
-        S.load_weights(S.build_model("Unet", ENC), fpn_best)
+        M.load_weights(S.build_model("Unet", ENC), fpn_best)
     cfg = _cfg(matrix, tmp_path / "u", arch="Unet")
     (tmp_path / "u").mkdir(); shutil.copy(fpn_best, tmp_path / "u" / "last.pt")
     with pytest.raises(ArasDataError, match="checkpoint of a FPN"):
         S.train_cell(cfg, in_memory=True)
     torch.save(S.build_model("FPN", ENC).state_dict(), tmp_path / "plain.pth")
     with pytest.raises(ArasDataError, match="does not fit a PAN"):
-        S.load_weights(S.build_model("PAN", ENC), tmp_path / "plain.pth")
+        M.load_weights(S.build_model("PAN", ENC), tmp_path / "plain.pth")
 
 
 def test_bad_masks_and_sizes_name_the_file(prepared, tmp_path):
@@ -528,7 +528,7 @@ def test_epoch_batches_are_seeded_full_and_shared_by_ranks():
     assert a == S.epoch_batches(10, 4, seed=1, epoch=0) and a != S.epoch_batches(10, 4, seed=1, epoch=1)
     assert [len(b) for b in a] == [4, 4, 4] and set(sum(a, [])) == set(range(10))
     r0, r1 = (S.epoch_batches(10, 4, 1, 0, rank=r, world=2) for r in (0, 1))
-    assert len(r0) == len(r1) == 2 and set(sum(r0 + r1, [])) == set(range(10))
+    assert len(r0) == len(r1) == len(a) and [x + y for x, y in zip(r0, r1)] == a   # one process's steps
     assert len(S.epoch_batches(100, 4, 1, 0, steps=3)) == 3
 
 
@@ -627,6 +627,7 @@ def test_torchrun_two_cpu_processes(prepared, tmp_path, nodes):
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(next((tmp_path / "cache").rglob("result.json")).read_text())
     assert res["world_size"] == 2 and res["arch"] == "FPN" and "test F1" in p.stdout
+    assert res["images_seen"] == res["steps"] * 2          # batch_size 2: the global batch, 1 image a rank
     model = S.build_model("FPN", ENC)
     model.load_state_dict(S.load_checkpoint(Path(res["run_dir"]) / "best.pt", "FPN")["model"])
     ds = S.SegmentationSet(res["config"]["test"], 64, in_memory=True)
