@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from .core import ArasDataError, ArasError
 from .stats import format_p
-from .metrics import deep_distances, distance_chunks, extract_features, knn, load_image, pixel_pairwise, to_tensor
+from .metrics import (deep_distances, distance_chunks, extract_features, features_on, knn, load_image, pixel_pairwise,
+                          to_tensor)
 from .segmentation import resize_image
 from .distributional import UNBIASED, ci_method, mean_ci, set_metrics, subsample_ci
 
@@ -155,18 +156,19 @@ PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
 
 def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: dict, seed: int = 0,
                        batch_size: int = 32, progress=True, pair_scores: dict | None = None,
-                       px: int | None = None) -> pd.DataFrame:
+                       px: int | None = None, device=None) -> pd.DataFrame:
     """A seeded half of `images` against its perturbed copies and, as the reference, against the other half (as many
     *other* real images): same set sizes, pairs row by row in both. Set metrics in every space (paired half-sample
     intervals), pairwise metrics, and each score's sensitivity. Images are first brought to `px` (the resolution the
     sets are compared at, `metrics.image_px`), so a perturbation is applied where the features see it. Per-pair
-    scores go to `pair_scores` if given."""
+    scores go to `pair_scores` if given. On a GPU `device` the set metrics run there (`features_on`)."""
     imgs = [load_image(p) for p in images]
     if px: imgs = [resize_image(x, int(px)) for x in imgs]             # the one resizing rule (chapter 05)
     order, h = np.random.default_rng(seed).permutation(len(imgs)), len(imgs) // 2
     base, other = [imgs[i] for i in order[:h]], [imgs[i] for i in order[h:2 * h]]
     f0 = {n: extract_features(e, base, batch_size, progress=False) for n, e in spaces.items()}
     rows, B = [], int(settings.n_boot)
+    on = lambda f: features_on(f, device) if device else f              # CPU: the arrays, unchanged
     for name, s in tqdm([(REFERENCE, 0)] + [(n, s) for n, ss in transforms.items() for s in ss], desc="perturbations", disable=not progress):
         b = other if name == REFERENCE else [perturb(x, name, s, seed * 100003 + i) for i, x in enumerate(base)]
         common = dict(transform=name, strength=s, preserves_semantics=name == REFERENCE or PERTURBATIONS[name][0], n_pairs=h)
@@ -178,7 +180,7 @@ def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: d
         for sp, e in spaces.items():
             fb = extract_features(e, b, batch_size, progress=False)
             scores[f"cosine distance [{sp}]"] = cosine_distance(f0[sp], fb)
-            for r in set_metrics(f0[sp], fb, settings, seed=seed, metrics=PERT_METRICS, paired=True):
+            for r in set_metrics(on(f0[sp]), on(fb), settings, seed=seed, metrics=PERT_METRICS, paired=True):
                 rows.append(dict(**common, space=sp, **{k: r[k] for k in ("metric", "value", "ci_low", "ci_high", "estimator", "ci_method", "note")}))
         if pair_scores is not None: pair_scores[(name, s)] = (base, scores)
     return add_sensitivity(pd.DataFrame(rows))

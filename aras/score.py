@@ -213,11 +213,11 @@ def _metric_table(feats: dict, settings, seed: int, device) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     return df.assign(floor_ratio=floor_ratio(df))
 
-def _orientation(real: list, spaces: dict, settings, seed: int, progress: bool) -> pd.DataFrame:
+def _orientation(real: list, spaces: dict, settings, seed: int, progress: bool, device=None) -> pd.DataFrame:
     n = min(2 * int(settings.perturb.n_images), len(real))
     pick = sorted(np.random.default_rng(seed).choice(len(real), n, replace=False))
     return perturbation_study([real[i] for i in pick], spaces, score_transforms(settings.perturb.transforms), settings, {},
-                              seed, int(settings.batch_size), progress=progress)
+                              seed, int(settings.batch_size), progress=progress, device=device)
 
 # %% ../nbs/10_score.ipynb 31
 def score(real, fake, held_out=None, spaces=("lite0", "lite0+rot8"), settings=None, profile: str = "small",
@@ -239,7 +239,7 @@ def score(real, fake, held_out=None, spaces=("lite0", "lite0+rot8"), settings=No
         raise ArasDataError(f"no feature space available: {why}")
     feats = _features(sets, built, int(S.batch_size), progress)
     table = _metric_table(feats, S, seed, device)
-    orient = _orientation(sets["real"], built, S, seed, progress)
+    orient = _orientation(sets["real"], built, S, seed, progress, device)
     first = next(iter(built))
     mem, nn = memorisation(feats[first]["real"], feats[first]["fake"])
     rep = ScoreReport(table, orient, dict(mem, space=first), nn, status, sets, stretch, [])

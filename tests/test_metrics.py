@@ -700,3 +700,20 @@ def test_paired_fid_difference_covers_zero_at_the_run_sizes():
     assert cover / reps >= 0.85                      # nominal 95%; 40 repetitions: binomial sd 0.035
     far = fid_difference(draw(128), draw(128, 0.8), draw(128, 0.3), 60)
     assert far["ci_low"] > 0                         # a set further from the reference is told apart
+
+
+def test_the_perturbation_studys_set_metrics_run_on_the_device_asked_for(tmp_path, monkeypatch):
+    "On a GPU the interval replicates run on it: `features_on` stands in for the GPU with CPU tensors; same numbers."
+    from fastcore.basics import AttrDict
+    monkeypatch.setattr(M, "feature_cache_dir", lambda: tmp_path)
+    r = np.random.default_rng(5)
+    imgs = [np.clip(r.normal(r.uniform(40, 200), 30, (32, 32, 3)), 0, 255).astype(np.uint8) for _ in range(16)]
+    S = AttrDict(kid_subset_size=4, kid_subsets=2, k=2, n_boot=10, is_splits=2)
+    args = (imgs, {"inv": StatsExtractor()}, {"noise": (16,)}, S, {})
+    plain = MS.perturbation_study(*args, progress=False)
+    moved = []
+    monkeypatch.setattr(MS, "features_on", lambda f, dev: moved.append(dev) or torch.as_tensor(np.asarray(f)))
+    on_dev = MS.perturbation_study(*args, progress=False, device="cuda:1")
+    assert moved and set(moved) == {"cuda:1"}                                  # every set metric's features moved
+    sets = plain.space == "inv"
+    np.testing.assert_allclose(on_dev[sets].value, plain[sets].value, rtol=1e-9, atol=1e-12)
