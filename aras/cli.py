@@ -174,7 +174,8 @@ def _score_args(s: argparse.ArgumentParser):
     s.add_argument("--out", default="aras-score", help="report folder (default: ./aras-score)")
     s.add_argument("--spaces", nargs="+", default=["lite0", "lite0+rot8"],
                    help="feature spaces: lite0, lite0+rot8, domain (with --domain-record), inception, clip, dinov2")
-    s.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help="metric settings of this profile")
+    s.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                   help="metric settings of this profile")
     s.add_argument("--range", dest="real_range", nargs=2, type=float, metavar=("LO", "HI"),
                    help="stored values mapped to 0 and 255 (default: 8-bit as stored, else read from the data)")
     s.add_argument("--fake-range", nargs=2, type=float, metavar=("LO", "HI"), help="the same for the generated images")
@@ -209,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", dest="runs_dir", help="its executed notebooks (default: <project>/runs/<profile>)")
     b.add_argument("--out", dest="out_dir", help="where the book goes (default: <project>/docs/<profile>)")
     sub.add_parser("readme", help="write README.md from nbs/index.ipynb (what nbdev_readme does where Quarto is installed)")
-    _score_args(sub.add_parser("score", help="score a folder of generated images against a folder of real ones (chapter 10)",
+    _score_args(sub.add_parser("score", help="score generated images against real ones (chapter 10)",
                                description="Set metrics with intervals and the real-vs-real floor, orientation "
                                            "sensitivity, memorisation, and a reading in words (chapter 10)."))
     return ap

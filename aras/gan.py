@@ -16,8 +16,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
-                       SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed, rank_batch,
-                       rank_world, save_torch, settings_hash)
+                       SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed,
+                       rank_batch, rank_world, save_torch, settings_hash)
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
 from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator

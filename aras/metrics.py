@@ -305,7 +305,8 @@ def knn_tensors(query, ref, k: int = 1, exclude_self: bool = False, chunk: int |
     return torch.cat(idx), torch.cat(dist)
 
 def knn(query, ref, k: int = 1, exclude_self: bool = False, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    "Indices and distances (ascending) of each query row's `k` nearest `ref` rows; `exclude_self`: query i is ref i, skipped."
+    """Indices and distances (ascending) of each query row's `k` nearest `ref` rows;
+    `exclude_self`: query i is ref i, skipped."""
     idx, dist = knn_tensors(query, ref, k, exclude_self, chunk)
     return idx.cpu().numpy(), dist.cpu().numpy()
 

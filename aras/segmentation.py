@@ -241,7 +241,8 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
 # %% ../nbs/05_segmentation.ipynb 30
 def speed_up(model, cfg: dict, world: int = 1):
     """The module training calls: `model` in `channels_last` layout if the cell asks (in place, before DDP builds its
-    buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a backend name).
+    buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a
+    backend name).
     GPUs: TF32 if asked, batch norm over the whole batch (gloo on CPUs has no SyncBatchNorm)."""
     cuda = next(model.parameters()).is_cuda
     if cuda and cfg.get("tf32"):                                # process-wide switches
