@@ -22,8 +22,8 @@ __all__ = ['LITE0_DEPTHS', 'SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDown
            'check_model_folder', 'lite0_to_timm', 'lite0_imagenet_file', 'seed_everything', 'resolve_device', 'Run',
            'profile_notes', 'make_run', 'process_share', 'one_line_errors', 'RankBatches', 'file_stamp', 'atomic_path',
            'write_json', 'save_torch', 'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown',
-           'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'compiled', 'dist_on',
-           'rank_world', 'rank_batch', 'barrier', 'local_device', 'init_distributed']
+           'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'use_tf32', 'compiled',
+           'dist_on', 'rank_world', 'rank_batch', 'barrier', 'local_device', 'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -378,7 +378,7 @@ def settings_hash(*objs) -> str:
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 # %% ../nbs/00_core.ipynb 49
-SPEED_KEYS = tuple(f.name for f in fields(GpuPractice))   # amp, channels_last, compile: in a model's hash only when on
+SPEED_KEYS = tuple(f.name for f in fields(GpuPractice))   # amp, channels_last, compile, tf32: in a hash only when on
 
 def speed_settings(cfg) -> dict:
     "The GPU-practice settings of a section that are on (what a hash of its results adds; none: the hash is unchanged)."
@@ -389,6 +389,12 @@ def autocast(device, amp=None):
     import torch
     if amp not in (None, False, "bf16"): raise ArasError(f"amp={amp!r}: use 'bf16' or None (fp16 would need a gradient scaler)")
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+
+def use_tf32(cuda: bool, on) -> None:
+    """TF32 for float32 matmuls and convolutions, process-wide, as a CUDA model's `tf32` setting says (on or off: cuDNN's
+    default is on); a CPU model leaves the switches alone (they act on GPUs only)."""
+    import torch
+    if cuda: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(on)
 
 def compiled(module, how=False):
     "`module` compiled by `torch.compile` when `how` is True (inductor) or a backend name ('aot_eager', ...); else itself."

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .core import ArasError, atomic_path, autocast, compiled, dist_on, weights_dir
+from .core import ArasError, atomic_path, autocast, compiled, dist_on, use_tf32, weights_dir
 from .landcover import CLASSES
 from .stats import fid_plateau, plateau_reached   # the stopping rules (chapter 00a, section 7)
 from .gan_nets import (AdaAugment, Discriminator, GanData, Generator, PatchDiscriminator, UNetDiscriminator,
@@ -72,7 +72,9 @@ def broadcast_params(*modules):
 
 # %% ../nbs/04a_gan_tasks.ipynb 10
 def speed_up_gan(cfg, *modules):
-    "The GPU-practice settings of a GAN section: `channels_last` layout (in place); `(autocast context, compile)`."
+    """The GPU-practice settings of a GAN section: TF32 as asked on a GPU (`use_tf32`), `channels_last` layout (in
+    place); `(autocast context, compile)`."""
+    use_tf32(next(modules[0].parameters()).is_cuda, cfg.get("tf32"))
     if cfg.get("channels_last"):
         for m in modules: m.to(memory_format=torch.channels_last)
     return (lambda: autocast(next(modules[0].parameters()).device, cfg.get("amp"))), (lambda m: compiled(m, cfg.get("compile")))
@@ -319,29 +321,32 @@ def _sha256(chunks) -> str:
     return h.hexdigest()
 
 @patch
-def features(self: FidTracker, images) -> np.ndarray:
+def features(self: FidTracker, images):
     """Features of N x 3 x H x W uint8 images, or of an iterable of such chunks (Lite0 unless another
     extractor was given). The extractor sees `chunk` images at a time, so chunks of `chunk` give the
-    features of their concatenation, bit for bit."""
-    if self.ext is None:
-        from aras.metrics import lite0_extractor                        # forward reference: chapter 07's feature space
-        self.ext = lite0_extractor(self.device)
+    features of their concatenation, bit for bit. On a GPU they stay there (a tensor: the FID's float64 math
+    runs on it, chapter 07a); elsewhere a NumPy array."""
+    from aras.metrics import gpu_math, lite0_extractor                  # forward reference: chapter 07's feature space
+    if self.ext is None: self.ext = lite0_extractor(self.device)
     chunks, c = [images] if torch.is_tensor(images) else images, self.chunk
-    return np.concatenate([self.ext(x[k:k + c]).cpu().numpy() for x in chunks for k in range(0, len(x), c)])
+    feats = torch.cat([self.ext(x[k:k + c]) for x in chunks for k in range(0, len(x), c)])
+    return feats if gpu_math(self.device) else feats.cpu().numpy()
 
 @patch
-def real_features(self: FidTracker) -> np.ndarray:
+def real_features(self: FidTracker):
     """Features of the real subset at the model's resolution: computed once, cached in `out_dir/fid_reference.npz` under
     the sha256 of its pixels. One decoding pass without a cache (hashed as it is featurised); a second only when a
     cache of other pixels is there."""
     if self._real is None:
         f, ext_id, h = self.out_dir / "fid_reference.npz", str(getattr(self.ext, "id", "lite0-imagenet")), hashlib.sha256()
         if f.exists() and str(np.load(f)["key"]) == _sha256(self.real_chunks())[:16] + "-" + ext_id:
-            self._real = np.load(f)["features"]; return self._real
+            from aras.metrics import features_on                            # forward reference, as above
+            self._real = features_on(np.load(f)["features"], self.device); return self._real
         def hashed():
             for x in self.real_chunks(): h.update(x.numpy().tobytes()); yield x
         self._real = self.features(hashed())
-        with atomic_path(f) as tmp: np.savez(tmp, features=self._real, key=h.hexdigest()[:16] + "-" + ext_id)
+        host = self._real.cpu().numpy() if torch.is_tensor(self._real) else self._real
+        with atomic_path(f) as tmp: np.savez(tmp, features=host, key=h.hexdigest()[:16] + "-" + ext_id)
     return self._real
 
 @patch

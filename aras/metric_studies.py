@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from .core import ArasDataError, ArasError
 from .stats import format_p
-from .metrics import (deep_distances, distance_chunks, extract_features, features_on, knn, load_image, pixel_pairwise,
-                          to_tensor)
+from .metrics import (as_float64, block_diagonal, deep_distances, distance_chunks, extract_features,
+                          features_device, features_on, knn, knn_tensors, load_image, pixel_pairwise, to_tensor)
 from .segmentation import resize_image
 from .distributional import UNBIASED, ci_method, mean_ci, set_metrics, subsample_ci
 
@@ -107,17 +107,18 @@ def pixel_entropy(img) -> float:
     h = [np.bincount(a[..., c].ravel(), minlength=256) / a[..., c].size for c in range(3)]
     return float(np.mean([-(p[p > 0] * np.log2(p[p > 0])).sum() for p in h]))
 
-def knn_radii(feats: np.ndarray, k: int = 3) -> np.ndarray:
-    "Distance of each row to its k-th nearest other row."
-    return knn(feats, feats, k + 1)[1][:, k]
+def knn_radii(feats, k: int = 3) -> torch.Tensor:
+    "Distance of each row to its k-th nearest other row, on the features' device."
+    return knn_tensors(feats, feats, k + 1)[1][:, k]
 
-def realism_score(real: np.ndarray, fake: np.ndarray, k: int = 3) -> np.ndarray:
+def realism_score(real, fake, k: int = 3) -> np.ndarray:
     "Kynkaanniemi et al.'s realism score of each fake row against the real set (half the real set with the smallest radii)."
     if len(real) < k + 1: raise ArasDataError(f"realism score with k={k} needs at least {k + 1} real images; got {len(real)}")
-    real = np.asarray(real); r = knn_radii(real, k); keep = r <= np.median(r); rk = torch.as_tensor(r[keep])
-    return np.concatenate([(rk[None, :] / d.clamp_min(1e-12)).max(1).values.numpy() for _, d in distance_chunks(fake, real[keep])])
+    r = knn_radii(real, k); keep = r <= r.quantile(0.5)          # quantile interpolates, as np.median does
+    ref, rk = as_float64(real, r.device)[keep], r[keep]
+    return torch.cat([(rk[None, :] / d.clamp_min(1e-12)).max(1).values for _, d in distance_chunks(fake, ref)]).cpu().numpy()
 
-def nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest(query, ref) -> tuple[np.ndarray, np.ndarray]:
     "Index and Euclidean distance of each query row's nearest reference row."
     i, d = knn(query, ref, 1)
     return i[:, 0], d[:, 0]
@@ -168,7 +169,7 @@ def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: d
     base, other = [imgs[i] for i in order[:h]], [imgs[i] for i in order[h:2 * h]]
     f0 = {n: extract_features(e, base, batch_size, progress=False) for n, e in spaces.items()}
     rows, B = [], int(settings.n_boot)
-    on = lambda f: features_on(f, device) if device else f              # CPU: the arrays, unchanged
+    on = lambda f: features_on(f, device)                                  # CPU: the arrays, unchanged
     for name, s in tqdm([(REFERENCE, 0)] + [(n, s) for n, ss in transforms.items() for s in ss], desc="perturbations", disable=not progress):
         b = other if name == REFERENCE else [perturb(x, name, s, seed * 100003 + i) for i, x in enumerate(base)]
         common = dict(transform=name, strength=s, preserves_semantics=name == REFERENCE or PERTURBATIONS[name][0], n_pairs=h)
@@ -204,20 +205,21 @@ def add_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 # %% ../nbs/07b_metric_studies.ipynb 18
-def nn_pairing(query: np.ndarray, train: np.ndarray, test: np.ndarray, repeats: int = 20, seed: int = 0,
-               exclude_self: bool = False) -> pd.DataFrame:
-    "Each query's nearest neighbour in `test` and in `train` (also averaged over train subsets of the test set's size)."
-    rng = np.random.default_rng(seed)
-    i_te, d_te = nearest(query, test)
+def nn_pairing(query, train, test, repeats: int = 20, seed: int = 0, exclude_self: bool = False) -> pd.DataFrame:
+    """Each query's nearest neighbour in `test` and in `train` (also averaged over train subsets of the test set's size),
+    computed on the features' device; one copy to the host at the end."""
+    rng, dev = np.random.default_rng(seed), features_device(query, train, test)
+    i_te, d_te = knn_tensors(query, test, 1)
     m = min(len(test), len(train) - int(exclude_self))
-    subsets = [torch.as_tensor(rng.choice(len(train), m, replace=False)) for _ in range(repeats)]
+    subsets = [torch.as_tensor(rng.choice(len(train), m, replace=False), device=dev) for _ in range(repeats)]
     i_tr, d_tr, matched = [], [], []
     for s, d in distance_chunks(query, train):                     # blocks of queries x all of train
-        if exclude_self: d[torch.arange(len(d)), torch.arange(s, s + len(d))] = math.inf
-        v, i = d.min(1); i_tr.append(i.numpy()); d_tr.append(v.numpy())
-        matched.append(torch.stack([d[:, c].min(1).values for c in subsets]).mean(0).numpy())
-    return pd.DataFrame(dict(nn_train=np.concatenate(i_tr), d_train=np.concatenate(d_tr), d_train_matched=np.concatenate(matched),
-                             nn_test=i_te, d_test=d_te))
+        if exclude_self: d[block_diagonal(d, s)] = math.inf
+        v, i = d.min(1); i_tr.append(i); d_tr.append(v)
+        matched.append(torch.stack([d[:, c].min(1).values for c in subsets]).mean(0))
+    host = lambda t: t.cpu().numpy()
+    return pd.DataFrame(dict(nn_train=host(torch.cat(i_tr)), d_train=host(torch.cat(d_tr)),
+                             d_train_matched=host(torch.cat(matched)), nn_test=host(i_te[:, 0]), d_test=host(d_te[:, 0])))
 
 def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0, n_perm: int = 1000) -> pd.DataFrame:
     "Pearson r between `x` and each score: two-sided permutation p-value (`p`, printed by format_p) and a half-sample interval over pairs."
@@ -243,31 +245,35 @@ def csls_distance(d: np.ndarray, k: int = 10) -> np.ndarray:
     return 2 * d - rq[:, None] - rr[None, :]
 
 def csls_nearest(query, ref, k: int = 10, exclude_self: bool = False) -> np.ndarray:
-    "Each query's nearest ref under CSLS (`csls_distance`), in distance blocks: the ref term from a k-NN search, the query term constant per row."
-    rr = torch.as_tensor(knn(ref, query, k, exclude_self)[1].mean(1))
+    """Each query's nearest ref under CSLS (`csls_distance`), in distance blocks on the features' device: the ref term
+    from a k-NN search, the query term constant per row."""
+    rr = knn_tensors(ref, query, k, exclude_self)[1].mean(1)
     out = []
     for s, d in distance_chunks(query, ref):
-        if exclude_self: d[torch.arange(len(d)), torch.arange(s, s + len(d))] = math.inf
-        out.append((2 * d - rr[None, :]).argmin(1).numpy())
-    return np.concatenate(out)
+        if exclude_self: d[block_diagonal(d, s)] = math.inf
+        out.append((2 * d - rr[None, :]).argmin(1))
+    return torch.cat(out).cpu().numpy()
 
 def hubness(query, ref, k: int = 5, csls_k: int | None = None) -> dict:
     """Hubness of pairing each query row with its nearest ref row (Euclidean, or CSLS with `csls_k` neighbours): skewness
     of the k-occurrence counts N_k, the largest share of queries whose nearest ref is one image, refs used at all, and the
-    share of mutual nearest pairs. In distance blocks: memory O(chunk x n_ref), not the query x ref matrix."""
+    share of mutual nearest pairs. In distance blocks on the features' device: memory O(chunk x n_ref), not the query x
+    ref matrix; the counts on the host."""
     from scipy.stats import skew
-    n_q, n_r = len(query), len(ref); k = min(k, n_r)
-    rr = torch.as_tensor(knn(ref, query, csls_k)[1].mean(1)) if csls_k else torch.zeros(n_r, dtype=torch.float64)
-    rq = torch.as_tensor(knn(query, ref, csls_k)[1].mean(1)) if csls_k else torch.zeros(n_q, dtype=torch.float64)
-    top, best, arg = [], torch.full((n_r,), math.inf, dtype=torch.float64), torch.zeros(n_r, dtype=torch.long)
+    n_q, n_r, dev = len(query), len(ref), features_device(query, ref); k = min(k, n_r)
+    zeros = lambda n: torch.zeros(n, dtype=torch.float64, device=dev)
+    rr = knn_tensors(ref, query, csls_k)[1].mean(1) if csls_k else zeros(n_r)
+    rq = knn_tensors(query, ref, csls_k)[1].mean(1) if csls_k else zeros(n_q)
+    top, best, arg = [], torch.full((n_r,), math.inf, dtype=torch.float64, device=dev), torch.zeros(n_r, dtype=torch.long, device=dev)
     for s, d in distance_chunks(query, ref):
         d = 2 * d - rr[None, :] - rq[s:s + len(d), None] if csls_k else d     # csls_distance, block by block
         top.append(d.topk(k, dim=1, largest=False).indices)
-        v, i = d.min(0); better = v < best; best[better], arg[better] = v[better], i[better] + s   # each ref's nearest query
-    top = torch.cat(top).numpy(); nn = top[:, 0]
+        v, i = d.min(0); better = v < best                                    # each ref's nearest query so far
+        best, arg = torch.where(better, v, best), torch.where(better, i + s, arg)
+    top = torch.cat(top).cpu().numpy(); nn = top[:, 0]
     nk, n1 = np.bincount(top.ravel(), minlength=n_r), np.bincount(nn, minlength=n_r)
     return dict(k=k, skew_Nk=float(skew(nk)) if nk.std() > 0 else 0.0, max_share_1nn=float(n1.max() / n_q), refs_used_1nn=int((n1 > 0).sum()),
-                mutual_share=float((arg.numpy()[nn] == np.arange(n_q)).mean()))
+                mutual_share=float((arg.cpu().numpy()[nn] == np.arange(n_q)).mean()))
 
 # %% ../nbs/07b_metric_studies.ipynb 20
 def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=None) -> tuple[list, str | None]:

@@ -26,10 +26,10 @@ __all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONE
            'resize_square', 'images_at', 'content_key', 'Extractor', 'lite0_imagenet', 'lite0_extractor',
            'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor', 'dihedral',
            'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir', 'extract_features',
-           'features_device', 'as_float64', 'features_on', 'distance_chunks', 'block_diagonal', 'knn_tensors', 'knn',
-           'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit', 'lpips_model',
-           'dreamsim_model', 'dreamsim_extractor', 'module_device', 'deep_distances', 'sample_capped', 'metric_sets',
-           'main']
+           'features_device', 'as_float64', 'gpu_math', 'features_on', 'distance_chunks', 'block_diagonal',
+           'knn_tensors', 'knn', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit',
+           'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'module_device', 'deep_distances', 'sample_capped',
+           'metric_sets', 'main']
 
 # %% ../nbs/07_metrics.ipynb 6
 def load_image(img) -> np.ndarray:
@@ -278,10 +278,14 @@ def as_float64(feats, device=None) -> torch.Tensor:
     if torch.is_tensor(feats): return feats.to(device or feats.device, torch.float64)
     return torch.as_tensor(np.asarray(feats, np.float64), device=device)
 
-def features_on(feats, device):
+def gpu_math(device) -> bool:
+    "Does the metric math run on `device` (a GPU: torch float64 there) rather than in NumPy on the CPU (None, CPUs)?"
+    return device is not None and torch.device(device).type == "cuda"
+
+def features_on(feats, device=None):
     """Features where the metric math is to run: on a GPU `device`, a tensor there (the distances, Gram blocks
-    and interval replicates then run on it); otherwise the array as it is (NumPy float64 math, as always)."""
-    return torch.as_tensor(np.asarray(feats), device=device) if torch.device(device).type == "cuda" else feats
+    and interval replicates then run on it); otherwise (the CPU, or None) the array as it is (NumPy float64 math)."""
+    return torch.as_tensor(np.asarray(feats), device=device) if gpu_math(device) else feats
 
 def distance_chunks(query, ref, chunk: int | None = None, device=None):
     """Yield (start, Euclidean distances of query rows start:start+chunk to every `ref` row), in float64, on

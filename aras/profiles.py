@@ -17,10 +17,11 @@ __all__ = ['PAPER_CAPTIONERS', 'PAPER', 'RANGES', 'SMALL', 'SMOKE', 'REFEREE', '
 # %% ../nbs/00b_profiles.ipynb 5
 @dataclass
 class GpuPractice:
-    "Three switches every trained model has. Each changes the numbers, so a model's hash includes it when on."
+    "Four switches every trained model has. Each changes the numbers, so a model's hash includes it when on."
     amp: str | None = "bf16"         # autocast dtype: bf16 (fp32's range, no gradient scaler); None: float32
     channels_last: bool = True       # the tensor cores' own layout: no transposes around each convolution
     compile: bool | str = False      # torch.compile: True (inductor) or a backend name
+    tf32: bool = True                # GPUs: TF32 for float32 matmuls and convolutions (10-bit mantissa); False: off
 
 # %% ../nbs/00b_profiles.ipynb 8
 @dataclass
@@ -90,6 +91,7 @@ class StyleGAN2(GpuPractice):
     ada_target: float = 0.6
     ada_kimg: float = 500                 # NVlabs' default (100 applies only with --resume)
     ada_interval: int = 4
+    tf32: bool = False                    # NVlabs' training loop turns TF32 off ("improves numerical accuracy")
     fid: TrainingFid = field(default_factory=TrainingFid)
 
 # %% ../nbs/00b_profiles.ipynb 13
@@ -172,7 +174,6 @@ class Segmentation(SegmentationMatrix, GpuPractice):
     parallel_runs: int = 1                # cells trained at once, one process each
     threads_per_run: int | None = None
     distribute: str = "auto"              # torchrun: whole "cells" per rank, "batch" (DDP), or "auto" (05a)
-    tf32: bool = True                     # GPUs: TF32 for float32 matmuls and convolutions (10-bit mantissa)
     in_memory: bool = False               # decode every set once
     num_workers: int = 16                 # data-loading processes
     bootstrap: int = 10_000               # resamples of the tables' intervals
@@ -400,7 +401,7 @@ SMALL |= {
     "gan.cond.kimg": 24, "gan.cond.snap_kimg": 1, "gan.cond.log_every": 10,    # budget caps, measured in notebook 04b
     "gan.cond.betas": (0.0, 0.999),
     "gan.cond.vgg_weight": method(0.0, "no VGG19 weights ship offline: the perceptual loss is left out"),
-    "gan.cond.ema_kimg": 0.5,
+    "gan.cond.ema_kimg": 0.5, "gan.cond.tf32": False,   # TF32 acts on GPUs only: off, as StyleGAN2's (CPU hashes kept)
     # bf16 + channels-last, as the paper's (R1 stays fp32): 1.93x / 1.69x at 32 px on AMX (`bench_gan.py
     # --speed`, 7 Dec); slower than fp32 without bf16 units: `--set gan.uncond.amp=None gan.cond.amp=None`
     # training FID (Lite0) every kimg on 256 real images and 128 fixed samples; stop when the last 4 are, at
@@ -484,12 +485,11 @@ SMOKE = {
     "captioning.n_images": 6,                  # 6 images per subset: every captioning code path
 }
 
-# The referee's run (issue 26): `small` sized by its own variances (05b `seg_power`) to decide the paper's
-# Unet-row augmentation gains (+1.63, +1.03 F1 points) one-sided at 5% with 80% power: 40 runs a set, then
-# `--set segmentation.n_seeds=60` if `seg_power` asks; larger tiles grow the test split, GAN budgets fit 04a.
+# The referee's run (issue 26): `small` sized by its own variances (05b `seg_power`) to decide the Unet-row gains
+# (+1.63, +1.03 F1) one-sided at 5%, power 80%: 40 runs a set (more if `seg_power` asks); big tiles: a big test split.
 REFEREE = {
     "description": "CPU, hours on 2 cores: the small profile sized to decide two augmentation gains against Real",
-    "toyland.n_tiles": 12, "toyland.tile_px": 6200, "data.split_fractions": (0.3, 0.1, 0.6),   # 6,912 patches: ~3,900 test
+    "toyland.n_tiles": 12, "toyland.tile_px": 6200, "data.split_fractions": (0.3, 0.1, 0.6),   # 6,912 patches: 3,298 test kept
     "segmentation.mixes": ("real", "real_cond", "real_uncond_3x"), "segmentation.n_seeds": 40,
     "segmentation.compute_matched_mixes": (), "gan.uncond.kimg": 40, "gan.cond.kimg": 40,   # epoch-matched runs only
 }

@@ -136,7 +136,10 @@ def uncond_pairs(self: SegmentationMatrix) -> pd.DataFrame:
 # %% ../nbs/05a_seg_matrix.ipynb 13
 @patch
 def set_file(self: SegmentationMatrix, mix: str) -> Path:
-    "Write (atomically) and return the CSV of the training set of `mix`, or of 'val' / 'test'."
+    """Write (atomically) and return the CSV of the training set of `mix`, or of 'val' / 'test'. Under torchrun rank 0
+    writes it (stamping every file once, not once per rank) while the others wait: call it on every rank."""
+    path = self.dir / "sets" / f"{mix}.csv"
+    if rank_world()[0] != 0: barrier(); return path
     if mix in ("val", "test"): df = getattr(self, mix)
     else:
         parts, n, frames = mix_recipes(self.P)[mix], len(self.real), []
@@ -144,10 +147,10 @@ def set_file(self: SegmentationMatrix, mix: str) -> Path:
             pool = self.real if src == "real" else self.uncond_pairs() if src == "uncond" else self.cond
             frames.append(pool if src == "real" else pool.iloc[:int(round(ratio * n))])
         df = pd.concat(frames, ignore_index=True)
-    path = self.dir / "sets" / f"{mix}.csv"
     text = df[["image", "mask", "source"]].assign(stamp=file_stamps(df.image, df["mask"])).to_csv(index=False)
     if not path.exists() or path.read_text() != text:
         with atomic_path(path) as tmp: tmp.write_text(text)
+    barrier()                                    # written before another rank reads it
     return path
 
 @patch
@@ -159,10 +162,10 @@ def labeller_id(self: SegmentationMatrix) -> str | None:
 # %% ../nbs/05a_seg_matrix.ipynb 15
 @patch
 def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[dict]:
-    "Configurations of the cells of `mixes` x `archs` x `seeds` that can run (default: all)."
+    "Configurations of the cells of `mixes` x `archs` x `seeds` that can run (None: all; an empty list: none)."
     P, out = self.P, []
     files = {k: self.set_file(k) for k in ("val", "test")}
-    for mix in (mixes or P.mixes):
+    for mix in (P.mixes if mixes is None else mixes):
         if self.missing(mix): continue
         files[mix] = self.set_file(mix)
         for arch in (archs or P.archs):
@@ -172,8 +175,7 @@ def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[
                            train=str(files[mix]), val=str(files["val"]), test=str(files["test"]),
                            sets_digest=[_file_digest(files[k]) for k in (mix, "val", "test")],
                            labeller=self.labeller_id() if "uncond" in mix else None,
-                           **_plain(speed_settings(P)),   # only when on: default hashes unchanged
-                           **({"tf32": True} if P.tf32 else {}))   # TF32 on GPUs, likewise
+                           **_plain(speed_settings(P)))   # only when on (TF32 too): default hashes unchanged
                 cfg["run_dir"] = str(self.dir / "runs" / mix / arch / f"seed{s}-{config_hash(cfg)}")
                 out.append(cfg)
     return out

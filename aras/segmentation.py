@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import (ArasDataError, ArasError, atomic_path, autocast, barrier, compiled, lite0_imagenet_file, lite0_to_timm,
-                       rank_batch, rank_world, save_torch, settings_hash, weights_dir, write_json)
+                       rank_batch, rank_world, save_torch, settings_hash, use_tf32, weights_dir, write_json)
 from .data import decode_many, read_pair
 from .stats import metrics_from_cm
 from .landcover import CLASSES
@@ -243,10 +243,9 @@ def speed_up(model, cfg: dict, world: int = 1):
     """The module training calls: `model` in `channels_last` layout if the cell asks (in place, before DDP builds its
     buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a
     backend name).
-    GPUs: TF32 if asked, batch norm over the whole batch (gloo on CPUs has no SyncBatchNorm)."""
+    GPUs: TF32 as asked (`use_tf32`), batch norm over the whole batch (gloo on CPUs has no SyncBatchNorm)."""
     cuda = next(model.parameters()).is_cuda
-    if cuda and cfg.get("tf32"):                                # process-wide switches
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    use_tf32(cuda, cfg.get("tf32"))                             # process-wide switches
     if cuda and world > 1: model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.get("channels_last"): model.to(memory_format=torch.channels_last)
     return compiled(torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model, cfg.get("compile"))

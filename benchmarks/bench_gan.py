@@ -96,8 +96,9 @@ if __name__ == "__main__":
                              f"CPU {cpu / rows[1, res, kind][1]:.2f}x")
     if args.speed:
         torch.set_num_threads(max(args.threads)); res = max(args.resolutions)
-        switches = dict(baseline={}, amp_bf16=dict(amp="bf16"), channels_last=dict(channels_last=True),
-                        both=dict(amp="bf16", channels_last=True))
+        # every row names both switches: the profiles turn them on, so an empty override would not be fp32
+        switches = dict(baseline=dict(amp=None, channels_last=False), amp_bf16=dict(amp="bf16", channels_last=False),
+                        channels_last=dict(amp=None, channels_last=True), both=dict(amp="bf16", channels_last=True))
         for kind in ("uncond", "cond"):
             base = None
             for name, sw in switches.items():
@@ -123,6 +124,7 @@ if __name__ == "__main__":
             cfg = get_profile("paper", over).gan[kind]
             steps = lcm_intervals(cfg) if kind == "uncond" else 2          # 16 steps: R1 once, path length 4 times, ADA 4 times
             wall, cpu = steady_cost(kind, cfg, steps, 1)
-            print(f"paper {kind} {cfg.resolution} px batch {args.paper_batch}, {steps} steady steps: {wall / 60:.1f} min/kimg wall, "
+            print(f"paper {kind} {cfg.resolution} px batch {args.paper_batch} ({cfg.amp or 'fp32'}, channels_last "
+                  f"{cfg.channels_last}), {steps} steady steps: {wall / 60:.1f} min/kimg wall, "
                   f"{cpu / 60:.1f} min/kimg CPU -> {cfg.kimg:g} kimg in {cfg.kimg * wall / 3600:.0f} h on this device", flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

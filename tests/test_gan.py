@@ -17,7 +17,7 @@ import aras.gan as gan
 import aras.gan_nets as nets
 import aras.gan_tasks as tasks
 import aras.stats as stats
-from aras.core import ArasDataError, ArasError, get_profile, settings_hash
+from aras.core import SPEED_KEYS, ArasDataError, ArasError, get_profile, settings_hash
 from aras.data import list_pairs, read_png
 from aras.landcover import labels_to_rgb, rgb_to_labels
 
@@ -652,10 +652,27 @@ def test_gpu_practice_switches_train_and_leave_default_folders_alone(kind, data1
     assert task.G.state_dict()[next(iter(task.G.state_dict()))].dtype == torch.float32   # weights stay fp32
     class R: work_dir = tmp_path
     R.profile = get_profile("smoke", over)
-    cfg0 = {k: v for k, v in R.profile.gan[kind].items() if k not in ("amp", "channels_last", "compile")}
+    cfg0 = {k: v for k, v in R.profile.gan[kind].items() if k not in SPEED_KEYS}
     cfg0["real_train_max"] = R.profile.data.real_train_max                # the real subset it learns from names it too
     assert gan.gan_dir(R, kind).name == f"{kind}-{settings_hash(cfg0)}"   # switches off: the folder of a profile without them
     R.profile = get_profile("smoke", {**over, **fast}); assert gan.gan_dir(R, kind).name != f"{kind}-{settings_hash(cfg0)}"
+
+
+def test_speed_up_gan_sets_tf32_as_a_gpu_model_asks_and_never_for_a_cpu_one(monkeypatch):
+    """The paper's StyleGAN2 runs as NVlabs' training loop, TF32 off (cuDNN's own default is on); its SPADE with TF32 on;
+    a CPU model leaves the process-wide switches as they were."""
+    paper = get_profile("paper").gan
+    assert paper.uncond.tf32 is False and paper.cond.tf32 is True and "tf32" in SPEED_KEYS
+    def flags(): return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    before, net = flags(), torch.nn.Conv2d(3, 3, 1)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        tasks.speed_up_gan(paper.uncond, net); assert flags() == (True, True)            # a CPU model: untouched
+        monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda t: True))           # as if on a GPU
+        tasks.speed_up_gan(paper.uncond, net); assert flags() == (False, False)
+        tasks.speed_up_gan(paper.cond, net); assert flags() == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def test_gans_learn_from_the_real_subset_segmentation_trains_on(prepared, tmp_path):
@@ -687,6 +704,29 @@ def test_snapshot_file_is_what_trained_generator_loads(tmp_path):
     G_best = save("best.pt", 2)
     assert gan.snapshot_file(R, "uncond") == d / "best.pt"
     assert gan.weights_digest(gan.trained_generator(R, "uncond")) == gan.weights_digest(G_best) != gan.weights_digest(G_last)
+
+
+def test_on_a_gpu_the_fid_tracker_keeps_its_features_there(data16, tmp_path, monkeypatch):
+    """Issue 31: the tracker's features went to the host as NumPy. On a GPU (`gpu_math`; here a stand-in device whose
+    tensors live on the CPU) they stay tensors, the cache is written as an array and read back as a tensor, and the
+    FID (torch float64 on the device) equals the NumPy one."""
+    import aras.metrics as M
+    from aras.distributional import fid_from_features
+    torch.manual_seed(0); conv = torch.nn.Conv2d(3, 6, 4, 4)
+    def ext(x):
+        with torch.no_grad(): return conv(x.float() / 127.5 - 1).mean((2, 3))
+    cfg = with_fid("uncond", n_real=10, n_fake=10).fid
+    plain = tasks.FidTracker("uncond", data16, cfg, tmp_path / "cpu", extractor=ext)
+    monkeypatch.setattr(M, "gpu_math", lambda d: str(d) == "cuda:1")
+    monkeypatch.setattr(M, "features_on", lambda f, d: torch.as_tensor(np.asarray(f)) if str(d) == "cuda:1" else f)
+    on_gpu = tasks.FidTracker("uncond", data16, cfg, tmp_path / "gpu", device="cuda:1", extractor=ext)
+    real, ref = on_gpu.real_features(), plain.real_features()
+    assert torch.is_tensor(real) and isinstance(ref, np.ndarray) and np.array_equal(real.numpy(), ref)
+    cached = tasks.FidTracker("uncond", data16, cfg, tmp_path / "gpu", device="cuda:1", extractor=ext).real_features()
+    assert torch.is_tensor(cached) and np.array_equal(cached.numpy(), ref)                  # read back onto the device
+    fake = data16.fetch(torch.arange(6, 16))[0]
+    fakes = on_gpu.features(tasks._uint8(fake)); assert torch.is_tensor(fakes)
+    assert fid_from_features(real, fakes) == pytest.approx(fid_from_features(ref, fakes.numpy()), rel=1e-9)
 
 
 def test_fid_tracker_holds_one_chunk_of_images_and_gives_the_all_at_once_fid(data16, tmp_path, monkeypatch):

@@ -717,3 +717,26 @@ def test_the_perturbation_studys_set_metrics_run_on_the_device_asked_for(tmp_pat
     assert moved and set(moved) == {"cuda:1"}                                  # every set metric's features moved
     sets = plain.space == "inv"
     np.testing.assert_allclose(on_dev[sets].value, plain[sets].value, rtol=1e-9, atol=1e-12)
+
+
+def test_the_nearest_neighbour_studies_compute_on_the_features_device():
+    """Chapter 07b's pairing, CSLS, hubness and realism score take tensors on a GPU: the same numbers from tensors as
+    from arrays, and on `meta` (a device without data) nothing mixes in a CPU tensor: the only failure is the copy-out."""
+    r = np.random.default_rng(3)
+    q, train, test = r.normal(size=(30, 8)), r.normal(size=(40, 8)), r.normal(size=(12, 8))
+    calls = {"pairing": lambda a, b, c: MS.nn_pairing(a, b, c, repeats=3, seed=1),
+             "pairing_self": lambda a, b, c: MS.nn_pairing(b, b, c, repeats=3, seed=1, exclude_self=True),
+             "csls": lambda a, b, c: MS.csls_nearest(a, b, k=4),
+             "csls_self": lambda a, b, c: MS.csls_nearest(b, b, k=4, exclude_self=True),
+             "hubness": lambda a, b, c: MS.hubness(a, b),
+             "hubness_csls": lambda a, b, c: MS.hubness(a, b, csls_k=4),
+             "realism": lambda a, b, c: MS.realism_score(b, a, k=3)}
+    t = lambda a: torch.as_tensor(a)
+    for name, f in calls.items():
+        plain, tensors = f(q, train, test), f(t(q), t(train), t(test))
+        if isinstance(plain, pd.DataFrame): pd.testing.assert_frame_equal(tensors, plain, check_exact=True)
+        elif isinstance(plain, dict): assert tensors == plain, name
+        else: np.testing.assert_array_equal(tensors, plain, err_msg=name)
+        meta = lambda a: torch.empty(a.shape, dtype=torch.float64, device="meta")
+        with pytest.raises(NotImplementedError):                   # not "Tensor on device cpu is not on ... meta"
+            f(meta(q), meta(train), meta(test))

@@ -192,3 +192,26 @@ def test_torchrun_ranks_train_whole_cells_alone_as_one_process_does(prepared, tm
     for r, one in zip(results, again):
         assert one["test_cm"] == r["test_cm"] and one["best_val_f1"] == r["best_val_f1"]
         assert one["history"][0]["train_loss"] == r["history"][0]["train_loss"]
+
+
+def test_rank_0_alone_writes_the_set_files_and_the_others_wait_for_it(prepared, monkeypatch):
+    "Under torchrun only rank 0 stamps the set's files and writes its CSV; every rank passes the barrier and gets its path."
+    mx = M.SegmentationMatrix(make_run("smoke", data_root=prepared[0]), prepared[0])
+    waits, stamped = [], []
+    monkeypatch.setattr(M, "barrier", lambda: waits.append(1))
+    monkeypatch.setattr(M, "file_stamps", lambda a, b: stamped.append(len(a)) or ["s"] * len(a))
+    monkeypatch.setattr(M, "rank_world", lambda: (1, 2))
+    path = mx.set_file("val")
+    assert waits == [1] and stamped == [] and not path.exists()         # rank 1: waited, touched nothing
+    monkeypatch.setattr(M, "rank_world", lambda: (0, 2))
+    assert mx.set_file("val") == path and waits == [1, 1] and stamped == [len(mx.val)]
+    assert len(pd.read_csv(path)) == len(mx.val)
+
+
+def test_an_empty_list_of_mixes_asks_for_no_cells(prepared):
+    "The referee profile has no compute-matched mixes: an empty list is none (it once meant all, 80 extra runs)."
+    run = make_run("smoke", data_root=prepared[0], **{"segmentation.compute_matched_mixes": ()})
+    mx = M.SegmentationMatrix(run, prepared[0])
+    assert mx.cells([]) == [] and mx.compute_matched_cells() == []
+    assert {c["mix"] for c in mx.cells()} == set(run.profile.segmentation.mixes) - {m for m in run.profile.segmentation.mixes
+                                                                                      if mx.missing(m)}
