@@ -33,15 +33,6 @@ ITEM_COLUMNS = ("subset", "split", "filename", "image", "mask", *CLASSES)
 class SubsetMissing(ArasDataError):
     "A subset (synthetic set) that has not been made yet; the tables say so instead of failing."
 
-def _csv_items(root: Path, split: str) -> pd.DataFrame:
-    "Pairs of one split with their class percentages; an image missing from the CSV is an error."
-    pairs, comp = list_pairs(root, split), read_class_percentages(root, split)
-    missing = sorted(set(pairs.filename) - set(comp.filename))
-    if missing:
-        raise ArasDataError(f"{root / 'class_percentages' / f'{split}.csv'}: no composition for {len(missing)} image(s) "
-                            f"of {root / split / 'images'} (first: {missing[0]})")
-    return pairs.merge(comp, on="filename", how="left").assign(split=split)
-
 def with_composition(items: pd.DataFrame) -> pd.DataFrame:
     "`items` with the composition of each row that has none yet, from its mask (decoded when it is needed)."
     todo = items[list(CLASSES)].isna().any(axis=1)
@@ -63,6 +54,21 @@ def mask_items(folder, split: str, decode: bool = True) -> pd.DataFrame:
     items = list_pairs(folder, split).assign(**dict.fromkeys(CLASSES, math.nan), split=split)
     return with_composition(items) if decode else items
 
+def _split_items(root: Path, split: str, decode: bool = True) -> pd.DataFrame:
+    """Pairs of one split of the dataset with their class percentages from `class_percentages/<split>.csv`;
+    an image missing from the CSV is an error. Without the CSV (the archives may not carry it) the
+    compositions come from the masks (`mask_items`, `decode` as there), said in one line."""
+    path = root / "class_percentages" / f"{split}.csv"
+    if not path.exists():
+        print(f"{split}: {path} does not exist, so the compositions of {root / split} come from the masks")
+        return mask_items(root, split, decode)
+    pairs, comp = list_pairs(root, split), read_class_percentages(root, split)
+    missing = sorted(set(pairs.filename) - set(comp.filename))
+    if missing:
+        raise ArasDataError(f"{path}: no composition for {len(missing)} image(s) "
+                            f"of {root / split / 'images'} (first: {missing[0]})")
+    return pairs.merge(comp, on="filename", how="left").assign(split=split)
+
 def subset_folder(subset: str, root, synthetic_dir) -> Path:
     "Where a subset's split folder lives: the dataset root (real, synth) or the run's synthetic folder (cond, uncond)."
     return Path(synthetic_dir if subset in ("cond", "uncond") else root)
@@ -75,12 +81,11 @@ def subset_items(subset: str, root, synthetic_dir, real_splits=SPLITS, decode: b
     if subset == "real":
         splits = [s for s in real_splits if (root / s).is_dir()]
         if not splits: raise ArasDataError(f"{root}: none of the real splits {tuple(real_splits)} exists")
-        df = pd.concat([_csv_items(root, s) for s in splits], ignore_index=True)
+        df = pd.concat([_split_items(root, s, decode) for s in splits], ignore_index=True)
     elif subset in SYNTHETIC_SUBSETS:
         if not (folder / subset / "images").is_dir():
             raise SubsetMissing(f"no synthetic set at {folder / subset}")
-        has_csv = subset == "synth" and (root / "class_percentages" / "synth.csv").exists()
-        df = _csv_items(root, subset) if has_csv else mask_items(folder, subset, decode)
+        df = _split_items(root, subset, decode) if subset == "synth" else mask_items(folder, subset, decode)
     else:
         raise ArasError(f"unknown subset {subset!r}: choose from real, {', '.join(SYNTHETIC_SUBSETS)}")
     return df.assign(subset=subset)[list(ITEM_COLUMNS)]

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import AttrDict
 
-from .profiles import (DEFAULT_PROFILE, PAPER, PROFILES, GpuPractice, method, range_problems,   # chapter 00b
-                           setting_type, type_problem)
+from .profiles import DEFAULT_PROFILE, PAPER, PROFILES, GpuPractice, method       # chapter 00b
+from .settings_checks import range_problems, setting_type, type_problem          # chapter 00c
 
 
 # %% auto 0

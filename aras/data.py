@@ -18,13 +18,14 @@ from PIL import Image
 from fastcore.basics import patch
 
 from .core import ArasDataError, atomic_path, cache_dir, settings_hash
+from .profiles import NODATA_RULES, SCALINGS, UNCOND_SOURCES            # the values each rule takes (chapter 00b)
 from .landcover import CLASSES, NODATA, WATER, rgb_to_labels
 
 # %% auto 0
-__all__ = ['TILE_RE', 'SCALINGS', 'SPLITS', 'ALL_SPLITS', 'UNCOND_SOURCES', 'TilePair', 'discover_tiles', 'AlignedPair',
-           'nir_water_agreement', 'alignment_check', 'patch_status', 'scale_rgb', 'list_pairs', 'train_subset',
-           'read_png', 'decode_many', 'read_pair', 'ArasSplit', 'read_class_percentages', 'uncond_source',
-           'uncond_pool', 'data_settings', 'default_data_root', 'dataset_root', 'find_layout_root', 'require_data_root']
+__all__ = ['TILE_RE', 'SPLITS', 'ALL_SPLITS', 'TilePair', 'discover_tiles', 'AlignedPair', 'nir_water_agreement',
+           'alignment_check', 'patch_status', 'scale_rgb', 'list_pairs', 'train_subset', 'read_png', 'decode_many',
+           'read_pair', 'ArasSplit', 'read_class_percentages', 'uncond_source', 'uncond_pool', 'data_settings',
+           'default_data_root', 'dataset_root', 'find_layout_root', 'require_data_root']
 
 # %% ../nbs/03_data.ipynb 6
 TILE_RE = re.compile(r"^ESA_WorldCover_10m_2021_v200_(?P<tile>[NS]\d{2}[EW]\d{3})_(?P<kind>Map|S2RGBNIR)(?i:\.tiff?)$")
@@ -158,27 +159,33 @@ def alignment_check(tiles, size: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/03_data.ipynb 17
-def patch_status(labels: np.ndarray, s2: np.ndarray, water_max: float = 0.9) -> str:
-    "'no_data', 'water' or 'kept' for a patch of merged labels and its S2 reflectance (4, H, W)."
-    if (labels == NODATA).any() or s2.max(axis=0).min() == 0: return "no_data"   # a pixel with all bands 0
+def patch_status(labels: np.ndarray, s2: np.ndarray, water_max: float = 0.9, nodata: str = "any_pixel") -> str:
+    """'no_data', 'water' or 'kept' for a patch of merged labels and its S2 reflectance (4, H, W). No data: a label
+    pixel without a class, or by the `nodata` rule an all-black RGB patch ("authors": dataset_creator.py:138 and 176)
+    or a pixel with all four bands 0 ("any_pixel", aras's reading of the text's "missing values")."""
+    if nodata not in NODATA_RULES: raise ArasDataError(f"unknown no-data rule {nodata!r}: choose one of {NODATA_RULES}")
+    if (labels == NODATA).any(): return "no_data"
+    if not s2[:3].any() if nodata == "authors" else s2.max(axis=0).min() == 0: return "no_data"
     if np.count_nonzero(labels == WATER) > water_max * labels.size: return "water"
     return "kept"
 
 # %% ../nbs/03_data.ipynb 20
-SCALINGS = ("fixed", "patch_max")
-
 @functools.lru_cache(maxsize=8)
 def _stretch_lut(scale: float) -> np.ndarray:
-    "uint16 -> uint8 lookup table of a linear stretch (one gather per pixel instead of float arithmetic)."
+    "uint16 -> uint8 lookup table of a linear stretch, rounded (one gather per pixel instead of float arithmetic)."
     return np.clip(np.arange(65536, dtype=np.float64) * scale + 0.5, 0, 255).astype(np.uint8)
+
+@functools.lru_cache(maxsize=8)
+def _patch_max_lut(top: int) -> np.ndarray:
+    "The authors' `(s2 / s2.max() * 255).astype(np.uint8)` (dataset_creator.py:189) as a table: truncated, not rounded."
+    return np.clip(np.arange(65536, dtype=np.float64) / top * 255, 0, 255).astype(np.uint8)
 
 def scale_rgb(s2: np.ndarray, rule: str = "fixed", reflectance_max: float = 3000) -> np.ndarray:
     "8-bit RGB image (H, W, 3) from S2 reflectance (>= 3 bands, H, W) with the scaling `rule`."
     rgb = s2[:3].transpose(1, 2, 0)
-    if rule == "fixed": scale = 255 / reflectance_max
-    elif rule == "patch_max": scale = 255 / max(float(rgb.max()), 1.0)
-    else: raise ArasDataError(f"unknown scaling {rule!r}: choose one of {SCALINGS}")
-    return _stretch_lut(scale)[rgb]
+    if rule == "fixed": return _stretch_lut(255 / reflectance_max)[rgb]
+    if rule == "patch_max": return _patch_max_lut(max(int(rgb.max()), 1))[rgb]
+    raise ArasDataError(f"unknown scaling {rule!r}: choose one of {SCALINGS}")
 
 # %% ../nbs/03_data.ipynb 25
 SPLITS = ("train", "val", "test")          # the real splits; `synth` is the published synthetic set
@@ -269,8 +276,6 @@ def read_class_percentages(root, split: str) -> pd.DataFrame:
     return df[["filename", *CLASSES]]
 
 # %% ../nbs/03_data.ipynb 31
-UNCOND_SOURCES = ("own", "published")
-
 def uncond_source(run, root) -> Path:
     """The folder (`images/`, `masks/`) of `run`'s unconditional set, by `gan.synth.source`: `own`, this run's StyleGAN2
     samples (notebook 04, pseudo-labelled in 05), or `published`, the `synth/` split of the layout at `root`."""
@@ -294,6 +299,8 @@ def uncond_pool(folder, seed: int) -> pd.DataFrame:
 def data_settings(p) -> dict:
     "The settings that determine a prepared dataset (a profile's `data` section)."
     keys = ("patch_size", "class_merge", "scaling", "reflectance_max", "water_max", "split_fractions", "split_block", "max_patches")
+    new = {"nodata": "any_pixel"}         # added later: named only when not the rule earlier data were made with
+    keys += tuple(k for k, before in new.items() if p.get(k, before) != before)
     return {k: (list(p[k]) if isinstance(p[k], tuple) else p[k]) for k in keys}
 
 def default_data_root(run) -> Path:

@@ -288,13 +288,16 @@ def gan_main(argv=None):
 def gan_dir(run, kind: str) -> Path:
     "Where a run trains its `kind` GAN (checkpoints, log, best snapshot): one folder per settings of that model."
     cfg = {k: v for k, v in run.profile.gan[kind].items() if k not in SPEED_KEYS or v}   # speed switches: only when on
+    if cfg["fid"].get("stop"): cfg["fid"] = {k: v for k, v in cfg["fid"].items() if k != "stop"}   # the rule before `stop`
+    if cfg.get("ada_pipeline") == "aras": del cfg["ada_pipeline"]      # and the ADA before the 'bgc' one: earlier folders
     if run.profile.data.get("real_train_max"): cfg["real_train_max"] = run.profile.data.real_train_max   # what it saw
     return run.work_dir / "gan" / f"{kind}-{settings_hash(cfg)}"
 
 def snapshot_file(run, kind: str) -> Path | None:
-    "The file `trained_generator` samples from: the run's `best.pt` (lowest training FID), else its final `checkpoint.pt`; None untrained."
-    d = gan_dir(run, kind)
-    return next((f for f in (d / "best.pt", d / "checkpoint.pt") if f.exists()), None)
+    """The file `trained_generator` samples from: the final `checkpoint.pt` (`gan.synth.generator` "final", as the
+    authors) or the lowest-FID `best.pt` ("best"; the final one if no FID was tracked); None untrained."""
+    d, best = gan_dir(run, kind), run.profile.gan.synth.get("generator", "best") == "best"
+    return next((f for f in ((d / "best.pt",) if best else ()) + (d / "checkpoint.pt",) if f.exists()), None)
 
 # %% ../nbs/04b_gan_training.ipynb 28
 def load_generator(checkpoint, device="cpu") -> nn.Module:
@@ -309,7 +312,7 @@ def load_generator(checkpoint, device="cpu") -> nn.Module:
     return G.eval().requires_grad_(False).to(device)
 
 def trained_generator(run, kind: str, device="cpu") -> nn.Module:
-    "What the chapter samples with, read from the run's training folder: G_ema of `best.pt`, else of the final `checkpoint.pt`."
+    "What the chapter samples with, read from the run's training folder: G_ema of `snapshot_file`."
     f = snapshot_file(run, kind)
     if f is None: raise ArasError(f"{gan_dir(run, kind)}: no best.pt or checkpoint.pt: train the {kind} GAN first "
                                   f"(chapter 04, or python -m aras.gan --kind {kind})")

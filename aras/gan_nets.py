@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ada import bgc_augment, roll_each, rot90_each
 from .core import ArasError, dist_on
 from .data import decode_many, list_pairs, read_pair, train_subset
 from .landcover import CLASSES
@@ -19,9 +20,9 @@ from .landcover import CLASSES
 # %% auto 0
 __all__ = ['check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear', 'EqualConv2d', 'all_mean', 'MappingNetwork',
            'modulated_conv2d', 'SynthesisLayer', 'ToRGB', 'SynthesisBlock', 'stylegan_channels', 'Generator',
-           'minibatch_std', 'DiscriminatorBlock', 'Discriminator', 'rot90_each', 'roll_each', 'AdaAugment', 'mixed_ws',
-           'r1_penalty', 'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator', 'UNetDiscriminator',
-           'class_balanced_ce', 'AuthorsSpadeGenerator', 'PatchDiscriminator', 'cond_generator']
+           'minibatch_std', 'DiscriminatorBlock', 'Discriminator', 'AdaAugment', 'mixed_ws', 'r1_penalty',
+           'path_length_penalty', 'SPADE', 'SPADEResBlock', 'SpadeGenerator', 'UNetDiscriminator', 'class_balanced_ce',
+           'AuthorsSpadeGenerator', 'PatchDiscriminator', 'cond_generator']
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
@@ -248,25 +249,14 @@ class Discriminator(nn.Module):
         return self.out(self.fc(self.conv(x).flatten(1))).squeeze(1)
 
 # %% ../nbs/04_gan.ipynb 26
-def rot90_each(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    "Sample `b` of the square batch `x` rotated by `k[b]` quarter turns (1-3), as whole-batch ops: no Python loop, no host sync."
-    k = k.to(x.device).view(-1, 1, 1, 1)
-    return torch.where(k == 1, x.rot90(1, (2, 3)), torch.where(k == 2, x.rot90(2, (2, 3)), x.rot90(3, (2, 3))))
-
-def roll_each(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    "Sample `b` of `x` rolled by `shift[b] = (dy, dx)` pixels (wrapping, as `torch.roll`), by one gather."
-    B, C, H, W = x.shape; dev = x.device
-    shift = shift.to(dev)
-    iy = (torch.arange(H, device=dev)[None] - shift[:, :1]) % H
-    ix = (torch.arange(W, device=dev)[None] - shift[:, 1:]) % W
-    return x[torch.arange(B, device=dev)[:, None, None, None], torch.arange(C, device=dev)[None, :, None, None],
-             iy[:, None, :, None], ix[:, None, None, :]]
-
-# %% ../nbs/04_gan.ipynb 27
 class AdaAugment(nn.Module):
-    "ADA's blit and colour transforms, each applied per sample with probability `p` (a buffer, adapted in training)."
-    def __init__(self, target=0.6, ada_kimg=500, interval=4):
+    """ADA's transforms, each applied per sample with probability `p` (a buffer, adapted in training):
+    `pipeline` "aras" is the simplified blit and colour set below, "bgc" NVlabs' pipeline (`bgc_augment`)."""
+    def __init__(self, target=0.6, ada_kimg=500, interval=4, pipeline="aras"):
         super().__init__()
+        if pipeline not in ("aras", "bgc"):
+            raise ArasError(f"ADA pipeline must be 'aras' or 'bgc', got {pipeline!r}")
+        self.pipeline = pipeline
         self.register_buffer("p", torch.zeros([]))
         self.target, self.ada_kimg, self.interval = target, ada_kimg, interval
         self.register_buffer("signs", torch.zeros(2))       # running sum of sign(D(real)) and count
@@ -278,6 +268,8 @@ class AdaAugment(nn.Module):
     def forward(self, x):
         p = self.p_value()
         if p <= 0: return x
+        if self.pipeline == "bgc":
+            return bgc_augment(x, p)
         B, dev = x.shape[0], x.device
         hit = lambda: torch.rand(B, 1, 1, 1, device=dev) < p
         x = torch.where(hit(), x.flip(3), x)

@@ -114,7 +114,8 @@ class StyleGANTask:
         broadcast_params(self.G, self.D)
         self.reduce_G, self.reduce_D = GradReducer(self.G), GradReducer(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.aug = AdaAugment(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval).to(device)
+        pipeline = cfg.get("ada_pipeline", "aras")                   # NVlabs' 'bgc' in `paper` (chapter 04c)
+        self.aug = AdaAugment(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval, pipeline=pipeline).to(device)
         if cfg.aug != "ada": self.aug.p.fill_(0.0)
         # lazy regularisation rescales Adam's hyper-parameters (StyleGAN2 appendix B)
         def opt(params, interval):
@@ -308,8 +309,9 @@ class FidTracker:
     def best(self): return min(self.counted(), key=lambda h: h[1]) if self.counted() else None
     @property
     def stopped(self) -> bool:
-        c = self.cfg
-        return fid_plateau([f for _, f in self.counted()], c.patience, c.min_delta, c.alpha)
+        c = self.cfg                               # `stop` False: train to `kimg`, as the authors' code
+        plateau = fid_plateau([f for _, f in self.counted()], c.patience, c.min_delta, c.alpha)
+        return bool(c.get("stop", True)) and plateau
     def state_dict(self): return dict(history=[list(h) for h in self.history])
     def load_state_dict(self, s): self.history = [list(h) for h in s["history"]]
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_prepare.ipynb 3
 from __future__ import annotations
-import hashlib, json, shutil, urllib.error, urllib.request, zipfile
+import hashlib, json, re, shutil, urllib.error, urllib.request, zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,15 +13,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .core import ArasDataError, ArasDownloadError, atomic_path, cache_dir, file_stamp, settings_hash, write_json
-from .landcover import CLASSES, RARE_CODES, class_legend, composition_row, labels_to_rgb, merge_classes
+from .landcover import CLASSES, RARE_CODES, class_legend, composition_row, labels_to_rgb, merge_classes, rgb_to_labels
 from .data import (ALL_SPLITS, SPLITS, AlignedPair, TilePair, _write_png, discover_tiles, find_layout_root, list_pairs,
-                       patch_status, read_class_percentages, read_pair, scale_rgb)
+                       patch_status, read_class_percentages, read_pair, read_png, scale_rgb)
 
 # %% auto 0
-__all__ = ['PERCENT_TOL', 'ZENODO_RECORD', 'ZENODO_URL', 'ARCHIVE_MD5', 'PAPER_COUNTS', 'EARTH_AUTHALIC_KM', 'assign_splits',
-           'raw_inputs', 'prepare_dataset', 'percentage_problems', 'check_layout', 'md5sum', 'verify_archives',
-           'download_file', 'extract_archive', 'download_aras400k', 'geodesic_area_km2', 'dataset_summary',
-           'composition_frame', 'plot_class_composition']
+__all__ = ['PERCENT_TOL', 'ZENODO_RECORD', 'ZENODO_URL', 'ARCHIVE_MD5', 'LAYOUT_FOLDER', 'PAPER_COUNTS', 'EARTH_AUTHALIC_KM',
+           'assign_splits', 'raw_inputs', 'prepare_dataset', 'percentage_problems', 'check_layout', 'md5sum',
+           'verify_archives', 'download_file', 'split_of_name', 'extract_archive', 'download_aras400k',
+           'geodesic_area_km2', 'dataset_summary', 'split_compositions', 'composition_frame', 'plot_class_composition']
 
 # %% ../nbs/03a_prepare.ipynb 6
 def assign_splits(kept: pd.DataFrame, fractions=(0.8, 0.1, 0.1), block: int = 2, seed: int = 0) -> pd.Series:
@@ -41,7 +41,7 @@ def assign_splits(kept: pd.DataFrame, fractions=(0.8, 0.1, 0.1), block: int = 2,
 
 # %% ../nbs/03a_prepare.ipynb 9
 def _tile_records(ap: AlignedPair, staging: Path, size: int, class_merge: str, scaling: str,
-                  reflectance_max: float, water_max: float, max_patches=None) -> pd.DataFrame:
+                  reflectance_max: float, water_max: float, max_patches=None, nodata="any_pixel") -> pd.DataFrame:
     "Classify every patch of one tile; write kept ones to `staging`; return one row per patch."
     rows, (n_rows, n_cols) = [], ap.grid(size)
     for i in range(n_rows):
@@ -50,7 +50,7 @@ def _tile_records(ap: AlignedPair, staging: Path, size: int, class_merge: str, s
         for j in range(n_cols):
             sl = np.s_[:, j * size:(j + 1) * size]
             lab, pix = labels[sl], s2[(slice(None),) + sl]
-            status, name = patch_status(lab, pix, water_max), f"{ap.pair.tile}_{i:03d}_{j:03d}.png"
+            status, name = patch_status(lab, pix, water_max, nodata), f"{ap.pair.tile}_{i:03d}_{j:03d}.png"
             if status == "kept":
                 _write_png(scale_rgb(pix, scaling, reflectance_max), staging / "images" / name)
                 _write_png(labels_to_rgb(lab), staging / "masks" / name)
@@ -84,7 +84,7 @@ def _prepare_tile(tile: str, map_path: str, s2_path: str, staging: str, s: dict)
     if not record.exists():
         with AlignedPair(TilePair(tile, Path(map_path), Path(s2_path))) as ap:
             df = _tile_records(ap, Path(staging), s["patch_size"], s["class_merge"], s["scaling"], s["reflectance_max"],
-                               s["water_max"], s["max_patches"])
+                               s["water_max"], s["max_patches"], s.get("nodata", "any_pixel"))
         with atomic_path(record) as tmp: df.to_csv(tmp, index=False)
     return record
 
@@ -288,28 +288,71 @@ def download_file(url: str, dest, md5: str | None = None, timeout: float = 20, p
     part.replace(dest)
     return dest
 
-# %% ../nbs/03a_prepare.ipynb 20
-def extract_archive(archive, dest) -> Path:
-    "Unpack a zip archive into `dest` (via a temporary folder, so a failed unpack leaves nothing behind)."
+# %% ../nbs/03a_prepare.ipynb 21
+LAYOUT_FOLDER = "ARAS400k"       # the folder the archives unpack to, as the authors' README names it
+_LAYOUT_NAMES = (*ALL_SPLITS, "images", "masks", "class_percentages")   # parts of the layout, never a wrapper
+
+def split_of_name(*names: str) -> str | None:
+    "The one split that is a word of `names` (`ARAS400k_val.zip`: val); None when they say none or several."
+    words = {w for n in names for w in re.split(r"[^a-z0-9]+", n.lower())}
+    found = words & set(ALL_SPLITS)
+    return found.pop() if len(found) == 1 else None
+
+def _entries(folder: Path) -> list[Path]:
+    "What a folder holds, without dot files and the `__MACOSX` folder macOS zip tools add."
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX")
+
+def _layout_moves(unpacked: Path, archive: Path, root: Path) -> list[tuple[Path, Path]]:
+    """Where each item of an unpacked archive goes in the layout at `root`: a single top folder of any name
+    is dropped; split folders (with class_percentages/ and the rest) go to `root`; the images/ and masks/ of
+    a one-split archive go to `root/<split>`, the split said by the archive's name or the dropped folder's.
+    Anything else is an error naming the archive and what it holds: splits are never merged."""
+    base, dropped = unpacked, []
+    while len(items := _entries(base)) == 1 and items[0].is_dir() and items[0].name not in _LAYOUT_NAMES:
+        base = items[0]
+        dropped.append(base.name)
+    names = {p.name for p in items}
+    has_splits, loose = bool(names & set(ALL_SPLITS)), bool(names & {"images", "masks"})
+    if has_splits and not loose:
+        return [(p, root / p.name) for p in items]
+    one_split, split = loose and not has_splits, split_of_name(archive.name, *dropped)
+    if one_split and split:
+        return [(p, root / (p.name if p.name == "class_percentages" else f"{split}/{p.name}")) for p in items]
+    found = ", ".join(p.name + "/" * p.is_dir() for p in items[:8]) + (" ..." if len(items) > 8 else "")
+    why = (f"the images and masks of one split, but neither its name nor its folder says which split "
+           f"({', '.join(ALL_SPLITS)}); rename it after its split, e.g. train.zip" if one_split
+           else "expected <split>/images|masks (under at most one top folder) or one split's images/")
+    where = f"in {'/'.join(dropped)}/" if dropped else "at its top"
+    raise ArasDataError(f"{archive}: {found or 'nothing'} {where}: {why}; nothing was unpacked")
+
+def _merge(src: Path, target: Path):
+    "Move `src` to `target`; into a folder that is there already item by item, so nothing else in it is lost."
+    if src.is_dir() and target.is_dir():
+        for p in src.iterdir():
+            _merge(p, target / p.name)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src.replace(target)                           # a file of the same name: the archive's copy replaces it
+
+def extract_archive(archive, dest, folder: str = LAYOUT_FOLDER) -> Path:
+    """Unpack a zip archive into the layout at `dest/folder` (`<split>/images|masks`, `class_percentages/`),
+    whichever of the layouts it has (`_layout_moves`); return that root. Unpacked into a temporary folder
+    first: a bad archive or an unknown layout leaves nothing behind, and what `dest` holds already stays."""
     archive, dest = Path(archive), Path(dest)
     tmp = dest / f".unpack-{archive.stem}"
+    shutil.rmtree(tmp, ignore_errors=True)                # an interrupted unpack's leftovers
     try:
-        with zipfile.ZipFile(archive) as z: z.extractall(tmp)
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(tmp)
+        for src, target in _layout_moves(tmp, archive, dest / folder):
+            _merge(src, target)
     except zipfile.BadZipFile as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ArasDataError(f"{archive}: not a valid zip archive ({e})") from e
-    for item in tmp.iterdir():
-        target = dest / item.name
-        if target.exists() and item.is_dir():
-            for sub in item.rglob("*"):
-                if sub.is_file():
-                    (target / sub.relative_to(item)).parent.mkdir(parents=True, exist_ok=True)
-                    sub.replace(target / sub.relative_to(item))
-        else: item.replace(target)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest / folder
 
-# %% ../nbs/03a_prepare.ipynb 21
+# %% ../nbs/03a_prepare.ipynb 23
 def download_aras400k(dest, names=tuple(ARCHIVE_MD5), base_url: str = ZENODO_URL, extract=True, progress=True) -> Path:
     "Download, verify and unpack the published ARAS400k archives into `dest`; return the layout root."
     dest = Path(dest)
@@ -320,9 +363,9 @@ def download_aras400k(dest, names=tuple(ARCHIVE_MD5), base_url: str = ZENODO_URL
         if not (archive.exists() and md5sum(archive) == ARCHIVE_MD5.get(name)):
             download_file(base_url.format(name=name), archive, ARCHIVE_MD5.get(name), progress=progress)
         if extract: extract_archive(archive, dest)
-    return find_layout_root(dest) if extract else dest
+    return dest / LAYOUT_FOLDER if extract else dest
 
-# %% ../nbs/03a_prepare.ipynb 23
+# %% ../nbs/03a_prepare.ipynb 25
 PAPER_COUNTS = dict(extracted=157_283, water=7_063, no_data=49_980, kept=100_240, area_km2=656_933,
                     rare=1_719, train=80_182)  # ARAS400k paper, Sections 3.1 and 5
 
@@ -334,7 +377,7 @@ def geodesic_area_km2(left, bottom, right, top) -> np.ndarray:
     l, b, r, t = (np.radians(np.asarray(v, np.float64)) for v in (left, bottom, right, top))
     return EARTH_AUTHALIC_KM ** 2 * (r - l) * (np.sin(t) - np.sin(b))
 
-# %% ../nbs/03a_prepare.ipynb 24
+# %% ../nbs/03a_prepare.ipynb 26
 def dataset_summary(patches: pd.DataFrame | None, splits: dict, patch_size: int = 256, pixel_m: float = 10) -> pd.DataFrame:
     """Table 0: extracted, removed, kept, area and split counts, with shares, beside the paper's numbers. Area as the paper
     counts it (kept patches x nominal 10 m pixels) and, from the patch bounds, on the globe (EPSG:4326 pixels shrink
@@ -363,14 +406,25 @@ def dataset_summary(patches: pd.DataFrame | None, splits: dict, patch_size: int 
                               paper=P.get(sp, np.nan), paper_pct=100 * P[sp] / P["kept"] if sp in P else np.nan))
     return pd.DataFrame(table)
 
+def split_compositions(root, split: str) -> pd.DataFrame:
+    """A split's class percentages (`filename` + CLASSES): its `class_percentages/<split>.csv`, or, without one (the
+    archives may not carry it), its masks' own, said in one line."""
+    root, path = Path(root), Path(root) / "class_percentages" / f"{split}.csv"
+    if path.exists(): return read_class_percentages(root, split)
+    masks = sorted((root / split / "masks").glob("*.png"))
+    print(f"{split}: {path} does not exist, so its compositions come from its {len(masks)} masks")
+    rows = [composition_row(p.name, rgb_to_labels(read_png(p), str(p))) for p in masks]
+    return pd.DataFrame(rows, columns=["filename", *CLASSES])
+
 def composition_frame(root, sets=SPLITS) -> pd.DataFrame:
-    "Long table (set, class, percent) of every patch's class percentages, from `class_percentages/<set>.csv`."
-    frames = [read_class_percentages(root, s).melt(id_vars="filename", var_name="class", value_name="percent").assign(set=s)
-              for s in sets if (Path(root) / "class_percentages" / f"{s}.csv").exists()]
-    if not frames: raise ArasDataError(f"{root}: no class_percentages/<split>.csv files")
+    "Long table (set, class, percent) of every patch's class percentages of `sets` that are there (`split_compositions`)."
+    there = [s for s in sets if (Path(root) / s).is_dir() or (Path(root) / "class_percentages" / f"{s}.csv").exists()]
+    if not there: raise ArasDataError(f"{root}: none of the splits {tuple(sets)} is here")
+    frames = [split_compositions(root, s).melt(id_vars="filename", var_name="class", value_name="percent").assign(set=s)
+              for s in there]
     return pd.concat(frames, ignore_index=True)
 
-# %% ../nbs/03a_prepare.ipynb 25
+# %% ../nbs/03a_prepare.ipynb 27
 def plot_class_composition(comp: pd.DataFrame, synthetic=(), note: str = ""):
     "Paper Figure 3: mean share of pixels per class and share of patches holding each class, per set; synthetic sets hatched."
     import matplotlib.pyplot as plt

@@ -15,13 +15,13 @@ from PIL import Image
 
 from .core import ArasDataError, atomic_path, cache_dir, get_profile, markdown_table, settings_hash
 from .distributional import distributional_rows, set_metrics
-from .metric_studies import nearest, perturbation_study
+from .metric_studies import _pairwise_rows, nearest, pearson_table, perturbation_study, pixel_entropy
 from .metrics import available_spaces, extract_features, features_on, images_at, knn, load_image, sample_capped
 
 # %% auto 0
 __all__ = ['IMAGE_SUFFIXES', 'ORIENTATION', 'DEGRADATIONS', 'list_images', 'read_raw', 'Radiometry', 'read_radiometry',
            'looks_blank', 'check_stretch', 'prepare_set', 'floor_ratio', 'score_transforms', 'orientation_summary',
-           'memorisation', 'plot_pairs', 'ScoreReport', 'score', 'reading', 'write_report']
+           'memorisation', 'plot_pairs', 'entropy_bias', 'ScoreReport', 'score', 'reading', 'write_report']
 
 # %% ../nbs/10_score.ipynb 7
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -107,13 +107,17 @@ def looks_blank(img: np.ndarray) -> bool:
     lo, hi = np.percentile(img, (1, 99))
     return bool(ends or hi <= 25 or lo >= 230)
 
-def check_stretch(images: list, paths: list, rad: Radiometry, max_images: float = 0.1):
-    "Refuse a set where more than `max_images` of the images look blank under the stretch `rad`."
-    bad = [p for a, p in zip(images, paths) if looks_blank(a)]
-    if len(bad) > max_images * len(paths):
-        raise ArasDataError(
-            f"{bad[0]}: the stretch {rad.lo:g}-{rad.hi:g} ({rad.source}) leaves {len(bad)} of {len(paths)} images "
-            "nearly black or white; give the range of the stored values (--range LO HI)")
+def check_stretch(images: list, paths: list, rad: Radiometry, max_images: float = 0.1, sample: int = 500,
+                  seed: int = 0):
+    """Refuse a set where more than `max_images` of the images (arrays or files) look blank under the stretch `rad`,
+    judged on a seeded sample of at most `sample`, decoded one at a time: 50k images are never all in memory."""
+    n = len(paths)
+    idx = range(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    bad = [paths[i] for i in idx if looks_blank(load_image(images[i]))]
+    if len(bad) > max_images * len(idx):
+        of = f"{len(bad)} of {len(idx)} images" + (f" (a sample of {n})" if len(idx) < n else "")
+        raise ArasDataError(f"{bad[0]}: the stretch {rad.lo:g}-{rad.hi:g} ({rad.source}) leaves {of} nearly black "
+                            "or white; give the range of the stored values (--range LO HI)")
 
 # %% ../nbs/10_score.ipynb 16
 def _as_png(paths, rad: Radiometry, bands, folder: Path) -> list[Path]:
@@ -141,7 +145,7 @@ def prepare_set(folder, label: str, px: int | None, n: int | None = None, seed: 
     if not as_is:
         key = settings_hash([str(Path(p).resolve()) for p in paths], rad.lo, rad.hi, bands)
         native = _as_png(paths, rad, bands, work / key / "images")
-    check_stretch([load_image(p) for p in native], list(paths), rad)
+    check_stretch(native, list(paths), rad, seed=seed)
     return images_at(native, px, work), rad
 
 # %% ../nbs/10_score.ipynb 19
@@ -186,6 +190,18 @@ def plot_pairs(nn: pd.DataFrame, fake: list, real: list, n: int = 8):
     return fig
 
 # %% ../nbs/10_score.ipynb 29
+def entropy_bias(nn: pd.DataFrame, fake: list, real: list, n_max: int = 200, n_boot: int = 200, n_perm: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:
+    """Pearson r of each pixel metric (PSNR, SSIM, MS-SSIM) of the sample / nearest-real pairs of `nn` with the
+    pair's mean pixel entropy, for the first `n_max` samples in file order (chapter 07b's entropy bias, on the
+    user's pairs)."""
+    pairs = nn.sort_values("fake").head(n_max)
+    A, B = [load_image(fake[i]) for i in pairs.fake], [load_image(real[j]) for j in pairs.real]
+    ent = np.array([(pixel_entropy(a) + pixel_entropy(b)) / 2 for a, b in zip(A, B)])
+    scores = {k: v for k, v in _pairwise_rows(A, B, {}).items() if np.isfinite(v).any()}
+    return pearson_table(ent, scores, n_boot, seed, n_perm).assign(pairing="sample - nearest real")
+
+# %% ../nbs/10_score.ipynb 32
 @dataclass
 class ScoreReport:
     "What `score` found: tables, the memorisation check, the sets as scored and a reading in words."
@@ -193,12 +209,13 @@ class ScoreReport:
     orientation: pd.DataFrame
     memorisation: dict
     nearest: pd.DataFrame
+    entropy: pd.DataFrame
     spaces: pd.DataFrame
     sets: dict
     stretch: dict
     reading: list
 
-# %% ../nbs/10_score.ipynb 30
+# %% ../nbs/10_score.ipynb 33
 def _features(sets: dict, spaces: dict, batch: int, progress: bool) -> dict:
     return {sp: {k: extract_features(e, v, batch, progress=progress, desc=f"{sp}: {k}") for k, v in sets.items()}
             for sp, e in spaces.items()}
@@ -220,7 +237,7 @@ def _orientation(real: list, spaces: dict, settings, seed: int, progress: bool, 
     return perturbation_study([real[i] for i in pick], spaces, transforms, settings, {},
                               seed, int(settings.batch_size), progress=progress, device=device)
 
-# %% ../nbs/10_score.ipynb 31
+# %% ../nbs/10_score.ipynb 34
 def score(real, fake, held_out=None, spaces=("lite0", "lite0+rot8"), settings=None, profile: str = "small",
           seed: int = 0, device: str = "cpu", weights=None, real_range=None, fake_range=None, bands=None,
           domain_record=None, progress: bool = True, work=None) -> ScoreReport:
@@ -243,11 +260,12 @@ def score(real, fake, held_out=None, spaces=("lite0", "lite0+rot8"), settings=No
     orient = _orientation(sets["real"], built, S, seed, progress, device)
     first = next(iter(built))
     mem, nn = memorisation(feats[first]["real"], feats[first]["fake"])
-    rep = ScoreReport(table, orient, dict(mem, space=first), nn, status, sets, stretch, [])
+    ent = entropy_bias(nn, sets["fake"], sets["real"], n_boot=int(S.n_boot), n_perm=int(S.n_perm), seed=seed)
+    rep = ScoreReport(table, orient, dict(mem, space=first), nn, ent, status, sets, stretch, [])
     rep.reading = reading(rep)
     return rep
 
-# %% ../nbs/10_score.ipynb 33
+# %% ../nbs/10_score.ipynb 36
 def _fid_sentence(r) -> str:
     s = (f"In {r.space}, FID {r.value:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}] is {r.floor_ratio:.2f}x the real-vs-real "
          f"floor {r.floor:.3g} ({r.floor_sizes} images)")
@@ -267,6 +285,14 @@ def _orientation_sentences(summary: pd.DataFrame) -> list[str]:
         out.append(f"Orientation moves {best.space} least: trust it over the others for these images.")
     return out
 
+def _entropy_sentences(ent: pd.DataFrame) -> list[str]:
+    strong = ent[(ent.r.abs() >= 0.5) & (ent.p_value < 0.05)]
+    if not len(strong):
+        return ["Pixel metrics do not follow pixel entropy clearly on these pairs (|r| < 0.5 or p >= 0.05)."]
+    rs = ", ".join(f"{r.metric} r = {r.r:.2f} (p {r.p})" for r in strong.itertuples())
+    return [f"Pixel metrics follow the pixel entropy of the pairs ({rs}): "
+            "compare them only between sets of similar entropy."]
+
 def reading(rep: ScoreReport) -> list[str]:
     "The report's opening sentences."
     fid = rep.metrics[rep.metrics.metric == "FID"]
@@ -278,17 +304,19 @@ def reading(rep: ScoreReport) -> list[str]:
     out.append(f"{m['share_below']:.0%} of the samples are closer to a real image ({m['space']}) than 95% of real "
                f"images are to their nearest other real image (about {m['expected']:.0%} without copying); "
                "the closest pairs are in score_pairs.png.")
+    out += _entropy_sentences(rep.entropy)
     if rep.spaces.status.ne("ok").any():
         missing = [f"{r.space} ({r.status})" for r in rep.spaces.itertuples() if r.status != "ok"]
         out.append("Not scored: " + "; ".join(missing))
     return out
 
-# %% ../nbs/10_score.ipynb 34
+# %% ../nbs/10_score.ipynb 37
 def write_report(rep: ScoreReport, out) -> Path:
     "Write `score.md` (the reading, then the tables), the CSV tables and the pairs figure into folder `out`."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tables = dict(score_metrics=rep.metrics, score_orientation=rep.orientation, score_nearest=rep.nearest)
+    tables = dict(score_metrics=rep.metrics, score_orientation=rep.orientation, score_nearest=rep.nearest,
+                  score_entropy_bias=rep.entropy)
     for name, df in tables.items():
         with atomic_path(out / f"{name}.csv") as tmp_: df.to_csv(tmp_, index=False)
     fig = plot_pairs(rep.nearest, rep.sets["fake"], rep.sets["real"])
@@ -297,6 +325,8 @@ def write_report(rep: ScoreReport, out) -> Path:
     cols = ["space", "metric", "value", "ci_low", "ci_high", "floor", "floor_ratio", "floor_sizes"]
     md_ = ["# Scores", "", *[f"- {s}" for s in rep.reading], "", "## Set metrics against the real floor", "",
            markdown_table(rep.metrics[cols], ".4g"), "", "## Orientation (rotations and flips of the real images)", "",
-           markdown_table(orientation_summary(rep.orientation), ".3g"), "", "![closest pairs](score_pairs.png)", ""]
+           markdown_table(orientation_summary(rep.orientation), ".3g"), "", "![closest pairs](score_pairs.png)", "",
+           "## Entropy bias (sample / nearest real pairs)", "",
+           markdown_table(rep.entropy[["metric", "n", "r", "p", "ci_low", "ci_high"]], ".3g"), ""]
     with atomic_path(out / "score.md") as tmp_: tmp_.write_text("\n".join(md_))
     return out / "score.md"

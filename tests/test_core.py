@@ -14,7 +14,9 @@ from aras.core import (ArasError, atomic_path, get_profile, make_run, markdown_t
 def test_profiles_hold_the_paper_settings():
     small, paper = get_profile("smoke"), get_profile("paper")
     assert paper.data.patch_size == 256 and paper.data.scaling == "patch_max"   # the authors' PNG scaling
-    assert small.data.scaling == "fixed" and small.data.class_merge == paper.data.class_merge == "paper"
+    assert small.data.scaling == "fixed" and small.data.class_merge == "paper"          # small: the text's merge
+    assert paper.data.class_merge == "script" and paper.data.nodata == "authors"       # paper: the authors' script
+    assert get_profile("paper_text").data.class_merge == "paper"                       # the text, one layer away
     assert small.data.water_max == paper.data.water_max == 0.9
 
 
@@ -126,7 +128,8 @@ def test_smoke_outputs_say_they_are_not_results(tmp_path):
 
 def test_settings_are_typed_and_overrides_checked_against_the_types():
     import dataclasses
-    from aras.profiles import PAPER, Settings, setting_type
+    from aras.profiles import PAPER, Settings
+    from aras.settings_checks import setting_type
     assert PAPER == dataclasses.asdict(Settings())                 # the dict every chapter reads is the dataclass's
     assert setting_type("segmentation.epochs") is int and setting_type("gan.cond.fid.every_kimg") is float
     for key, bad in [("segmentation.epochs", "ten"), ("data.split_block", 2.5), ("segmentation.augment", "no"),

@@ -202,9 +202,19 @@ def test_patch_status_rules():
 def test_scalings():
     s2 = np.array([300, 1500, 6000, 9000], np.uint16).reshape(4, 1, 1) * np.ones((1, 2, 2), np.uint16)
     assert D.scale_rgb(s2, "fixed", 3000)[0, 0].tolist() == [26, 128, 255]
-    assert D.scale_rgb(s2, "patch_max")[0, 0].tolist() == [13, 64, 255]
+    assert D.scale_rgb(s2, "patch_max")[0, 0].tolist() == [12, 63, 255]                  # 12.75 and 63.75, truncated
     with pytest.raises(ArasDataError, match="unknown scaling"):
         D.scale_rgb(s2, "log")
+
+
+def test_patch_max_is_the_authors_conversion_bit_for_bit():
+    "`patch_max` as dataset_creator.py:189, `(s2_patch / s2_patch.max() * 255).astype(np.uint8)`, on random patches."
+    r = np.random.default_rng(0)
+    for top in (1, 255, 3001, 9999, 65535):
+        s2 = r.integers(0, top + 1, (4, 32, 32)).astype(np.uint16); s2[0, 0, 0] = top
+        rgb = s2[:3].transpose(1, 2, 0)
+        assert np.array_equal(D.scale_rgb(s2, "patch_max"), (rgb / rgb.max() * 255).astype(np.uint8)), top
+    assert not D.scale_rgb(np.zeros((4, 2, 2), np.uint16), "patch_max").any()          # an all-zero patch stays 0
 
 
 def test_splits_deal_whole_blocks_deterministically():

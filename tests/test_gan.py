@@ -17,7 +17,7 @@ import aras.gan as gan
 import aras.gan_nets as nets
 import aras.gan_tasks as tasks
 import aras.stats as stats
-from aras.core import SPEED_KEYS, ArasDataError, ArasError, get_profile, settings_hash
+from aras.core import SPEED_KEYS, ArasDataError, ArasError, get_profile, settings_hash, speed_settings
 from aras.data import list_pairs, read_png
 from aras.landcover import labels_to_rgb, rgb_to_labels
 
@@ -40,6 +40,13 @@ def pixel_features(x):
 
 def small(kind, **kw):
     return get_profile("smoke", **{**SMALL_U, **SMALL_C, **{f"gan.{kind}.{k}": v for k, v in kw.items()}}).gan[kind]
+
+
+def settings_before(cfg) -> dict:
+    "A GAN section as hashed before the speed switches, `fid.stop` and `ada_pipeline` existed (their old values)."
+    out = {k: v for k, v in cfg.items() if k not in SPEED_KEYS and not (k == "ada_pipeline" and v == "aras")}
+    out["fid"] = {k: v for k, v in out["fid"].items() if not (k == "stop" and v)}
+    return out
 
 
 def with_fid(kind, **fid):
@@ -652,7 +659,7 @@ def test_gpu_practice_switches_train_and_leave_default_folders_alone(kind, data1
     assert task.G.state_dict()[next(iter(task.G.state_dict()))].dtype == torch.float32   # weights stay fp32
     class R: work_dir = tmp_path
     R.profile = get_profile("smoke", over)
-    cfg0 = {k: v for k, v in R.profile.gan[kind].items() if k not in SPEED_KEYS}
+    cfg0 = settings_before(R.profile.gan[kind])
     cfg0["real_train_max"] = R.profile.data.real_train_max                # the real subset it learns from names it too
     assert gan.gan_dir(R, kind).name == f"{kind}-{settings_hash(cfg0)}"   # switches off: the folder of a profile without them
     R.profile = get_profile("smoke", {**over, **fast}); assert gan.gan_dir(R, kind).name != f"{kind}-{settings_hash(cfg0)}"
@@ -704,6 +711,26 @@ def test_snapshot_file_is_what_trained_generator_loads(tmp_path):
     G_best = save("best.pt", 2)
     assert gan.snapshot_file(R, "uncond") == d / "best.pt"
     assert gan.weights_digest(gan.trained_generator(R, "uncond")) == gan.weights_digest(G_best) != gan.weights_digest(G_last)
+    R.profile = get_profile("smoke", {**SMALL_U, "gan.synth.generator": "final"})     # the authors: the final network
+    assert gan.gan_dir(R, "uncond") == d and gan.snapshot_file(R, "uncond") == d / "checkpoint.pt"
+    assert gan.weights_digest(gan.trained_generator(R, "uncond")) == gan.weights_digest(G_last)
+
+
+def test_the_authors_fixed_length_ignores_the_plateau_and_the_text_rule_keeps_its_folder(data16):
+    """`fid.stop` False (the paper profile, as the authors' code) never stops early; True (the text, small) stops on the
+    plateau and names the training folder as before the setting existed."""
+    flat = [[k + 1.0, 50.0] for k in range(12)]                                    # no progress at all
+    for stop, stops in ((True, True), (False, False)):
+        cfg = get_profile("paper", {f"gan.uncond.fid.{k}": v for k, v in dict(stop=stop, patience=3).items()}).gan.uncond
+        tracker = tasks.FidTracker("uncond", data16, cfg.fid, "/nonexistent")
+        tracker.history = flat
+        assert tracker.stopped is stops
+    class R: work_dir = Path("/w")
+    R.profile = get_profile("small")
+    cfg0 = {**settings_before(R.profile.gan.uncond), **speed_settings(R.profile.gan.uncond)}
+    cfg0["real_train_max"] = R.profile.data.real_train_max
+    assert R.profile.gan.uncond.fid.stop and gan.gan_dir(R, "uncond").name == f"uncond-{settings_hash(cfg0)}"
+    assert get_profile("paper").gan.uncond.fid.stop is False and get_profile("paper").gan.synth.generator == "final"
 
 
 def test_on_a_gpu_the_fid_tracker_keeps_its_features_there(data16, tmp_path, monkeypatch):
@@ -778,3 +805,14 @@ def test_the_gan_command_without_out_trains_where_the_chapter_reads(prepared, tm
     gan.gan_main(["--kind", "uncond", "--data-root", str(root), "--profile", "smoke", "--set", *sets])
     run = make_run("smoke", root, tmp_path / "figs", overrides=sets)
     assert gan.snapshot_file(run, "uncond") == gan.gan_dir(run, "uncond") / "checkpoint.pt"
+
+
+def test_the_paper_profile_trains_with_nvlabs_bgc_ada_and_small_keeps_its_folder():
+    "`paper` builds the 'bgc' pipeline (chapter 04c); `small`'s simpler ADA leaves its training folder's name as it was."
+    assert get_profile("paper").gan.uncond.ada_pipeline == "bgc" and get_profile("small").gan.uncond.ada_pipeline == "aras"
+    assert tasks.StyleGANTask(small("uncond", ada_pipeline="bgc")).aug.pipeline == "bgc"
+    assert tasks.StyleGANTask(small("uncond")).aug.pipeline == "aras"
+    class R: work_dir = Path("/w")
+    R.profile = get_profile("small"); before = gan.gan_dir(R, "uncond")
+    R.profile = get_profile("small", **{"gan.uncond.ada_pipeline": "bgc"})
+    assert before.name == "uncond-71f9d8335460" != gan.gan_dir(R, "uncond").name    # the committed small run's folder

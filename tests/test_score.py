@@ -101,3 +101,18 @@ def test_the_command_writes_the_report_and_bad_input_ends_in_one_line(tmp_path, 
     assert main(["score", str(tmp_path / "empty"), str(fake)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "empty: no images" in err[0]
+
+
+def test_the_blank_check_decodes_a_sample_one_image_at_a_time(tmp_path, monkeypatch):
+    "A large set is judged on a seeded sample of 500 images, each decoded alone: never the whole set in memory."
+    import aras.score as S
+    good = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(good).save(tmp_path / "g.png")
+    decoded = []
+    real_load = S.load_image
+    monkeypatch.setattr(S, "load_image", lambda p: decoded.append(p) or real_load(p))
+    paths = [tmp_path / "g.png"] * 2000
+    S.check_stretch(paths, paths, S.read_radiometry([tmp_path / "g.png"]))
+    assert len(decoded) == 500                                        # a sample, not the 2000
+    S.check_stretch(paths[:40], paths[:40], S.read_radiometry([tmp_path / "g.png"]))
+    assert len(decoded) == 540                                        # a small set: every image
