@@ -67,7 +67,11 @@ def test_claims_table_on_known_contrasts(tmp_path):
 def test_contradicted_when_augmentation_hurts(tmp_path):
     contrasts_at({}, se=0.3, df=20, default=-3.0).to_csv(tmp_path / "seg_contrasts.csv", index=False)
     t = C.claims_table(tmp_path).set_index("claim")
-    assert t.loc[AUG, "verdict"] == "contradicted (Real + Cond.)"
+    assert t.loc[AUG, "verdict"] == "contradicted (Real + Cond., Real + Uncond. 3x, Real + Uncond. 3x + Cond.)"
+    contrasts_at({("real_uncond_3x", "real"): 0.1}, se=0.3, df=20, default=-3.0).to_csv(tmp_path / "seg_contrasts.csv",
+                                                                                        index=False)
+    t = C.claims_table(tmp_path).set_index("claim")                  # every mix that hurts is named, no other
+    assert t.loc[AUG, "verdict"] == "contradicted (Real + Cond., Real + Uncond. 3x + Cond.)"
 
 
 def test_best_augmentation_reports_the_smallest_margin(tmp_path):
