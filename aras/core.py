@@ -22,8 +22,8 @@ __all__ = ['LITE0_DEPTHS', 'SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDown
            'check_model_folder', 'lite0_to_timm', 'lite0_imagenet_file', 'seed_everything', 'resolve_device', 'Run',
            'profile_notes', 'make_run', 'process_share', 'one_line_errors', 'RankBatches', 'file_stamp', 'atomic_path',
            'write_json', 'save_torch', 'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown',
-           'save_table', 'save_figure', 'settings_hash', 'speed_settings', 'autocast', 'use_tf32', 'compiled',
-           'dist_on', 'rank_world', 'rank_batch', 'barrier', 'local_device', 'init_distributed']
+           'save_table', 'save_figure', 'without_defaults_of_old', 'settings_hash', 'speed_settings', 'autocast',
+           'use_tf32', 'compiled', 'dist_on', 'rank_world', 'rank_batch', 'barrier', 'local_device', 'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -373,6 +373,16 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
     return run.fig_dir / f"{name}.png"
 
 # %% ../nbs/00_core.ipynb 46
+def without_defaults_of_old(cfg: dict, old: dict) -> dict:
+    """`cfg` without the (dotted) settings that still hold the value `old` gives them: settings added after results
+    existed name a hash only when they change what those results were made with."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for key, before in old.items():
+        *up, leaf = key.split(".")
+        d = functools.reduce(lambda d, k: d.get(k, {}), up, out)
+        if leaf in d and d[leaf] == before: del d[leaf]
+    return out
+
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -17,7 +17,7 @@ from rasterio.windows import Window, from_bounds
 from PIL import Image
 from fastcore.basics import patch
 
-from .core import ArasDataError, atomic_path, cache_dir, settings_hash
+from .core import ArasDataError, atomic_path, cache_dir, settings_hash, without_defaults_of_old
 from .profiles import NODATA_RULES, SCALINGS, UNCOND_SOURCES            # the values each rule takes (chapter 00b)
 from .landcover import CLASSES, NODATA, WATER, rgb_to_labels
 
@@ -299,9 +299,8 @@ def uncond_pool(folder, seed: int) -> pd.DataFrame:
 def data_settings(p) -> dict:
     "The settings that determine a prepared dataset (a profile's `data` section)."
     keys = ("patch_size", "class_merge", "scaling", "reflectance_max", "water_max", "split_fractions", "split_block", "max_patches")
-    new = {"nodata": "any_pixel"}         # added later: named only when not the rule earlier data were made with
-    keys += tuple(k for k, before in new.items() if p.get(k, before) != before)
-    return {k: (list(p[k]) if isinstance(p[k], tuple) else p[k]) for k in keys}
+    out = {k: (list(p[k]) if isinstance(p[k], tuple) else p[k]) for k in (*keys, "nodata") if k in p}
+    return without_defaults_of_old(out, {"nodata": "any_pixel"})   # added later: earlier data keep their folders
 
 def default_data_root(run) -> Path:
     "Where a run prepares toyland patches: the cache, in a folder named by the settings."

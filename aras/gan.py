@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
                        SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed,
+                       without_defaults_of_old,
                        rank_batch, rank_world, save_torch, settings_hash)
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
@@ -288,8 +289,7 @@ def gan_main(argv=None):
 def gan_dir(run, kind: str) -> Path:
     "Where a run trains its `kind` GAN (checkpoints, log, best snapshot): one folder per settings of that model."
     cfg = {k: v for k, v in run.profile.gan[kind].items() if k not in SPEED_KEYS or v}   # speed switches: only when on
-    if cfg["fid"].get("stop"): cfg["fid"] = {k: v for k, v in cfg["fid"].items() if k != "stop"}   # the rule before `stop`
-    if cfg.get("ada_pipeline") == "aras": del cfg["ada_pipeline"]      # and the ADA before the 'bgc' one: earlier folders
+    cfg = without_defaults_of_old(cfg, {"fid.stop": True, "ada_pipeline": "aras"})     # added later: earlier folders
     if run.profile.data.get("real_train_max"): cfg["real_train_max"] = run.profile.data.real_train_max   # what it saw
     return run.work_dir / "gan" / f"{kind}-{settings_hash(cfg)}"
 
