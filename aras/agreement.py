@@ -13,14 +13,15 @@ from scipy import stats
 
 from .stats import format_p, percentile_ci, rater_bootstrap
 from .core import ArasDataError
-from .alignment import KINDS, metric_columns, with_item_ids
+from .alignment import KINDS, SCORE_LABELS, metric_columns, with_item_ids
 
 
 # %% auto 0
-__all__ = ['PERTURB_KEYS', 'per_item_scores', 'human_summary', 'spearman_rows', 'kendall_rows', 'agreement_data',
-           'metric_human_agreement', 'p_text', 'agreement_figure', 'sign_flip_p', 'unaltered_detection',
-           'read_perturbation_table', 'human_vs_metric_perturbation', 'perturbation_alignment_figure', 'not_run_table',
-           'mix_training_images', 'segmentation_scores', 'utility_agreement', 'utility_figure']
+__all__ = ['PERTURB_KEYS', 'per_item_scores', 'human_summary', 'rating_distribution_figure', 'spearman_rows', 'kendall_rows',
+           'agreement_data', 'metric_human_agreement', 'p_text', 'agreement_figure', 'sign_flip_p',
+           'unaltered_detection', 'read_perturbation_table', 'human_vs_metric_perturbation',
+           'perturbation_alignment_figure', 'not_run_table', 'mix_training_images', 'segmentation_scores',
+           'utility_agreement', 'utility_figure']
 
 # %% ../nbs/08a_agreement.ipynb 8
 def _by_rater(df: pd.DataFrame, value: pd.Series, raters, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +83,22 @@ def human_summary(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0, ci: 
     return pd.DataFrame(rows), per_item_scores(ratings)
 
 # %% ../nbs/08a_agreement.ipynb 14
+def rating_distribution_figure(ratings: pd.DataFrame, title: str = ""):
+    "The realism scores of each set: the share of its scores at each step of the 1-5 scale."
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    sc = ratings[ratings.task.eq("score")].astype({"score": int})
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    sns.histplot(sc, x="score", hue="set", hue_order=sc.sort_values(["kind", "set"]).set.unique(),
+                 discrete=True, stat="proportion", common_norm=False, multiple="dodge", shrink=0.8, ax=ax)
+    ax.set_xticks(list(SCORE_LABELS), [f"{k}: {v}" for k, v in SCORE_LABELS.items()], fontsize=8)
+    ax.set(xlabel="realism score", ylabel="share of the set's scores")
+    counts = f" ({sc.rater.nunique()} rater(s), {len(sc)} scores)"
+    ax.set_title((title or "Realism scores of each set") + counts, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08a_agreement.ipynb 17
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     "Spearman's rho of each row pair of `x`, `y` (resamples x items); NaN where a row is constant."
     rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
@@ -113,7 +130,7 @@ def agreement_data(per_image: pd.DataFrame, ratings: pd.DataFrame) -> pd.DataFra
                             f"of set {lost.set.iloc[0]!r}): were the ratings made on a page of other images?")
     return j.drop(columns="_merge")
 
-# %% ../nbs/08a_agreement.ipynb 15
+# %% ../nbs/08a_agreement.ipynb 18
 def metric_human_agreement(per_image: pd.DataFrame, ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
                            ci: float = 0.95, scopes=("all", "synthetic"), metrics=None) -> pd.DataFrame:
     """For every metric and scope (all rated images, synthetic only): Spearman rho and Kendall tau-b between the metric
@@ -142,7 +159,7 @@ def metric_human_agreement(per_image: pd.DataFrame, ratings: pd.DataFrame, n_boo
             rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/08a_agreement.ipynb 16
+# %% ../nbs/08a_agreement.ipynb 19
 def p_text(df: pd.DataFrame, resamples: dict) -> pd.DataFrame:
     "`df` with its p-value columns printed by `format_p`: `resamples` maps a p column to its resample count (int, a column name, or None)."
     out = df.copy()
@@ -152,35 +169,30 @@ def p_text(df: pd.DataFrame, resamples: dict) -> pd.DataFrame:
         out[col] = [format_p(p, None if pd.isna(n) else int(n)) for p, n in zip(out[col], bs)]
     return out
 
-# %% ../nbs/08a_agreement.ipynb 19
-def agreement_figure(data: pd.DataFrame, table: pd.DataFrame, scope: str = "all", ncols: int = 4, title: str = "", ci: float = 0.95):
+# %% ../nbs/08a_agreement.ipynb 22
+def agreement_figure(data: pd.DataFrame, table: pd.DataFrame, scope: str = "all", ncols: int = 4,
+                     title: str = "", ci: float = 0.95):
     "Small multiples: the mean human realism score against each metric, one point per rated image, coloured by set."
+    import seaborn as sns
     t = table[table.scope.eq(scope)].set_index("metric")
-    metrics = list(t.index)
-    nrows = max(1, math.ceil(len(metrics) / ncols)); ncols = min(ncols, max(1, len(metrics)))
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.9 * nrows), squeeze=False)
     d = data if scope == "all" else data[data.kind.eq(scope)]
-    sets = sorted(d.set.unique())
-    colours = dict(zip(sets, plt.get_cmap("tab10").colors))
-    for ax, m in zip(axes.flat, metrics):
-        for s in sets:
-            g = d[d.set.eq(s)]
-            ax.scatter(g[m], g.mean_score, s=14, alpha=0.8, color=colours[s], label=s,
-                       marker="o" if g.kind.eq("real").all() else "^")
+    long = d.melt(["set", "kind", "mean_score"], list(t.index), var_name="metric", value_name="metric value")
+    g = sns.relplot(long, x="metric value", y="mean_score", hue="set", hue_order=sorted(d.set.unique()),
+                    style="kind", markers={"real": "o", "synthetic": "^"}, col="metric", s=18, alpha=0.8,
+                    col_wrap=min(ncols, len(t)), height=2.9, aspect=1.15, facet_kws=dict(sharex=False))
+    for m, ax in g.axes_dict.items():
         r = t.loc[m]
         head = (f"ρ {r.spearman_rho:.2f} [{r.spearman_lo:.2f}, {r.spearman_hi:.2f}]\nτ {r.kendall_tau:.2f} "
                 f"[{r.kendall_lo:.2f}, {r.kendall_hi:.2f}], n {r.n_items}") if np.isfinite(r.spearman_rho) else r.note
         ax.set_title(f"{m}\n{head}", fontsize=8)
-        ax.set_xlabel(m, fontsize=8); ax.set_ylabel("mean realism (1-5)", fontsize=8); ax.set_ylim(0.8, 5.2)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(metrics):]: ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle((title or "Human realism against each metric") + f" ({scope} rated images; [ ]: {ci:.0%} bootstrap interval)", fontsize=10)
-    fig.tight_layout()
-    return fig
+        ax.set_xlabel(m, fontsize=8)
+    g.set(ylim=(0.8, 5.2)).set_ylabels("mean realism (1-5)", fontsize=8).tick_params(labelsize=7)
+    g.figure.suptitle((title or "Human realism against each metric")
+                      + f" ({scope} rated images; [ ]: {ci:.0%} bootstrap interval)", fontsize=10)
+    g.tight_layout()
+    return g.figure
 
-# %% ../nbs/08a_agreement.ipynb 22
+# %% ../nbs/08a_agreement.ipynb 25
 def sign_flip_p(d, n_perm: int = 10_000, seed: int = 0) -> tuple[float, int | None]:
     """Two-sided sign-flip test that per-rater excesses `d` centre on 0 (scipy.stats.permutation_test); returns the p-value
     and the number of random resamples it rests on (None: exact enumeration). NaN with fewer than 2 raters."""
@@ -216,7 +228,7 @@ def unaltered_detection(ratings: pd.DataFrame, n_boot: int = 2000, seed: int = 0
                          note="one rater: no interval or test over raters" if has.sum() < 2 else ""))
     return pd.DataFrame(rows)
 
-# %% ../nbs/08a_agreement.ipynb 24
+# %% ../nbs/08a_agreement.ipynb 27
 PERTURB_KEYS = ("source", "data", "dataset", "space", "metric")   # key columns of notebook 07's table, when present
 
 def read_perturbation_table(path) -> tuple[pd.DataFrame | None, str]:
@@ -243,7 +255,7 @@ def human_vs_metric_perturbation(detection: pd.DataFrame, pert: pd.DataFrame | N
     out["metric_note"] = np.where(out.metric.isna(), "no row for this transform and strength in metrics_perturbation", "")
     return out
 
-# %% ../nbs/08a_agreement.ipynb 25
+# %% ../nbs/08a_agreement.ipynb 28
 def perturbation_alignment_figure(joined: pd.DataFrame, ncols: int = 6, title: str = "", ci: float = 0.95):
     """Small multiples, one per metric (and space): human detection rate against the metric's sensitivity, one point per
     perturbation, bars spanning both intervals (rater bootstrap and exact); dashed: chance (0.5); dotted: sensitivity 1."""
@@ -276,12 +288,12 @@ def perturbation_alignment_figure(joined: pd.DataFrame, ncols: int = 6, title: s
                  + f" (bars: {ci:.0%} intervals, rater bootstrap and exact; dashed: chance)", fontsize=9)
     fig.tight_layout(); return fig
 
-# %% ../nbs/08a_agreement.ipynb 29
+# %% ../nbs/08a_agreement.ipynb 32
 def not_run_table(columns, reason: str, **fixed) -> pd.DataFrame:
     "A one-row table that says why a result has no numbers (every value empty except `fixed` and the note)."
     return pd.DataFrame([{c: fixed.get(c, np.nan) for c in columns} | {"note": f"not run: {reason}"}])
 
-# %% ../nbs/08a_agreement.ipynb 35
+# %% ../nbs/08a_agreement.ipynb 38
 def mix_training_images(seg_dir: Path, mixes) -> dict:
     "The training images of each mix, from chapter 05's set files (`run.segmentation_dir / 'sets' / '<mix>.csv'`)."
     out = {}
@@ -314,26 +326,26 @@ def utility_agreement(scores: pd.DataFrame, n_perm: int = 10_000, seed: int = 0)
                          kendall_tau=tau.statistic, kendall_p=tau.pvalue, note=""))
     return pd.DataFrame(rows)
 
-# %% ../nbs/08a_agreement.ipynb 38
+# %% ../nbs/08a_agreement.ipynb 41
 def utility_figure(utility: pd.DataFrame, agree: pd.DataFrame, metrics=("FID", "KID (poly)", "CMMD", "precision", "recall", "coverage"),
                    ncol: int = 3):
     "One panel per (space, metric): each training set's score (x, with its interval) against its segmentation F1 (y); Spearman's rho in the title."
     import matplotlib.pyplot as plt
-    panels = [(sp, m) for sp in dict.fromkeys(utility.space) for m in metrics]
-    nrow = -(-len(panels) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False, layout="constrained")
-    for ax, (sp, m) in zip(axes.ravel(), panels):
-        d = utility[(utility.space == sp) & (utility.metric == m)]
-        ax.errorbar(d.value, d.f1, xerr=np.abs(np.stack([d.ci_low, d.ci_high]) - d.value.to_numpy()), fmt="o", ms=4, capsize=2)
-        for _, r in d.iterrows():
-            ax.annotate(r.mix.replace("Uncond.", "U").replace("Cond.", "C"), (r.value, r.f1), xytext=(3, 3),
-                        textcoords="offset points", fontsize=8)
-        a = agree[(agree.space == sp) & (agree.metric == m)] if agree is not None else agree
-        rho = a.spearman_rho.iloc[0] if a is not None and len(a) and "spearman_rho" in a else np.nan
-        ax.set_title(f"{m}, {sp} space: Spearman rho {rho:.2f}", fontsize=9)
-        ax.set_xlabel(f"{m} against real held-out", fontsize=8); ax.set_ylabel("segmentation macro F1 (%)", fontsize=8)
-        ax.tick_params(labelsize=8)
-    for ax in axes.ravel()[len(panels):]: ax.axis("off")
+    from seaborn import axes_style, objects as so
+    has_rho = agree is not None and "spearman_rho" in agree
+    rho = agree.set_index(["space", "metric"]).spearman_rho if has_rho else {}
+    panels = {(sp, m): f"{m}, {sp} space: Spearman rho {rho.get((sp, m), np.nan):.2f}"
+              for sp in dict.fromkeys(utility.space) for m in metrics}
+    d = utility[utility.metric.isin(metrics)]
+    d = d.assign(panel=[panels[k] for k in zip(d.space, d.metric)],
+                 short=d.mix.str.replace("Uncond.", "U").str.replace("Cond.", "C"))
+    fig = plt.figure(figsize=(3.6 * ncol, 3.0 * -(-len(panels) // ncol)), layout="constrained")
+    (so.Plot(d, x="value", y="f1", xmin="ci_low", xmax="ci_high", text="short")
+     .facet(col="panel", wrap=ncol, order=list(panels.values())).share(x=False)
+     .add(so.Dot(pointsize=5)).add(so.Range(), orient="y")
+     .add(so.Text(halign="left", valign="bottom", offset=3, fontsize=8, artist_kws=dict(clip_on=False)))
+     .label(x="the metric against real held-out", y="segmentation macro F1 (%)")
+     .theme(axes_style("ticks") | {"axes.titlesize": 9}).on(fig).plot())
     fig.suptitle("Does a better set metric mean a better training set? One point per training set "
                  "(U: unconditional, C: conditional samples; bars: intervals of the metric)", fontsize=10)
     return fig

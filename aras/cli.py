@@ -14,7 +14,8 @@ from .core import ArasError, get_profile, one_line_errors, parse_overrides, proj
 from .profiles import DEFAULT_PROFILE, PROFILES
 
 # %% auto 0
-__all__ = ['PIPELINE_LAST', 'pipeline_notebooks', 'run_notebook', 'ProgressEcho', 'keep_last_progress', 'reproduce', 'main']
+__all__ = ['PIPELINE_LAST', 'pipeline_notebooks', 'run_notebook', 'ProgressEcho', 'keep_last_progress', 'record_timings',
+           'reproduce', 'main']
 
 # %% ../nbs/90_reproduce.ipynb 6
 PIPELINE_LAST = 89      # notebooks 00..89 are the pipeline; 90.. are tooling chapters like this one
@@ -97,6 +98,15 @@ def keep_last_progress(path):
     nbformat.write(nb, path)
 
 # %% ../nbs/90_reproduce.ipynb 16
+def record_timings(rows: list, runs_dir: Path) -> Path:
+    """Each notebook's latest status and seconds in `runs_dir/timings.csv`, kept over partial reruns: the wall time
+    per chapter that `benchmarks/compute_floor.py --timings` sets against the training floor."""
+    f, new = runs_dir / "timings.csv", pd.DataFrame(rows)[["notebook", "status", "seconds"]]
+    old = pd.read_csv(f) if f.exists() else new.iloc[:0]
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    pd.concat([old[~old.notebook.isin(new.notebook)], new]).sort_values("notebook").to_csv(f, index=False)
+    return f
+
 def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, raw_dir=None, out_dir=None, seed=0,
               device="cpu", nbs_dir=None, runs_dir=None, verbose=False, dry_run=False, weights=None, ratings=None,
               overrides=None) -> pd.DataFrame:
@@ -124,6 +134,7 @@ def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, ra
         print(f"[{k}/{len(nbs)}] {nb.name} (profile {profile})", flush=True)
         row = run_notebook(nb, runs_dir / nb.name, params, nbs_dir, verbose)
         rows.append(row)
+        record_timings(rows, runs_dir)
         if row["status"] != "ok":
             rows += [dict(notebook=p.name, status="not run", seconds=0.0, output="") for p in nbs[k:]]
             break
@@ -167,25 +178,6 @@ def _reproduce_args(r: argparse.ArgumentParser):
 
 
 # %% ../nbs/90_reproduce.ipynb 21
-def _score_args(s: argparse.ArgumentParser):
-    s.add_argument("real", help="folder of real patches (PNG, JPEG, GeoTIFF; an ARAS400k split reads its images/)")
-    s.add_argument("fake", help="folder of generated patches")
-    s.add_argument("--held-out", nargs="+", help="more real folders, for the floor at full size")
-    s.add_argument("--out", default="aras-score", help="report folder (default: ./aras-score)")
-    s.add_argument("--spaces", nargs="+", default=["lite0", "lite0+rot8"],
-                   help="feature spaces: lite0, lite0+rot8, domain (with --domain-record), inception, clip, dinov2")
-    s.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
-                   help="metric settings of this profile")
-    s.add_argument("--range", dest="real_range", nargs=2, type=float, metavar=("LO", "HI"),
-                   help="stored values mapped to 0 and 255 (default: 8-bit as stored, else read from the data)")
-    s.add_argument("--fake-range", nargs=2, type=float, metavar=("LO", "HI"), help="the same for the generated images")
-    s.add_argument("--bands", nargs=3, type=int, help="GeoTIFF bands (1-based) read as R G B (default: 1 2 3)")
-    s.add_argument("--domain-record", help="a segmentation model record for the domain space (chapter 05)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--weights", help="folder of Inception / CLIP / DINOv2 weights (default: $ARAS_WEIGHTS)")
-
-# %% ../nbs/90_reproduce.ipynb 22
 def _parser() -> argparse.ArgumentParser:
     from aras import __version__
     ap = argparse.ArgumentParser(prog="aras", description="Reproduce ARAS400k: data, models, tables and figures.")
@@ -210,19 +202,20 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", dest="runs_dir", help="its executed notebooks (default: <project>/runs/<profile>)")
     b.add_argument("--out", dest="out_dir", help="where the book goes (default: <project>/docs/<profile>)")
     sub.add_parser("readme", help="write README.md from nbs/index.ipynb (what nbdev_readme does where Quarto is installed)")
-    _score_args(sub.add_parser("score", help="score generated images against real ones (chapter 10)",
+    from aras.score import score_args             # the options live with the command (chapter 10)
+    score_args(sub.add_parser("score", help="score generated images against real ones (chapter 10)",
                                description="Set metrics with intervals and the real-vs-real floor, orientation "
                                            "sensitivity, memorisation, and a reading in words (chapter 10)."))
     return ap
 
-# %% ../nbs/90_reproduce.ipynb 23
+# %% ../nbs/90_reproduce.ipynb 22
 def _archives(files, published: dict) -> dict:
     "The published MD5 sums of `files` (all archives if none); a name not published is an error, not an empty check."
     if bad := [f for f in files or () if f not in published]:
         raise ArasError(f"{', '.join(bad)} is not one of the published archives ({', '.join(published)})")
     return {k: v for k, v in published.items() if not files or k in files}
 
-# %% ../nbs/90_reproduce.ipynb 24
+# %% ../nbs/90_reproduce.ipynb 23
 def _reproduce_cmd(args) -> int:
     df = reproduce(**{k: v for k, v in vars(args).items() if k != "command"})
     if args.dry_run:
@@ -266,10 +259,12 @@ def _toyland_cmd(args) -> int:
     return 0
 
 def _score_cmd(args) -> int:
-    from aras.score import score, write_report
-    kw = {k: getattr(args, k) for k in ("held_out", "spaces", "profile", "seed", "device", "weights", "real_range",
-                                        "fake_range", "bands", "domain_record")}
-    path = write_report(score(args.real, args.fake, **kw), args.out)
+    from aras.score import check_nproc, features_on_ranks, score, score_argv, score_kwargs, write_report
+    check_nproc(args.nproc, args.device)
+    ranks = lambda: features_on_ranks(args.nproc, score_argv(args))      # once the sets are prepared
+    rep = score(args.real, args.fake, before_features=ranks if args.nproc > 1 else None,
+                **score_kwargs(args))
+    path = write_report(rep, args.out)
     print(path.read_text().split("## ")[0].strip())
     print(f"the report: {path}")
     return 0

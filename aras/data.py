@@ -24,8 +24,8 @@ from .landcover import CLASSES, NODATA, WATER, rgb_to_labels
 # %% auto 0
 __all__ = ['TILE_RE', 'SPLITS', 'ALL_SPLITS', 'TilePair', 'discover_tiles', 'AlignedPair', 'nir_water_agreement',
            'alignment_check', 'patch_status', 'scale_rgb', 'list_pairs', 'train_subset', 'read_png', 'decode_many',
-           'read_pair', 'ArasSplit', 'read_class_percentages', 'uncond_source', 'uncond_pool', 'data_settings',
-           'default_data_root', 'dataset_root', 'find_layout_root', 'require_data_root']
+           'read_pair', 'read_class_percentages', 'uncond_source', 'uncond_pool', 'data_settings', 'default_data_root',
+           'dataset_root', 'find_layout_root', 'require_data_root']
 
 # %% ../nbs/03_data.ipynb 6
 TILE_RE = re.compile(r"^ESA_WorldCover_10m_2021_v200_(?P<tile>[NS]\d{2}[EW]\d{3})_(?P<kind>Map|S2RGBNIR)(?i:\.tiff?)$")
@@ -248,16 +248,6 @@ def read_pair(image_path, mask_path) -> tuple[np.ndarray, np.ndarray]:
     return img, mask
 
 # %% ../nbs/03_data.ipynb 28
-class ArasSplit:
-    "One split of an ARAS400k-layout folder as a sequence of (image, labels); usable as a PyTorch Dataset."
-    def __init__(self, root, split: str):
-        self.root, self.split, self.pairs = Path(root), split, list_pairs(root, split)
-    def __len__(self): return len(self.pairs)
-    def __getitem__(self, k):
-        row = self.pairs.iloc[k]
-        return read_pair(row.image, row["mask"])
-    def __repr__(self): return f"ArasSplit({self.root}, {self.split!r}, {len(self)} pairs)"
-
 _ALIASES = {"tree cover": "Tree", "shrubland": "Shrub", "grassland": "Grass", "cropland": "Crop",
             "built": "Built-up", "builtup": "Built-up", "bare": "Barren", "bare / sparse vegetation": "Barren",
             "permanent water bodies": "Water"}

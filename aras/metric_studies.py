@@ -25,8 +25,8 @@ from .distributional import UNBIASED, ci_method, mean_ci, set_metrics, subsample
 # %% auto 0
 __all__ = ['PPL_SAMPLINGS', 'PERTURBATIONS', 'REFERENCE', 'PERT_METRICS', 'PIXEL_METRICS', 'perceptual_path_length', 'perturb',
            'pixel_entropy', 'knn_radii', 'realism_score', 'nearest', 'distance_form', 'cosine_distance',
-           'perturbation_study', 'add_sensitivity', 'nn_pairing', 'pearson_table', 'csls_distance', 'csls_nearest',
-           'hubness', 'sentinel2_source', 'plot_entropy_bias']
+           'perturbation_sets', 'perturbation_study', 'add_sensitivity', 'nn_pairing', 'pearson_table', 'csls_distance',
+           'csls_nearest', 'hubness', 'sentinel2_source', 'plot_entropy_bias']
 
 # %% ../nbs/07b_metric_studies.ipynb 6
 class _PPLGenerator(nn.Module):
@@ -155,6 +155,20 @@ REFERENCE = "other real images"
 PERT_METRICS = ("FID", "KID (poly)", "CMMD", "CMMD (unbiased)", "precision", "recall", "coverage")
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
 
+def perturbation_sets(images, transforms: dict, seed: int = 0, px: int | None = None) -> tuple[list, object]:
+    """The sets the perturbation study compares: a seeded half of `images` (brought to `px`) and, for the reference
+    and then each (transform, strength), what it is compared with, yielded as (name, strength, images): the other
+    half (as many *other* real images), or the half's perturbed copies, pair by pair."""
+    imgs = [load_image(p) for p in images]
+    if px: imgs = [resize_image(x, int(px)) for x in imgs]             # the one resizing rule (chapter 05)
+    order, h = np.random.default_rng(seed).permutation(len(imgs)), len(imgs) // 2
+    base, other = [imgs[i] for i in order[:h]], [imgs[i] for i in order[h:2 * h]]
+    def compared():
+        yield REFERENCE, 0, other
+        for name, strengths in transforms.items():
+            for s in strengths: yield name, s, [perturb(x, name, s, seed * 100003 + i) for i, x in enumerate(base)]
+    return base, compared()
+
 def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: dict, seed: int = 0,
                        batch_size: int = 32, progress=True, pair_scores: dict | None = None,
                        px: int | None = None, device=None) -> pd.DataFrame:
@@ -163,15 +177,13 @@ def perturbation_study(images, spaces: dict, transforms: dict, settings, nets: d
     intervals), pairwise metrics, and each score's sensitivity. Images are first brought to `px` (the resolution the
     sets are compared at, `metrics.image_px`), so a perturbation is applied where the features see it. Per-pair
     scores go to `pair_scores` if given. On a GPU `device` the set metrics run there (`features_on`)."""
-    imgs = [load_image(p) for p in images]
-    if px: imgs = [resize_image(x, int(px)) for x in imgs]             # the one resizing rule (chapter 05)
-    order, h = np.random.default_rng(seed).permutation(len(imgs)), len(imgs) // 2
-    base, other = [imgs[i] for i in order[:h]], [imgs[i] for i in order[h:2 * h]]
+    base, compared = perturbation_sets(images, transforms, seed, px)
+    h = len(base)
     f0 = {n: extract_features(e, base, batch_size, progress=False) for n, e in spaces.items()}
     rows, B = [], int(settings.n_boot)
     on = lambda f: features_on(f, device)                                  # CPU: the arrays, unchanged
-    for name, s in tqdm([(REFERENCE, 0)] + [(n, s) for n, ss in transforms.items() for s in ss], desc="perturbations", disable=not progress):
-        b = other if name == REFERENCE else [perturb(x, name, s, seed * 100003 + i) for i, x in enumerate(base)]
+    n_sets = 1 + sum(len(ss) for ss in transforms.values())
+    for name, s, b in tqdm(compared, total=n_sets, desc="perturbations", disable=not progress):
         common = dict(transform=name, strength=s, preserves_semantics=name == REFERENCE or PERTURBATIONS[name][0], n_pairs=h)
         scores = _pairwise_rows(base, b, nets)
         for m, v in scores.items():
@@ -290,22 +302,21 @@ def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=
 
 # %% ../nbs/07b_metric_studies.ipynb 35
 def plot_entropy_bias(scatter: dict, entropy_bias: pd.DataFrame, max_cols: int = 4):
-    "One panel per pairwise metric: its score against the pixel entropy of each pair, one colour per pairing, Pearson r and p in the title."
-    import matplotlib.pyplot as plt
-    short = lambda name: name.replace(" - ", " vs ")
+    """One panel per pairwise metric: its score against the pixel entropy of each pair, one colour and one
+    least-squares line per pairing, Pearson r and p in the title."""
+    import seaborn as sns
     metrics = list(dict.fromkeys(m for _, s in scatter.values() for m in s))[:max_cols * 3]
-    ncol = min(max_cols, len(metrics)); nrow = math.ceil(len(metrics) / ncol)
-    fig, axs = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.3 * nrow), squeeze=False, layout="constrained")
-    for ax, m in zip(axs.flat, metrics):
-        title = [m]
-        for k, (pname, (ent, s)) in enumerate(scatter.items()):
-            ax.scatter(ent, s[m], s=8, alpha=0.6, color=f"C{k}", label=f"C{k}: {short(pname)}")
-            r = entropy_bias[(entropy_bias.pairing == pname) & (entropy_bias.metric == m)]
-            if len(r): title.append(f"C{k}: r = {r.r.iloc[0]:.2f} (p {r.p.iloc[0]})")
-        ax.set_title("\n".join(title), fontsize=8); ax.set_xlabel("pixel entropy of the pair (bits)", fontsize=8); ax.tick_params(labelsize=8)
-    for ax in list(axs.flat)[len(metrics):]: ax.set_axis_off()
-    fig.legend(*axs.flat[0].get_legend_handles_labels(), loc="outside lower center", ncol=min(3, len(scatter)), fontsize=9,
-               title="pairings", title_fontsize=9)
-    fig.suptitle("Entropy bias: do pairwise scores follow the pixel entropy of the pair?", fontsize=11)
-    return fig
-
+    label = {p: f"C{k}: {p.replace(' - ', ' vs ')}" for k, p in enumerate(scatter)}    # C0, C1: the hues
+    long = pd.concat([pd.DataFrame(dict(pairing=label[p], entropy=ent, metric=m, score=s[m]))
+                      for p, (ent, s) in scatter.items() for m in metrics if m in s], ignore_index=True)
+    g = sns.lmplot(long, x="entropy", y="score", hue="pairing", col="metric", ci=None, height=3.3,
+                   aspect=1.15, col_wrap=min(max_cols, len(metrics)), scatter_kws=dict(s=8, alpha=0.6),
+                   line_kws=dict(lw=1), facet_kws=dict(sharey=False))
+    r = entropy_bias[entropy_bias.pairing.isin(list(scatter))].set_index(["pairing", "metric"])
+    for m, ax in g.axes_dict.items():
+        t = [f"C{k}: r = {r.r[p, m]:.2f} (p {r.p[p, m]})" for k, p in enumerate(scatter) if (p, m) in r.index]
+        ax.set_title("\n".join([m, *t]), fontsize=8)
+    g.set_xlabels("pixel entropy of the pair (bits)", fontsize=8).set_ylabels("").tick_params(labelsize=8)
+    g.figure.suptitle("Entropy bias: do pairwise scores follow the pixel entropy of the pair?", fontsize=11)
+    g.tight_layout()
+    return g.figure

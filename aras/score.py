@@ -4,24 +4,33 @@
 
 # %% ../nbs/10_score.ipynb 4
 from __future__ import annotations
+import argparse, subprocess, sys
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import rasterio
+import torch
 from PIL import Image
 
-from .core import ArasDataError, atomic_path, cache_dir, get_profile, markdown_table, settings_hash
+from .core import (ArasDataError, ArasError, atomic_path, barrier, cache_dir, dist_on, get_profile,
+                       init_distributed, markdown_table, one_line_errors, parse_overrides, rank_world,
+                       resolve_device, settings_hash)
+from .profiles import DEFAULT_PROFILE, PROFILES
 from .distributional import distributional_rows, set_metrics
-from .metric_studies import _pairwise_rows, nearest, pearson_table, perturbation_study, pixel_entropy
+from .metric_studies import (_pairwise_rows, nearest, pearson_table, perturbation_sets, perturbation_study,
+                                 pixel_entropy)
 from .metrics import available_spaces, extract_features, features_on, images_at, knn, load_image, sample_capped
 
 # %% auto 0
 __all__ = ['IMAGE_SUFFIXES', 'ORIENTATION', 'DEGRADATIONS', 'list_images', 'read_raw', 'Radiometry', 'read_radiometry',
            'looks_blank', 'check_stretch', 'prepare_set', 'floor_ratio', 'score_transforms', 'orientation_summary',
-           'memorisation', 'plot_pairs', 'entropy_bias', 'ScoreReport', 'score', 'reading', 'write_report']
+           'memorisation', 'plot_pairs', 'entropy_bias', 'ScoreReport', 'score_sets', 'score_spaces', 'score',
+           'reading', 'write_report', 'score_kwargs', 'score_args', 'score_argv', 'rank_command', 'check_nproc',
+           'features_on_ranks', 'main']
 
 # %% ../nbs/10_score.ipynb 7
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -230,31 +239,50 @@ def _metric_table(feats: dict, settings, seed: int, device) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     return df.assign(floor_ratio=floor_ratio(df))
 
-def _orientation(real: list, spaces: dict, settings, seed: int, progress: bool, device=None) -> pd.DataFrame:
+def _orientation_pick(real: list, settings, seed: int) -> list:
+    "The real images the orientation study perturbs: a seeded sample of twice `perturb.n_images`."
     n = min(2 * int(settings.perturb.n_images), len(real))
-    pick = sorted(np.random.default_rng(seed).choice(len(real), n, replace=False))
+    return [real[i] for i in sorted(np.random.default_rng(seed).choice(len(real), n, replace=False))]
+
+def _orientation(real: list, spaces: dict, settings, seed: int, progress: bool, device=None) -> pd.DataFrame:
     transforms = score_transforms(settings.perturb.transforms)
-    return perturbation_study([real[i] for i in pick], spaces, transforms, settings, {},
+    return perturbation_study(_orientation_pick(real, settings, seed), spaces, transforms, settings, {},
                               seed, int(settings.batch_size), progress=progress, device=device)
 
 # %% ../nbs/10_score.ipynb 34
-def score(real, fake, held_out=None, spaces=("lite0", "lite0+rot8"), settings=None, profile: str = "small",
-          seed: int = 0, device: str = "cpu", weights=None, real_range=None, fake_range=None, bands=None,
-          domain_record=None, progress: bool = True, work=None) -> ScoreReport:
-    """Score the images of folder `fake` against folder `real` (each a folder or a list of folders; `held_out`: more
-    real images for the floor) in feature `spaces`, with a profile's metric `settings`."""
-    S = settings or get_profile(profile).metrics
-    px, n = S.image_px, S.n_images
+def score_sets(real, fake, held_out=None, settings=None, seed: int = 0, real_range=None, fake_range=None,
+               bands=None, work=None) -> tuple[dict, dict]:
+    "The sets `score` compares (each folder given, through `prepare_set` at the settings' size and cap)."
     sets, stretch = {}, {}
+    px, n = settings.image_px, settings.n_images
     given = (("real", real, real_range), ("fake", fake, fake_range), ("held-out", held_out, real_range))
     for label, folder, rng_ in given:
         if folder is not None:
             sets[label], stretch[label] = prepare_set(folder, label, px, n, seed, rng_, bands, work)
+    return sets, stretch
+
+def score_spaces(spaces, device="cpu", weights=None, domain_record=None) -> tuple[dict, pd.DataFrame]:
+    "The feature spaces of `spaces` that can be built, and the status of each; none at all is an error."
     extra = dict(domain_record=str(domain_record)) if domain_record else {}
     built, status = available_spaces(spaces, device, weights, **extra)
     if not built:
         why = "; ".join(f"{r.space}: {r.status}" for r in status.itertuples())
         raise ArasDataError(f"no feature space available: {why}")
+    return built, status
+
+# %% ../nbs/10_score.ipynb 35
+def score(real, fake, held_out=None, spaces=("lite0", "lite0+rot8"), settings=None, profile: str = "small",
+          seed: int = 0, device: str = "cpu", weights=None, real_range=None, fake_range=None, bands=None,
+          domain_record=None, progress: bool = True, work=None, before_features=None) -> ScoreReport:
+    """Score the images of folder `fake` against folder `real` (each a folder or a list of folders;
+    `held_out`: more real images for the floor) in feature `spaces`, with a profile's metric `settings`.
+    `before_features`, if given, is called once the sets are prepared and the spaces built (`aras score
+    --nproc` computes the features there, on torchrun's processes)."""
+    S = settings or get_profile(profile).metrics
+    sets, stretch = score_sets(real, fake, held_out, S, seed, real_range, fake_range, bands, work)
+    built, status = score_spaces(spaces, device, weights, domain_record)
+    if before_features:
+        before_features()
     feats = _features(sets, built, int(S.batch_size), progress)
     table = _metric_table(feats, S, seed, device)
     orient = _orientation(sets["real"], built, S, seed, progress, device)
@@ -265,7 +293,7 @@ def score(real, fake, held_out=None, spaces=("lite0", "lite0+rot8"), settings=No
     rep.reading = reading(rep)
     return rep
 
-# %% ../nbs/10_score.ipynb 36
+# %% ../nbs/10_score.ipynb 37
 def _fid_sentence(r) -> str:
     s = (f"In {r.space}, FID {r.value:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}] is {r.floor_ratio:.2f}x the real-vs-real "
          f"floor {r.floor:.3g} ({r.floor_sizes} images)")
@@ -310,7 +338,7 @@ def reading(rep: ScoreReport) -> list[str]:
         out.append("Not scored: " + "; ".join(missing))
     return out
 
-# %% ../nbs/10_score.ipynb 37
+# %% ../nbs/10_score.ipynb 38
 def write_report(rep: ScoreReport, out) -> Path:
     "Write `score.md` (the reading, then the tables), the CSV tables and the pairs figure into folder `out`."
     out = Path(out)
@@ -330,3 +358,112 @@ def write_report(rep: ScoreReport, out) -> Path:
            markdown_table(rep.entropy[["metric", "n", "r", "p", "ci_low", "ci_high"]], ".3g"), ""]
     with atomic_path(out / "score.md") as tmp_: tmp_.write_text("\n".join(md_))
     return out / "score.md"
+
+# %% ../nbs/10_score.ipynb 40
+def _orientation_images(real: list, settings, seed: int):
+    "The image lists (label, images) whose features `_orientation` reads: chapter 07b's `perturbation_sets`."
+    transforms = score_transforms(settings.perturb.transforms)
+    base, compared = perturbation_sets(_orientation_pick(real, settings, seed), transforms, seed)
+    yield "orientation: half", base
+    for name, s, images in compared: yield f"orientation: {name} {s}", images
+
+def score_kwargs(args) -> dict:
+    "`score`'s arguments from a parsed `aras score` command line: the profile's settings, `--set` applied."
+    keys = ("held_out", "spaces", "seed", "device", "weights", "real_range", "fake_range", "bands",
+            "domain_record")
+    settings = get_profile(args.profile, parse_overrides(args.overrides)).metrics
+    return {k: getattr(args, k) for k in keys} | dict(settings=settings)
+
+# %% ../nbs/10_score.ipynb 41
+def score_args(s: argparse.ArgumentParser):
+    "The options of `aras score`, which its torchrun step (`python -m aras.score`) parses too."
+    s.add_argument("real", help="folder of real patches (PNG, JPEG, GeoTIFF; an ARAS400k split reads its images/)")
+    s.add_argument("fake", help="folder of generated patches")
+    s.add_argument("--held-out", nargs="+", help="more real folders, for the floor at full size")
+    s.add_argument("--out", default="aras-score", help="report folder (default: ./aras-score)")
+    s.add_argument("--spaces", nargs="+", default=["lite0", "lite0+rot8"],
+                   help="feature spaces: lite0, lite0+rot8, domain (with --domain-record), inception, clip, dinov2")
+    s.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                   help="metric settings of this profile")
+    s.add_argument("--range", dest="real_range", nargs=2, type=float, metavar=("LO", "HI"),
+                   help="stored values mapped to 0 and 255 (default: 8-bit as stored, else read from the data)")
+    s.add_argument("--fake-range", nargs=2, type=float, metavar=("LO", "HI"), help="the same for the generated images")
+    s.add_argument("--bands", nargs=3, type=int, help="GeoTIFF bands (1-based) read as R G B (default: 1 2 3)")
+    s.add_argument("--domain-record", help="a segmentation model record for the domain space (chapter 05)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--weights", help="folder of Inception / CLIP / DINOv2 weights (default: $ARAS_WEIGHTS)")
+    s.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="profile overrides, e.g. --set metrics.batch_size=256 metrics.n_images=10000")
+    s.add_argument("--nproc", type=int, default=1,
+                   help="processes computing the features: N > 1 runs `torchrun --nproc-per-node N "
+                        "-m aras.score` on this machine (each its own GPU with --device cuda), then writes "
+                        "the report in this one (default: 1, no torchrun)")
+
+_SCORE_FLAGS = dict(real_range="--range", overrides="--set")      # the options not named after their field
+
+def score_argv(args) -> list[str]:
+    "A parsed `aras score` as its command line, less --out and --nproc: what each torchrun rank parses."
+    argv = [args.real, args.fake]
+    for k, v in vars(args).items():
+        if k in ("command", "real", "fake", "out", "nproc") or v is None or v == []:
+            continue
+        values = v if isinstance(v, list) else [v]
+        argv += [_SCORE_FLAGS.get(k, "--" + k.replace("_", "-")), *map(str, values)]
+    return argv
+
+def rank_command(nproc: int, argv: list) -> list[str]:
+    "The torchrun command computing the features of `aras score ARGV` on `nproc` processes of this machine."
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={int(nproc)}"]
+    return run + ["-m", "aras.score", *map(str, argv)]
+
+def check_nproc(nproc: int, device: str = "cpu"):
+    "Refuse fewer than one process, or more processes than GPUs with a CUDA `device` (one GPU a rank)."
+    if nproc < 1:
+        raise ArasError(f"--nproc {nproc}: give 1 or more processes")
+    gpus = torch.cuda.device_count() if resolve_device(device).startswith("cuda") else nproc
+    if gpus < nproc:
+        raise ArasError(f"--nproc {nproc} with --device {device}: this machine has {gpus} GPUs")
+
+def features_on_ranks(nproc: int, argv: list):
+    "Run `rank_command`, its output shown as it comes; a failed rank ends it in one error line."
+    code_ = subprocess.run(rank_command(nproc, argv)).returncode
+    if code_:
+        raise ArasError(f"the feature step on {nproc} processes failed (exit {code_}); its output is above")
+
+# %% ../nbs/10_score.ipynb 42
+def _rank_sets(a, settings, rank: int) -> dict:
+    "The sets of command line `a`: rank 0 prepares them (writes any copies) while the others wait."
+    if rank:
+        barrier()
+    sets = score_sets(a.real, a.fake, a.held_out, settings, a.seed, a.real_range, a.fake_range, a.bands)[0]
+    if not rank:
+        barrier()
+    return sets
+
+@one_line_errors("python -m aras.score")
+def main(argv=None) -> int:
+    """Compute this process's share of the features `aras score REAL FAKE [options]` reads, into the
+    feature cache (RANK and WORLD_SIZE from torchrun): every set in every space, and the orientation study's
+    images."""
+    ap = argparse.ArgumentParser(prog="python -m aras.score", description=main.__doc__)
+    score_args(ap)
+    a = ap.parse_args(argv)
+    S = score_kwargs(a)["settings"]
+    device = init_distributed(a.device)       # each rank its own GPU: cuda:LOCAL_RANK
+    rank, world = rank_world()
+    sets = _rank_sets(a, S, rank)
+    built = score_spaces(a.spaces, device, a.weights, a.domain_record)[0]
+    n = 0
+    for label, images in chain(sets.items(), _orientation_images(sets["real"], S, a.seed)):
+        n += len(images)
+        for sp, e in built.items():
+            extract_features(e, images, int(S.batch_size), progress=rank == 0, desc=f"{sp}: {label}",
+                             rank=rank, world=world)
+    print(f"rank {rank} of {world}: features of {n} images in {len(built)} spaces done")
+    if dist_on():
+        torch.distributed.destroy_process_group()
+    return 0
+
+if __name__ == "__main__" and "__file__" in globals():
+    sys.exit(main())

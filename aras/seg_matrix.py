@@ -23,6 +23,7 @@ from .core import (one_line_errors,   # a command line's errors in one line (exi
                        write_json)
 from .profiles import DEFAULT_PROFILE
 from .data import dataset_root, decode_many, list_pairs, read_png, train_subset, uncond_pool, uncond_source
+from .dataset import read_set
 from .landcover import CLASSES, class_legend, labels_to_rgb
 from .segmentation import *
 from .stats import METRICS, plateau_reached

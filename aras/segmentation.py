@@ -17,13 +17,14 @@ from tqdm.auto import tqdm
 
 from .core import (ArasDataError, ArasError, atomic_path, autocast, barrier, compiled, lite0_imagenet_file, lite0_to_timm,
                        rank_batch, rank_world, save_torch, settings_hash, use_tf32, weights_dir, write_json)
-from .data import decode_many, read_pair
+from .data import decode_many
+from .dataset import ARAS400k
 from .stats import metrics_from_cm
 from .landcover import CLASSES
 
 # %% auto 0
 __all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'IMAGENET_NORM', 'LITE_NORM',
-           'encoder_normalization', 'build_model', 'load_encoder_weights', 'resize_image', 'image_batch', 'read_set',
+           'encoder_normalization', 'build_model', 'load_encoder_weights', 'resize_image', 'image_batch',
            'SegmentationSet', 'iterate_batches', 'augment_generator', 'augment_batch', 'normalize',
            'confusion_per_image', 'confusion_meter', 'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint',
            'load_checkpoint', 'load_trained', 'config_hash', 'train_epoch', 'RanksDice', 'Callback', 'callback_event',
@@ -125,33 +126,28 @@ def _to_tensors(img, lab):
 # %% ../nbs/05_segmentation.ipynb 18
 _DECODED: dict = {}
 
-def _decoded(images: tuple, masks: tuple, size: int):
-    "Every pair decoded and resized once per process (keyed by files and their modification times): uint8 (N, 3, S, S), (N, S, S)."
-    keys = [(i, m, size, os.stat(i).st_mtime_ns, os.stat(m).st_mtime_ns) for i, m in zip(images, masks)]
-    new = [k for k in dict.fromkeys(keys) if k not in _DECODED]
-    _DECODED.update(zip(new, decode_many(lambda k: _to_tensors(*_resize_pair(*read_pair(k[0], k[1]), size)), new)))
+def _decoded(data: ARAS400k, size: int):
+    """Every pair of `data` decoded (`ARAS400k.pair`) and resized once per process, keyed by files and their
+    modification times: uint8 (N, 3, S, S), (N, S, S)."""
+    files = zip(map(str, data.pairs["image"]), map(str, data.pairs["mask"]))
+    keys = [(i, m, size, os.stat(i).st_mtime_ns, os.stat(m).st_mtime_ns) for i, m in files]
+    where = dict(zip(keys, range(len(keys))))                  # a row of each pair of files
+    new = [k for k in where if k not in _DECODED]
+    _DECODED.update(zip(new, decode_many(lambda k: _to_tensors(*_resize_pair(*data.pair(where[k]), size)), new)))
     return torch.stack([_DECODED[k][0] for k in keys]), torch.stack([_DECODED[k][1] for k in keys])
 
-def read_set(path) -> pd.DataFrame:
-    "A training/evaluation set written by this chapter: columns image, mask, source."
-    path = Path(path)
-    if not path.exists(): raise ArasDataError(f"{path}: set file does not exist")
-    df = pd.read_csv(path)
-    if not {"image", "mask"} <= set(df.columns): raise ArasDataError(f"{path}: needs columns image and mask, has {list(df.columns)}")
-    if not len(df): raise ArasDataError(f"{path}: the set is empty")
-    return df
-
 class SegmentationSet(torch.utils.data.Dataset):
-    "(image uint8 (3, S, S), labels uint8 (S, S)) pairs at `size` px; `in_memory` decodes them all once."
-    def __init__(self, pairs: pd.DataFrame | str | Path, size: int, in_memory: bool = False):
-        pairs = read_set(pairs) if isinstance(pairs, (str, Path)) else pairs
-        self.images, self.masks, self.size = tuple(map(str, pairs["image"])), tuple(map(str, pairs["mask"])), int(size)
-        self.tensors = _decoded(self.images, self.masks, self.size) if in_memory else None
+    """An `ARAS400k` dataset (or a set file / pair table, read as one) as (image uint8 (3, S, S), labels uint8
+    (S, S)) pairs at `size` px; `in_memory` decodes them all once."""
+    def __init__(self, data: ARAS400k | pd.DataFrame | str | Path, size: int, in_memory: bool = False):
+        self.data = data if isinstance(data, ARAS400k) else ARAS400k.from_set(data)
+        self.size = int(size)
+        self.tensors = _decoded(self.data, self.size) if in_memory else None
         self.loaders = {}                   # kept by `iterate_batches` until `close`
-    def __len__(self): return len(self.images)
+    def __len__(self): return len(self.data)
     def __getitem__(self, k):
         if self.tensors is not None: return self.tensors[0][k], self.tensors[1][k]
-        return _to_tensors(*_resize_pair(*read_pair(self.images[k], self.masks[k]), self.size))
+        return _to_tensors(*_resize_pair(*self.data.pair(k), self.size))
     def batch(self, idx):
         "Images and labels of the indices `idx`, stacked."
         if self.tensors is not None: return self.tensors[0][idx], self.tensors[1][idx]
@@ -492,7 +488,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
         device, eval_batch_size, num_workers)
     return _finish(f, t0, eval_batch_size, device, num_workers)
 
-# %% ../nbs/05_segmentation.ipynb 43
+# %% ../nbs/05_segmentation.ipynb 45
 if __name__ == "__main__" and "__file__" in globals():     # the matrix's command line lives with the matrix (05a)
     print("python -m aras.segmentation: the command line is `python -m aras.seg_matrix train ...` (chapter 05a)", file=sys.stderr)
     sys.exit(2)

@@ -7,9 +7,13 @@ needs, read from a run's committed tables (`figures/small/tables`: images seen b
 kimg at each GAN's FID plateau). The sum, halved for 2 cores (a perfect split; real runs lose some), is a
 lower bound on the wall time of the training alone, before setup, data, captioning and metrics.
 
-    python benchmarks/compute_floor.py [--tables figures/small/tables] [--budget-min 30] [--cores 2]
+    python benchmarks/compute_floor.py [--tables figures/small/tables] [--timings runs/small/timings.csv]
+                                       [--budget-min 30] [--cores 2]
 
-Run it on an otherwise idle machine: it times one process on one core.
+With `--timings` (the seconds per chapter `aras reproduce` writes to `runs/<profile>/timings.csv`), it also prints
+each chapter's wall time against its training floor: the GAN chapter trains both GANs at once, one core each
+(floor: the slower of the two), the segmentation matrix spreads its runs over the cores (floor: all the images
+seen / cores). Run it on an otherwise idle machine, right after the run: it times one process on one core.
 """
 import argparse, time
 from pathlib import Path
@@ -54,9 +58,22 @@ def gan_step(task_cls, cfg):
     return step, b
 
 
+def chapter_table(timings: pd.DataFrame, df: pd.DataFrame, cores: int) -> pd.DataFrame:
+    "Per chapter of a run: wall seconds, the training floor (seconds, where a chapter trains) and their ratio."
+    core_s = df.set_index("stage").core_min * 60
+    floors = {"04b_gan_training.ipynb": core_s.filter(like="GAN").max(),        # both at once, one core each
+              "05a_seg_matrix.ipynb": core_s.filter(like="segmentation").sum() / cores}
+    t = timings[["notebook", "seconds"]].copy()
+    t["floor_s"] = t.notebook.map(floors)
+    t["wall_over_floor"] = t.seconds / t.floor_s
+    total = pd.DataFrame([dict(notebook="total", seconds=t.seconds.sum(), floor_s=t.floor_s.sum())])
+    return pd.concat([t, total.assign(wall_over_floor=total.seconds / total.floor_s)], ignore_index=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tables", default="figures/small/tables")
+    ap.add_argument("--timings", default=None, help="runs/<profile>/timings.csv of the run whose tables these are")
     ap.add_argument("--budget-min", type=float, default=30.0)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="profile overrides (e.g. the switches off)")
@@ -78,6 +95,13 @@ def main(argv=None):
     print(f"\ntraining alone: {total:.0f} core-minutes -> at least {total / a.cores:.0f} min of wall time on {a.cores} cores "
           f"(perfect split), against a {a.budget_min:g}-minute goal for the whole run ({a.budget_min * a.cores:g} core-minutes), "
           f"{total / (a.budget_min * a.cores):.1f}x the budget before setup, data, captioning and metrics")
+    inrun = {k: gans.loc[m].images_per_s for k, m in (("uncond GAN (StyleGAN2, 32 px)", "uncond"), ("cond GAN (SPADE, 32 px)", "cond"))}
+    print("\nGAN training in the run (FID tracking, snapshots and logs included) against the step alone:")
+    for k, v in inrun.items():
+        print(f"  {k}: {v:.1f} images/s in the run, {1 / cost[k]:.1f} for the step alone: {1 / cost[k] / v:.2f}x")
+    if a.timings:
+        print("\nper chapter, wall time against the training floor measured above:")
+        print(chapter_table(pd.read_csv(a.timings), df, a.cores).round(2).to_string(index=False))
 
 
 if __name__ == "__main__":

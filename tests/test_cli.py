@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from aras.cli import main, pipeline_notebooks
@@ -158,3 +159,13 @@ def test_slurm_script_runs_a_stage_over_two_nodes(prepared, tmp_path):
     assert len(list((tmp_path / "cache" / "features").rglob("*.npy"))) == 2 * n            # lite0 + logits, each image once
     bad = subprocess.run(["bash", str(root / "scripts" / "slurm.sh"), "train"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown stage train" in bad.stderr
+
+
+def test_timings_keep_each_notebooks_latest_seconds_over_partial_reruns(tmp_path):
+    from aras.cli import record_timings
+    row = lambda nb, status, s: dict(notebook=nb, status=status, seconds=s, output="")
+    record_timings([row("03_data.ipynb", "ok", 3.0), row("04_gan.ipynb", "ok", 40.0)], tmp_path)
+    f = record_timings([row("04_gan.ipynb", "failed", 1.5)], tmp_path)      # `--only 04` again
+    df = pd.read_csv(f)
+    assert df.notebook.tolist() == ["03_data.ipynb", "04_gan.ipynb"]
+    assert df.seconds.tolist() == [3.0, 1.5] and df.status.tolist() == ["ok", "failed"]

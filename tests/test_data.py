@@ -5,11 +5,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import rasterio
 from PIL import Image
 from rasterio.transform import from_origin
 
 import aras.data as D
+import aras.dataset as DS
 import aras.prepare as PR
 from aras.core import ArasDataError
 from aras.landcover import CLASSES, PALETTE, labels_to_rgb
@@ -348,10 +350,46 @@ def layout(tmp_path):
     return root
 
 
-def test_reader_reads_pairs(layout):
-    ds = D.ArasSplit(layout, "train")
-    img, lab = ds[1]
-    assert len(ds) == 2 and img.shape == (16, 16, 3) and (lab == 1).all()
+def test_dataset_samples_follow_torchgeo_convention(layout):
+    ds = DS.ARAS400k(layout, "train")
+    s = ds[1]
+    assert len(ds) == 2 and sorted(s) == ["image", "mask"]
+    assert s["image"].dtype == torch.float32 and s["image"].shape == (3, 16, 16) and (s["image"] == 80).all()
+    assert s["mask"].dtype == torch.int64 and (s["mask"] == 1).all()
+    img, lab = ds.pair(1)                                              # the decoded files of the same sample
+    assert img.dtype == np.uint8 and img.shape == (16, 16, 3) and (lab == 1).all()
+
+
+def test_dataset_applies_transforms_to_the_sample(layout):
+    ds = DS.ARAS400k(layout, "train", transforms=lambda s: {**s, "mask": s["mask"] + 10})
+    assert (ds[0]["mask"] == 10).all() and (ds[1]["mask"] == 11).all()
+
+
+def test_dataset_finds_the_layout_below_root_and_names_a_missing_split(layout):
+    assert len(DS.ARAS400k(layout.parent, "train")) == 2                # root above ARAS400k/
+    with pytest.raises(ArasDataError, match=r"no val/images and val/masks here, nor val.zip; pass download=True"):
+        DS.ARAS400k(layout, "val")
+    with pytest.raises(ArasDataError, match="split 'training': ARAS400k has train, val, test, synth"):
+        DS.ARAS400k(layout, "training")
+
+
+def test_dataset_from_a_set_file_reads_the_same_samples(layout, tmp_path):
+    ds = DS.ARAS400k(layout, "train")
+    ds.pairs.iloc[::-1].to_csv(tmp_path / "set.csv", index=False)
+    s = DS.ARAS400k.from_set(tmp_path / "set.csv")
+    assert len(s) == 2 and (s[0]["mask"] == ds[1]["mask"]).all() and (s[1]["mask"] == ds[0]["mask"]).all()
+    with pytest.raises(ArasDataError, match="set.csv: needs columns image and mask"):
+        pd.DataFrame({"x": [1]}).to_csv(tmp_path / "set.csv", index=False); DS.read_set(tmp_path / "set.csv")
+
+
+def test_dataset_plot_draws_image_mask_prediction_and_the_class_legend(layout):
+    ds = DS.ARAS400k(layout, "train")
+    s = ds[1]
+    fig = ds.plot({**s, "prediction": torch.full_like(s["mask"], 6)}, suptitle="p1")
+    assert len(fig.axes) == 3 and [t.get_text() for t in fig.legends[0].get_texts()] == list(CLASSES)
+    assert (fig.axes[1].images[0].get_array().data == labels_to_rgb(np.full((16, 16), 1, np.uint8))).all()
+    assert (fig.axes[2].images[0].get_array().data == PALETTE[6]).all() and fig._suptitle.get_text() == "p1"
+    assert len(ds.plot(s).axes) == 2
 
 
 def test_image_without_mask_and_mask_without_image(layout):
@@ -381,14 +419,14 @@ def test_truncated_png_unknown_colour_and_size_mismatch(layout):
     img = layout / "train" / "images" / "p0.png"
     img.write_bytes(img.read_bytes()[:60])
     with pytest.raises(ArasDataError, match="p0.png: unreadable or truncated PNG"):
-        D.ArasSplit(layout, "train")[0]
+        DS.ARAS400k(layout, "train")[0]
     mask = layout / "train" / "masks" / "p1.png"
     Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(mask)
     with pytest.raises(ArasDataError, match=r"masks/p1.png: 1 mask colour\(s\) not in the ARAS400k class table: \(7, 7, 7\) x256"):
-        D.ArasSplit(layout, "train")[1]
+        DS.ARAS400k(layout, "train")[1]
     Image.fromarray(labels_to_rgb(np.zeros((8, 16), np.uint8))).save(mask)
     with pytest.raises(ArasDataError, match="p1.png: image is 16x16 px but its mask .* is 16x8"):
-        D.ArasSplit(layout, "train")[1]
+        DS.ARAS400k(layout, "train")[1]
 
 
 def test_class_percentage_csv_columns_are_checked(layout):

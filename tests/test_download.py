@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import aras.data as D
+import aras.dataset as DS
 import aras.prepare as PR
 from aras.core import ArasDataError, ArasDownloadError
 from aras.landcover import labels_to_rgb
@@ -103,9 +104,40 @@ def test_download_aras400k_unpacks_to_the_published_layout(server, tmp_path, mon
     monkeypatch.setitem(PR.ARCHIVE_MD5, "val.zip", hashlib.md5(body).hexdigest())
     root = PR.download_aras400k(tmp_path / "dl", ("val.zip",), base_url=_url(server), progress=False)
     assert root == tmp_path / "dl" / "ARAS400k"
-    assert D.ArasSplit(root, "val")[0][1].shape == (8, 8)
+    assert DS.ARAS400k(root, "val").pair(0)[1].shape == (8, 8)
     PR.download_aras400k(tmp_path / "dl", ("val.zip",), base_url=_url(server), progress=False)
     assert len(server.requests) == 1                                    # a verified archive is not fetched again
+
+
+def _val_zip(tmp_path):
+    buf = tmp_path / "src.zip"
+    with zipfile.ZipFile(buf, "w") as z:
+        for sub, arr in (("images", np.zeros((8, 8, 3), np.uint8)), ("masks", labels_to_rgb(np.full((8, 8), 3, np.uint8)))):
+            p = tmp_path / f"{sub}.png"; Image.fromarray(arr).save(p)
+            z.write(p, f"ARAS400k/val/{sub}/a.png")
+    return buf.read_bytes()
+
+
+def test_dataset_download_fetches_checks_and_unpacks_its_split(server, tmp_path, monkeypatch):
+    body = _val_zip(tmp_path)
+    server.files["val.zip"] = body
+    monkeypatch.setitem(PR.ARCHIVE_MD5, "val.zip", hashlib.md5(body).hexdigest())
+    monkeypatch.setattr(DS.ARAS400k, "url", _url(server))
+    ds = DS.ARAS400k(tmp_path / "data", "val", download=True)
+    assert len(ds) == 1 and (ds[0]["mask"] == 3).all() and len(server.requests) == 1
+    assert len(DS.ARAS400k(tmp_path / "data", "val", download=True)) == 1 and len(server.requests) == 1   # once
+
+
+def test_dataset_checksum_refuses_an_archive_that_differs_and_unpacks_nothing(tmp_path, monkeypatch):
+    body = _val_zip(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "val.zip").write_bytes(body)
+    monkeypatch.setitem(PR.ARCHIVE_MD5, "val.zip", "0" * 32)
+    with pytest.raises(ArasDataError, match=r"val.zip: MD5 [0-9a-f]{32} does not match the published 0{32}"):
+        DS.ARAS400k(tmp_path / "data", "val", checksum=True)
+    assert not (tmp_path / "data" / "ARAS400k").exists()
+    monkeypatch.setitem(PR.ARCHIVE_MD5, "val.zip", hashlib.md5(body).hexdigest())
+    assert (DS.ARAS400k(tmp_path / "data", "val", checksum=True)[0]["mask"] == 3).all()
 
 
 def test_bad_zip_leaves_nothing_behind(tmp_path):
