@@ -16,13 +16,12 @@ from .landcover import CLASSES
 from .captioning import torch_threads
 
 # %% auto 0
-__all__ = ['PAPER', 'REPORTED_TABLE1', 'BLOCKS', 'BLOCK_VOLUME', 'REPORTED_TABLE2', 'CLASS_TERMS', 'PAPER_CAPTIONERS',
-           'T1_BLOCKS', 'reported_redundancy_check', 'redundancy', 'class_mentions', 'mentioned_classes',
-           'stated_percentages', 'composition_consistency', 'load_embedder', 'semantic_diversity', 'ClipScorer',
-           'clip_score', 'block_of', 'group_metrics', 'portable', 'table2', 'table1_reported', 'table1']
+__all__ = ['REPORTED_TABLE1', 'BLOCKS', 'BLOCK_VOLUME', 'REPORTED_TABLE2', 'CLASS_TERMS', 'REPORTED_CAPTIONERS', 'T1_BLOCKS',
+           'reported_redundancy_check', 'redundancy', 'class_mentions', 'mentioned_classes', 'stated_percentages',
+           'composition_consistency', 'load_embedder', 'semantic_diversity', 'ClipScorer', 'clip_score', 'block_of',
+           'group_metrics', 'portable', 'table2', 'table1_reported', 'table1']
 
 # %% ../nbs/06a_caption_scores.ipynb 6
-PAPER = "ARAS400k paper (arXiv 2603.09625)"
 REPORTED_TABLE1 = pd.DataFrame([
     ("NWPU", 31_500, 157_500, 72.65, 30.25, "NWPU-Captions, Cheng et al. 2022 [7]"),
     ("RSICD", 10_921, 54_605, 67.02, 29.11, "RSICD, Lu et al. 2017 [19]"),
@@ -180,7 +179,7 @@ def group_metrics(g: pd.DataFrame, emb: np.ndarray | None = None) -> dict:
 _WHY_BLANK = {"precision": "no caption names a class", "recall": "no class reaches salient_min_pct",
               "pct_error": "no caption states a percentage", "diversity": "fewer than two captions"}
 
-PAPER_CAPTIONERS = frozenset(zip(REPORTED_TABLE2.model, REPORTED_TABLE2.modality))   # the paper's five
+REPORTED_CAPTIONERS = frozenset(zip(REPORTED_TABLE2.model, REPORTED_TABLE2.modality))   # the paper's five
 
 def portable(text: str) -> str:
     "A note without machine paths: the weights folder, the cache and the home folder as <weights>, <cache>, ~."
@@ -233,7 +232,7 @@ def table1(cap: pd.DataFrame, available: dict, profile_name: str, missing_note: 
     "This run's caption set for all, real and synthetic images; the paper's ARAS400k row beside only for the same captioners."
     rows, rep = [], REPORTED_TABLE1.set_index("dataset")
     ds = cap[cap.in_dataset.astype(bool)]
-    same = frozenset(zip(ds.model, ds.modality)) == PAPER_CAPTIONERS
+    same = frozenset(zip(ds.model, ds.modality)) == REPORTED_CAPTIONERS
     made_by = ", ".join(f"{a} ({b})" for a, b in sorted(set(zip(ds.model, ds.modality)))) or "none"
     for block, label in T1_BLOCKS:
         g = ds if block == "all" else ds[ds.subset.map(block_of) == block]

@@ -15,18 +15,19 @@ from .core import Run, make_run, markdown_table, save_table, smoke_banner
 from .stats import (ALPHA, LEVEL, class_gain_rho, critical_rho, direction_verdict, equivalence_verdict, format_p,
                         grouped_rho, interval_mde, size_verdict)
 from .landcover import CLASSES
+from .metric_studies import PIXEL_METRICS
 from .segmentation import ARCHS, MIX_LABEL
 from .seg_tables import PAPER_TABLE3, PAPER_TABLE4, paper_evidence
 
 # %% auto 0
-__all__ = ['MADE_BY', 'ARAS', 'TEST', 'AUGMENTED', 'FID_SPACES', 'GAN_NEAR', 'COMPANION', 'SLIDES', 'ROTATIONS', 'PIXEL_METRICS',
-           'PRESPECIFIED', 'SEG', 'UNCOND', 'COND', 'ALL_SETS', 'CLAIMS', 'NotRun', 'Tables', 'epoch_matched',
-           'contrast', 'gain_claim', 'augmented_claim', 'best_augmentation_claim', 'rare_class_claim',
-           'class_extremes_claim', 'composition_claim', 'fid_diff', 'mixing_claim', 'gan_distance', 'fid_claim',
-           'redundancy_claim', 'volume_redundancy_claim', 'clipscore_claim', 'rotation_claim',
-           'poor_metric_realism_claim', 'downstream_claim', 'imagenet_claim', 'entropy_claim', 'space_ranking_claim',
-           'text_vs_table_claim', 'filtering_claim', 'seg', 'seg_converged', 'unconverged', 'claims_table',
-           'convergence_notes', 'write_claims', 'claims_view']
+__all__ = ['MADE_BY', 'ARAS', 'TEST', 'AUGMENTED', 'FID_SPACES', 'GAN_NEAR', 'COMPANION', 'SLIDES', 'ROTATIONS', 'PRESPECIFIED',
+           'SEG', 'UNCOND', 'COND', 'ALL_SETS', 'CLAIMS', 'NotRun', 'Tables', 'epoch_matched', 'contrast', 'gain_claim',
+           'augmented_claim', 'best_augmentation_claim', 'rare_class_claim', 'class_extremes_claim',
+           'composition_claim', 'fid_diff', 'mixing_claim', 'gan_distance', 'fid_claim', 'redundancy_claim',
+           'volume_redundancy_claim', 'clipscore_claim', 'rotation_claim', 'poor_metric_realism_claim',
+           'downstream_claim', 'imagenet_claim', 'entropy_claim', 'space_ranking_claim', 'text_vs_table_claim',
+           'filtering_claim', 'seg', 'seg_converged', 'unconverged', 'claims_table', 'convergence_notes',
+           'write_claims', 'claims_view']
 
 # %% ../nbs/09_claims.ipynb 7
 MADE_BY = {"seg_runs": "05a", "fig4_silhouette": "05b", "seg_pseudo_labels": "05b", "metrics_distributional": "07a",
@@ -247,7 +248,6 @@ def clipscore_claim(T: Tables) -> dict:
 # %% ../nbs/09_claims.ipynb 23
 COMPANION, SLIDES = "companion study", "DARES'25 slides (planetary imagery)"
 ROTATIONS = ("rot90", "rot180", "rot270", "hflip", "vflip")
-PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
 
 def _rotation_sensitivity(T: Tables, space: str = "lite0", metric: str = "FID") -> pd.DataFrame:
     p = T["metrics_perturbation"]

@@ -21,9 +21,10 @@ __all__ = ['LITE0_DEPTHS', 'SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDown
            'project_root', 'cache_dir', 'weights_dir', 'figures_root', 'ModelUnavailable', 'resolve_model_path',
            'check_model_folder', 'lite0_to_timm', 'lite0_imagenet_file', 'seed_everything', 'resolve_device', 'Run',
            'profile_notes', 'make_run', 'process_share', 'one_line_errors', 'RankBatches', 'file_stamp', 'atomic_path',
-           'write_json', 'save_torch', 'markdown_table', 'smoke_banner', 'portable_text', 'table_markdown',
-           'save_table', 'save_figure', 'without_defaults_of_old', 'settings_hash', 'speed_settings', 'autocast',
-           'use_tf32', 'compiled', 'dist_on', 'rank_world', 'rank_batch', 'barrier', 'local_device', 'init_distributed']
+           'write_json', 'save_torch', 'load_torch', 'markdown_table', 'smoke_banner', 'portable_text',
+           'table_markdown', 'save_table', 'save_figure', 'without_defaults_of_old', 'plain', 'settings_hash',
+           'speed_settings', 'autocast', 'use_tf32', 'gpu_practice', 'compiled', 'dist_on', 'rank_world', 'rank_batch',
+           'barrier', 'local_device', 'init_distributed']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -328,6 +329,22 @@ def save_torch(obj, path) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh: torch.save(obj, fh)
     return Path(path)
 
+def load_torch(path, device="cpu", what: str = "aras checkpoint"):
+    """The one reader of saved weights and checkpoints: `torch.load(..., weights_only=True)`, tensors and plain types
+    only, so a file someone shares cannot run code when it is loaded; a missing, unreadable or unsafe file is an
+    `ArasDataError` naming it (`what`: the kind of file expected)."""
+    import pickle, torch
+    path = Path(path)
+    if not path.exists(): raise ArasDataError(f"{path}: no {what} here")
+    try: return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):        # an object the safe loader will not build
+            raise ArasDataError(f"{path}: refused: it holds objects other than tensors and plain types ({found[1]}), which could "
+                                "run code when loaded (aras checkpoints before December 2026 hold NumPy objects: retrain)") from None
+        why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        raise ArasDataError(f"{path}: not a readable {what} ({why[1].strip() if why else 'unpickling failed'})") from None
+    except Exception as e: raise ArasDataError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from e
+
 # %% ../nbs/00_core.ipynb 40
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
@@ -383,6 +400,12 @@ def without_defaults_of_old(cfg: dict, old: dict) -> dict:
         if leaf in d and d[leaf] == before: del d[leaf]
     return out
 
+def plain(v):
+    "Settings as plain JSON types (AttrDict -> dict, tuple -> list), as checkpoints and cell configurations store them."
+    if isinstance(v, dict): return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [plain(x) for x in v]
+    return v
+
 def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -405,6 +428,16 @@ def use_tf32(cuda: bool, on) -> None:
     default is on); a CPU model leaves the switches alone (they act on GPUs only)."""
     import torch
     if cuda: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(on)
+
+def gpu_practice(cfg, *modules) -> bool:
+    """A section's GPU-practice switches that act on `modules` before training: TF32 as asked on a GPU (`use_tf32`,
+    process-wide) and the `channels_last` layout (in place). Returns whether the modules are on a GPU."""
+    import torch
+    cuda = next(modules[0].parameters()).is_cuda
+    use_tf32(cuda, cfg.get("tf32"))
+    if cfg.get("channels_last"):
+        for m in modules: m.to(memory_format=torch.channels_last)
+    return cuda
 
 def compiled(module, how=False):
     "`module` compiled by `torch.compile` when `how` is True (inductor) or a backend name ('aot_eager', ...); else itself."

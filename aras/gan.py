@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_gan_training.ipynb 3
 from __future__ import annotations
-import argparse, copy, hashlib, io, json, math, pickle, random, re, sys, time
+import argparse, copy, hashlib, io, json, math, random, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +18,16 @@ from tqdm.auto import tqdm
 from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
                        SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed,
                        without_defaults_of_old,
-                       rank_batch, rank_world, save_torch, settings_hash)
+                       load_torch, plain, rank_batch, rank_world, save_torch, settings_hash)
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
 from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
 
 # %% auto 0
-__all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'plain_cfg', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'track_fid', 'best_generator', 'batch_to', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir',
-           'snapshot_file', 'load_generator', 'trained_generator', 'sample_main', 'weights_digest',
-           'sample_unconditional', 'sample_conditional']
+__all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint', 'track_fid',
+           'best_generator', 'batch_to', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir', 'snapshot_file',
+           'load_generator', 'trained_generator', 'sample_main', 'weights_digest', 'sample_unconditional',
+           'sample_conditional']
 
 # %% ../nbs/04b_gan_training.ipynb 6
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
@@ -53,24 +53,13 @@ def _set_rng_state(s: dict, gen: torch.Generator):
     if s.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([c.cpu() for c in s["cuda"]])
 
-def plain_cfg(cfg) -> dict:
-    "A settings section as JSON types (tuples become lists, nested sections dicts): what a checkpoint stores."
-    return json.loads(json.dumps(dict(cfg), default=str))
-
 # %% ../nbs/04b_gan_training.ipynb 7
 def read_checkpoint(path, device="cpu") -> dict:
     """A GAN checkpoint of this chapter (training state or `best.pt`), loaded with `weights_only=True`: tensors and plain
     types only, so a checkpoint someone shares cannot run code when it is loaded. The one reader of these files."""
     path = Path(path)
     if not path.exists(): raise ArasDataError(f"{path}: no GAN checkpoint here (run notebook 04)")
-    try: state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):        # an object the safe loader will not build
-            raise ArasDataError(f"{path}: refused: it holds objects other than tensors and plain types ({found[1]}), which could "
-                                "run code when loaded (aras checkpoints before December 2026 hold NumPy objects: retrain)") from None
-        why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
-        raise ArasDataError(f"{path}: not a readable aras checkpoint ({why[1].strip() if why else 'unpickling failed'})") from None
-    except Exception as e: raise ArasDataError(f"{path}: not a readable aras checkpoint ({type(e).__name__}: {e})") from e
+    state = load_torch(path, device, "GAN checkpoint")
     if not isinstance(state, dict) or "modules" not in state:
         raise ArasDataError(f"{path}: not an aras GAN checkpoint (no 'modules' entry)")
     return state
@@ -82,7 +71,7 @@ def save_checkpoint(path, task, cfg, cur_nimg, step, gen, tracker=None):
         every = [None] * dist.get_world_size(); dist.all_gather_object(every, rng); rng = every
     else: rng = [rng]
     if rank_world()[0] != 0: return
-    state = dict(kind=task.kind, cfg=plain_cfg(cfg), cur_nimg=cur_nimg, step=step, rng=rng,
+    state = dict(kind=task.kind, cfg=plain(cfg), cur_nimg=cur_nimg, step=step, rng=rng,
                  modules={k: m.state_dict() for k, m in task.modules().items()},
                  optimizers={k: o.state_dict() for k, o in task.optimizers().items()},
                  extra={k: v for k, v in task.extra_state().items()},
@@ -121,7 +110,7 @@ def track_fid(tracker: FidTracker, task, kimg: float, out_dir) -> dict:
     fid = torch.tensor(tracker.measure(task.G_ema) if rank == 0 else 0.0, dtype=torch.float64, device=task.device)
     if dist_on(): dist.broadcast(fid, 0)
     if tracker.update(kimg, float(fid)) and rank == 0:
-        save_torch(dict(kind=task.kind, cfg=plain_cfg(task.cfg), kimg=kimg, fid=float(fid),   # the checkpoint's layout
+        save_torch(dict(kind=task.kind, cfg=plain(task.cfg), kimg=kimg, fid=float(fid),   # the checkpoint's layout
                         modules=dict(G_ema=task.G_ema.state_dict())), Path(out_dir) / "best.pt")
     best = tracker.best or [math.nan, math.nan]                              # none yet during the burn-in
     return dict(fid=float(fid), fid_best=best[1], fid_best_kimg=best[0])

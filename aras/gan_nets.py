@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .ada import bgc_augment, roll_each, rot90_each
 from .core import ArasError, dist_on
+from .settings_checks import RANGES
 from .data import decode_many, list_pairs, read_pair, train_subset
 from .landcover import CLASSES
 
@@ -26,9 +27,9 @@ __all__ = ['check_resolution', 'GanData', 'one_hot', 'to_uint8', 'EqualLinear', 
 
 # %% ../nbs/04_gan.ipynb 6
 def check_resolution(resolution: int):
-    "GAN resolutions must be powers of two, at least 8."
-    if int(resolution) < 8 or int(resolution) & (int(resolution) - 1):
-        raise ArasError(f"GAN resolution must be a power of two >= 8, got {resolution}")
+    "A network built at `resolution` checks it by the settings' rule (chapter 00c): a power of two, at least 8."
+    ok, must = RANGES["gan.uncond.resolution"]
+    if not ok(int(resolution)): raise ArasError(f"GAN resolution must be {must}, got {resolution}")
 
 def _to_tensors(img: np.ndarray, lab: np.ndarray, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .core import ArasError, atomic_path, autocast, compiled, dist_on, use_tf32, weights_dir
+from .core import ArasError, atomic_path, autocast, compiled, dist_on, gpu_practice, weights_dir
 from .landcover import CLASSES
 from .stats import fid_plateau, plateau_reached   # the stopping rules (chapter 00a, section 7)
 from .gan_nets import (AdaAugment, Discriminator, GanData, Generator, PatchDiscriminator, UNetDiscriminator,
@@ -72,11 +72,8 @@ def broadcast_params(*modules):
 
 # %% ../nbs/04a_gan_tasks.ipynb 10
 def speed_up_gan(cfg, *modules):
-    """The GPU-practice settings of a GAN section: TF32 as asked on a GPU (`use_tf32`), `channels_last` layout (in
-    place); `(autocast context, compile)`."""
-    use_tf32(next(modules[0].parameters()).is_cuda, cfg.get("tf32"))
-    if cfg.get("channels_last"):
-        for m in modules: m.to(memory_format=torch.channels_last)
+    """The GPU-practice settings of a GAN section: `gpu_practice` on its networks, then `(autocast context, compile)`."""
+    gpu_practice(cfg, *modules)
     return (lambda: autocast(next(modules[0].parameters()).device, cfg.get("amp"))), (lambda m: compiled(m, cfg.get("compile")))
 
 def as_layout(x: torch.Tensor, cfg) -> torch.Tensor:

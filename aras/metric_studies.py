@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from .core import ArasDataError, ArasError
 from .stats import format_p
 from .metrics import (as_float64, block_diagonal, deep_distances, distance_chunks, extract_features,
-                          features_device, features_on, knn, knn_tensors, load_image, pixel_pairwise, to_tensor)
-from .segmentation import resize_image
+                          features_device, features_on, knn, knn_tensors, load_image, pixel_pairwise)
+from .images import resize_image, to_tensor
 from .distributional import UNBIASED, ci_method, mean_ci, set_metrics, subsample_ci
 
 

@@ -19,17 +19,16 @@ from .core import (one_line_errors,   # a command line's errors in one line (exi
                        ArasDataError, ArasError, ModelUnavailable, atomic_path, cache_dir, check_model_folder, settings_hash,
                        weights_dir)
 from .data import decode_many, list_pairs, read_png, uncond_source
-from .segmentation import LITE_NORM, normalize, resize_image
+from .images import LITE_NORM, normalize, resize_image, resize_square, to_tensor
 
 # %% auto 0
-__all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'SET_KEY', 'load_image', 'to_tensor',
-           'resize_square', 'images_at', 'content_key', 'Extractor', 'lite0_imagenet', 'lite0_extractor',
-           'inception_extractor', 'clip_extractor', 'dinov2_extractor', 'domain_extractor', 'dihedral',
-           'rotation_invariant', 'get_extractor', 'available_spaces', 'feature_cache_dir', 'extract_features',
-           'features_device', 'as_float64', 'gpu_math', 'features_on', 'distance_chunks', 'block_diagonal',
-           'knn_tensors', 'knn', 'common_size', 'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit',
-           'lpips_model', 'dreamsim_model', 'dreamsim_extractor', 'module_device', 'deep_distances', 'sample_capped',
-           'metric_sets', 'main']
+__all__ = ['INCEPTION_FILE', 'SPACES', 'CHUNK', 'MS_SSIM_BETAS', 'LPIPS_BACKBONES', 'SET_KEY', 'load_image', 'images_at',
+           'content_key', 'Extractor', 'lite0_imagenet', 'lite0_extractor', 'inception_extractor', 'clip_extractor',
+           'dinov2_extractor', 'domain_extractor', 'dihedral', 'rotation_invariant', 'get_extractor',
+           'available_spaces', 'feature_cache_dir', 'extract_features', 'features_of', 'features_device', 'as_float64',
+           'gpu_math', 'features_on', 'distance_chunks', 'block_diagonal', 'knn_tensors', 'knn', 'common_size',
+           'ms_ssim_scales', 'pixel_pairwise', 'Lite0Distance', 'uint8_to_unit', 'lpips_model', 'dreamsim_model',
+           'dreamsim_extractor', 'module_device', 'deep_distances', 'sample_capped', 'metric_sets', 'main']
 
 # %% ../nbs/07_metrics.ipynb 6
 def load_image(img) -> np.ndarray:
@@ -39,16 +38,6 @@ def load_image(img) -> np.ndarray:
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise ArasDataError(f"expected an (H, W, 3) uint8 image, got {a.dtype} of shape {a.shape}")
     return a
-
-def to_tensor(arrays) -> torch.Tensor:
-    "Stack (H, W, 3) uint8 arrays of one size into an (N, 3, H, W) uint8 tensor."
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-def resize_square(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    "(N, 3, H, W) images -> float (N, 3, size, size) on the same 0..255 scale, antialiased when shrinking."
-    x = x.float()
-    if x.shape[-2:] == (size, size): return x
-    return F.interpolate(x, size=(size, size), mode=mode, antialias=True, align_corners=False).clamp(0, 255)
 
 def images_at(paths, px: int | None, folder) -> list[str]:
     """`paths` as PNG images of `px` x `px`: copies shrunk as the GAN and segmentation data shrink patches (PIL bilinear,
@@ -168,7 +157,8 @@ def dinov2_extractor(device="cpu", weights=None, name="dinov2-base") -> Extracto
 # %% ../nbs/07_metrics.ipynb 13
 def domain_extractor(record: dict | str | Path, device="cpu") -> Extractor:
     "The encoder of a segmentation model (deepest stage, average-pooled) from notebook 05's `labelled_by.json` record."
-    from aras.segmentation import encoder_normalization, load_trained
+    from aras.images import encoder_normalization
+    from aras.segmentation import load_trained
     from aras.seg_tables import pooled_encoder_features            # Figure 4's space: one function for both
     if not isinstance(record, dict):
         f = Path(record)
@@ -265,6 +255,11 @@ def extract_features(ext: Extractor, images, batch_size: int = 32, cache: bool |
                         with open(tmp, "wb") as fh: np.save(fh, f)
     if any(v is None for v in out): return None                     # other ranks' share is not there yet
     return np.stack(out) if out else np.zeros((0, ext.dim), np.float32)
+
+def features_of(sets: dict, spaces: dict, batch_size: int = 32, progress=True, rank: int = 0, world: int = 1) -> dict:
+    "`extract_features` of every non-empty set in every space: {space: {set: (N, dim), or None on a rank's share}}."
+    return {sp: {k: extract_features(e, v, batch_size, progress=progress, desc=f"{sp}: {k}", rank=rank, world=world)
+                 for k, v in sets.items() if len(v)} for sp, e in spaces.items()}
 
 # %% ../nbs/07_metrics.ipynb 23
 CHUNK = 2048                 # query rows per distance block: 2048 x 80k float64 = 1.3 GB
@@ -451,8 +446,7 @@ def main(argv=None) -> int:
     spaces, status = available_spaces(P.spaces, run.device, a.weights, **kw)
     logits = {"lite0": "lite0-logits", "inception": "inception-logits"}
     spaces.update(available_spaces([logits[s] for s in spaces if s in logits], run.device, a.weights, **kw)[0])
-    for sp, e in spaces.items():
-        for k, v in sets.items(): extract_features(e, v, int(P.batch_size), desc=f"{sp}: {k}", progress=rank == 0, rank=rank, world=world)
+    features_of(sets, spaces, int(P.batch_size), progress=rank == 0, rank=rank, world=world)
     print(f"rank {rank} of {world}: features of {sum(map(len, sets.values()))} images in {len(spaces)} spaces done; not available: "
           + ("; ".join(f"{r.space}: {r.status}" for r in status.itertuples() if r.status != "ok") or "none"))
     return 0

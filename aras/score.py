@@ -23,7 +23,7 @@ from .profiles import DEFAULT_PROFILE, PROFILES
 from .distributional import distributional_rows, set_metrics
 from .metric_studies import (_pairwise_rows, nearest, pearson_table, perturbation_sets, perturbation_study,
                                  pixel_entropy)
-from .metrics import available_spaces, extract_features, features_on, images_at, knn, load_image, sample_capped
+from .metrics import available_spaces, features_of, features_on, images_at, knn, load_image, sample_capped
 
 # %% auto 0
 __all__ = ['IMAGE_SUFFIXES', 'ORIENTATION', 'DEGRADATIONS', 'list_images', 'read_raw', 'Radiometry', 'read_radiometry',
@@ -225,10 +225,6 @@ class ScoreReport:
     reading: list
 
 # %% ../nbs/10_score.ipynb 33
-def _features(sets: dict, spaces: dict, batch: int, progress: bool) -> dict:
-    return {sp: {k: extract_features(e, v, batch, progress=progress, desc=f"{sp}: {k}") for k, v in sets.items()}
-            for sp, e in spaces.items()}
-
 def _metric_table(feats: dict, settings, seed: int, device) -> pd.DataFrame:
     rows = []
     on = lambda v: features_on(v, device)              # a GPU's features stay there for the metric math (07a)
@@ -283,7 +279,7 @@ def score(real, fake, held_out=None, spaces=("lite0", "lite0+rot8"), settings=No
     built, status = score_spaces(spaces, device, weights, domain_record)
     if before_features:
         before_features()
-    feats = _features(sets, built, int(S.batch_size), progress)
+    feats = features_of(sets, built, int(S.batch_size), progress)
     table = _metric_table(feats, S, seed, device)
     orient = _orientation(sets["real"], built, S, seed, progress, device)
     first = next(iter(built))
@@ -454,12 +450,9 @@ def main(argv=None) -> int:
     rank, world = rank_world()
     sets = _rank_sets(a, S, rank)
     built = score_spaces(a.spaces, device, a.weights, a.domain_record)[0]
-    n = 0
-    for label, images in chain(sets.items(), _orientation_images(sets["real"], S, a.seed)):
-        n += len(images)
-        for sp, e in built.items():
-            extract_features(e, images, int(S.batch_size), progress=rank == 0, desc=f"{sp}: {label}",
-                             rank=rank, world=world)
+    every = dict(chain(sets.items(), _orientation_images(sets["real"], S, a.seed)))
+    features_of(every, built, int(S.batch_size), progress=rank == 0, rank=rank, world=world)
+    n = sum(map(len, every.values()))
     print(f"rank {rank} of {world}: features of {n} images in {len(built)} spaces done")
     if dist_on():
         torch.distributed.destroy_process_group()

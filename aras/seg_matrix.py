@@ -19,13 +19,14 @@ from tqdm.auto import tqdm
 
 from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
                        ArasDataError, ArasError, RankBatches, atomic_path, barrier, file_stamp,
-                       init_distributed, local_device, make_run, rank_world, settings_hash, speed_settings,
+                       init_distributed, load_torch, local_device, make_run, plain, rank_world, settings_hash, speed_settings,
                        write_json)
 from .profiles import DEFAULT_PROFILE
 from .data import dataset_root, decode_many, list_pairs, read_png, train_subset, uncond_pool, uncond_source
 from .dataset import read_set
 from .landcover import CLASSES, class_legend, labels_to_rgb
 from .segmentation import *
+from .images import encoder_normalization, image_batch, normalize
 from .stats import METRICS, plateau_reached
 
 
@@ -65,12 +66,6 @@ def check_settings(P):
 
 # %% ../nbs/05a_seg_matrix.ipynb 9
 NOT_RUN = "not run: no synthetic set at {path} (made by notebook 04)"
-
-def _plain(v):
-    "Profile values as plain JSON-able Python (AttrDict -> dict, tuple -> list)."
-    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
-    return v
 
 def _file_digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
@@ -171,12 +166,12 @@ def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[
         files[mix] = self.set_file(mix)
         for arch in (archs or P.archs):
             for s in (seeds if seeds is not None else self.seeds):
-                cfg = dict(arch=arch, mix=mix, seed=int(s), **{k: _plain(P[k]) for k in TRAIN_KEYS},
-                           arch_kwargs=_plain(P.arch_kwargs.get(arch, {})), norm=_plain(encoder_normalization(P.encoder)),
+                cfg = dict(arch=arch, mix=mix, seed=int(s), **{k: plain(P[k]) for k in TRAIN_KEYS},
+                           arch_kwargs=plain(P.arch_kwargs.get(arch, {})), norm=plain(encoder_normalization(P.encoder)),
                            train=str(files[mix]), val=str(files["val"]), test=str(files["test"]),
                            sets_digest=[_file_digest(files[k]) for k in (mix, "val", "test")],
                            labeller=self.labeller_id() if "uncond" in mix else None,
-                           **_plain(speed_settings(P)))   # only when on (TF32 too): default hashes unchanged
+                           **plain(speed_settings(P)))   # only when on (TF32 too): default hashes unchanged
                 cfg["run_dir"] = str(self.dir / "runs" / mix / arch / f"seed{s}-{config_hash(cfg)}")
                 out.append(cfg)
     return out
@@ -391,9 +386,7 @@ def load_weights(model, path):
     """Load a checkpoint or a plain state dict (such as the authors' `best_ARAS400k_<arch>_<encoder>.pth`) into
     `model`, or say why it does not fit."""
     path = Path(path)
-    try: sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ArasDataError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    sd = load_torch(path, what="checkpoint or state dict")
     if isinstance(sd, dict) and "model" in sd and "arch" in sd:
         sd = load_checkpoint(path, type(model).__name__, None)["model"]
     target = model.state_dict()

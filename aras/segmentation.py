@@ -15,21 +15,21 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (ArasDataError, ArasError, atomic_path, autocast, barrier, compiled, lite0_imagenet_file, lite0_to_timm,
-                       rank_batch, rank_world, save_torch, settings_hash, use_tf32, weights_dir, write_json)
+from .core import (ArasDataError, ArasError, atomic_path, autocast, barrier, compiled, lite0_imagenet_file, lite0_to_timm, load_torch,
+                       gpu_practice, rank_batch, rank_world, save_torch, settings_hash, weights_dir, write_json)
 from .data import decode_many
 from .dataset import ARAS400k
+from .images import (IMAGENET_NORM, LITE_NORM, encoder_normalization, image_batch, normalize,   # chapter 00d
+                         pair_tensors, resize_image, resize_pair)
 from .stats import metrics_from_cm
 from .landcover import CLASSES
 
 # %% auto 0
-__all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'IMAGENET_NORM', 'LITE_NORM',
-           'encoder_normalization', 'build_model', 'load_encoder_weights', 'resize_image', 'image_batch',
-           'SegmentationSet', 'iterate_batches', 'augment_generator', 'augment_batch', 'normalize',
-           'confusion_per_image', 'confusion_meter', 'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint',
-           'load_checkpoint', 'load_trained', 'config_hash', 'train_epoch', 'RanksDice', 'Callback', 'callback_event',
-           'FitState', 'fit', 'PlateauLR', 'SaveBest', 'StepBudget', 'EarlyStopping', 'SaveLast', 'ProgressBar',
-           'train_cell']
+__all__ = ['ARCHS', 'PAPER_ARCH', 'MIXES', 'MIX_LABEL', 'PAPER_MIX', 'N_CLASSES', 'build_model', 'load_encoder_weights',
+           'SegmentationSet', 'iterate_batches', 'augment_generator', 'augment_batch', 'confusion_per_image',
+           'confusion_meter', 'evaluate', 'speed_up', 'epoch_batches', 'save_checkpoint', 'load_checkpoint',
+           'load_trained', 'config_hash', 'train_epoch', 'RanksDice', 'Callback', 'callback_event', 'FitState', 'fit',
+           'PlateauLR', 'SaveBest', 'StepBudget', 'EarlyStopping', 'SaveLast', 'ProgressBar', 'train_cell']
 
 # %% ../nbs/05_segmentation.ipynb 7
 ARCHS = ("Unet", "UnetPlusPlus", "PAN", "DeepLabV3Plus", "Segformer", "FPN")    # smp class names
@@ -44,14 +44,6 @@ PAPER_MIX = {"real": "Real Data", "uncond_1x": "Uncond. Synthetic 100k", "uncond
 N_CLASSES = len(CLASSES)
 
 # %% ../nbs/05_segmentation.ipynb 12
-IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-LITE_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-
-def encoder_normalization(encoder: str) -> tuple:
-    "(mean, std) of the inputs an encoder's ImageNet weights expect."
-    return LITE_NORM if "lite" in encoder else IMAGENET_NORM
-
 def build_model(arch: str, encoder: str, n_classes: int = N_CLASSES, **arch_kwargs) -> torch.nn.Module:
     """An smp model with a randomly initialised encoder (never downloads); see `load_encoder_weights`. smp's
     EfficientNet encoders (efficientnet-b0 ... b7) keep their ImageNet head (`_conv_head`, `_bn1`), which no
@@ -108,22 +100,6 @@ def load_encoder_weights(model, encoder: str, weights: str | None = "imagenet") 
                     "segmentation.encoder_weights=None to train from random initialisation (a change of method, never made quietly)")
 
 # %% ../nbs/05_segmentation.ipynb 16
-def resize_image(img: np.ndarray, size: int) -> np.ndarray:
-    "An (H, W, 3) uint8 image at `size` x `size`, PIL bilinear (antialiased): the one rule for every input of a segmentation model."
-    return img if img.shape[:2] == (size, size) else np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-
-def image_batch(arrays, size: int) -> torch.Tensor:
-    "uint8 (N, 3, size, size) of (H, W, 3) uint8 `arrays`, each resized by `resize_image`."
-    return torch.stack([torch.from_numpy(resize_image(a, size).transpose(2, 0, 1).copy()) for a in arrays])
-
-def _resize_pair(img: np.ndarray, lab: np.ndarray, size: int):
-    if img.shape[:2] == (size, size): return img, lab
-    return resize_image(img, size), np.asarray(Image.fromarray(lab).resize((size, size), Image.NEAREST))
-
-def _to_tensors(img, lab):
-    return torch.from_numpy(np.array(img.transpose(2, 0, 1))), torch.from_numpy(np.array(lab))
-
-# %% ../nbs/05_segmentation.ipynb 18
 _DECODED: dict = {}
 
 def _decoded(data: ARAS400k, size: int):
@@ -133,7 +109,7 @@ def _decoded(data: ARAS400k, size: int):
     keys = [(i, m, size, os.stat(i).st_mtime_ns, os.stat(m).st_mtime_ns) for i, m in files]
     where = dict(zip(keys, range(len(keys))))                  # a row of each pair of files
     new = [k for k in where if k not in _DECODED]
-    _DECODED.update(zip(new, decode_many(lambda k: _to_tensors(*_resize_pair(*data.pair(where[k]), size)), new)))
+    _DECODED.update(zip(new, decode_many(lambda k: pair_tensors(*resize_pair(*data.pair(where[k]), size)), new)))
     return torch.stack([_DECODED[k][0] for k in keys]), torch.stack([_DECODED[k][1] for k in keys])
 
 class SegmentationSet(torch.utils.data.Dataset):
@@ -147,7 +123,7 @@ class SegmentationSet(torch.utils.data.Dataset):
     def __len__(self): return len(self.data)
     def __getitem__(self, k):
         if self.tensors is not None: return self.tensors[0][k], self.tensors[1][k]
-        return _to_tensors(*_resize_pair(*self.data.pair(k), self.size))
+        return pair_tensors(*resize_pair(*self.data.pair(k), self.size))
     def batch(self, idx):
         "Images and labels of the indices `idx`, stacked."
         if self.tensors is not None: return self.tensors[0][idx], self.tensors[1][idx]
@@ -188,14 +164,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, limit:
             x[i] = (x[i] * (1 + (2 * r[5] - 1) * limit) + (2 * r[6] - 1) * limit).clamp_(0, 1)
     return x, y
 
-# %% ../nbs/05_segmentation.ipynb 19
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    "uint8 or [0, 1] images to the encoder's input scale."
-    if x.dtype == torch.uint8: x = x.float().div_(255)
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1); s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
-
-# %% ../nbs/05_segmentation.ipynb 23
+# %% ../nbs/05_segmentation.ipynb 20
 def confusion_per_image(pred: torch.Tensor, target: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
     "One confusion matrix per image of a batch: (B, C, C) from predictions and labels (B, H, W)."
     b = pred.shape[0]
@@ -207,7 +176,7 @@ def confusion_meter(device="cpu", n_classes: int = N_CLASSES, sync: bool = True)
     from torchmetrics.classification import MulticlassConfusionMatrix
     return MulticlassConfusionMatrix(n_classes, validate_args=False, sync_on_compute=sync).to(device)
 
-# %% ../nbs/05_segmentation.ipynb 26
+# %% ../nbs/05_segmentation.ipynb 23
 @torch.no_grad()
 def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device="cpu", per_image=False, progress=False, num_workers=0,
              amp=None, ranks=None):
@@ -234,16 +203,13 @@ def evaluate(model, dataset: SegmentationSet, norm, batch_size: int = 16, device
     assert (per.sum(0) == cm).all(), "per-image confusion matrices do not add up to the streamed one"
     return cm, per
 
-# %% ../nbs/05_segmentation.ipynb 30
+# %% ../nbs/05_segmentation.ipynb 27
 def speed_up(model, cfg: dict, world: int = 1):
     """The module training calls: `model` in `channels_last` layout if the cell asks (in place, before DDP builds its
     buckets), wrapped in DDP over `world` processes, compiled if asked (`compile`: True for inductor, or a
     backend name).
     GPUs: TF32 as asked (`use_tf32`), batch norm over the whole batch (gloo on CPUs has no SyncBatchNorm)."""
-    cuda = next(model.parameters()).is_cuda
-    use_tf32(cuda, cfg.get("tf32"))                             # process-wide switches
-    if cuda and world > 1: model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if cfg.get("channels_last"): model.to(memory_format=torch.channels_last)
+    if gpu_practice(cfg, model) and world > 1: model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return compiled(torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model, cfg.get("compile"))
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, steps=None, rank: int = 0, world: int = 1) -> list:
@@ -265,16 +231,14 @@ def save_checkpoint(path, model, cfg: dict, **extra):
 def load_checkpoint(path, arch: str | None = None, encoder: str | None = None) -> dict:
     "A checkpoint written by `save_checkpoint`, checked to be of `arch` and `encoder`."
     path = Path(path)
-    try: ck = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError: raise ArasDataError(f"{path}: checkpoint does not exist") from None
-    except Exception as e: raise ArasDataError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    ck = load_torch(path, what="segmentation checkpoint")
     if not isinstance(ck, dict) or "model" not in ck or "arch" not in ck:
         raise ArasDataError(f"{path}: not an aras segmentation checkpoint (a plain state dict? load it with load_weights)")
     if (arch and ck["arch"] != arch) or (encoder and ck["encoder"] != encoder):
         raise ArasDataError(f"{path}: checkpoint of a {ck['arch']} with encoder {ck['encoder']}, not of a {arch} with encoder {encoder or ck['encoder']}")
     return ck
 
-# %% ../nbs/05_segmentation.ipynb 31
+# %% ../nbs/05_segmentation.ipynb 28
 def load_trained(result: dict, device="cpu") -> torch.nn.Module:
     "The best model of a finished cell `result` (or of a `labelled_by.json` record), on `device`, in eval mode."
     cfg = result.get("config", result)
@@ -283,7 +247,7 @@ def load_trained(result: dict, device="cpu") -> torch.nn.Module:
     model.load_state_dict(load_checkpoint(path, result["arch"], cfg["encoder"])["model"])
     return model.to(device).eval()
 
-# %% ../nbs/05_segmentation.ipynb 32
+# %% ../nbs/05_segmentation.ipynb 29
 def config_hash(cfg: dict) -> str:
     return settings_hash({k: v for k, v in cfg.items() if k not in ("run_dir",)})
 
@@ -303,7 +267,7 @@ def train_epoch(net, model, opt, loss_fn, data: SegmentationSet, batches: list, 
         opt.step(); losses.append(loss.detach())
     return torch.stack(losses).tolist() if losses else []
 
-# %% ../nbs/05_segmentation.ipynb 33
+# %% ../nbs/05_segmentation.ipynb 30
 class RanksDice(torch.nn.Module):
     """smp's multiclass Dice loss of a batch split over `world` ranks: per class, the sums over pixels are
     added over the ranks (the others' as constants), so every rank has the whole batch's loss."""
@@ -329,7 +293,7 @@ def _optimisation(model, cfg: dict, world: int = 1):
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=float(cfg["lr_factor"]), patience=int(cfg["lr_patience"]))
     return opt, sched, smp.losses.DiceLoss("multiclass") if world == 1 else RanksDice(world)
 
-# %% ../nbs/05_segmentation.ipynb 35
+# %% ../nbs/05_segmentation.ipynb 32
 class Callback:
     "A hook into `fit`: any of `before_fit`, `before_epoch`, `after_validate`, `after_epoch`, `after_fit`, each given the `FitState`; lower `order` runs first."
     order = 0
@@ -379,7 +343,7 @@ def fit(f: FitState, callbacks=(), device="cpu", eval_batch_size: int = 16, num_
     callback_event(callbacks, "after_fit", f)
     return f
 
-# %% ../nbs/05_segmentation.ipynb 36
+# %% ../nbs/05_segmentation.ipynb 33
 class PlateauLR(Callback):
     "The authors' schedule: `ReduceLROnPlateau` (in `f.sched`, so its state resumes) stepped on validation macro F1."
     def after_validate(self, f): f.sched.step(f.val["f1"])
@@ -407,7 +371,7 @@ class EarlyStopping(Callback):
         f.bad = 0 if f.improved else f.bad + 1
         if f.bad >= self.patience: f.stop = "early stopping"
 
-# %% ../nbs/05_segmentation.ipynb 38
+# %% ../nbs/05_segmentation.ipynb 35
 class SaveLast(Callback):
     "`last.pt` after every epoch that training goes on from (model, optimiser, schedule, record), written atomically: an interrupted run resumes at the next epoch."
     def after_epoch(self, f):
@@ -427,7 +391,7 @@ class ProgressBar(Callback):
         self.bar.update(); self.bar.set_postfix(loss=f"{f.history[-1]['train_loss']:.3f}", val_f1=f"{f.val['f1']:.3f}")
     def after_fit(self, f): self.bar.close()
 
-# %% ../nbs/05_segmentation.ipynb 40
+# %% ../nbs/05_segmentation.ipynb 37
 def _resume(out: Path, cfg: dict, model):
     "The state saved in `last.pt` (loaded into `model`) and the encoder weights' source, or (None, source) on a fresh start."
     if not (out / "last.pt").exists(): return None, load_encoder_weights(model, cfg["encoder"], cfg["encoder_weights"])
@@ -488,7 +452,7 @@ def train_cell(cfg: dict, device: str = "cpu", eval_batch_size: int = 16, in_mem
         device, eval_batch_size, num_workers)
     return _finish(f, t0, eval_batch_size, device, num_workers)
 
-# %% ../nbs/05_segmentation.ipynb 45
+# %% ../nbs/05_segmentation.ipynb 42
 if __name__ == "__main__" and "__file__" in globals():     # the matrix's command line lives with the matrix (05a)
     print("python -m aras.segmentation: the command line is `python -m aras.seg_matrix train ...` (chapter 05a)", file=sys.stderr)
     sys.exit(2)

@@ -423,7 +423,7 @@ def test_tables_compute_every_metric_or_say_why_not(prepared, real, tmp_path):
     ours = t1.loc["ARAS400k synthetic (aras, tiny)"]
     assert (ours.volume, ours.images_available) == (n_cond, len(available["cond"]))
     assert np.isnan(ours.reported_redundancy_pct) and ours.paper_counterpart.startswith("none")   # template only: unlike
-    five = pd.concat([cap.assign(model=m, modality=mo) for m, mo in sorted(S.PAPER_CAPTIONERS)], ignore_index=True)
+    five = pd.concat([cap.assign(model=m, modality=mo) for m, mo in sorted(S.REPORTED_CAPTIONERS)], ignore_index=True)
     same = S.table1(five, available, "tiny").set_index("dataset").loc["ARAS400k real (aras, tiny)"]
     assert (same.reported_redundancy_pct, same.paper_counterpart) == (8.01, "ARAS400k real (paper Table 1)")
     missing = S.table1(cap[cap.subset == "real"], {"real": items}, "tiny", "no synthetic set at /s/cond").set_index("dataset")

@@ -17,7 +17,7 @@ import aras.gan as gan
 import aras.gan_nets as nets
 import aras.gan_tasks as tasks
 import aras.stats as stats
-from aras.core import SPEED_KEYS, ArasDataError, ArasError, get_profile, settings_hash, speed_settings
+from aras.core import SPEED_KEYS, ArasDataError, ArasError, get_profile, plain, settings_hash, speed_settings
 from aras.data import list_pairs, read_png
 from aras.landcover import labels_to_rgb, rgb_to_labels
 
@@ -395,7 +395,7 @@ def test_bad_checkpoints_are_named(data16, tmp_path):
     with pytest.raises(ArasError, match=r"checkpoint.pt: incompatible checkpoint: z_dim is 16 there, 8 here, channel_max is 32 there, 16 here"):
         gan.train_gan("uncond", other, data16, tmp_path, progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(ArasError, match="checkpoint.pt: not a readable aras checkpoint"):
+    with pytest.raises(ArasError, match="checkpoint.pt: not a readable GAN checkpoint"):
         gan.train_gan("uncond", cfg, data16, tmp_path, progress=False)
 
 
@@ -561,7 +561,7 @@ def test_two_torchrun_processes_sample_what_one_does(prepared, tmp_path):
         for kind, build in (("uncond", tasks.uncond_generator), ("cond", nets.cond_generator)):
             torch.manual_seed(1); G = build(run.profile.gan[kind])
             gan.gan_dir(run, kind).mkdir(parents=True)
-            torch.save(dict(kind=kind, cfg=gan.plain_cfg(run.profile.gan[kind]), kimg=0.0, fid=0.0, modules=dict(G_ema=G.state_dict())),
+            torch.save(dict(kind=kind, cfg=plain(run.profile.gan[kind]), kimg=0.0, fid=0.0, modules=dict(G_ema=G.state_dict())),
                        gan.gan_dir(run, kind) / "best.pt")
         p = torchrun(["aras.gan", "sample", "--profile", "smoke", "--data-root", str(prepared[0]), "--set", *sets], env)
         assert p.returncode == 0, p.stderr[-3000:]
@@ -703,7 +703,7 @@ def test_snapshot_file_is_what_trained_generator_loads(tmp_path):
     with pytest.raises(ArasError, match="no best.pt or checkpoint.pt: train the uncond GAN first"): gan.trained_generator(R, "uncond")
     def save(name, seed):
         torch.manual_seed(seed); G = tasks.uncond_generator(R.profile.gan.uncond); d.mkdir(parents=True, exist_ok=True)
-        torch.save(dict(kind="uncond", cfg=gan.plain_cfg(R.profile.gan.uncond), modules=dict(G_ema=G.state_dict())), d / name)
+        torch.save(dict(kind="uncond", cfg=plain(R.profile.gan.uncond), modules=dict(G_ema=G.state_dict())), d / name)
         return G
     G_last = save("checkpoint.pt", 1)
     assert gan.snapshot_file(R, "uncond") == d / "checkpoint.pt"

@@ -554,7 +554,7 @@ def test_load_generator_errors(tmp_path):
     from aras.gan import load_generator
     with pytest.raises(ArasDataError, match="run notebook 04"): load_generator(tmp_path / "x.pt")
     (tmp_path / "bad.pt").write_text("nope")
-    with pytest.raises(ArasDataError, match="not a readable aras checkpoint"): load_generator(tmp_path / "bad.pt")
+    with pytest.raises(ArasDataError, match="not a readable GAN checkpoint"): load_generator(tmp_path / "bad.pt")
 
 
 def test_metrics_in_distance_blocks_equal_the_whole_matrix(monkeypatch):

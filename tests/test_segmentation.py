@@ -669,3 +669,20 @@ def test_ddp_trains_an_efficientnet_encoder_for_several_steps(tmp_path):
     "Two gloo ranks, three DDP steps of a Unet with an efficientnet-b0 encoder (32 px): the same weights."
     from launch import torchrun_script
     assert torchrun_script(tmp_path, "ddp_check", DDP_EFFICIENTNET) == dict(steps=3, same=True)
+
+
+class _RunsCode:
+    "A pickled object whose loading would touch a file: what an unsafe checkpoint could do."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (Path.touch, (self.marker,))
+
+
+def test_a_segmentation_checkpoint_that_would_run_code_is_refused_by_the_one_reader(tmp_path):
+    marker, ck = tmp_path / "code-ran", tmp_path / "best.pt"
+    torch.save(dict(arch="FPN", encoder="x", model={}, extra=_RunsCode(marker)), ck)
+    for load in (lambda: S.load_checkpoint(ck, "FPN"), lambda: M.load_weights(S.build_model("FPN", "resnet18"), ck)):
+        with pytest.raises(ArasDataError, match="best.pt: refused: it holds objects other than tensors and plain types"):
+            load()
+    assert not marker.exists()
+    with pytest.raises(ArasDataError, match="none.pt: no segmentation checkpoint here"):
+        S.load_checkpoint(tmp_path / "none.pt")
