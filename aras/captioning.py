@@ -410,7 +410,7 @@ def save_caption_files(captions: pd.DataFrame, out_dir) -> list[Path]:
 @one_line_errors("python -m aras.captioning")
 def main(argv=None) -> int:
     "Caption this process's share of every captioner's batches (RANK and WORLD_SIZE from torchrun; one process without)."
-    from aras.core import process_share
+    from aras.runtime import process_share
     from aras.data import dataset_root
     a, run, rank, world = process_share("python -m aras.captioning", main.__doc__, argv)
     C, root = run.profile.captioning, dataset_root(run)

@@ -20,11 +20,9 @@ from .settings_checks import range_problems, setting_type, type_problem         
 __all__ = ['LITE0_DEPTHS', 'SPEED_KEYS', 'ArasError', 'ArasDataError', 'ArasDownloadError', 'get_profile', 'parse_overrides',
            'project_root', 'cache_dir', 'weights_dir', 'figures_root', 'ModelUnavailable', 'resolve_model_path',
            'check_model_folder', 'lite0_to_timm', 'lite0_imagenet_file', 'seed_everything', 'resolve_device', 'Run',
-           'profile_notes', 'make_run', 'process_share', 'one_line_errors', 'RankBatches', 'file_stamp', 'atomic_path',
-           'write_json', 'save_torch', 'load_torch', 'markdown_table', 'smoke_banner', 'portable_text',
-           'table_markdown', 'save_table', 'save_figure', 'without_defaults_of_old', 'plain', 'settings_hash',
-           'speed_settings', 'autocast', 'use_tf32', 'gpu_practice', 'compiled', 'dist_on', 'rank_world', 'rank_batch',
-           'barrier', 'local_device', 'init_distributed']
+           'profile_notes', 'make_run', 'one_line_errors', 'file_stamp', 'atomic_path', 'write_json', 'markdown_table',
+           'smoke_banner', 'portable_text', 'table_markdown', 'save_table', 'save_figure', 'without_defaults_of_old',
+           'plain', 'settings_hash', 'speed_settings']
 
 # %% ../nbs/00_core.ipynb 6
 class ArasError(Exception):
@@ -255,18 +253,6 @@ def make_run(profile=DEFAULT_PROFILE, data_root=None, out_dir=None, seed=0, devi
     for line in profile_notes(prof): print(line)
     return run
 
-def process_share(prog: str, description: str, argv=None) -> tuple:
-    """The command line of a chapter's work dealt over processes (`torchrun -m aras.<chapter>`): its arguments, its `Run`,
-    and this process's rank and world size (torchrun's RANK and WORLD_SIZE; 0 and 1 without torchrun)."""
-    import argparse
-    ap = argparse.ArgumentParser(prog=prog, description=description)
-    ap.add_argument("--profile", default=DEFAULT_PROFILE); ap.add_argument("--data-root"); ap.add_argument("--weights")
-    ap.add_argument("--seed", type=int, default=0); ap.add_argument("--device", default="cpu")
-    ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="profile overrides")
-    a = ap.parse_args(argv)
-    run = make_run(a.profile, a.data_root, None, a.seed, local_device(a.device), a.set)   # the rank's GPU
-    return a, run, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
 def one_line_errors(prog: str):
     """Decorate a command line's `main`: an `ArasError` (a setting out of range or of the wrong type, a missing or bad
     file) ends it with one line on stderr naming the cause, and exit code 2, as `aras` itself does; a bug still shows
@@ -280,21 +266,7 @@ def one_line_errors(prog: str):
         return main
     return deco
 
-# %% ../nbs/00_core.ipynb 31
-class RankBatches:
-    """Fixed batches of `files` (what each item writes), dealt over processes: process `rank` of `world` does batches
-    `rank`, `rank + world`, ...; a batch is done, by whichever process, when its marker in `parts` and all its files exist,
-    so a restarted process does only its unfinished batches and a one-process run afterwards does none."""
-    def __init__(self, files: list, batch: int, parts, rank: int = 0, world: int = 1):
-        self.files, self.batch, self.parts, self.rank, self.world = [Path(f) for f in files], int(batch), Path(parts), rank, world
-        self.n = -(-len(self.files) // self.batch)
-    def done(self, b: int) -> bool:
-        return (self.parts / f"{b:06d}").exists() and all(f.exists() for f in self.files[b * self.batch:(b + 1) * self.batch])
-    def todo(self) -> list[int]: return [b for b in range(self.rank, self.n, self.world) if not self.done(b)]
-    def finish(self, b: int): self.parts.mkdir(parents=True, exist_ok=True); (self.parts / f"{b:06d}").touch()
-    def complete(self) -> bool: return all(self.done(b) for b in range(self.n))
-
-# %% ../nbs/00_core.ipynb 35
+# %% ../nbs/00_core.ipynb 33
 _UMASK = os.umask(0); os.umask(_UMASK)
 
 def file_stamp(path) -> str:
@@ -321,31 +293,7 @@ def write_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
-# %% ../nbs/00_core.ipynb 37
-def save_torch(obj, path) -> Path:
-    """`torch.save` of `obj`, atomically and byte for byte reproducibly: saved through a file handle, the archive inside
-    is named 'archive', not after the random temporary file, so the same weights give the same file and sha256."""
-    import torch
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh: torch.save(obj, fh)
-    return Path(path)
-
-def load_torch(path, device="cpu", what: str = "aras checkpoint"):
-    """The one reader of saved weights and checkpoints: `torch.load(..., weights_only=True)`, tensors and plain types
-    only, so a file someone shares cannot run code when it is loaded; a missing, unreadable or unsafe file is an
-    `ArasDataError` naming it (`what`: the kind of file expected)."""
-    import pickle, torch
-    path = Path(path)
-    if not path.exists(): raise ArasDataError(f"{path}: no {what} here")
-    try: return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):        # an object the safe loader will not build
-            raise ArasDataError(f"{path}: refused: it holds objects other than tensors and plain types ({found[1]}), which could "
-                                "run code when loaded (aras checkpoints before December 2026 hold NumPy objects: retrain)") from None
-        why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
-        raise ArasDataError(f"{path}: not a readable {what} ({why[1].strip() if why else 'unpickling failed'})") from None
-    except Exception as e: raise ArasDataError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from e
-
-# %% ../nbs/00_core.ipynb 40
+# %% ../nbs/00_core.ipynb 36
 def markdown_table(df: pd.DataFrame, floatfmt=".2f") -> str:
     "Markdown of `df`: whole-number columns without decimals, others with `floatfmt`, missing values blank."
     def whole(c): return pd.api.types.is_numeric_dtype(df[c]) and bool(np.all(df[c].dropna() % 1 == 0))
@@ -362,7 +310,7 @@ def portable_text(s: str) -> str:
         s = s.replace(str(folder), name)
     return s
 
-# %% ../nbs/00_core.ipynb 41
+# %% ../nbs/00_core.ipynb 37
 def table_markdown(df: pd.DataFrame, name: str, run: Run, floatfmt=".2f", md_columns=None) -> str:
     "The `.md` of a table: the smoke banner, then `md_columns` of `df` (all by default; a wide table shows its main ones and says where the rest are)."
     shown = df if md_columns is None else df[[c for c in md_columns if c in df.columns]]
@@ -389,7 +337,7 @@ def save_figure(fig, name: str, run: Run, dpi=150) -> Path:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
     return run.fig_dir / f"{name}.png"
 
-# %% ../nbs/00_core.ipynb 46
+# %% ../nbs/00_core.ipynb 42
 def without_defaults_of_old(cfg: dict, old: dict) -> dict:
     """`cfg` without the (dotted) settings that still hold the value `old` gives them: settings added after results
     existed name a hash only when they change what those results were made with."""
@@ -410,76 +358,9 @@ def settings_hash(*objs) -> str:
     "A short stable hash of JSON-serialisable settings."
     return hashlib.sha256(json.dumps(objs, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb 49
+# %% ../nbs/00_core.ipynb 45
 SPEED_KEYS = tuple(f.name for f in fields(GpuPractice))   # amp, channels_last, compile, tf32: in a hash only when on
 
 def speed_settings(cfg) -> dict:
     "The GPU-practice settings of a section that are on (what a hash of its results adds; none: the hash is unchanged)."
     return {k: cfg[k] for k in SPEED_KEYS if cfg.get(k)}
-
-def autocast(device, amp=None):
-    "bf16 autocast on `device`'s type when `amp` is 'bf16' (no gradient scaler needed), else a no-op context."
-    import torch
-    if amp not in (None, False, "bf16"): raise ArasError(f"amp={amp!r}: use 'bf16' or None (fp16 would need a gradient scaler)")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
-
-def use_tf32(cuda: bool, on) -> None:
-    """TF32 for float32 matmuls and convolutions, process-wide, as a CUDA model's `tf32` setting says (on or off: cuDNN's
-    default is on); a CPU model leaves the switches alone (they act on GPUs only)."""
-    import torch
-    if cuda: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(on)
-
-def gpu_practice(cfg, *modules) -> bool:
-    """A section's GPU-practice switches that act on `modules` before training: TF32 as asked on a GPU (`use_tf32`,
-    process-wide) and the `channels_last` layout (in place). Returns whether the modules are on a GPU."""
-    import torch
-    cuda = next(modules[0].parameters()).is_cuda
-    use_tf32(cuda, cfg.get("tf32"))
-    if cfg.get("channels_last"):
-        for m in modules: m.to(memory_format=torch.channels_last)
-    return cuda
-
-def compiled(module, how=False):
-    "`module` compiled by `torch.compile` when `how` is True (inductor) or a backend name ('aot_eager', ...); else itself."
-    import torch
-    return torch.compile(module, backend=how if isinstance(how, str) else "inductor") if how else module
-
-
-# %% ../nbs/00_core.ipynb 50
-def dist_on() -> bool:
-    "Is this process in a process group (launched by torchrun and joined)?"
-    import torch.distributed as dist
-    return dist.is_available() and dist.is_initialized()
-
-def rank_world() -> tuple[int, int]:
-    "(rank, world size) of this process; (0, 1) outside distributed runs."
-    import torch.distributed as dist
-    return (dist.get_rank(), dist.get_world_size()) if dist_on() else (0, 1)
-
-def rank_batch(batch: int, rank: int, world: int) -> int:
-    """Process `rank`'s share of a global `batch` over `world` processes, as even as can be: the first
-    `batch % world` take one image more (50 over 16 GPUs: 4, 4, then 3 each). The GANs weight each process's
-    gradients by its share (`GradReducer`); segmentation's Dice adds the sums of every share (`RanksDice`)."""
-    if batch < world: raise ArasError(f"batch {batch} is smaller than {world} processes: each needs an image")
-    return batch // world + int(rank < batch % world)
-
-def barrier():
-    import torch.distributed as dist
-    if rank_world()[1] > 1: dist.barrier()
-
-def local_device(device: str = "cpu") -> str:
-    """The device this process computes on, for every entry point: `device` ('auto' resolved), except that
-    under torchrun (`LOCAL_RANK` set) a CUDA device is this process's own GPU, `cuda:<LOCAL_RANK>`, so the
-    processes of a node take one GPU each rather than all sharing `cuda:0`. 'cpu' stays 'cpu'."""
-    device, local = str(resolve_device(device)), os.environ.get("LOCAL_RANK")
-    return f"cuda:{int(local)}" if local is not None and device.startswith("cuda") else device
-
-def init_distributed(device: str = "cpu") -> str:
-    "Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA); return the `local_device`."
-    import torch, torch.distributed as dist
-    device = local_device(device)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return device
-    cuda = device.startswith("cuda")
-    if not dist.is_initialized(): dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda: torch.cuda.set_device(torch.device(device).index or 0)
-    return device

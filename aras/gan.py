@@ -15,10 +15,10 @@ import torch.nn as nn
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
-                       SPEED_KEYS, ArasDataError, ArasError, RankBatches, atomic_path, dist_on, init_distributed,
-                       without_defaults_of_old,
-                       load_torch, plain, rank_batch, rank_world, save_torch, settings_hash)
+from .core import (one_line_errors, SPEED_KEYS, ArasDataError, ArasError, atomic_path,
+                       without_defaults_of_old, plain, settings_hash)
+from .runtime import (RankBatches, close_pools, dist_on, init_distributed, load_torch, rank_batch,
+                          rank_world, save_torch, worker_pool)
 from .landcover import class_legend, labels_to_rgb
 from .gan_nets import GanData, Generator, SpadeGenerator, cond_generator, one_hot, to_uint8
 from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
@@ -224,7 +224,6 @@ def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True
                progress=True, n_max=None) -> dict:
     """Train `jobs` ({kind: (cfg, out_dir)}) in `workers` processes at once, with progress from their logs, on the
     `n_max` real training patches of `seed` (`train_subset`); {kind: trained task}."""
-    from aras.seg_matrix import close_pools, worker_pool        # forward reference: chapter 05's process pool
     from aras.gan import _train_job as job                        # by module name: the workers are spawned
     if workers > 1 and len(jobs) > 1:
         pool = worker_pool(workers, threads)
@@ -310,7 +309,7 @@ def trained_generator(run, kind: str, device="cpu") -> nn.Module:
 def sample_main(argv=None) -> int:
     """Make this process's share of the run's synthetic sets (section 8) from its trained GANs, under torchrun (RANK,
     WORLD_SIZE); the chapter run afterwards finds every batch and writes nothing again."""
-    from aras.core import process_share
+    from aras.runtime import process_share
     from aras.data import dataset_root
     a, run, rank, world = process_share("python -m aras.gan sample", sample_main.__doc__, argv)
     G_CFG, root, syn = run.profile.gan, dataset_root(run), run.synthetic_dir

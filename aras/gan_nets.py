@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ada import bgc_augment, roll_each, rot90_each
-from .core import ArasError, dist_on
+from .core import ArasError
+from .runtime import dist_on
 from .settings_checks import RANGES
 from .data import decode_many, list_pairs, read_pair, train_subset
 from .landcover import CLASSES

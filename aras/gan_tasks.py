@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .core import ArasError, atomic_path, autocast, compiled, dist_on, gpu_practice, weights_dir
+from .core import ArasError, atomic_path, weights_dir
+from .runtime import autocast, compiled, dist_on, gpu_practice
 from .landcover import CLASSES
 from .stats import fid_plateau, plateau_reached   # the stopping rules (chapter 00a, section 7)
 from .gan_nets import (AdaAugment, Discriminator, GanData, Generator, PatchDiscriminator, UNetDiscriminator,

@@ -437,7 +437,7 @@ def metric_sets(run, real_root) -> tuple[dict, dict, dict]:
 @one_line_errors("python -m aras.metrics")
 def main(argv=None) -> int:
     "Compute this process's share of the chapter's features into the cache (RANK and WORLD_SIZE from torchrun)."
-    from aras.core import process_share
+    from aras.runtime import process_share
     from aras.data import dataset_root
     a, run, rank, world = process_share("python -m aras.metrics", main.__doc__, argv)
     P = run.profile.metrics

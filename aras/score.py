@@ -16,9 +16,9 @@ import rasterio
 import torch
 from PIL import Image
 
-from .core import (ArasDataError, ArasError, atomic_path, barrier, cache_dir, dist_on, get_profile,
-                       init_distributed, markdown_table, one_line_errors, parse_overrides, rank_world,
-                       resolve_device, settings_hash)
+from .core import (ArasDataError, ArasError, atomic_path, cache_dir, get_profile, markdown_table,
+                       one_line_errors, parse_overrides, resolve_device, settings_hash)
+from .runtime import barrier, dist_on, init_distributed, rank_world
 from .profiles import DEFAULT_PROFILE, PROFILES
 from .distributional import distributional_rows, set_metrics
 from .metric_studies import (_pairwise_rows, nearest, pearson_table, perturbation_sets, perturbation_study,

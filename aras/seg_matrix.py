@@ -17,10 +17,10 @@ from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import (one_line_errors,   # a command line's errors in one line (exit 2)
-                       ArasDataError, ArasError, RankBatches, atomic_path, barrier, file_stamp,
-                       init_distributed, load_torch, local_device, make_run, plain, rank_world, settings_hash, speed_settings,
-                       write_json)
+from .core import (one_line_errors, ArasDataError, ArasError, atomic_path, file_stamp, make_run, plain,
+                       settings_hash, speed_settings, write_json)
+from .runtime import (RankBatches, barrier, close_pools, drop_pool, init_distributed, load_torch, local_device,
+                          rank_world, set_threads, worker_pool)
 from .profiles import DEFAULT_PROFILE
 from .data import dataset_root, decode_many, list_pairs, read_png, train_subset, uncond_pool, uncond_source
 from .dataset import read_set
@@ -32,8 +32,7 @@ from .stats import METRICS, plateau_reached
 
 # %% auto 0
 __all__ = ['TRAIN_KEYS', 'NOT_RUN', 'mix_recipes', 'check_settings', 'file_stamps', 'SegmentationMatrix', 'cell_cost',
-           'spread_cells', 'deal_cells', 'run_converged', 'set_threads', 'worker_pool', 'close_pools', 'predict_masks',
-           'plot_one_model', 'load_weights', 'main']
+           'spread_cells', 'deal_cells', 'run_converged', 'predict_masks', 'plot_one_model', 'load_weights', 'main']
 
 # %% ../nbs/05a_seg_matrix.ipynb 7
 TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
@@ -235,7 +234,7 @@ def train(self: SegmentationMatrix, cells: list, progress=True, desc="training")
         futures = {ex.submit(job, c, **kw): c for c in todo}
         for f in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not progress):
             if (e := f.exception()) is not None:
-                _POOLS.pop((workers, P.threads_per_run), None); ex.shutdown(wait=True, cancel_futures=True)
+                drop_pool(workers, P.threads_per_run)
                 c = futures[f]
                 raise ArasError(f"training {c['mix']}/{c['arch']}/seed {c['seed']} failed ({c['run_dir']}): {type(e).__name__}: {e}") from e
     else:
@@ -315,25 +314,6 @@ def results(self: SegmentationMatrix, cells=None) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), {k: np.stack(v) for k, v in cms.items()}
 
 # %% ../nbs/05a_seg_matrix.ipynb 27
-def set_threads(n):
-    "Limit torch's intra-op threads (None: leave the default)."
-    if n: torch.set_num_threads(int(n))
-
-_POOLS: dict = {}
-
-def worker_pool(workers: int, threads=None) -> ProcessPoolExecutor:
-    "A process pool kept for the session, so workers start (import torch, decode sets) once, not per batch of cells."
-    if (workers, threads) not in _POOLS:
-        from aras.seg_matrix import set_threads as init         # by module name: the workers are spawned
-        _POOLS[(workers, threads)] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                         initializer=init, initargs=(threads,))
-    return _POOLS[(workers, threads)]
-
-def close_pools():
-    "Stop the worker processes of `worker_pool`."
-    while _POOLS: _POOLS.popitem()[1].shutdown(wait=True)
-
-# %% ../nbs/05a_seg_matrix.ipynb 28
 @torch.no_grad()
 def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int = 16, device="cpu", progress=True,
                   rank: int = 0, world: int = 1, parts=None) -> bool:
@@ -352,7 +332,7 @@ def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int
         jobs.finish(b)
     return jobs.complete()
 
-# %% ../nbs/05a_seg_matrix.ipynb 34
+# %% ../nbs/05a_seg_matrix.ipynb 33
 @torch.no_grad()
 def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     "One finished cell: its loss and validation F1 per epoch, and image / true mask / prediction of the first `n` `pairs`."
@@ -381,7 +361,7 @@ def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     class_legend(right, ncol=4)
     return fig
 
-# %% ../nbs/05a_seg_matrix.ipynb 37
+# %% ../nbs/05a_seg_matrix.ipynb 36
 def load_weights(model, path):
     """Load a checkpoint or a plain state dict (such as the authors' `best_ARAS400k_<arch>_<encoder>.pth`) into
     `model`, or say why it does not fit."""
@@ -399,7 +379,7 @@ def load_weights(model, path):
     model.load_state_dict(sd)
     return model
 
-# %% ../nbs/05a_seg_matrix.ipynb 40
+# %% ../nbs/05a_seg_matrix.ipynb 39
 @one_line_errors("python -m aras.seg_matrix")
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."

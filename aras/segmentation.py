@@ -15,8 +15,10 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .core import (ArasDataError, ArasError, atomic_path, autocast, barrier, compiled, lite0_imagenet_file, lite0_to_timm, load_torch,
-                       gpu_practice, rank_batch, rank_world, save_torch, settings_hash, weights_dir, write_json)
+from .core import (ArasDataError, ArasError, atomic_path, lite0_imagenet_file, lite0_to_timm,
+                       settings_hash, weights_dir, write_json)
+from .runtime import (autocast, barrier, compiled, load_torch, gpu_practice, rank_batch, rank_world,
+                          save_torch)
 from .data import decode_many
 from .dataset import ARAS400k
 from .images import (IMAGENET_NORM, LITE_NORM, encoder_normalization, image_batch, normalize,   # chapter 00d

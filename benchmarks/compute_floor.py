@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from aras.core import autocast, get_profile, parse_overrides
+from aras.core import get_profile, parse_overrides
+from aras.runtime import autocast
 from aras.gan_tasks import SpadeTask, StyleGANTask
 from aras.segmentation import build_model
 

@@ -67,7 +67,8 @@ def distances_main(argv=None) -> int:
     "Chapter 07a's set metrics of every set against Real train in each space, and LPIPS on image pairs."
     import aras.distributional as DM
     import aras.metrics as M
-    from aras.core import ModelUnavailable, process_share
+    from aras.core import ModelUnavailable
+    from aras.runtime import process_share
     from aras.data import dataset_root
     a, run, _, _ = process_share("gpu_smoke.py distances", distances_main.__doc__, argv)
     P = run.profile.metrics

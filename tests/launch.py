@@ -61,7 +61,7 @@ import os
 import runpy
 import sys
 import torch.distributed as dist
-from aras.core import local_device
+from aras.runtime import local_device
 
 KEYS = ("RANK", "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
 rec = dict(env={k: os.environ.get(k) for k in KEYS}, cuda=local_device("cuda"), cwd=os.getcwd(), opened=[],

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aras.core import (ArasError, atomic_path, get_profile, make_run, markdown_table, process_share,
-                       save_table, settings_hash, write_json)
+from aras.core import (ArasError, atomic_path, get_profile, make_run, markdown_table, save_table,
+                       settings_hash, write_json)
+from aras.runtime import process_share
 
 
 def test_profiles_hold_the_paper_settings():
@@ -143,7 +144,7 @@ def test_settings_are_typed_and_overrides_checked_against_the_types():
 
 def test_a_bare_cuda_device_becomes_this_ranks_gpu(monkeypatch):
     "Under torchrun (LOCAL_RANK), every entry point's 'cuda' is the rank's own GPU; cpu stays cpu."
-    from aras.core import init_distributed, local_device
+    from aras.runtime import init_distributed, local_device
     monkeypatch.delenv("LOCAL_RANK", raising=False); monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert [local_device(d) for d in ("cuda", "cuda:1", "cpu")] == ["cuda", "cuda:1", "cpu"]
     monkeypatch.setenv("LOCAL_RANK", "3")

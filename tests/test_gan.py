@@ -587,7 +587,7 @@ def test_two_torchrun_processes_sample_what_one_does(prepared, tmp_path):
 
 REDUCE = '''
 import json, torch, torch.distributed as dist
-from aras.core import init_distributed
+from aras.runtime import init_distributed
 from aras.gan_nets import Discriminator
 from aras.gan_tasks import GradReducer
 init_distributed()
@@ -621,7 +621,7 @@ def test_bucketed_overlapped_all_reduce_gives_the_flat_all_reduce_bit_for_bit(tm
 
 UNEVEN = '''
 import json, torch, torch.distributed as dist
-from aras.core import init_distributed
+from aras.runtime import init_distributed
 from aras.gan import rank_batch
 from aras.gan_tasks import GradReducer
 init_distributed()

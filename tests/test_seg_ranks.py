@@ -23,7 +23,7 @@ GLOBAL_BATCH = '''
 import json, pandas as pd, torch, torch.distributed as dist
 import segmentation_models_pytorch as smp
 import aras.segmentation as S
-from aras.core import init_distributed
+from aras.runtime import init_distributed
 init_distributed()
 rank, world = dist.get_rank(), dist.get_world_size()
 g = torch.Generator().manual_seed(0)

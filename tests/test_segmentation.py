@@ -186,7 +186,7 @@ def test_unconditional_samples_are_labelled_by_the_best_real_model(matrix, tmp_p
     assert lab["val_f1"] == pytest.approx(best.best_val_f1)
     import hashlib
     assert lab["checkpoint_sha256"] == hashlib.sha256(Path(lab["checkpoint"]).read_bytes()).hexdigest()
-    from aras.core import save_torch                           # no temporary file name inside: a rerun gives the same sha256
+    from aras.runtime import save_torch
     assert save_torch(S.load_checkpoint(lab["checkpoint"]), tmp_path / "again.pt").read_bytes() == Path(lab["checkpoint"]).read_bytes()
     pairs = list_pairs(mx.synthetic_dir, "uncond")
     assert len(pairs) == lab["n_images"] == 2 * matrix.n_real
@@ -640,7 +640,7 @@ def test_torchrun_two_cpu_processes(prepared, tmp_path, nodes):
 DDP_EFFICIENTNET = '''
 import json, torch, torch.distributed as dist
 import aras.segmentation as S
-from aras.core import init_distributed
+from aras.runtime import init_distributed
 init_distributed()
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0); model = S.build_model("Unet", "efficientnet-b0")
