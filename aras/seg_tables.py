@@ -17,7 +17,7 @@ from .core import ArasError, make_run
 from .data import dataset_root, read_png
 from .landcover import CLASSES, rgb_to_labels
 from .segmentation import *
-from .images import image_batch, normalize
+from .images import encoder_normalization, image_batch, normalize
 from .stats import *
 
 
