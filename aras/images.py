@@ -15,7 +15,7 @@ __all__ = ['IMAGENET_NORM', 'LITE_NORM', 'resize_image', 'resize_pair', 'to_tens
 
 # %% ../nbs/00d_images.ipynb 6
 def resize_image(img: np.ndarray, size: int) -> np.ndarray:
-    "An (H, W, 3) uint8 image at `size` x `size`, PIL bilinear (antialiased): the one rule for a patch at a network's size."
+    "An (H, W, 3) uint8 image at `size` x `size`, PIL bilinear (antialiased): the one resizing rule."
     if img.shape[:2] == (size, size): return img
     return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
 
