@@ -320,16 +320,22 @@ def _sha256(chunks) -> str:
     for x in chunks: h.update(x.numpy().tobytes())
     return h.hexdigest()
 
+@patch(as_prop=True)
+def extractor(self: FidTracker):
+    "The feature space: the one given (an `Extractor`, or a function of uint8 images), else chapter 07's Lite0, made on first use."
+    from aras.metrics import lite0_extractor                            # forward reference: chapter 07's feature space
+    if self.ext is None: self.ext = lite0_extractor(self.device)
+    return self.ext
+
 @patch
 def features(self: FidTracker, images):
     """Features of N x 3 x H x W uint8 images, or of an iterable of such chunks (Lite0 unless another
     extractor was given). The extractor sees `chunk` images at a time, so chunks of `chunk` give the
     features of their concatenation, bit for bit. On a GPU they stay there (a tensor: the FID's float64 math
     runs on it, chapter 07a); elsewhere a NumPy array."""
-    from aras.metrics import gpu_math, lite0_extractor                  # forward reference: chapter 07's feature space
-    if self.ext is None: self.ext = lite0_extractor(self.device)
+    from aras.metrics import gpu_math                                   # forward reference: chapter 07's
     chunks, c = [images] if torch.is_tensor(images) else images, self.chunk
-    feats = torch.cat([self.ext(x[k:k + c]) for x in chunks for k in range(0, len(x), c)])
+    feats = torch.cat([self.extractor(x[k:k + c]) for x in chunks for k in range(0, len(x), c)])
     return feats if gpu_math(self.device) else feats.cpu().numpy()
 
 @patch
@@ -338,7 +344,8 @@ def real_features(self: FidTracker):
     the sha256 of its pixels. One decoding pass without a cache (hashed as it is featurised); a second only when a
     cache of other pixels is there."""
     if self._real is None:
-        f, ext_id, h = self.out_dir / "fid_reference.npz", str(getattr(self.ext, "id", "lite0-imagenet")), hashlib.sha256()
+        ext_id = getattr(self.extractor, "id", None) or self.extractor.__qualname__
+        f, h = self.out_dir / "fid_reference.npz", hashlib.sha256()
         if f.exists() and str(np.load(f)["key"]) == _sha256(self.real_chunks())[:16] + "-" + ext_id:
             from aras.metrics import features_on                            # forward reference, as above
             self._real = features_on(np.load(f)["features"], self.device); return self._real
