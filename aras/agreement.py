@@ -294,11 +294,11 @@ def not_run_table(columns, reason: str, **fixed) -> pd.DataFrame:
     return pd.DataFrame([{c: fixed.get(c, np.nan) for c in columns} | {"note": f"not run: {reason}"}])
 
 # %% ../nbs/08a_agreement.ipynb 38
-def mix_training_images(seg_dir: Path, mixes) -> dict:
-    "The training images of each mix, from chapter 05's set files (`run.segmentation_dir / 'sets' / '<mix>.csv'`)."
+def mix_training_images(run, mixes) -> dict:
+    "The training images of each mix, from the set files chapter 05a wrote (`run.set_file(mix)`)."
     out = {}
     for m in mixes:
-        f = Path(seg_dir) / "sets" / f"{m}.csv"
+        f = run.set_file(m)
         if f.exists(): out[m] = pd.read_csv(f)["image"].tolist()
     return out
 

@@ -58,8 +58,7 @@ def read_checkpoint(path, device="cpu") -> dict:
     """A GAN checkpoint of this chapter (training state or `best.pt`), loaded with `weights_only=True`: tensors and plain
     types only, so a checkpoint someone shares cannot run code when it is loaded. The one reader of these files."""
     path = Path(path)
-    if not path.exists(): raise ArasDataError(f"{path}: no GAN checkpoint here (run notebook 04)")
-    state = load_torch(path, device, "GAN checkpoint")
+    state = load_torch(path, device, "GAN checkpoint", hint="run notebook 04b")
     if not isinstance(state, dict) or "modules" not in state:
         raise ArasDataError(f"{path}: not an aras GAN checkpoint (no 'modules' entry)")
     return state

@@ -234,12 +234,15 @@ def nn_pairing(query, train, test, repeats: int = 20, seed: int = 0, exclude_sel
                              d_train_matched=host(torch.cat(matched)), nn_test=host(i_te[:, 0]), d_test=host(d_te[:, 0])))
 
 def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0, n_perm: int = 1000) -> pd.DataFrame:
-    "Pearson r between `x` and each score: two-sided permutation p-value (`p`, printed by format_p) and a half-sample interval over pairs."
+    """Pearson r between `x` and each score: two-sided permutation p-value (`p`, printed by format_p) and a half-sample
+    interval over pairs; none for a score flat up to float rounding (its `note` says so)."""
     rng, rows = np.random.default_rng(seed), []
     for m, v in scores.items():
         v = np.asarray(v, float); ok = np.isfinite(x) & np.isfinite(v); a, b = x[ok], v[ok]
         row = dict(metric=m, n=int(ok.sum()), r=np.nan, p_value=np.nan, p="", ci_low=np.nan, ci_high=np.nan, ci_method="")
-        if len(a) >= 4 and np.std(a) > 0 and np.std(b) > 0:
+        if len(b) and np.ptp(b) <= 1e-6 * max(1.0, np.abs(b).max()):   # flat up to float rounding: no r to report
+            row["note"] = "constant up to float rounding (e.g. a rotation-invariant space under rotations)"
+        elif len(a) >= 4 and np.std(a) > 0 and np.std(b) > 0:
             za, zb = (a - a.mean()) / a.std(), (b - b.mean()) / b.std(); r = float((za * zb).mean())
             null = (za[np.argsort(rng.random((n_perm, len(a))), 1)] * zb).mean(1)
             p = (1 + np.sum(np.abs(null) >= abs(r) - 1e-12)) / (n_perm + 1)
@@ -248,7 +251,7 @@ def pearson_table(x: np.ndarray, scores: dict, n_boot: int = 200, seed: int = 0,
         rows.append(row)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07b_metric_studies.ipynb 19
+# %% ../nbs/07b_metric_studies.ipynb 20
 def csls_distance(d: np.ndarray, k: int = 10) -> np.ndarray:
     """Hub-corrected distances (queries x refs), CSLS (Conneau et al. 2018) on distances: 2 d(q, r) minus q's mean distance
     to its k nearest refs minus r's mean distance to its k nearest queries, so a ref close to every query loses its pull."""
@@ -287,7 +290,7 @@ def hubness(query, ref, k: int = 5, csls_k: int | None = None) -> dict:
     return dict(k=k, skew_Nk=float(skew(nk)) if nk.std() > 0 else 0.0, max_share_1nn=float(n1.max() / n_q), refs_used_1nn=int((n1 > 0).sum()),
                 mutual_share=float((arg.cpu().numpy()[nn] == np.arange(n_q)).mean()))
 
-# %% ../nbs/07b_metric_studies.ipynb 20
+# %% ../nbs/07b_metric_studies.ipynb 21
 def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=None) -> tuple[list, str | None]:
     "Up to `n` real Sentinel-2 patches from `aras.sentinel2` (notebook 02a; the scene has a few dozen), or ([], reason)."
     try: s2 = importlib.import_module("aras.sentinel2")
@@ -300,7 +303,7 @@ def sentinel2_source(n: int | None = None, size: int = 256, seed: int = 0, data=
     except (ArasError, OSError, ValueError) as e: return [], f"{type(e).__name__}: {e}"
     return ([], "aras.sentinel2 returned no patches") if not len(patches) else ([load_image(p) for p in patches], None)
 
-# %% ../nbs/07b_metric_studies.ipynb 35
+# %% ../nbs/07b_metric_studies.ipynb 36
 def plot_entropy_bias(scatter: dict, entropy_bias: pd.DataFrame, max_cols: int = 4):
     """One panel per pairwise metric: its score against the pixel entropy of each pair, one colour and one
     least-squares line per pairing, Pearson r and p in the title."""

@@ -142,13 +142,13 @@ def save_torch(obj, path) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh: torch.save(obj, fh)
     return Path(path)
 
-def load_torch(path, device="cpu", what: str = "aras checkpoint"):
+def load_torch(path, device="cpu", what: str = "aras checkpoint", hint: str = ""):
     """The one reader of saved weights and checkpoints: `torch.load(..., weights_only=True)`, tensors and plain types
     only, so a file someone shares cannot run code when it is loaded; a missing, unreadable or unsafe file is an
-    `ArasDataError` naming it (`what`: the kind of file expected)."""
+    `ArasDataError` naming it (`what`: the kind of file expected; `hint`: how to make a missing one)."""
     import pickle, torch
     path = Path(path)
-    if not path.exists(): raise ArasDataError(f"{path}: no {what} here")
+    if not path.exists(): raise ArasDataError(f"{path}: no {what} here" + (f" ({hint})" if hint else ""))
     try: return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):        # an object the safe loader will not build

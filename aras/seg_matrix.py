@@ -130,10 +130,11 @@ def uncond_pairs(self: SegmentationMatrix) -> pd.DataFrame:
 
 # %% ../nbs/05a_seg_matrix.ipynb 13
 @patch
-def set_file(self: SegmentationMatrix, mix: str) -> Path:
-    """Write (atomically) and return the CSV of the training set of `mix`, or of 'val' / 'test'. Under torchrun rank 0
-    writes it (stamping every file once, not once per rank) while the others wait: call it on every rank."""
-    path = self.dir / "sets" / f"{mix}.csv"
+def write_set(self: SegmentationMatrix, mix: str) -> Path:
+    """Write (atomically) the training set of `mix`, or of 'val' / 'test', to `run.set_file(mix)` and return that path.
+    Under torchrun rank 0 writes it (stamping every file once, not once per rank) while the others wait: call it on
+    every rank."""
+    path = self.run.set_file(mix)
     if rank_world()[0] != 0: barrier(); return path
     if mix in ("val", "test"): df = getattr(self, mix)
     else:
@@ -159,10 +160,10 @@ def labeller_id(self: SegmentationMatrix) -> str | None:
 def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[dict]:
     "Configurations of the cells of `mixes` x `archs` x `seeds` that can run (None: all; an empty list: none)."
     P, out = self.P, []
-    files = {k: self.set_file(k) for k in ("val", "test")}
+    files = {k: self.write_set(k) for k in ("val", "test")}
     for mix in (P.mixes if mixes is None else mixes):
         if self.missing(mix): continue
-        files[mix] = self.set_file(mix)
+        files[mix] = self.write_set(mix)
         for arch in (archs or P.archs):
             for s in (seeds if seeds is not None else self.seeds):
                 cfg = dict(arch=arch, mix=mix, seed=int(s), **{k: plain(P[k]) for k in TRAIN_KEYS},

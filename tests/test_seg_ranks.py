@@ -201,10 +201,10 @@ def test_rank_0_alone_writes_the_set_files_and_the_others_wait_for_it(prepared, 
     monkeypatch.setattr(M, "barrier", lambda: waits.append(1))
     monkeypatch.setattr(M, "file_stamps", lambda a, b: stamped.append(len(a)) or ["s"] * len(a))
     monkeypatch.setattr(M, "rank_world", lambda: (1, 2))
-    path = mx.set_file("val")
+    path = mx.write_set("val")
     assert waits == [1] and stamped == [] and not path.exists()         # rank 1: waited, touched nothing
     monkeypatch.setattr(M, "rank_world", lambda: (0, 2))
-    assert mx.set_file("val") == path and waits == [1, 1] and stamped == [len(mx.val)]
+    assert mx.write_set("val") == path and waits == [1, 1] and stamped == [len(mx.val)]
     assert len(pd.read_csv(path)) == len(mx.val)
 
 

@@ -397,7 +397,7 @@ def test_table3_unconditional_rows_from_the_published_synth_split_without_gans(p
     assert mx.label_uncond() == dict(source="published", folder=str(published / "synth"), n_images=3 * n)
     cells = mx.cells()
     assert [c["mix"] for c in cells] == list(mixes) and all(c["labeller"] == "published" for c in cells if c["mix"] != "real")
-    sets = {m: pd.read_csv(mx.set_file(m)) for m in mixes}
+    sets = {m: pd.read_csv(mx.write_set(m)) for m in mixes}
     u1, u3 = sets["uncond_1x"], sets["uncond_3x"]
     assert len(u1) == n and len(u3) == 3 * n and set(u3.image) == set(map(str, synth.image))     # 3x: all of synth/
     assert list(u1.image) == list(u3.image[:n]) and list(u1.image) != sorted(u1.image)          # 1x: a seeded subset of 3x
