@@ -216,9 +216,10 @@ class Run:
     def segmentation_dir(self) -> Path:
         "Chapter 05's work: the training-set files (`set_file`), the runs and the labeller record."
         return self.work_dir / "segmentation"
-    def set_file(self, mix: str) -> Path:
-        "The CSV of the training set of `mix` (or of 'val' / 'test') that chapter 05a writes and 08a reads."
-        return self.segmentation_dir / "sets" / f"{mix}.csv"
+    def set_file(self, mix: str, segmentation_dir=None) -> Path:
+        """The CSV of the training set of `mix` (or of 'val' / 'test') that chapter 05a writes and 08a reads, under
+        `segmentation_dir` (default: this run's; a matrix passes the folder it was made with, as the cache can move)."""
+        return Path(segmentation_dir or self.segmentation_dir) / "sets" / f"{mix}.csv"
     @property
     def labeller_record(self) -> Path:
         "The best Real segmentation model of notebook 05 (JSON): it pseudo-labels the unconditional samples and is the `domain` feature space of 07 and 08."

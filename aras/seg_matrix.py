@@ -134,7 +134,7 @@ def write_set(self: SegmentationMatrix, mix: str) -> Path:
     """Write (atomically) the training set of `mix`, or of 'val' / 'test', to `run.set_file(mix)` and return that path.
     Under torchrun rank 0 writes it (stamping every file once, not once per rank) while the others wait: call it on
     every rank."""
-    path = self.run.set_file(mix)
+    path = self.run.set_file(mix, self.dir)
     if rank_world()[0] != 0: barrier(); return path
     if mix in ("val", "test"): df = getattr(self, mix)
     else:
