@@ -70,6 +70,14 @@ def child(name, size):
                           peak_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2), result=what)))
 
 
+def save(df):
+    "Write the stages measured now into `paper_scale.csv`, keeping the rows of stages not run this time."
+    f = Path(__file__).with_name("paper_scale.csv")
+    import pandas as pd
+    kept = pd.read_csv(f) if f.exists() else df.iloc[:0]
+    pd.concat([kept[~kept.stage.isin(df.stage)], df], ignore_index=True).to_csv(f, index=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stages", nargs="*", default=STAGES); ap.add_argument("--tiny", action="store_true", help="tiny size only")
@@ -84,7 +92,7 @@ def main():
             if out.returncode: rows.append(dict(stage=name, size=size, result="FAILED: " + out.stderr.strip().splitlines()[-1]))
             else: rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"{name} [{size}]: {rows[-1].get('seconds', '-')} s, peak {rows[-1].get('peak_gb', '-')} GB; {rows[-1]['result']}", flush=True)
-        if not a.tiny: pd.DataFrame(rows).to_csv(Path(__file__).with_name("paper_scale.csv"), index=False)   # after each stage
+        if not a.tiny: save(pd.DataFrame(rows))                                   # after each stage
     df = pd.DataFrame(rows)
     print(df.to_markdown(index=False))
 
