@@ -23,18 +23,18 @@ if [ $# -gt 0 ]; then                 # your own selection, e.g. -m "not slow": 
   exit 0
 fi
 # Everything: the slow paper-profile rehearsal on one core (its cells run no faster on two: 9.5 against 10.5 s for a
-# Unet cell) beside the other tests (the GPU smoke test included) and the notebooks' checks, on the other core.
+# Unet cell) beside the other tests and the notebooks' checks, which take the other core.
 slow_log="$(mktemp)"; slow_tmp="$(mktemp -d)"      # its own temporary folder: two pytest runs never clean each other's
-OMP_NUM_THREADS=1 "$VENV/bin/python" -m pytest -q --durations=3 --basetemp "$slow_tmp" tests/test_paper_rehearsal.py >"$slow_log" 2>&1 &
+OMP_NUM_THREADS=1 "$VENV/bin/python" -m pytest -q --durations=3 -m slow --basetemp "$slow_tmp" tests >"$slow_log" 2>&1 &
 slow_pid=$!
 trap 'kill "$slow_pid" 2>/dev/null || true; rm -rf "$slow_log" "$slow_tmp"; [ -z "${own_figures:-}" ] || rm -rf "$ARAS_FIGURES"' EXIT
-echo "test: the paper-profile rehearsal (tests/test_paper_rehearsal.py) runs in the background; its report follows the others"
+echo "test: the paper-profile rehearsal (pytest -m slow) runs in the background; its report follows the others"
 status=0
-"$VENV/bin/python" -m pytest -q --durations=5 --ignore=tests/test_paper_rehearsal.py tests || status=1   # the 5 slowest and their times
+"$VENV/bin/python" -m pytest -q --durations=5 -m "not slow" tests || status=1   # the 5 slowest tests and their times
 # serially and in order: each chapter reads what the earlier ones wrote (data, GAN samples, labels)
 "$VENV/bin/nbdev_test" --n_workers 0 --do_print || status=1
 echo "test: waiting for the paper-profile rehearsal"
 wait "$slow_pid" || status=1
-echo "--- the paper-profile rehearsal (tests/test_paper_rehearsal.py) ---"
+echo "--- the paper-profile rehearsal (pytest -m slow) ---"
 cat "$slow_log"
 exit "$status"
