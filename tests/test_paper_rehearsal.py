@@ -4,8 +4,8 @@ split blocks' code, StyleGAN2 at cbase 16384 with path-length regularisation and
 loss, `preload=False`, data-loader workers, all six smp architectures on EfficientNet-B7 and all six mixes, the five
 captioners and CLIP from local folders, every feature space. The pretrained models are random stand-ins saved under
 the names the profile looks for (`tests/tiny_models.py::paper_weights`), so the numbers mean nothing; what is tested
-is that a paper run gets through every chapter. About 26 minutes on one core (the test command runs it beside the other tests), 9 of them the 39 EfficientNet-B7
-segmentation cells (marked slow; CI runs it)."""
+is that a paper run gets through every chapter. About 26 minutes on one core (the test command runs it beside the
+other tests), 9 of them the 39 EfficientNet-B7 segmentation cells (marked slow; CI runs it)."""
 import json
 import shutil
 from pathlib import Path
