@@ -36,22 +36,30 @@ def pipeline_notebooks(nbs_dir, only=None, start=None) -> list[Path]:
     return nbs
 
 # %% ../nbs/90_reproduce.ipynb 9
+def _children_cpu() -> float:
+    "CPU seconds (user + system) of this process's finished children: a kernel, with the workers it started, once it exits."
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
 def run_notebook(nb: Path, out: Path, parameters: dict, cwd: Path, verbose=False) -> dict:
-    "Execute `nb` with papermill into `out`, its progress bars shown live; return status, seconds and, on failure, where and why."
+    """Execute `nb` with papermill into `out`, its progress bars shown live; return status, wall seconds, the CPU
+    seconds of its kernel and workers (`cpu_seconds`: / seconds = the cores it kept busy) and, on failure, where and why."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     out.parent.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger("papermill")
     echo = logging.StreamHandler(sys.stderr) if verbose else ProgressEcho(nb.stem)
     log.addHandler(echo); log.setLevel(logging.INFO); log.propagate = False
-    t0 = time.time()
+    t0, c0 = time.time(), _children_cpu()
+    took = lambda: dict(seconds=round(time.time() - t0, 1), cpu_seconds=round(_children_cpu() - c0, 1))
     try:
         pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(cwd), progress_bar=False,
                             log_output=True, kernel_name="python3")
-        return dict(notebook=nb.name, status="ok", seconds=round(time.time() - t0, 1), output=str(out))
+        return dict(notebook=nb.name, status="ok", **took(), output=str(out))
     except PapermillExecutionError as e:
         first = next((l for l in e.source.splitlines() if l.strip() and not l.startswith("#|")), "")
-        return dict(notebook=nb.name, status="failed", seconds=round(time.time() - t0, 1), output=str(out),
+        return dict(notebook=nb.name, status="failed", **took(), output=str(out),
                     cell=e.cell_index, exec_count=e.exec_count, error=f"{e.ename}: {e.evalue}", source=first)
     finally:
         log.removeHandler(echo); getattr(echo, "done", lambda: None)()
@@ -99,9 +107,9 @@ def keep_last_progress(path):
 
 # %% ../nbs/90_reproduce.ipynb 16
 def record_timings(rows: list, runs_dir: Path) -> Path:
-    """Each notebook's latest status and seconds in `runs_dir/timings.csv`, kept over partial reruns: the wall time
-    per chapter that `benchmarks/compute_floor.py --timings` sets against the training floor."""
-    f, new = runs_dir / "timings.csv", pd.DataFrame(rows)[["notebook", "status", "seconds"]]
+    """Each notebook's latest status, wall seconds and CPU seconds in `runs_dir/timings.csv`, kept over partial reruns:
+    what `benchmarks/compute_floor.py --timings` sets against the training floor, and the cores each chapter kept busy."""
+    f, new = runs_dir / "timings.csv", pd.DataFrame(rows).reindex(columns=["notebook", "status", "seconds", "cpu_seconds"])
     old = pd.read_csv(f) if f.exists() else new.iloc[:0]
     runs_dir.mkdir(parents=True, exist_ok=True)
     pd.concat([old[~old.notebook.isin(new.notebook)], new]).sort_values("notebook").to_csv(f, index=False)
@@ -143,9 +151,10 @@ def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, ra
 # %% ../nbs/90_reproduce.ipynb 19
 def _print_report(df: pd.DataFrame, profile: str, out_dir=None):
     from aras.core import figures_root
-    cols = [c for c in ("notebook", "status", "seconds") if c in df]
+    if "cpu_seconds" in df: df = df.assign(cores=(df.cpu_seconds / df.seconds).round(2))   # how busy the 2 cores were
+    cols = [c for c in ("notebook", "status", "seconds", "cpu_seconds", "cores") if c in df]
     print("\n" + df[cols].to_string(index=False))
-    print(f"total {df.seconds.sum():.0f} s")
+    print(f"total {df.seconds.sum():.0f} s" + (f", {df.cpu_seconds.sum():.0f} CPU s" if "cpu_seconds" in df else ""))
     failed = df[df.status == "failed"]
     for r in failed.itertuples():
         print(f"\nFAILED: {r.notebook}, cell {r.cell} (execution count {r.exec_count}): {r.error}\n"

@@ -27,7 +27,7 @@ from .gan_tasks import FidTracker, SpadeTask, StyleGANTask, uncond_generator
 __all__ = ['ARCH_KEYS', 'ARCH_DEFAULTS', 'TASKS', 'read_checkpoint', 'save_checkpoint', 'load_checkpoint', 'track_fid',
            'best_generator', 'batch_to', 'train_gan', 'read_log', 'train_gans', 'gan_main', 'gan_dir', 'snapshot_file',
            'load_generator', 'trained_generator', 'sample_main', 'weights_digest', 'sample_unconditional',
-           'sample_conditional']
+           'sample_conditional', 'sample_uncond_set', 'segment_ahead']
 
 # %% ../nbs/04b_gan_training.ipynb 6
 ARCH_KEYS = {"uncond": ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"),
@@ -219,22 +219,45 @@ def _show_logs(bars: dict, jobs: dict):
         if "fid" in lg and lg.fid.notna().any(): bar.set_postfix(fid=f"{lg.fid.dropna().iloc[-1]:.1f}", refresh=False)
         bar.refresh()
 
+def _lend(pool, futs: dict, then: dict, wait_for: float, show, progress=False) -> list:
+    """Wait for the GANs' futures; once a model named in `then` is trained, queue its job on the pool (on the worker
+    it left), then the jobs that one returns (on any worker). The lent futures, in the order they were queued."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    then, lent, followed = dict(then), [], set()
+    bar = tqdm(total=0, unit="job", desc="later chapters' jobs", disable=not progress or not then)
+    while pending := [f for f in [*futs.values(), *lent] if not f.done()]:
+        wait(pending, timeout=wait_for, return_when=FIRST_COMPLETED)
+        if not all(f.done() for f in futs.values()): show()             # the GANs' bars, while they train
+        bar.total, bar.n = len(lent), sum(f.done() for f in lent); bar.refresh()
+        for k in [k for k in then if futs[k].done() and futs[k].exception() is None]:
+            first = pool.submit(then.pop(k)); first.job = f"the work queued after the {k} GAN"
+            lent.append(first); followed.add(first)
+        for f in [f for f in followed if f.done()]:
+            followed.discard(f)
+            for j in (f.result() if f.exception() is None else ()):
+                lent.append(pool.submit(j)); lent[-1].job = getattr(j, "name", "a job it returned")
+    bar.total, bar.n = len(lent), len(lent); bar.close()
+    return lent
+
 def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True, workers=2, threads=1, poll=5.0,
-               progress=True, n_max=None) -> dict:
+               progress=True, n_max=None, then=None) -> dict:
     """Train `jobs` ({kind: (cfg, out_dir)}) in `workers` processes at once, with progress from their logs, on the
-    `n_max` real training patches of `seed` (`train_subset`); {kind: trained task}."""
+    `n_max` real training patches of `seed` (`train_subset`); {kind: trained task}. `then` ({kind: job}): work of a
+    later chapter queued once `kind` is trained, on the worker it leaves idle; a job returns further jobs for the pool."""
     from aras.gan import _train_job as job                        # by module name: the workers are spawned
     if workers > 1 and len(jobs) > 1:
         pool = worker_pool(workers, threads)
         futs = {k: pool.submit(job, k, cfg, str(root), str(out), seed, device, resume, preload, n_max)
                 for k, (cfg, out) in jobs.items()}
         bars = {k: tqdm(total=int(cfg.kimg * 1000), unit="img", desc=f"{k} GAN", disable=not progress) for k, (cfg, _) in jobs.items()}
-        while not all(f.done() for f in futs.values()): time.sleep(poll); _show_logs(bars, jobs)
+        lent = _lend(pool, futs, then or {}, poll, lambda: _show_logs(bars, jobs), progress)
         _show_logs(bars, jobs); [b.close() for b in bars.values()]
         close_pools()
         for k, f in futs.items():                                  # a worker's error, named
             if (e := f.exception()) is not None:
                 raise ArasError(f"training the {k} GAN failed ({jobs[k][1]}): {type(e).__name__}: {e}") from e
+        for f in lent:
+            if (e := f.exception()) is not None: raise ArasError(f"{f.job} failed: {type(e).__name__}: {e}") from e
         resume = True                                              # below: reload what the workers trained
     data = lambda cfg: GanData(root, "train", cfg.resolution, preload, n_max, seed)
     return {k: train_gan(k, cfg, data(cfg), out, seed, device, resume, progress) for k, (cfg, out) in jobs.items()}
@@ -378,3 +401,31 @@ def sample_conditional(G: SpadeGenerator, data: GanData, out_dir, seed0=0, batch
     return df
 
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(gan_main())   # python -m aras.gan [sample] or torchrun; not in a notebook
+
+# %% ../nbs/04b_gan_training.ipynb 31
+def sample_uncond_set(run, G: Generator, n_real: int, progress=True) -> pd.DataFrame | None:
+    """The run's unconditional set, `uncond_ratio` x `n_real` samples of `G` in `synthetic/uncond`; new images drop
+    the pseudo-labels of the old ones (chapter 05a labels them again)."""
+    out, s = run.synthetic_dir / "uncond", run.profile.gan.synth
+    stamps = lambda: {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+    before = stamps()
+    df = sample_unconditional(G, int(round(s.uncond_ratio * n_real)), out, psi=s.truncation_psi, device=run.device, progress=progress)
+    if stamps() != before:
+        for stale in ("masks", "labelled_by.json"):
+            p = out / stale
+            if p.is_dir(): [q.unlink() for q in p.iterdir()]
+            elif p.exists(): p.unlink()
+    return df
+
+def segment_ahead(run, root) -> list:
+    """The work of StyleGAN2's idle worker while SPADE trains (`gan.segment_ahead`): its unconditional set, sampled as
+    section 8 samples it, then chapter 05a's Real cells and pseudo-labels; returns 05a's cells that need no
+    conditional sample, as jobs for the pool."""
+    from aras.seg_matrix import SegmentationMatrix             # chapter 05a, imported here: this runs in a worker
+    cfg, f = run.profile.gan.uncond, snapshot_file(run, "uncond")
+    G = StyleGANTask(cfg, run.device).G_ema                     # the layout the chapter's G_ema has (channels-last)
+    G.load_state_dict(read_checkpoint(f, run.device)["modules"]["G_ema"])
+    n_real = len(GanData(root, "train", cfg.resolution, False, run.profile.data.real_train_max, run.seed))
+    sample_uncond_set(run, G, n_real, progress=False)
+    return SegmentationMatrix(run, root).ahead()
+

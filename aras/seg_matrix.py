@@ -177,12 +177,12 @@ def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[
     return out
 
 @patch
-def compute_matched_cells(self: SegmentationMatrix, archs=None, seeds=None) -> list[dict]:
-    "The referee's control: each `compute_matched_mixes` set, when larger than Real's, trained for the optimiser steps the Real run of the same architecture and seed took (train Real first)."
+def compute_matched_cells(self: SegmentationMatrix, archs=None, seeds=None, mixes=None) -> list[dict]:
+    "The referee's control: each `compute_matched_mixes` set (or those of `mixes`), when larger than Real's, trained for the optimiser steps the Real run of the same architecture and seed took (train Real first)."
     P, out = self.P, []
     archs = archs or (P.archs if P.compute_matched_archs == "all" else P.compute_matched_archs)
     real = {(c["arch"], c["seed"]): Path(c["run_dir"]) / "result.json" for c in self.cells(["real"], archs, seeds)}
-    for c in self.cells([m for m in P.compute_matched_mixes if m in P.mixes], archs, seeds):
+    for c in self.cells([m for m in P.compute_matched_mixes if m in P.mixes and m in (mixes or P.mixes)], archs, seeds):
         if len(read_set(c["train"])) <= len(self.real): continue           # not larger than Real: epochs are steps
         f = real[(c["arch"], c["seed"])]
         if not f.exists(): raise ArasError(f"{f}: the Real run sets the compute-matched step budget; train the Real cells first")
@@ -212,16 +212,22 @@ def deal_cells(costs: list, world: int) -> list[list[int]]:
 
 # %% ../nbs/05a_seg_matrix.ipynb 19
 @patch
-def train(self: SegmentationMatrix, cells: list, progress=True, desc="training") -> list[dict]:
-    """Train `cells` (skipping finished ones): `parallel_runs` processes of `threads_per_run` threads on a CPU;
+def cell_options(self: SegmentationMatrix) -> dict:
+    "How this matrix trains a cell (`train_cell`'s options besides the cell)."
+    P = self.P
+    return dict(device=self.device, eval_batch_size=int(P.eval_batch_size), in_memory=bool(P.in_memory), num_workers=int(P.num_workers or 0))
+
+@patch
+def train(self: SegmentationMatrix, cells: list, progress=True, desc="training", workers=None) -> list[dict]:
+    """Train `cells` (skipping finished ones): `parallel_runs` processes (or `workers`) of `threads_per_run` threads on a CPU;
     under torchrun, whole cells dealt to the ranks (`distribute`), each trained alone on its rank's GPU, or
     every cell by all ranks together. Every rank returns every cell's result."""
     P, (rank, world) = self.P, rank_world()
     barrier()                                    # all ranks list the unfinished cells before one finishes
     todo = [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
     todo.sort(key=lambda c: -cell_cost(c))       # longest first
-    kw = dict(device=self.device, eval_batch_size=int(P.eval_batch_size), in_memory=bool(P.in_memory), num_workers=int(P.num_workers or 0))
-    workers = int(P.parallel_runs or 1) if world == 1 and str(self.device) == "cpu" else 1
+    kw = self.cell_options()
+    workers = int(workers or P.parallel_runs or 1) if world == 1 and str(self.device) == "cpu" else 1
     if spread_cells(P.distribute, len(todo), world):
         mine = [todo[i] for i in deal_cells([cell_cost(c) for c in todo], world)[rank]]
         kw["device"] = local_device(self.device)                              # this rank's own GPU
@@ -288,6 +294,22 @@ def label_uncond(self: SegmentationMatrix, progress=True) -> dict:
     return json.loads(f.read_text())
 
 # %% ../nbs/05a_seg_matrix.ipynb 24
+@patch
+def ahead(self: SegmentationMatrix) -> list:
+    """Train the Real cells here, one after the other, label the unconditional samples, and return the unfinished
+    cells that need no conditional sample as jobs for a process pool (`train_cell` with this chapter's options)."""
+    from functools import partial
+    self.train(self.cells(["real"]), progress=False, workers=1)
+    self.label_uncond(progress=False)
+    free = [m for m in self.P.mixes if "cond" not in mix_recipes(self.P)[m]]   # an old conditional set may be on disk
+    todo = [c for c in self.cells(free) + self.compute_matched_cells(mixes=free) if not (Path(c["run_dir"]) / "result.json").exists()]
+    jobs = []
+    for c in sorted(todo, key=lambda c: -cell_cost(c)):                       # longest first, as `train`
+        jobs.append(j := partial(train_cell, c, progress=False, **self.cell_options()))
+        j.name = f"training {c['mix']}/{c['arch']}/seed {c['seed']} ({c['run_dir']})"   # what an error names
+    return jobs
+
+# %% ../nbs/05a_seg_matrix.ipynb 26
 def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     """Did a run reach its validation plateau? Early stopping fired, or the best of its last `patience` epochs
     cut the validation error (1 - macro F1) by less than `min_delta` (relative) from the best before them:
@@ -296,7 +318,7 @@ def run_converged(result: dict, patience: int, min_delta: float = 0.02) -> bool:
     if result.get("stop_reason") == "early stopping": return True
     return plateau_reached([1 - h["val_f1"] for h in result["history"]], patience, min_delta)
 
-# %% ../nbs/05a_seg_matrix.ipynb 26
+# %% ../nbs/05a_seg_matrix.ipynb 28
 @patch
 def results(self: SegmentationMatrix, cells=None) -> tuple[pd.DataFrame, dict]:
     "One row per finished run (with its budget, steps and images seen), and per (mix, arch) the stacked per-image test confusion matrices (seeds, images, C, C)."
@@ -314,7 +336,7 @@ def results(self: SegmentationMatrix, cells=None) -> tuple[pd.DataFrame, dict]:
         cms.setdefault((r["mix"], r["arch"]), []).append(np.load(Path(r["run_dir"]) / "test_cm.npy"))
     return pd.DataFrame(rows), {k: np.stack(v) for k, v in cms.items()}
 
-# %% ../nbs/05a_seg_matrix.ipynb 27
+# %% ../nbs/05a_seg_matrix.ipynb 29
 @torch.no_grad()
 def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int = 16, device="cpu", progress=True,
                   rank: int = 0, world: int = 1, parts=None) -> bool:
@@ -333,7 +355,7 @@ def predict_masks(model, images: list, out_dir, size: int, norm, batch_size: int
         jobs.finish(b)
     return jobs.complete()
 
-# %% ../nbs/05a_seg_matrix.ipynb 33
+# %% ../nbs/05a_seg_matrix.ipynb 35
 @torch.no_grad()
 def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     "One finished cell: its loss and validation F1 per epoch, and image / true mask / prediction of the first `n` `pairs`."
@@ -362,7 +384,7 @@ def plot_one_model(result: dict, pairs: pd.DataFrame, n: int = 4, device="cpu"):
     class_legend(right, ncol=4)
     return fig
 
-# %% ../nbs/05a_seg_matrix.ipynb 36
+# %% ../nbs/05a_seg_matrix.ipynb 38
 def load_weights(model, path):
     """Load a checkpoint or a plain state dict (such as the authors' `best_ARAS400k_<arch>_<encoder>.pth`) into
     `model`, or say why it does not fit."""
@@ -380,7 +402,7 @@ def load_weights(model, path):
     model.load_state_dict(sd)
     return model
 
-# %% ../nbs/05a_seg_matrix.ipynb 39
+# %% ../nbs/05a_seg_matrix.ipynb 41
 @one_line_errors("python -m aras.seg_matrix")
 def main(argv=None) -> int:
     "Command line: train cells of the segmentation matrix (under torchrun: every rank)."

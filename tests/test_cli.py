@@ -169,3 +169,18 @@ def test_timings_keep_each_notebooks_latest_seconds_over_partial_reruns(tmp_path
     df = pd.read_csv(f)
     assert df.notebook.tolist() == ["03_data.ipynb", "04_gan.ipynb"]
     assert df.seconds.tolist() == [3.0, 1.5] and df.status.tolist() == ["ok", "failed"]
+    assert "cpu_seconds" in df and df.cpu_seconds.isna().all()            # rows without CPU time: empty, not 0
+    f = record_timings([dict(row("04_gan.ipynb", "ok", 40.0), cpu_seconds=75.5)], tmp_path)
+    assert pd.read_csv(f).set_index("notebook").cpu_seconds.loc["04_gan.ipynb"] == 75.5
+
+
+def test_run_notebook_counts_the_cpu_seconds_of_its_kernel(tmp_path):
+    "A notebook that keeps one core busy for about a second reports about that much CPU time, not zero or the parent's."
+    import nbformat
+    from aras.cli import run_notebook
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass")])
+    nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
+    nbformat.write(nb, tmp_path / "busy.ipynb")
+    r = run_notebook(tmp_path / "busy.ipynb", tmp_path / "out" / "busy.ipynb", {}, tmp_path)
+    assert r["status"] == "ok" and 1.0 <= r["cpu_seconds"] <= r["seconds"] * 2.5, r

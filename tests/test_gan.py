@@ -816,3 +816,25 @@ def test_the_paper_profile_trains_with_nvlabs_bgc_ada_and_small_keeps_its_folder
     R.profile = get_profile("small"); before = gan.gan_dir(R, "uncond")
     R.profile = get_profile("small", **{"gan.uncond.ada_pipeline": "bgc"})
     assert before.name == "uncond-71f9d8335460" != gan.gan_dir(R, "uncond").name    # the committed small run's folder
+
+
+def test_lend_queues_a_models_follow_up_only_after_it_trained_and_then_the_jobs_it_returns():
+    "`train_gans(then=...)`: the follow-up of a model starts after that model ends, its returned jobs run, a failed model lends nothing."
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from aras.gan import _lend
+    log = []
+    def model(name, s):
+        time.sleep(s); log.append(f"{name} done"); return name
+    def follow_up():
+        log.append("follow-up"); return [lambda: log.append("cell 1"), lambda: log.append("cell 2")]
+    with ThreadPoolExecutor(2) as pool:
+        futs = {"uncond": pool.submit(model, "uncond", 0.2), "cond": pool.submit(model, "cond", 1.0)}
+        lent = _lend(pool, futs, {"uncond": follow_up}, 0.05, lambda: None)
+    assert len(lent) == 3 and all(f.exception() is None for f in lent)
+    assert log.index("uncond done") < log.index("follow-up") < min(log.index("cell 1"), log.index("cell 2"))
+    assert log.index("cell 2") < log.index("cond done")       # on the worker the short model left, while the long one trains
+    def broken(): raise RuntimeError("diverged")
+    with ThreadPoolExecutor(2) as pool:
+        lent = _lend(pool, {"uncond": pool.submit(broken)}, {"uncond": follow_up}, 0.05, lambda: None)
+    assert lent == []
