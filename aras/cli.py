@@ -37,14 +37,16 @@ def pipeline_notebooks(nbs_dir, only=None, start=None) -> list[Path]:
 
 # %% ../nbs/90_reproduce.ipynb 9
 def _children_cpu() -> float:
-    "CPU seconds (user + system) of this process's finished children: a kernel, with the workers it started, once it exits."
+    """CPU seconds (user + system) of this process's finished children: a kernel, with the workers it
+    started, once it exits."""
     import resource
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
 def run_notebook(nb: Path, out: Path, parameters: dict, cwd: Path, verbose=False) -> dict:
-    """Execute `nb` with papermill into `out`, its progress bars shown live; return status, wall seconds, the CPU
-    seconds of its kernel and workers (`cpu_seconds`: / seconds = the cores it kept busy) and, on failure, where and why."""
+    """Execute `nb` with papermill into `out`, its progress bars shown live. Returns the status, the wall
+    seconds, the CPU seconds of its kernel and workers (`cpu_seconds`; / seconds = the cores it kept busy)
+    and, on failure, where and why."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +109,11 @@ def keep_last_progress(path):
 
 # %% ../nbs/90_reproduce.ipynb 16
 def record_timings(rows: list, runs_dir: Path) -> Path:
-    """Each notebook's latest status, wall seconds and CPU seconds in `runs_dir/timings.csv`, kept over partial reruns:
-    what `benchmarks/compute_floor.py --timings` sets against the training floor, and the cores each chapter kept busy."""
-    f, new = runs_dir / "timings.csv", pd.DataFrame(rows).reindex(columns=["notebook", "status", "seconds", "cpu_seconds"])
+    """Each notebook's latest status, wall seconds and CPU seconds in `runs_dir/timings.csv`, kept over
+    partial reruns: what `benchmarks/compute_floor.py --timings` sets against the training floor, and the
+    cores each chapter kept busy."""
+    cols = ["notebook", "status", "seconds", "cpu_seconds"]
+    f, new = runs_dir / "timings.csv", pd.DataFrame(rows).reindex(columns=cols)
     old = pd.read_csv(f) if f.exists() else new.iloc[:0]
     runs_dir.mkdir(parents=True, exist_ok=True)
     pd.concat([old[~old.notebook.isin(new.notebook)], new]).sort_values("notebook").to_csv(f, index=False)

@@ -242,8 +242,9 @@ def _lend(pool, futs: dict, then: dict, wait_for: float, show, progress=False) -
 def train_gans(jobs: dict, root, seed=0, device="cpu", resume=True, preload=True, workers=2, threads=1, poll=5.0,
                progress=True, n_max=None, then=None) -> dict:
     """Train `jobs` ({kind: (cfg, out_dir)}) in `workers` processes at once, with progress from their logs, on the
-    `n_max` real training patches of `seed` (`train_subset`); {kind: trained task}. `then` ({kind: job}): work of a
-    later chapter queued once `kind` is trained, on the worker it leaves idle; a job returns further jobs for the pool."""
+    `n_max` real training patches of `seed` (`train_subset`); {kind: trained task}. `then` ({kind: job}):
+    work of a later chapter queued once `kind` is trained, on the worker it leaves idle; a job returns
+    further jobs for the pool."""
     from aras.gan import _train_job as job                        # by module name: the workers are spawned
     if workers > 1 and len(jobs) > 1:
         pool = worker_pool(workers, threads)
@@ -409,7 +410,8 @@ def sample_uncond_set(run, G: Generator, n_real: int, progress=True) -> pd.DataF
     out, s = run.synthetic_dir / "uncond", run.profile.gan.synth
     stamps = lambda: {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
     before = stamps()
-    df = sample_unconditional(G, int(round(s.uncond_ratio * n_real)), out, psi=s.truncation_psi, device=run.device, progress=progress)
+    n = int(round(s.uncond_ratio * n_real))
+    df = sample_unconditional(G, n, out, psi=s.truncation_psi, device=run.device, progress=progress)
     if stamps() != before:
         for stale in ("masks", "labelled_by.json"):
             p = out / stale

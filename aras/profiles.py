@@ -143,7 +143,7 @@ class Gan:
     "Chapters 04-04b."
     preload: bool = False                 # hold the training set in memory
     parallel_runs: int = 1                # models trained at once, one process each (1: one after the other)
-    segment_ahead: bool = False           # the worker a trained uncond GAN frees trains 05a's cells that need no cond GAN
+    segment_ahead: bool = False           # a finished uncond GAN's worker trains 05a's cells (04b)
     uncond: StyleGAN2 = field(default_factory=StyleGAN2)
     cond: Spade = field(default_factory=Spade)
     synth: SyntheticSets = field(default_factory=SyntheticSets)
@@ -321,7 +321,7 @@ SMALL = {
 SMALL |= {
     "gan.preload": True,                        # the small sets fit in memory
     "gan.parallel_runs": 2,                     # both models at once, one core each (chapter 04b, section 6)
-    "gan.segment_ahead": True,                  # then StyleGAN2's core, idle while SPADE trains, does 05a's Real and uncond cells
+    "gan.segment_ahead": True,                  # StyleGAN2's core, idle while SPADE trains: 05a's cells
     # StyleGAN2 at 32 px: widths and mapping depth scaled with the resolution
     "gan.uncond.resolution": 32, "gan.uncond.z_dim": 64, "gan.uncond.w_dim": 64, "gan.uncond.mapping_layers": 2,
     "gan.uncond.channel_base": 1024, "gan.uncond.channel_max": 32, "gan.uncond.batch": 16,

@@ -178,7 +178,8 @@ def cells(self: SegmentationMatrix, mixes=None, archs=None, seeds=None) -> list[
 
 @patch
 def compute_matched_cells(self: SegmentationMatrix, archs=None, seeds=None, mixes=None) -> list[dict]:
-    "The referee's control: each `compute_matched_mixes` set (or those of `mixes`), when larger than Real's, trained for the optimiser steps the Real run of the same architecture and seed took (train Real first)."
+    """The referee's control: each `compute_matched_mixes` set (or those of `mixes`), when larger than Real's,
+    trained for the optimiser steps the Real run of the same architecture and seed took (train Real first)."""
     P, out = self.P, []
     archs = archs or (P.archs if P.compute_matched_archs == "all" else P.compute_matched_archs)
     real = {(c["arch"], c["seed"]): Path(c["run_dir"]) / "result.json" for c in self.cells(["real"], archs, seeds)}
@@ -215,11 +216,13 @@ def deal_cells(costs: list, world: int) -> list[list[int]]:
 def cell_options(self: SegmentationMatrix) -> dict:
     "How this matrix trains a cell (`train_cell`'s options besides the cell)."
     P = self.P
-    return dict(device=self.device, eval_batch_size=int(P.eval_batch_size), in_memory=bool(P.in_memory), num_workers=int(P.num_workers or 0))
+    return dict(device=self.device, eval_batch_size=int(P.eval_batch_size), in_memory=bool(P.in_memory),
+                num_workers=int(P.num_workers or 0))
 
 @patch
 def train(self: SegmentationMatrix, cells: list, progress=True, desc="training", workers=None) -> list[dict]:
-    """Train `cells` (skipping finished ones): `parallel_runs` processes (or `workers`) of `threads_per_run` threads on a CPU;
+    """Train `cells` (skipping finished ones): `parallel_runs` (or `workers`) processes of `threads_per_run`
+    threads on a CPU;
     under torchrun, whole cells dealt to the ranks (`distribute`), each trained alone on its rank's GPU, or
     every cell by all ranks together. Every rank returns every cell's result."""
     P, (rank, world) = self.P, rank_world()
@@ -302,7 +305,8 @@ def ahead(self: SegmentationMatrix) -> list:
     self.train(self.cells(["real"]), progress=False, workers=1)
     self.label_uncond(progress=False)
     free = [m for m in self.P.mixes if "cond" not in mix_recipes(self.P)[m]]   # an old conditional set may be on disk
-    todo = [c for c in self.cells(free) + self.compute_matched_cells(mixes=free) if not (Path(c["run_dir"]) / "result.json").exists()]
+    cells = self.cells(free) + self.compute_matched_cells(mixes=free)
+    todo = [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
     jobs = []
     for c in sorted(todo, key=lambda c: -cell_cost(c)):                       # longest first, as `train`
         jobs.append(j := partial(train_cell, c, progress=False, **self.cell_options()))

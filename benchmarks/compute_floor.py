@@ -60,7 +60,8 @@ def gan_step(task_cls, cfg):
 
 
 def chapter_table(timings: pd.DataFrame, df: pd.DataFrame, cores: int) -> pd.DataFrame:
-    "Per chapter of a run: wall seconds, the cores it kept busy (CPU / wall), the training floor (seconds, where a chapter trains) and their ratio."
+    """Per chapter of a run: wall seconds, the cores it kept busy (CPU / wall), the training floor (seconds,
+    where a chapter trains) and their ratio."""
     core_s = df.set_index("stage").core_min * 60
     floors = {"04b_gan_training.ipynb": core_s.filter(like="GAN").max(),        # both at once, one core each
               "05a_seg_matrix.ipynb": core_s.filter(like="segmentation").sum() / cores}
@@ -72,7 +73,8 @@ def chapter_table(timings: pd.DataFrame, df: pd.DataFrame, cores: int) -> pd.Dat
     gans = core_s.filter(like="GAN")
     both = dict(notebook="04b + 05a", seconds=t.set_index("notebook").seconds.reindex(list(floors)).sum(),
                 floor_s=max(gans.max(), (gans.sum() + core_s.filter(like="segmentation").sum()) / cores))
-    if "cores_busy" in t: both["cores_busy"] = timings.set_index("notebook").cpu_seconds.reindex(list(floors)).sum() / both["seconds"]
+    if "cores_busy" in t:
+        both["cores_busy"] = timings.set_index("notebook").cpu_seconds.reindex(list(floors)).sum() / both["seconds"]
     both["wall_over_floor"] = both["seconds"] / both["floor_s"]
     total = pd.DataFrame([dict(notebook="total", seconds=t.seconds.sum(), floor_s=both["floor_s"])])
     t = pd.concat([t, pd.DataFrame([both])], ignore_index=True)

@@ -819,7 +819,8 @@ def test_the_paper_profile_trains_with_nvlabs_bgc_ada_and_small_keeps_its_folder
 
 
 def test_lend_queues_a_models_follow_up_only_after_it_trained_and_then_the_jobs_it_returns():
-    "`train_gans(then=...)`: the follow-up of a model starts after that model ends, its returned jobs run, a failed model lends nothing."
+    """`train_gans(then=...)`: the follow-up of a model starts after that model ends, its returned jobs run,
+    a failed model lends nothing."""
     import time
     from concurrent.futures import ThreadPoolExecutor
     from aras.gan import _lend
@@ -833,7 +834,7 @@ def test_lend_queues_a_models_follow_up_only_after_it_trained_and_then_the_jobs_
         lent = _lend(pool, futs, {"uncond": follow_up}, 0.05, lambda: None)
     assert len(lent) == 3 and all(f.exception() is None for f in lent)
     assert log.index("uncond done") < log.index("follow-up") < min(log.index("cell 1"), log.index("cell 2"))
-    assert log.index("cell 2") < log.index("cond done")       # on the worker the short model left, while the long one trains
+    assert log.index("cell 2") < log.index("cond done")     # on the short model's worker, the long one training
     def broken(): raise RuntimeError("diverged")
     with ThreadPoolExecutor(2) as pool:
         lent = _lend(pool, {"uncond": pool.submit(broken)}, {"uncond": follow_up}, 0.05, lambda: None)
