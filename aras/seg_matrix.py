@@ -31,8 +31,9 @@ from .stats import METRICS, plateau_reached
 
 
 # %% auto 0
-__all__ = ['TRAIN_KEYS', 'NOT_RUN', 'mix_recipes', 'check_settings', 'file_stamps', 'SegmentationMatrix', 'cell_cost',
-           'spread_cells', 'deal_cells', 'run_converged', 'predict_masks', 'plot_one_model', 'load_weights', 'main']
+__all__ = ['TRAIN_KEYS', 'NOT_RUN', 'mix_recipes', 'check_settings', 'file_stamps', 'SegmentationMatrix', 'unfinished',
+           'cell_cost', 'spread_cells', 'deal_cells', 'run_converged', 'predict_masks', 'plot_one_model',
+           'load_weights', 'main']
 
 # %% ../nbs/05a_seg_matrix.ipynb 7
 TRAIN_KEYS = ("encoder", "encoder_weights", "image_size", "epochs", "steps_per_epoch", "batch_size", "lr",
@@ -193,6 +194,10 @@ def compute_matched_cells(self: SegmentationMatrix, archs=None, seeds=None, mixe
     return out
 
 # %% ../nbs/05a_seg_matrix.ipynb 17
+def unfinished(cells: list) -> list:
+    "The cells without a result (`result.json`), longest first: what `train` trains, in its order."
+    return sorted((c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()), key=lambda c: -cell_cost(c))
+
 def cell_cost(c: dict) -> float:
     "A cell's optimiser steps (its step budget, or batches per epoch x epochs): it orders and deals cells."
     return c.get("max_steps") or len(read_set(c["train"])) / int(c["batch_size"]) * int(c["epochs"])
@@ -227,8 +232,7 @@ def train(self: SegmentationMatrix, cells: list, progress=True, desc="training",
     every cell by all ranks together. Every rank returns every cell's result."""
     P, (rank, world) = self.P, rank_world()
     barrier()                                    # all ranks list the unfinished cells before one finishes
-    todo = [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
-    todo.sort(key=lambda c: -cell_cost(c))       # longest first
+    todo = unfinished(cells)
     kw = self.cell_options()
     workers = int(workers or P.parallel_runs or 1) if world == 1 and str(self.device) == "cpu" else 1
     if spread_cells(P.distribute, len(todo), world):
@@ -305,10 +309,8 @@ def ahead(self: SegmentationMatrix) -> list:
     self.train(self.cells(["real"]), progress=False, workers=1)
     self.label_uncond(progress=False)
     free = [m for m in self.P.mixes if "cond" not in mix_recipes(self.P)[m]]   # an old conditional set may be on disk
-    cells = self.cells(free) + self.compute_matched_cells(mixes=free)
-    todo = [c for c in cells if not (Path(c["run_dir"]) / "result.json").exists()]
     jobs = []
-    for c in sorted(todo, key=lambda c: -cell_cost(c)):                       # longest first, as `train`
+    for c in unfinished(self.cells(free) + self.compute_matched_cells(mixes=free)):
         jobs.append(j := partial(train_cell, c, progress=False, **self.cell_options()))
         j.name = f"training {c['mix']}/{c['arch']}/seed {c['seed']} ({c['run_dir']})"   # what an error names
     return jobs
