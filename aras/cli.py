@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_reproduce.ipynb 3
 from __future__ import annotations
-import argparse, logging, os, re, shutil, sys, time
+import argparse, functools, logging, os, re, shutil, sys, time
 from pathlib import Path
 
 import nbformat
@@ -14,8 +14,8 @@ from .core import ArasError, get_profile, one_line_errors, parse_overrides, proj
 from .profiles import DEFAULT_PROFILE, PROFILES
 
 # %% auto 0
-__all__ = ['PIPELINE_LAST', 'pipeline_notebooks', 'run_notebook', 'ProgressEcho', 'keep_last_progress', 'record_timings',
-           'reproduce', 'main']
+__all__ = ['PIPELINE_LAST', 'AFTER', 'ALONE', 'pipeline_notebooks', 'run_notebook', 'ProgressEcho', 'keep_last_progress',
+           'chapter_key', 'needs', 'run_chapters', 'record_timings', 'reproduce', 'main']
 
 # %% ../nbs/90_reproduce.ipynb 6
 PIPELINE_LAST = 89      # notebooks 00..89 are the pipeline; 90.. are tooling chapters like this one
@@ -43,39 +43,56 @@ def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
-def run_notebook(nb: Path, out: Path, parameters: dict, cwd: Path, verbose=False) -> dict:
+def _ipc_kernel_manager(folders: list):
+    """A KernelManager whose kernel talks over Unix sockets in a new folder (appended to `folders`), not TCP ports:
+    kernels started at the same moment by two processes can pick the same free port and one dies."""
+    import tempfile
+    from jupyter_client.manager import KernelManager
+    from traitlets import CaselessStrEnum, default
+    class IPCKernelManager(KernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+        @default("ip")
+        def _ip_default(self):
+            folders.append(Path(tempfile.mkdtemp(prefix="aras-kernel-")))
+            return str(folders[-1] / "k")
+    return IPCKernelManager
+
+def run_notebook(nb: Path, out: Path, parameters: dict, cwd: Path, verbose=False, lines=False) -> dict:
     """Execute `nb` with papermill into `out`, its progress bars shown live. Returns the status, the wall
     seconds, the CPU seconds of its kernel and workers (`cpu_seconds`; / seconds = the cores it kept busy)
-    and, on failure, where and why."""
+    and, on failure, where and why. `lines`: progress as a line per update (`ProgressEcho`)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     out.parent.mkdir(parents=True, exist_ok=True)
+    sockets = []
     log = logging.getLogger("papermill")
-    echo = logging.StreamHandler(sys.stderr) if verbose else ProgressEcho(nb.stem)
+    echo = logging.StreamHandler(sys.stderr) if verbose else ProgressEcho(nb.stem, lines=lines)
     log.addHandler(echo); log.setLevel(logging.INFO); log.propagate = False
     t0, c0 = time.time(), _children_cpu()
     took = lambda: dict(seconds=round(time.time() - t0, 1), cpu_seconds=round(_children_cpu() - c0, 1))
     try:
         pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(cwd), progress_bar=False,
-                            log_output=True, kernel_name="python3")
+                            log_output=True, kernel_name="python3",
+                            kernel_manager_class=_ipc_kernel_manager(sockets))
         return dict(notebook=nb.name, status="ok", **took(), output=str(out))
     except PapermillExecutionError as e:
         first = next((l for l in e.source.splitlines() if l.strip() and not l.startswith("#|")), "")
         return dict(notebook=nb.name, status="failed", **took(), output=str(out),
                     cell=e.cell_index, exec_count=e.exec_count, error=f"{e.ename}: {e.evalue}", source=first)
     finally:
-        log.removeHandler(echo); getattr(echo, "done", lambda: None)()
+        log.removeHandler(echo); getattr(echo, "done", lambda: None)(); [shutil.rmtree(d, ignore_errors=True) for d in sockets]
         if out.exists(): keep_last_progress(out)
 
 # %% ../nbs/90_reproduce.ipynb 11
 _BAR = re.compile(r"\d+%\|")      # a tqdm bar: "desc:  40%|████      | 20/50 [00:01<00:01, 19.95it/s]"
 
 class ProgressEcho(logging.Handler):
-    "Show the newest progress bar of a running notebook on one terminal line (a line per update elsewhere)."
-    def __init__(self, name: str, stream=None):
+    """Show the newest progress bar of a running notebook on one terminal line (a line per update elsewhere, and
+    when `lines`: two notebooks running at once share the terminal)."""
+    def __init__(self, name: str, stream=None, lines=False):
         super().__init__(logging.INFO)
         self.name, self.stream, self.cell, self.shown = name, stream or sys.stderr, "", False
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.tty = not lines and getattr(self.stream, "isatty", lambda: False)()
     def emit(self, record):
         msg = record.getMessage()
         if m := re.match(r"Executing Cell (\d+)", msg): self.cell = f" cell {m[1]}"; return
@@ -107,7 +124,66 @@ def keep_last_progress(path):
         if cell.cell_type == "code": cell.outputs = outs
     nbformat.write(nb, path)
 
-# %% ../nbs/90_reproduce.ipynb 16
+# %% ../nbs/90_reproduce.ipynb 17
+AFTER = {   # chapter: the last chapter it needs (every one up to it has finished); None: its own examples only
+    **dict.fromkeys(["00a_statistics", "00b_profiles", "00c_settings_checks", "00d_images", "00e_runtime",
+                     "01_landcover", "02_toyland", "02a_sentinel2", "04c_ada"], None),
+    **dict.fromkeys(["03b_dataset", "04_gan", "04a_gan_tasks", "05_segmentation"], "03a_prepare"),   # the prepared data
+    "06_captioning": "05a_seg_matrix",     # the GAN samples and their pseudo-labels (05a), not Tables 3-4 (05b)
+    "07_metrics": "05a_seg_matrix",
+    "10_score": "07a_distributional",      # data, Sentinel-2 and 07a's distances: beside 07b, 08 and the claims
+}
+ALONE = {"04b_gan_training", "05a_seg_matrix"}   # training: nothing beside it (its floor is the whole machine)
+
+def chapter_key(nb: Path) -> str: return Path(nb).name.removesuffix(".ipynb")
+
+def needs(keys: list, i: int) -> set:
+    "Positions in `keys` (chapter keys, in order) that must finish before chapter `i` starts."
+    last = AFTER.get(keys[i], keys[i - 1] if i else None)
+    return {j for j in range(i) if last is not None and keys[j] <= last}
+
+def _startable(keys, todo, running, done, lanes) -> list:
+    "The chapters to start now, in order; a training chapter waits for free lanes, and nothing overtakes it."
+    out = []
+    for i in todo:
+        if len(running) + len(out) >= lanes or any(keys[j] in ALONE for j in [*running, *out]): break
+        ok = needs(keys, i) <= done
+        if keys[i] in ALONE:
+            if ok and not running and not out: out.append(i)
+            break
+        if ok: out.append(i)
+    return out
+
+def run_chapters(nbs: list, run, record, lanes: int = 2, profile: str = "") -> list:
+    """Run `run(nb, lines)` (picklable) for every notebook, `lanes` at once as `AFTER` and `ALONE` allow, in worker
+    processes when `lanes` > 1; `record(rows)` after each. After a failure nothing new starts; the rest is 'not run'."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import multiprocessing
+    keys, todo, done, rows, running = [chapter_key(p) for p in nbs], list(range(len(nbs))), set(), {}, {}
+    failed = lambda: any(r["status"] != "ok" for r in rows.values())
+    def finish(i, row):
+        rows[i] = row; done.add(i); record([rows[k] for k in sorted(rows)])
+    pool = ProcessPoolExecutor(lanes, mp_context=multiprocessing.get_context("spawn")) if lanes > 1 else None
+    try:
+        while (todo and not failed()) or running:
+            for i in [] if failed() else _startable(keys, todo, list(running.values()), done, lanes):
+                print(f"[{len(nbs) - len(todo) + 1}/{len(nbs)}] {nbs[i].name} (profile {profile})", flush=True)
+                todo.remove(i)
+                if pool is None: finish(i, run(nbs[i], False))
+                else: running[pool.submit(run, nbs[i], True)] = i
+            for f in wait(running, return_when=FIRST_COMPLETED).done if running else []:
+                i = running.pop(f)
+                try: row = f.result()
+                except Exception as e:               # the worker itself died: the chapter failed, with why
+                    row = dict(notebook=nbs[i].name, status="failed", seconds=0.0, output="", cell=None,
+                               exec_count=None, error=f"{type(e).__name__}: {e}", source="")
+                finish(i, row); print(f"  {nbs[i].name}: {row['status']} in {row['seconds']:.0f} s", flush=True)
+    finally:
+        if pool is not None: pool.shutdown(cancel_futures=True)
+    return [rows.get(i, dict(notebook=p.name, status="not run", seconds=0.0, output="")) for i, p in enumerate(nbs)]
+
+
+# %% ../nbs/90_reproduce.ipynb 19
 def record_timings(rows: list, runs_dir: Path) -> Path:
     """Each notebook's latest status, wall seconds and CPU seconds in `runs_dir/timings.csv`, kept over
     partial reruns: what `benchmarks/compute_floor.py --timings` sets against the training floor, and the
@@ -119,10 +195,23 @@ def record_timings(rows: list, runs_dir: Path) -> Path:
     pd.concat([old[~old.notebook.isin(new.notebook)], new]).sort_values("notebook").to_csv(f, index=False)
     return f
 
+def _run_into(nb: Path, lines: bool, runs_dir: Path, **kw) -> dict:
+    """`run_notebook` into `runs_dir`. Beside another chapter (`lines`), the kernel's OpenMP and OpenBLAS threads
+    sleep when idle (unless set otherwise): two kernels' spinning threads take each other's cores. Measured (Lite0
+    features, 2 threads each, 8 Dec): two at once took 26 s where one after the other took 21, and 15.6 s passive."""
+    env = dict(os.environ)
+    try:
+        if lines and chapter_key(nb) not in ALONE:
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE"); os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+        return run_notebook(nb, runs_dir / nb.name, lines=lines, **kw)
+    finally:
+        os.environ.clear(); os.environ.update(env)
+
 def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, raw_dir=None, out_dir=None, seed=0,
               device="cpu", nbs_dir=None, runs_dir=None, verbose=False, dry_run=False, weights=None, ratings=None,
-              overrides=None) -> pd.DataFrame:
-    "Run the pipeline notebooks in order; return one row per notebook (status, seconds, output)."
+              overrides=None, lanes=None) -> pd.DataFrame:
+    """Run the pipeline notebooks in order, `lanes` at once where a chapter does not need the one before it
+    (`run_chapters`; default: 2 on the CPU, 1 on a GPU); return one row per notebook (status, seconds, output)."""
     overrides = [f"{k}={v!r}" for k, v in parse_overrides(overrides).items()]
     get_profile(profile, parse_overrides(overrides))       # unknown profile or setting: one line, before anything runs
     from aras.data import discover_tiles, require_data_root
@@ -135,24 +224,19 @@ def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, ra
     params = dict(profile=profile, seed=int(seed), device=device, overrides=overrides,
                   **{k: str(Path(v).resolve()) for k, v in (("data_root", data_root), ("raw_dir", raw_dir), ("out_dir", out_dir),
                                                            ("weights", weights), ("ratings", ratings)) if v})
+    lanes = int(lanes or (2 if device == "cpu" else 1))
+    if lanes < 1: raise ArasError(f"--lanes {lanes}: run at least one notebook at a time")
     if dry_run:
         return pd.DataFrame(dict(notebook=[p.name for p in nbs], status="planned", seconds=0.0,
                                  output=[str(runs_dir / p.name) for p in nbs]))
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("TQDM_MININTERVAL", "10")              # the kernels' progress bars: an update per 10 s at most
     os.environ.setdefault("PYTHONWARNINGS", "ignore:IProgress not found")   # tqdm falls back to text bars, as meant
-    rows = []
-    for k, nb in enumerate(nbs, 1):
-        print(f"[{k}/{len(nbs)}] {nb.name} (profile {profile})", flush=True)
-        row = run_notebook(nb, runs_dir / nb.name, params, nbs_dir, verbose)
-        rows.append(row)
-        record_timings(rows, runs_dir)
-        if row["status"] != "ok":
-            rows += [dict(notebook=p.name, status="not run", seconds=0.0, output="") for p in nbs[k:]]
-            break
-    return pd.DataFrame(rows)
+    run = functools.partial(_run_into, runs_dir=runs_dir, parameters=params, cwd=nbs_dir, verbose=verbose)
+    return pd.DataFrame(run_chapters(nbs, run, functools.partial(record_timings, runs_dir=runs_dir), lanes, profile))
 
-# %% ../nbs/90_reproduce.ipynb 19
+
+# %% ../nbs/90_reproduce.ipynb 22
 def _print_report(df: pd.DataFrame, profile: str, out_dir=None):
     from aras.core import figures_root
     if "cpu_seconds" in df: df = df.assign(cores=(df.cpu_seconds / df.seconds).round(2))   # how busy the 2 cores were
@@ -161,14 +245,14 @@ def _print_report(df: pd.DataFrame, profile: str, out_dir=None):
     print(f"total {df.seconds.sum():.0f} s" + (f", {df.cpu_seconds.sum():.0f} CPU s" if "cpu_seconds" in df else ""))
     failed = df[df.status == "failed"]
     for r in failed.itertuples():
-        print(f"\nFAILED: {r.notebook}, cell {r.cell} (execution count {r.exec_count}): {r.error}\n"
+        print(f"\nFAILED: {r.notebook}, cell {r.cell:.0f} (execution count {r.exec_count:.0f}): {r.error}\n"
               f"  cell starts: {r.source}\n  the executed notebook with the full traceback: {r.output}", file=sys.stderr)
     if not len(failed):
         claims = figures_root(out_dir) / profile / "claims.md"
         if claims.exists() and "09_claims.ipynb" in set(df.notebook): print("\n" + claims.read_text())
         print(f"figures and tables: {figures_root(out_dir) / profile}" + (f"; the claims report: {claims}" if claims.exists() else ""))
 
-# %% ../nbs/90_reproduce.ipynb 20
+# %% ../nbs/90_reproduce.ipynb 23
 def _reproduce_args(r: argparse.ArgumentParser):
     "The options of `aras reproduce`."
     r.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
@@ -186,11 +270,13 @@ def _reproduce_args(r: argparse.ArgumentParser):
     r.add_argument("--ratings", help="human rating CSVs exported by metrics_rating_page.html: a file, a folder or a glob (notebook 08)")
     r.add_argument("--nbs", dest="nbs_dir", help="notebook folder (default: <project>/nbs)")
     r.add_argument("--runs", dest="runs_dir", help="where executed notebooks go (default: <project>/runs/<profile>)")
+    r.add_argument("--lanes", type=int, help="chapters run at once where one does not need the other "
+                   "(default: 2 on the CPU, 1 on a GPU; 1: one after the other)")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' output")
     r.add_argument("--dry-run", action="store_true", help="list the notebooks that would run")
 
 
-# %% ../nbs/90_reproduce.ipynb 21
+# %% ../nbs/90_reproduce.ipynb 24
 def _parser() -> argparse.ArgumentParser:
     from aras import __version__
     ap = argparse.ArgumentParser(prog="aras", description="Reproduce ARAS400k: data, models, tables and figures.")
@@ -221,14 +307,14 @@ def _parser() -> argparse.ArgumentParser:
                                            "sensitivity, memorisation, and a reading in words (chapter 10)."))
     return ap
 
-# %% ../nbs/90_reproduce.ipynb 22
+# %% ../nbs/90_reproduce.ipynb 25
 def _archives(files, published: dict) -> dict:
     "The published MD5 sums of `files` (all archives if none); a name not published is an error, not an empty check."
     if bad := [f for f in files or () if f not in published]:
         raise ArasError(f"{', '.join(bad)} is not one of the published archives ({', '.join(published)})")
     return {k: v for k, v in published.items() if not files or k in files}
 
-# %% ../nbs/90_reproduce.ipynb 23
+# %% ../nbs/90_reproduce.ipynb 26
 def _reproduce_cmd(args) -> int:
     df = reproduce(**{k: v for k, v in vars(args).items() if k != "command"})
     if args.dry_run:

@@ -184,3 +184,37 @@ def test_run_notebook_counts_the_cpu_seconds_of_its_kernel(tmp_path):
     nbformat.write(nb, tmp_path / "busy.ipynb")
     r = run_notebook(tmp_path / "busy.ipynb", tmp_path / "out" / "busy.ipynb", {}, tmp_path)
     assert r["status"] == "ok" and 1.0 <= r["cpu_seconds"] <= r["seconds"] * 2.5, r
+
+
+def _stamp_nb(path, seconds=1.5):
+    "A notebook that keeps one core busy for `seconds` and writes when it ran (its name.txt: start end)."
+    _nb(path, "import time\nfrom pathlib import Path\nt0 = time.time()\nwhile time.time() - t0 < %s: pass\n"
+              "Path('%s.txt').write_text(f'{t0} {time.time()}')" % (seconds, path.stem))
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_chapters_that_do_not_need_each_other_run_at_once(tmp_path, monkeypatch, capsys, lanes):
+    import aras.cli as cli
+    d = tmp_path / "nbs"; d.mkdir()
+    for n in ("00_first", "01_second", "02_third"): _stamp_nb(d / f"{n}.ipynb")
+    monkeypatch.setitem(cli.AFTER, "01_second", None)                 # needs nothing: beside 00_first
+    assert main(["reproduce", "--nbs", str(d), "--runs", str(tmp_path / "r"), "--lanes", str(lanes)]) == 0
+    (a0, a1), (b0, b1), (c0, c1) = [map(float, (d / f"{n}.txt").read_text().split()) for n in ("00_first", "01_second", "02_third")]
+    assert (b0 < a1) == (lanes == 2)                                  # 01 started before 00 ended only with 2 lanes
+    assert c0 >= max(a1, b1)                                          # 02 needs both (the default: every chapter before it)
+    t = pd.read_csv(tmp_path / "r" / "timings.csv")
+    assert (t.status == "ok").all() and t.cpu_seconds.between(1.4, 4.0).all(), t   # each kernel's own CPU, not its neighbour's
+
+
+def test_a_failure_beside_a_running_chapter_lets_it_finish_and_starts_nothing_new(tmp_path, monkeypatch, capsys):
+    import aras.cli as cli
+    d = tmp_path / "nbs"; d.mkdir()
+    _stamp_nb(d / "00_slow.ipynb", 3)
+    _nb(d / "01_bad.ipynb", "raise ValueError('bad')")
+    _stamp_nb(d / "02_after.ipynb", 0.1)
+    monkeypatch.setitem(cli.AFTER, "01_bad", None)
+    assert main(["reproduce", "--nbs", str(d), "--runs", str(tmp_path / "r"), "--lanes", "2"]) == 1
+    assert (d / "00_slow.txt").exists() and not (d / "02_after.txt").exists()
+    t = pd.read_csv(tmp_path / "r" / "timings.csv").set_index("notebook").status
+    assert t.to_dict() == {"00_slow.ipynb": "ok", "01_bad.ipynb": "failed"}
+    assert "FAILED: 01_bad.ipynb, cell 2" in capsys.readouterr().err   # after the injected parameters
