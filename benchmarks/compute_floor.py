@@ -27,12 +27,17 @@ from aras.gan_tasks import SpadeTask, StyleGANTask
 from aras.segmentation import build_model
 
 
-def per_image_seconds(step, batch: int, warmup: int = 3, reps: int = 10) -> float:
-    "Seconds per training image of `step()` (one optimiser step on `batch` images), after `warmup` steps."
+def per_image_seconds(step, batch: int, warmup: int = 3, reps: int = 10, repeats: int = 5) -> float:
+    """Seconds per training image of `step()` (one optimiser step on `batch` images), after `warmup` steps: the median
+    of `repeats` timings of `reps` steps (one timing of 10 steps moved by up to 8% between invocations minutes apart)."""
+    import statistics
     for _ in range(warmup): step()
-    t0 = time.perf_counter()
-    for _ in range(reps): step()
-    return (time.perf_counter() - t0) / (reps * batch)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(reps): step()
+        times.append((time.perf_counter() - t0) / (reps * batch))
+    return statistics.median(times)
 
 
 def seg_step(P):
