@@ -158,7 +158,7 @@ def run_chapters(nbs: list, run, record, lanes: int = 2, profile: str = "") -> l
     """Run `run(nb, lines)` (picklable) for every notebook, `lanes` at once as `AFTER` and `ALONE` allow, in worker
     processes when `lanes` > 1; `record(rows)` after each. After a failure nothing new starts; the rest is 'not run'."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    import multiprocessing
+    import math, multiprocessing
     keys, todo, done, rows, running = [chapter_key(p) for p in nbs], list(range(len(nbs))), set(), {}, {}
     failed = lambda: any(r["status"] != "ok" for r in rows.values())
     def finish(i, row):
@@ -175,8 +175,8 @@ def run_chapters(nbs: list, run, record, lanes: int = 2, profile: str = "") -> l
                 i = running.pop(f)
                 try: row = f.result()
                 except Exception as e:               # the worker itself died: the chapter failed, with why
-                    row = dict(notebook=nbs[i].name, status="failed", seconds=0.0, output="", cell=None,
-                               exec_count=None, error=f"{type(e).__name__}: {e}", source="")
+                    row = dict(notebook=nbs[i].name, status="failed", seconds=0.0, output="", cell=math.nan,
+                               exec_count=math.nan, error=f"{type(e).__name__}: {e}", source="")
                 finish(i, row); print(f"  {nbs[i].name}: {row['status']} in {row['seconds']:.0f} s", flush=True)
     finally:
         if pool is not None: pool.shutdown(cancel_futures=True)
