@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_reproduce.ipynb 3
 from __future__ import annotations
-import argparse, functools, logging, os, re, shutil, sys, time
+import argparse, functools, logging, math, os, re, shutil, sys, time
 from pathlib import Path
 
 import nbformat
@@ -44,8 +44,8 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 def _ipc_kernel_manager(folders: list):
-    """A KernelManager whose kernel talks over Unix sockets in a new folder (appended to `folders`), not TCP ports:
-    kernels started at the same moment by two processes can pick the same free port and one dies."""
+    """A KernelManager whose kernel talks over Unix sockets in a new folder (appended to `folders`),
+    not TCP ports: kernels started at once by two processes can pick one free port, and one dies."""
     import tempfile
     from jupyter_client.manager import KernelManager
     from traitlets import CaselessStrEnum, default
@@ -80,7 +80,9 @@ def run_notebook(nb: Path, out: Path, parameters: dict, cwd: Path, verbose=False
         return dict(notebook=nb.name, status="failed", **took(), output=str(out),
                     cell=e.cell_index, exec_count=e.exec_count, error=f"{e.ename}: {e.evalue}", source=first)
     finally:
-        log.removeHandler(echo); getattr(echo, "done", lambda: None)(); [shutil.rmtree(d, ignore_errors=True) for d in sockets]
+        log.removeHandler(echo); getattr(echo, "done", lambda: None)()
+        for d in sockets:
+            shutil.rmtree(d, ignore_errors=True)
         if out.exists(): keep_last_progress(out)
 
 # %% ../nbs/90_reproduce.ipynb 11
@@ -125,17 +127,23 @@ def keep_last_progress(path):
     nbformat.write(nb, path)
 
 # %% ../nbs/90_reproduce.ipynb 17
-AFTER = {   # chapter: the last chapter it needs (every one up to it has finished); None: its own examples only
-    **dict.fromkeys(["00a_statistics", "00b_profiles", "00c_settings_checks", "00d_images", "00e_runtime",
-                     "01_landcover", "02_toyland", "02a_sentinel2", "04c_ada"], None),
-    **dict.fromkeys(["03b_dataset", "04_gan", "04a_gan_tasks", "05_segmentation"], "03a_prepare"),   # the prepared data
-    "06_captioning": "05a_seg_matrix",     # the GAN samples and their pseudo-labels (05a), not Tables 3-4 (05b)
+# chapter: the last chapter it needs (every one up to it has finished); None: its own examples only
+AFTER = {
+    **dict.fromkeys(["00a_statistics", "00b_profiles", "00c_settings_checks", "00d_images",
+                     "00e_runtime", "01_landcover", "02_toyland", "02a_sentinel2", "04c_ada"], None),
+    # the prepared data (03a)
+    **dict.fromkeys(["03b_dataset", "04_gan", "04a_gan_tasks", "05_segmentation"], "03a_prepare"),
+    # the GAN samples and their pseudo-labels (05a), not Tables 3-4 (05b)
+    "06_captioning": "05a_seg_matrix",
     "07_metrics": "05a_seg_matrix",
-    "10_score": "07a_distributional",      # data, Sentinel-2 and 07a's distances: beside 07b, 08 and the claims
+    # data, Sentinel-2 and 07a's distances: beside 07b, 08 and the claims
+    "10_score": "07a_distributional",
 }
-ALONE = {"04b_gan_training", "05a_seg_matrix"}   # training: nothing beside it (its floor is the whole machine)
+# training: nothing runs beside it (its floor is the whole machine)
+ALONE = {"04b_gan_training", "05a_seg_matrix"}
 
-def chapter_key(nb: Path) -> str: return Path(nb).name.removesuffix(".ipynb")
+def chapter_key(nb: Path) -> str:
+    return Path(nb).name.removesuffix(".ipynb")
 
 def needs(keys: list, i: int) -> set:
     "Positions in `keys` (chapter keys, in order) that must finish before chapter `i` starts."
@@ -143,44 +151,63 @@ def needs(keys: list, i: int) -> set:
     return {j for j in range(i) if last is not None and keys[j] <= last}
 
 def _startable(keys, todo, running, done, lanes) -> list:
-    "The chapters to start now, in order; a training chapter waits for free lanes, and nothing overtakes it."
+    "The chapters to start now, in order; a training chapter waits for free lanes; none overtakes it."
     out = []
     for i in todo:
-        if len(running) + len(out) >= lanes or any(keys[j] in ALONE for j in [*running, *out]): break
+        busy = [*running, *out]
+        if len(busy) >= lanes or any(keys[j] in ALONE for j in busy):
+            break
         ok = needs(keys, i) <= done
         if keys[i] in ALONE:
-            if ok and not running and not out: out.append(i)
+            if ok and not busy:
+                out.append(i)
             break
-        if ok: out.append(i)
+        if ok:
+            out.append(i)
     return out
 
+def _lane_result(future, nb: Path) -> dict:
+    "A lane's row; a worker that died is a failed chapter, with why."
+    try:
+        return future.result()
+    except Exception as e:
+        return dict(notebook=nb.name, status="failed", seconds=0.0, output="", cell=math.nan,
+                    exec_count=math.nan, error=f"{type(e).__name__}: {e}", source="")
+
 def run_chapters(nbs: list, run, record, lanes: int = 2, profile: str = "") -> list:
-    """Run `run(nb, lines)` (picklable) for every notebook, `lanes` at once as `AFTER` and `ALONE` allow, in worker
-    processes when `lanes` > 1; `record(rows)` after each. After a failure nothing new starts; the rest is 'not run'."""
+    """Run `run(nb, lines)` (picklable) for every notebook, `lanes` at once as `AFTER` and `ALONE`
+    allow, in worker processes when `lanes` > 1; `record(rows)` after each. After a failure nothing
+    new starts; the rest is 'not run'."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    import math, multiprocessing
-    keys, todo, done, rows, running = [chapter_key(p) for p in nbs], list(range(len(nbs))), set(), {}, {}
+    import multiprocessing
+    keys = [chapter_key(p) for p in nbs]
+    todo, done, rows, running = list(range(len(nbs))), set(), {}, {}
     failed = lambda: any(r["status"] != "ok" for r in rows.values())
     def finish(i, row):
-        rows[i] = row; done.add(i); record([rows[k] for k in sorted(rows)])
-    pool = ProcessPoolExecutor(lanes, mp_context=multiprocessing.get_context("spawn")) if lanes > 1 else None
+        rows[i] = row
+        done.add(i)
+        record([rows[k] for k in sorted(rows)])
+    spawn = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(lanes, mp_context=spawn) if lanes > 1 else None
     try:
         while (todo and not failed()) or running:
-            for i in [] if failed() else _startable(keys, todo, list(running.values()), done, lanes):
+            starts = [] if failed() else _startable(keys, todo, list(running.values()), done, lanes)
+            for i in starts:
                 print(f"[{len(nbs) - len(todo) + 1}/{len(nbs)}] {nbs[i].name} (profile {profile})", flush=True)
                 todo.remove(i)
-                if pool is None: finish(i, run(nbs[i], False))
-                else: running[pool.submit(run, nbs[i], True)] = i
+                if pool is None:
+                    finish(i, run(nbs[i], False))
+                else:
+                    running[pool.submit(run, nbs[i], True)] = i
             for f in wait(running, return_when=FIRST_COMPLETED).done if running else []:
                 i = running.pop(f)
-                try: row = f.result()
-                except Exception as e:               # the worker itself died: the chapter failed, with why
-                    row = dict(notebook=nbs[i].name, status="failed", seconds=0.0, output="", cell=math.nan,
-                               exec_count=math.nan, error=f"{type(e).__name__}: {e}", source="")
-                finish(i, row); print(f"  {nbs[i].name}: {row['status']} in {row['seconds']:.0f} s", flush=True)
+                finish(i, _lane_result(f, nbs[i]))
+                print(f"  {nbs[i].name}: {rows[i]['status']} in {rows[i]['seconds']:.0f} s", flush=True)
     finally:
-        if pool is not None: pool.shutdown(cancel_futures=True)
-    return [rows.get(i, dict(notebook=p.name, status="not run", seconds=0.0, output="")) for i, p in enumerate(nbs)]
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    not_run = lambda p: dict(notebook=p.name, status="not run", seconds=0.0, output="")
+    return [rows.get(i, not_run(p)) for i, p in enumerate(nbs)]
 
 
 # %% ../nbs/90_reproduce.ipynb 19
@@ -196,16 +223,19 @@ def record_timings(rows: list, runs_dir: Path) -> Path:
     return f
 
 def _run_into(nb: Path, lines: bool, runs_dir: Path, **kw) -> dict:
-    """`run_notebook` into `runs_dir`. Beside another chapter (`lines`), the kernel's OpenMP and OpenBLAS threads
-    sleep when idle (unless set otherwise): two kernels' spinning threads take each other's cores. Measured (Lite0
-    features, 2 threads each, 8 Dec): two at once took 26 s where one after the other took 21, and 15.6 s passive."""
+    """`run_notebook` into `runs_dir`. Beside another chapter (`lines`), the kernel's OpenMP and
+    OpenBLAS threads sleep when idle (unless set otherwise): two kernels' spinning threads take each
+    other's cores. Measured (Lite0 features, 2 threads each, 8 Dec): two at once took 26 s where one
+    after the other took 21, and 15.6 s passive."""
     env = dict(os.environ)
     try:
         if lines and chapter_key(nb) not in ALONE:
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE"); os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
         return run_notebook(nb, runs_dir / nb.name, lines=lines, **kw)
     finally:
-        os.environ.clear(); os.environ.update(env)
+        os.environ.clear()
+        os.environ.update(env)
 
 def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, raw_dir=None, out_dir=None, seed=0,
               device="cpu", nbs_dir=None, runs_dir=None, verbose=False, dry_run=False, weights=None, ratings=None,
@@ -232,8 +262,10 @@ def reproduce(profile=DEFAULT_PROFILE, only=None, start=None, data_root=None, ra
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("TQDM_MININTERVAL", "10")              # the kernels' progress bars: an update per 10 s at most
     os.environ.setdefault("PYTHONWARNINGS", "ignore:IProgress not found")   # tqdm falls back to text bars, as meant
-    run = functools.partial(_run_into, runs_dir=runs_dir, parameters=params, cwd=nbs_dir, verbose=verbose)
-    return pd.DataFrame(run_chapters(nbs, run, functools.partial(record_timings, runs_dir=runs_dir), lanes, profile))
+    run = functools.partial(_run_into, runs_dir=runs_dir, parameters=params, cwd=nbs_dir,
+                            verbose=verbose)
+    record = functools.partial(record_timings, runs_dir=runs_dir)
+    return pd.DataFrame(run_chapters(nbs, run, record, lanes, profile))
 
 
 # %% ../nbs/90_reproduce.ipynb 22

@@ -226,10 +226,12 @@ def read_png(path) -> np.ndarray:
         raise ArasDataError(f"{path}: unreadable or truncated PNG ({e})") from e
 
 def _write_png(array: np.ndarray, path: Path):
-    """A PNG at zlib level 1 (3x faster than 6, ~20% larger), encoded by imagecodecs' libpng: 1.46x PIL's time at the
-    same level on toyland patches, the same pixels, files 3% smaller (`benchmarks/bench_data.py`)."""
+    """A PNG at zlib level 1 (3x faster than 6, ~20% larger), encoded by imagecodecs' libpng: 1.46x
+    faster than PIL at that level on toyland patches, the same pixels, files 3% smaller."""
     import imagecodecs
-    with atomic_path(path) as tmp: tmp.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(array), level=1))
+    png = imagecodecs.png_encode(np.ascontiguousarray(array), level=1)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)
 
 _DECODERS: dict = {}          # per process id: a forked data-loader worker gets its own threads, not its parent's dead ones
 
